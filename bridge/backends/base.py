@@ -1,0 +1,93 @@
+"""What the server needs from a bus: one blocking call per transaction.
+
+Backends are synchronous on purpose: real buses are driven with blocking
+ioctls.  The server gives every bus its own worker, so a backend never sees
+two transactions at once and never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from protocol.handshake import I2C_FUNC_I2C, I2CBusInfo, SpiBusInfo
+from protocol.virtio import I2CMsg, SpiConfig, SpiTransfer
+
+
+class BusError(Exception):
+    """A transaction failed on the bus.
+
+    ``index`` is the position (within the chain or message handed to the
+    backend) of the first request that failed; requests before it completed on
+    the bus, the failed one and everything after it did not run.  Backends that
+    cannot tell which one failed (a single I2C_RDWR ioctl) use 0.
+    ``errno`` is the board-side errno a client sees (ENXIO for an address NACK,
+    EREMOTEIO for a data NACK, ETIMEDOUT for a stuck bus, EIO otherwise).
+    """
+
+    def __init__(self, errno: int, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.message = message
+        self.index = index
+
+    @classmethod
+    def nack(cls, what: str, index: int = 0) -> BusError:
+        return cls(_errno.ENXIO, f"{what}: no ACK", index)
+
+
+class I2CBackend(ABC):
+    """One I2C adapter."""
+
+    name: str
+    description: str = ""
+    #: Linux ``I2C_FUNC_*`` bits the adapter offers.
+    functionality: int = I2C_FUNC_I2C
+    max_msg_len: int = 8192
+
+    @abstractmethod
+    def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
+        """Run one FAIL_NEXT chain as ONE combined transaction.
+
+        START, then each message with a repeated START before it, then one STOP.
+        Returns the data of each read message, in order.  Raises
+        :class:`BusError` on failure (see its ``index`` rule).  May block.
+        """
+
+    def info(self) -> I2CBusInfo:
+        return I2CBusInfo(
+            name=self.name,
+            functionality=self.functionality,
+            max_msg_len=self.max_msg_len,
+            description=self.description,
+        )
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the adapter."""
+
+
+class SpiBackend(ABC):
+    """One SPI controller with ``config.cs_max_number`` chip selects."""
+
+    name: str
+    description: str = ""
+    config: SpiConfig
+
+    @abstractmethod
+    def transfer(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[bytes]:
+        """Run one SPI message on chip select ``cs``.
+
+        Every transfer was already checked against ``config`` (no PARAM_ERR
+        reaches a backend).  CS is asserted before the first transfer; after a
+        transfer with ``cs_change`` = 1 it is deasserted and reasserted before
+        the next one; it is deasserted after the last.  Returns the received
+        bytes of each transfer with ``rx_len`` > 0, in order.  Raises
+        :class:`BusError` when the message failed (TRANS_ERR).  May block.
+        """
+
+    def info(self) -> SpiBusInfo:
+        return SpiBusInfo(name=self.name, config=self.config, description=self.description)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the controller."""

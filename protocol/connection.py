@@ -1,0 +1,523 @@
+"""Sans-I/O connection: bytes in, events out; events in, bytes out.
+
+In the spirit of h11/wsproto: nothing here touches a socket.  The caller feeds
+whatever it read into :meth:`Connection.receive_data`, drains
+:meth:`Connection.next_event`, and writes what :meth:`Connection.send` returns.
+
+Frames are a 4-byte big-endian length followed by one msgpack array whose
+first two items are the frame type and the request id (see ``SPEC.md``).
+Request frames are checked by hand rather than with pydantic: they are the
+hot path, and hand checks cost about a third as much per frame.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from enum import Enum
+from typing import Any, Final
+
+import msgpack
+
+from .errors import ErrorCode, ProtocolError
+from .events import (
+    Error,
+    Event,
+    Failure,
+    FrameType,
+    Hello,
+    I2CRequest,
+    Ping,
+    Pong,
+    Result,
+    SpiRequest,
+    Welcome,
+)
+from .handshake import HelloInfo, WelcomeInfo
+from .limits import (
+    DEFAULT_LIMITS,
+    MAX_BUS_NAME,
+    MAX_REQUEST_ID,
+    MAX_STR,
+    MAX_TIMEOUT_MS,
+    PREFIX_SIZE,
+    PROTOCOL_VERSION,
+    Limits,
+)
+from .virtio import (
+    I2C_FLAGS_FAIL_NEXT,
+    I2C_FLAGS_KNOWN,
+    I2C_FLAGS_M_RD,
+    I2C_OUT_HDR,
+    I2C_OUT_HDR_SIZE,
+    SPI_TRANSFER_HEAD_SIZE,
+    I2CMsg,
+    SpiTransfer,
+    SpiTransferHead,
+    decode_i2c_addr,
+    encode_i2c_addr,
+)
+
+
+class Role(Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`Connection.next_event` when a whole frame has not arrived.
+NEED_DATA: Final = _NeedData()
+
+
+class LocalProtocolError(Exception):
+    """The caller asked to send something the protocol or the peer's limits forbid."""
+
+
+# ---------------------------------------------------------------------------
+# Encoding (used by both roles; pure functions so peers and tests can reuse them)
+# ---------------------------------------------------------------------------
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_FRAME_I2C = int(FrameType.I2C)
+_FRAME_SPI = int(FrameType.SPI)
+_FRAME_RESULT = int(FrameType.RESULT)
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix a msgpack body with its length."""
+    return len(body).to_bytes(PREFIX_SIZE, "big") + body
+
+
+def encode_body(event: Event) -> bytes:
+    """The msgpack body of ``event`` (without the length prefix)."""
+    if isinstance(event, I2CRequest):
+        reqs = [
+            [
+                I2C_OUT_HDR.pack(encode_i2c_addr(m.addr, m.ten_bit), 0, m.flags),
+                m.length if m.flags & I2C_FLAGS_M_RD else m.data,
+            ]
+            for m in event.msgs
+        ]
+        return _packb([_FRAME_I2C, event.id, event.bus, reqs, event.timeout_ms])
+    if isinstance(event, Result):
+        fails = [[f.index, f.errno, f.message] for f in event.failures]
+        return _packb([_FRAME_RESULT, event.id, event.status, event.reads, fails])
+    if isinstance(event, SpiRequest):
+        xfers = [[t.head.pack(), t.tx, t.rx_len] for t in event.transfers]
+        return _packb([_FRAME_SPI, event.id, event.bus, event.cs, xfers, event.timeout_ms])
+    if isinstance(event, Error):
+        return _packb([int(FrameType.ERROR), event.id, event.code.value, event.message])
+    if isinstance(event, Ping):
+        return _packb([int(FrameType.PING), event.id])
+    if isinstance(event, Pong):
+        return _packb([int(FrameType.PONG), event.id])
+    if isinstance(event, Hello):
+        return _packb([int(FrameType.HELLO), 0, event.info.model_dump()])
+    if isinstance(event, Welcome):
+        return _packb([int(FrameType.WELCOME), 0, event.info.model_dump()])
+    raise TypeError(f"not a protocol event: {event!r}")
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+def _bad(code: ErrorCode, msg: str, rid: int = 0, fatal: bool = False) -> ProtocolError:
+    return ProtocolError(code, msg, request_id=rid, fatal=fatal)
+
+
+def _peek_id(body: bytes | memoryview) -> int:
+    """Best-effort request id of a body that failed to decode, for the ERROR frame."""
+    try:
+        up = msgpack.Unpacker(max_buffer_size=len(body), max_bin_len=0, max_str_len=0,
+                              max_array_len=0, max_map_len=0, max_ext_len=0)
+        up.feed(body)
+        up.read_array_header()
+        up.unpack()  # type
+        rid = up.unpack()
+    except Exception:
+        return 0
+    return rid if type(rid) is int and 0 < rid <= MAX_REQUEST_ID else 0
+
+
+def _check_id(v: Any) -> int:
+    if type(v) is not int or not 0 < v <= MAX_REQUEST_ID:
+        raise _bad(ErrorCode.MALFORMED, f"request id must be an integer 1..{MAX_REQUEST_ID}")
+    return v
+
+
+def _check_bus(v: Any, rid: int) -> str:
+    if type(v) is not str or not 0 < len(v) <= MAX_BUS_NAME:
+        raise _bad(ErrorCode.MALFORMED, f"bus must be a string of 1..{MAX_BUS_NAME} chars", rid)
+    return v
+
+
+def _check_timeout(v: Any, rid: int) -> int | None:
+    if v is None:
+        return None
+    if type(v) is not int or not 0 < v <= MAX_TIMEOUT_MS:
+        raise _bad(ErrorCode.MALFORMED, f"timeout_ms must be nil or 1..{MAX_TIMEOUT_MS}", rid)
+    return v
+
+
+def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
+    if type(v) is not list or not v:
+        raise _bad(ErrorCode.MALFORMED, f"{what} must be a non-empty array", rid)
+    if len(v) > limit:
+        raise _bad(ErrorCode.LIMIT_EXCEEDED, f"{len(v)} {what} in one frame; limit {limit}", rid)
+    return v
+
+
+def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
+    if len(f) != 5:
+        raise _bad(ErrorCode.MALFORMED, "I2C frame must have 5 items")
+    rid = _check_id(f[1])
+    bus = _check_bus(f[2], rid)
+    reqs = _check_list(f[3], "I2C requests", limits.max_requests, rid)
+    timeout = _check_timeout(f[4], rid)
+    maxlen = limits.max_i2c_len
+    unpack_hdr = I2C_OUT_HDR.unpack
+    msgs = []
+    for i, r in enumerate(reqs):
+        if type(r) is not list or len(r) != 2:
+            raise _bad(ErrorCode.MALFORMED, f"I2C request {i} must be [out_hdr, buf]", rid)
+        hdr, buf = r
+        if type(hdr) is not bytes or len(hdr) != I2C_OUT_HDR_SIZE:
+            raise _bad(ErrorCode.MALFORMED, f"I2C request {i}: out_hdr must be 8 bytes", rid)
+        field, _pad, flags = unpack_hdr(hdr)
+        if flags & ~I2C_FLAGS_KNOWN:
+            raise _bad(ErrorCode.BAD_REQUEST,
+                       f"I2C request {i}: reserved flag bits set ({flags:#x})", rid)
+        try:
+            addr, ten = decode_i2c_addr(field)
+        except ValueError as e:
+            raise _bad(ErrorCode.BAD_REQUEST, f"I2C request {i}: {e}", rid) from None
+        if flags & I2C_FLAGS_M_RD:
+            if type(buf) is not int or buf < 0:
+                raise _bad(ErrorCode.MALFORMED,
+                           f"I2C request {i}: M_RD set, buf must be a read length", rid)
+            if buf > maxlen:
+                raise _bad(ErrorCode.LIMIT_EXCEEDED,
+                           f"I2C request {i}: read of {buf} bytes; limit {maxlen}", rid)
+            msgs.append(I2CMsg(addr, flags, b"", buf, ten))
+        else:
+            if type(buf) is not bytes:
+                raise _bad(ErrorCode.MALFORMED,
+                           f"I2C request {i}: M_RD clear, buf must be binary data", rid)
+            if len(buf) > maxlen:
+                raise _bad(ErrorCode.LIMIT_EXCEEDED,
+                           f"I2C request {i}: write of {len(buf)} bytes; limit {maxlen}", rid)
+            msgs.append(I2CMsg(addr, flags, buf, 0, ten))
+    if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
+        raise _bad(ErrorCode.BAD_REQUEST,
+                   "last I2C request has FAIL_NEXT set: the frame ends inside a chain", rid)
+    return I2CRequest(rid, bus, tuple(msgs), timeout)
+
+
+def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
+    if len(f) != 6:
+        raise _bad(ErrorCode.MALFORMED, "SPI frame must have 6 items")
+    rid = _check_id(f[1])
+    bus = _check_bus(f[2], rid)
+    cs = f[3]
+    if type(cs) is not int or not 0 <= cs <= 0xFF:
+        raise _bad(ErrorCode.MALFORMED, "chip select must be an integer 0..255", rid)
+    items = _check_list(f[4], "SPI transfers", limits.max_requests, rid)
+    timeout = _check_timeout(f[5], rid)
+    maxlen = limits.max_spi_len
+    transfers = []
+    for i, t in enumerate(items):
+        if type(t) is not list or len(t) != 3:
+            raise _bad(ErrorCode.MALFORMED, f"SPI transfer {i} must be [head, tx, rx_len]", rid)
+        head, tx, rx_len = t
+        if type(head) is not bytes or len(head) != SPI_TRANSFER_HEAD_SIZE:
+            raise _bad(ErrorCode.MALFORMED,
+                       f"SPI transfer {i}: head must be {SPI_TRANSFER_HEAD_SIZE} bytes", rid)
+        if tx is not None and type(tx) is not bytes:
+            raise _bad(ErrorCode.MALFORMED, f"SPI transfer {i}: tx must be nil or binary", rid)
+        if type(rx_len) is not int or rx_len < 0:
+            raise _bad(ErrorCode.MALFORMED, f"SPI transfer {i}: rx_len must be >= 0", rid)
+        n = max(len(tx) if tx is not None else 0, rx_len)
+        if n > maxlen:
+            raise _bad(ErrorCode.LIMIT_EXCEEDED,
+                       f"SPI transfer {i}: {n} bytes; limit {maxlen}", rid)
+        h = SpiTransferHead.unpack(head)
+        if h.chip_select_id != cs:
+            raise _bad(ErrorCode.BAD_REQUEST,
+                       f"SPI transfer {i}: head chip_select_id {h.chip_select_id} "
+                       f"!= frame chip select {cs}", rid)
+        transfers.append(SpiTransfer(h, tx, rx_len))
+    return SpiRequest(rid, bus, cs, tuple(transfers), timeout)
+
+
+def decode_result(f: list[Any]) -> Result:
+    if len(f) != 5:
+        raise _bad(ErrorCode.MALFORMED, "RESULT frame must have 5 items", fatal=True)
+    rid = _check_id(f[1])
+    status, reads, fails = f[2], f[3], f[4]
+    if type(status) is not bytes or type(reads) is not list or type(fails) is not list:
+        raise _bad(ErrorCode.MALFORMED, "RESULT frame: bad item types", rid, fatal=True)
+    if any(type(r) is not bytes for r in reads):
+        raise _bad(ErrorCode.MALFORMED, "RESULT frame: reads must be binary", rid, fatal=True)
+    failures = []
+    for x in fails:
+        if (type(x) is not list or len(x) != 3 or type(x[0]) is not int
+                or type(x[1]) is not int or type(x[2]) is not str):
+            raise _bad(ErrorCode.MALFORMED, "RESULT frame: bad failure entry", rid, fatal=True)
+        failures.append(Failure(x[0], x[1], x[2]))
+    return Result(rid, status, reads, failures)
+
+
+def decode_error(f: list[Any]) -> Error:
+    if len(f) != 4 or type(f[1]) is not int or type(f[2]) is not str or type(f[3]) is not str:
+        raise _bad(ErrorCode.MALFORMED, "ERROR frame must be [5, id, code, message]", fatal=True)
+    try:
+        code = ErrorCode(f[2])
+    except ValueError:
+        code = ErrorCode.INTERNAL  # unknown codes from newer peers degrade, keeping the text
+    return Error(f[1], code, f[3] if code is not ErrorCode.INTERNAL else f"{f[2]}: {f[3]}")
+
+
+def _decode_handshake(f: list[Any], model: type[HelloInfo] | type[WelcomeInfo]) -> Any:
+    if len(f) != 3 or type(f[2]) is not dict:
+        raise _bad(ErrorCode.MALFORMED, "handshake frame must be [type, 0, map]", fatal=True)
+    try:
+        return model.model_validate(f[2])
+    except ValueError as e:
+        raise _bad(ErrorCode.MALFORMED, f"invalid handshake: {e}", fatal=True) from None
+
+
+# ---------------------------------------------------------------------------
+# The connection state machine
+# ---------------------------------------------------------------------------
+
+
+class Connection:
+    """One end of a busbridge connection.
+
+    The server role enforces the handshake (HELLO first, matching version), the
+    in-flight limit and unique request ids; the client role checks that every
+    response answers a request it sent.
+    """
+
+    def __init__(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.role = role
+        self.limits = limits
+        #: The peer's limits; on the client, set from WELCOME.
+        self.peer_limits: Limits = limits
+        self.handshaken = False
+        self.closed = False
+        self.in_flight: set[int] = set()
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        client = role is Role.CLIENT
+        # Results hold up to max_requests reads; WELCOME lists buses in maps.
+        self._unpackb: Callable[[bytes], Any] = functools.partial(
+            msgpack.unpackb,
+            max_bin_len=max(limits.max_i2c_len, limits.max_spi_len, 64),
+            max_str_len=MAX_STR,
+            max_array_len=max(limits.max_requests, 1024 if client else 8),
+            max_map_len=1024 if client else 64,
+            max_ext_len=0,
+        )
+
+    # -- receiving ---------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the transport; ``b""`` means end of stream."""
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_event(self) -> Event | _NeedData | None:
+        """The next complete event, ``NEED_DATA``, or ``None`` at a clean end of stream.
+
+        Raises :class:`ProtocolError`; unless it is ``fatal`` the offending
+        frame has been consumed and decoding can continue.
+        """
+        if self.closed:
+            raise _bad(ErrorCode.MALFORMED, "connection already failed", fatal=True)
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail < PREFIX_SIZE:
+            return self._at_short(avail)
+        n = int.from_bytes(buf[pos : pos + PREFIX_SIZE], "big")
+        if n > self.limits.max_frame:
+            self.closed = True
+            raise _bad(ErrorCode.FRAME_TOO_LARGE,
+                       f"frame of {n} bytes; limit {self.limits.max_frame}", fatal=True)
+        end = pos + PREFIX_SIZE + n
+        if len(buf) < end:
+            return self._at_short(avail)
+        body = bytes(buf[pos + PREFIX_SIZE : end])
+        if end >= 65536 or end == len(buf):
+            del buf[:end]
+            self._pos = 0
+        else:
+            self._pos = end
+        try:
+            return self._decode(body)
+        except ProtocolError as e:
+            if e.fatal:
+                self.closed = True
+            raise
+
+    def _at_short(self, avail: int) -> _NeedData | None:
+        if not self._eof:
+            return NEED_DATA
+        if avail:
+            self.closed = True
+            raise _bad(ErrorCode.MALFORMED, f"stream ended inside a frame ({avail} bytes)",
+                       fatal=True)
+        return None
+
+    def events(self) -> Iterator[Event]:
+        """Drain complete events; stops at ``NEED_DATA`` or end of stream."""
+        while True:
+            ev = self.next_event()
+            if ev is None or ev is NEED_DATA:
+                return
+            yield ev  # type: ignore[misc]
+
+    def _decode(self, body: bytes) -> Event:
+        try:
+            f = self._unpackb(body)
+        except ValueError as e:  # includes ExtraData, FormatError, StackError, limits
+            code = ErrorCode.LIMIT_EXCEEDED if "exceeds max" in str(e) else ErrorCode.MALFORMED
+            raise _bad(code, f"undecodable frame: {e}", _peek_id(body)) from None
+        except Exception as e:
+            raise _bad(ErrorCode.MALFORMED, f"undecodable frame: {e}", _peek_id(body)) from None
+        if type(f) is not list or len(f) < 2 or type(f[0]) is not int:
+            raise _bad(ErrorCode.MALFORMED, "frame must be an array [type, id, ...]")
+        t = f[0]
+        if self.role is Role.SERVER:
+            return self._server_event(t, f)
+        return self._client_event(t, f)
+
+    def _server_event(self, t: int, f: list[Any]) -> Event:
+        if t in (_FRAME_I2C, _FRAME_SPI):
+            if not self.handshaken:
+                raise _bad(ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first", fatal=True)
+            ev: I2CRequest | SpiRequest = (
+                decode_i2c(f, self.limits) if t == _FRAME_I2C else decode_spi(f, self.limits)
+            )
+            self._admit(ev.id)
+            return ev
+        if t == FrameType.PING:
+            return Ping(_check_id(f[1]))
+        if t == FrameType.PONG:
+            return Pong(_check_id(f[1]))
+        if t == FrameType.HELLO:
+            if self.handshaken:
+                raise _bad(ErrorCode.MALFORMED, "second HELLO on one connection", fatal=True)
+            info: HelloInfo = _decode_handshake(f, HelloInfo)
+            if info.version != PROTOCOL_VERSION:
+                raise _bad(ErrorCode.UNSUPPORTED_VERSION,
+                           f"client speaks version {info.version}; "
+                           f"this server speaks {PROTOCOL_VERSION}", fatal=True)
+            self.handshaken = True
+            return Hello(info)
+        rid = f[1] if type(f[1]) is int and 0 < f[1] <= MAX_REQUEST_ID else 0
+        raise _bad(ErrorCode.MALFORMED, f"frame type {t} is not accepted by a server",
+                   rid, fatal=not self.handshaken)
+
+    def _admit(self, rid: int) -> None:
+        if rid in self.in_flight:
+            raise _bad(ErrorCode.DUPLICATE_ID, f"request id {rid} is already in flight",
+                       fatal=True)
+        if len(self.in_flight) >= self.limits.max_in_flight:
+            raise _bad(ErrorCode.LIMIT_EXCEEDED,
+                       f"{len(self.in_flight)} requests in flight; limit "
+                       f"{self.limits.max_in_flight}", rid)
+        self.in_flight.add(rid)
+
+    def _client_event(self, t: int, f: list[Any]) -> Event:
+        if t == _FRAME_RESULT:
+            res = decode_result(f)
+            self._settle(res.id)
+            return res
+        if t == FrameType.ERROR:
+            err = decode_error(f)
+            if err.id:
+                self._settle(err.id)
+            return err
+        if t == FrameType.PONG:
+            return Pong(_check_id(f[1]))
+        if t == FrameType.PING:
+            return Ping(_check_id(f[1]))
+        if t == FrameType.WELCOME:
+            if self.handshaken:
+                raise _bad(ErrorCode.MALFORMED, "second WELCOME", fatal=True)
+            info: WelcomeInfo = _decode_handshake(f, WelcomeInfo)
+            if info.version != PROTOCOL_VERSION:
+                raise _bad(ErrorCode.UNSUPPORTED_VERSION,
+                           f"server speaks version {info.version}", fatal=True)
+            self.handshaken = True
+            self.peer_limits = info.limits.to_limits()
+            return Welcome(info)
+        raise _bad(ErrorCode.MALFORMED, f"frame type {t} is not accepted by a client",
+                   fatal=True)
+
+    def _settle(self, rid: int) -> None:
+        try:
+            self.in_flight.remove(rid)
+        except KeyError:
+            self.closed = True
+            raise _bad(ErrorCode.MALFORMED, f"response for unknown request id {rid}",
+                       fatal=True) from None
+
+    # -- sending -----------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """Bytes to write for ``event``; requests and responses update in-flight state."""
+        if isinstance(event, I2CRequest | SpiRequest):
+            self._check_outgoing(event)
+            self.in_flight.add(event.id)
+        elif isinstance(event, Result | Error) and self.role is Role.SERVER:
+            self.in_flight.discard(event.id)
+        body = encode_body(event)
+        if len(body) > self.peer_limits.max_frame:
+            if isinstance(event, I2CRequest | SpiRequest):
+                self.in_flight.discard(event.id)
+            raise LocalProtocolError(
+                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
+            )
+        return frame(body)
+
+    def _check_outgoing(self, ev: I2CRequest | SpiRequest) -> None:
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("only a client sends requests")
+        if not 0 < ev.id <= MAX_REQUEST_ID:
+            raise LocalProtocolError(f"request id {ev.id} out of range")
+        if ev.id in self.in_flight:
+            raise LocalProtocolError(f"request id {ev.id} is already in flight")
+        lim = self.peer_limits
+        items = ev.msgs if isinstance(ev, I2CRequest) else ev.transfers
+        if not items:
+            raise LocalProtocolError("a request needs at least one message")
+        if len(items) > lim.max_requests:
+            raise LocalProtocolError(
+                f"{len(items)} requests in one frame; limit {lim.max_requests}")
+        if isinstance(ev, I2CRequest):
+            for m in ev.msgs:
+                if m.size > lim.max_i2c_len:
+                    raise LocalProtocolError(
+                        f"{m.describe()}: {m.size} bytes; limit {lim.max_i2c_len}")
+            if ev.msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
+                raise LocalProtocolError("last message has FAIL_NEXT set")
+        else:
+            for t in ev.transfers:
+                if t.length > lim.max_spi_len:
+                    raise LocalProtocolError(f"SPI transfer of {t.length} bytes; "
+                                             f"limit {lim.max_spi_len}")

@@ -1,0 +1,42 @@
+"""Machine-readable error codes carried in ERROR frames."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Codes a peer can switch on; the message beside them is for humans."""
+
+    MALFORMED = "malformed"  # not msgpack, wrong shape or types
+    FRAME_TOO_LARGE = "frame-too-large"  # length prefix above the limit (connection closes)
+    LIMIT_EXCEEDED = "limit-exceeded"  # too many requests, buffer too long, too many in flight
+    BAD_REQUEST = "bad-request"  # well-formed but invalid: reserved bits, bad address, open chain
+    UNSUPPORTED_VERSION = "unsupported-version"
+    HANDSHAKE_REQUIRED = "handshake-required"
+    UNKNOWN_BUS = "unknown-bus"
+    DUPLICATE_ID = "duplicate-id"
+    TIMEOUT = "timeout"
+    SHUTTING_DOWN = "shutting-down"
+    INTERNAL = "internal"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ProtocolError(Exception):
+    """A frame the peer sent cannot be accepted.
+
+    ``fatal`` means the byte stream can no longer be trusted (framing lost or
+    handshake failed): the connection must be closed after the ERROR frame.
+    Otherwise only the request ``request_id`` is refused and decoding goes on.
+    """
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, request_id: int = 0, fatal: bool = False
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.fatal = fatal

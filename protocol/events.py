@@ -1,0 +1,105 @@
+"""The events a :class:`~protocol.connection.Connection` emits and accepts.
+
+Each is a frozen, slotted dataclass, one per frame type.  Their wire layout is
+in ``SPEC.md``; the numeric type codes are in :class:`FrameType`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .errors import ErrorCode
+from .handshake import HelloInfo, WelcomeInfo
+from .virtio import I2CMsg, SpiTransfer
+
+
+class FrameType(IntEnum):
+    HELLO = 0
+    WELCOME = 1
+    I2C = 2
+    SPI = 3
+    RESULT = 4
+    ERROR = 5
+    PING = 6
+    PONG = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    info: HelloInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    info: WelcomeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class I2CRequest:
+    """An ordered list of virtio-i2c requests for one bus.
+
+    FAIL_NEXT groups inside it are separate combined transactions; the frame as
+    a whole keeps its order on the bus.
+    """
+
+    id: int
+    bus: str
+    msgs: tuple[I2CMsg, ...]
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpiRequest:
+    """One SPI message: ordered transfers on one chip select, CS per ``cs_change``."""
+
+    id: int
+    bus: str
+    cs: int
+    transfers: tuple[SpiTransfer, ...]
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why request ``index`` of a frame failed; ``errno`` is the board's errno (0 if none)."""
+
+    index: int
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One status byte per request, and one entry in ``reads`` per read request.
+
+    ``reads`` follows request order; an entry is empty when its request did
+    not succeed.  ``failures`` explains each failed chain or message.
+    """
+
+    id: int
+    status: bytes
+    reads: list[bytes] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A refused frame (``id`` > 0) or a connection-level problem (``id`` 0)."""
+
+    id: int
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    id: int
+
+
+Event = Hello | Welcome | I2CRequest | SpiRequest | Result | Error | Ping | Pong

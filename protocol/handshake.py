@@ -1,0 +1,114 @@
+"""HELLO / WELCOME payloads: validated with pydantic, off the hot path.
+
+The handshake happens once per connection, so it gets full validation and
+clear messages; request frames use hand checks (see ``codec``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from .limits import MAX_BUS_NAME, PROTOCOL_VERSION, Limits
+from .virtio import SPI_CONFIG_SIZE, SpiConfig
+
+# Linux <uapi/linux/i2c.h> functionality bits, advertised per I2C bus.
+I2C_FUNC_I2C = 0x00000001
+I2C_FUNC_10BIT_ADDR = 0x00000002
+I2C_FUNC_PROTOCOL_MANGLING = 0x00000004
+I2C_FUNC_SMBUS_PEC = 0x00000008
+I2C_FUNC_NOSTART = 0x00000010
+I2C_FUNC_SMBUS_BLOCK_PROC_CALL = 0x00008000
+I2C_FUNC_SMBUS_QUICK = 0x00010000
+I2C_FUNC_SMBUS_READ_BYTE = 0x00020000
+I2C_FUNC_SMBUS_WRITE_BYTE = 0x00040000
+I2C_FUNC_SMBUS_READ_BYTE_DATA = 0x00080000
+I2C_FUNC_SMBUS_WRITE_BYTE_DATA = 0x00100000
+I2C_FUNC_SMBUS_READ_WORD_DATA = 0x00200000
+I2C_FUNC_SMBUS_WRITE_WORD_DATA = 0x00400000
+I2C_FUNC_SMBUS_PROC_CALL = 0x00800000
+I2C_FUNC_SMBUS_READ_BLOCK_DATA = 0x01000000
+I2C_FUNC_SMBUS_WRITE_BLOCK_DATA = 0x02000000
+I2C_FUNC_SMBUS_READ_I2C_BLOCK = 0x04000000
+I2C_FUNC_SMBUS_WRITE_I2C_BLOCK = 0x08000000
+#: What a full I2C adapter emulates in software (``I2C_FUNC_SMBUS_EMUL``).
+I2C_FUNC_SMBUS_EMUL = 0x0EFF0008
+
+_FORBID = ConfigDict(extra="forbid", frozen=True)
+_IGNORE = ConfigDict(extra="ignore", frozen=True)  # newer peers may add keys
+
+BusName = Annotated[str, Field(min_length=1, max_length=MAX_BUS_NAME)]
+
+
+class HelloInfo(BaseModel):
+    """First frame of every connection, client to server."""
+
+    model_config = _IGNORE
+
+    version: int = PROTOCOL_VERSION
+    client: str = Field(default="", max_length=256)
+
+
+class I2CBusInfo(BaseModel):
+    model_config = _IGNORE
+
+    name: BusName
+    functionality: int = Field(ge=0, le=0xFFFFFFFF)
+    max_msg_len: int = Field(ge=0)
+    description: str = ""
+
+
+class SpiBusInfo(BaseModel):
+    """An SPI bus; ``config`` travels as the raw 32-byte ``virtio_spi_config``."""
+
+    model_config = _IGNORE
+
+    name: BusName
+    config: SpiConfig
+    description: str = ""
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _parse_config(cls, v: Any) -> Any:
+        if isinstance(v, bytes | bytearray):
+            if len(v) != SPI_CONFIG_SIZE:
+                raise ValueError(f"virtio_spi_config must be {SPI_CONFIG_SIZE} bytes")
+            return SpiConfig.unpack(bytes(v))
+        return v
+
+    @field_serializer("config")
+    def _dump_config(self, v: SpiConfig) -> bytes:
+        return v.pack()
+
+
+class LimitsInfo(BaseModel):
+    model_config = _IGNORE
+
+    max_frame: int = Field(gt=0)
+    max_requests: int = Field(gt=0)
+    max_i2c_len: int = Field(ge=0)
+    max_spi_len: int = Field(ge=0)
+    max_in_flight: int = Field(gt=0)
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class WelcomeInfo(BaseModel):
+    """Server's answer to HELLO: who it is, its buses and their capabilities."""
+
+    model_config = _IGNORE
+
+    version: int = PROTOCOL_VERSION
+    server: str = ""
+    board: str = ""
+    i2c: list[I2CBusInfo] = []
+    spi: list[SpiBusInfo] = []
+    limits: LimitsInfo
+
+    def i2c_bus(self, name: str) -> I2CBusInfo | None:
+        return next((b for b in self.i2c if b.name == name), None)
+
+    def spi_bus(self, name: str) -> SpiBusInfo | None:
+        return next((b for b in self.spi if b.name == name), None)
