@@ -21,16 +21,22 @@ class BusError(Exception):
     ``index`` is the position (within the chain or message handed to the
     backend) of the first request that failed; requests before it completed on
     the bus, the failed one and everything after it did not run.  Backends that
-    cannot tell which one failed (a single I2C_RDWR ioctl) use 0.
+    cannot tell which one failed (a single I2C_RDWR ioctl) use 0.  Completed
+    reads before ``index`` go in ``reads``; a read whose data is not handed
+    back is reported as failed too.
     ``errno`` is the board-side errno a client sees (ENXIO for an address NACK,
     EREMOTEIO for a data NACK, ETIMEDOUT for a stuck bus, EIO otherwise).
     """
 
-    def __init__(self, errno: int, message: str, index: int = 0) -> None:
+    def __init__(
+        self, errno: int, message: str, index: int = 0, reads: Sequence[bytes] = ()
+    ) -> None:
         super().__init__(message)
         self.errno = errno
         self.message = message
         self.index = index
+        #: Data of the read messages before ``index`` that did complete, if known.
+        self.reads = list(reads)
 
     @classmethod
     def nack(cls, what: str, index: int = 0) -> BusError:

@@ -1,0 +1,540 @@
+"""Guest-side client: pipelined asyncio API and a thin synchronous wrapper.
+
+Two levels:
+
+* raw virtio — :meth:`AsyncClient.i2c_raw` takes ``(out_hdr bytes, buf)``
+  pairs and :meth:`AsyncClient.i2c` / :meth:`AsyncClient.spi` take virtio
+  request objects; both return the :class:`~protocol.events.Result` (status
+  bytes and read data) without raising for bus errors;
+* convenient — :meth:`AsyncClient.transfer` runs a list of
+  :func:`write`/:func:`read` messages as ONE combined transaction and returns
+  the read data, raising :class:`TransferError` (an ``OSError`` carrying the
+  board's errno) when the bus says no.
+
+A lost connection fails every request in flight with :class:`ConnectionLost`;
+nothing is ever re-sent, because I2C and SPI writes are not idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno as _errno
+import itertools
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from concurrent.futures import Future as CFuture
+from typing import Any, TypeVar
+
+from protocol.connection import NEED_DATA, Connection, LocalProtocolError, Role
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.events import (
+    Error,
+    Event,
+    Hello,
+    I2CRequest,
+    Ping,
+    Pong,
+    Result,
+    SpiRequest,
+    Welcome,
+)
+from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.limits import DEFAULT_PORT, MAX_REQUEST_ID
+from protocol.virtio import (
+    I2CMsg,
+    I2CStatus,
+    SpiResult,
+    SpiTransfer,
+    SpiTransferHead,
+    chain,
+    read,
+    write,
+)
+
+from . import __version__
+from .runtime import new_event_loop
+
+T = TypeVar("T")
+
+__all__ = [
+    "AsyncClient",
+    "BusBridgeError",
+    "Client",
+    "ConnectionLost",
+    "RemoteError",
+    "TransferError",
+    "parse_address",
+    "read",
+    "spi_xfer",
+    "write",
+]
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class BusBridgeError(Exception):
+    """Base of every error this client raises (bus errors are also ``OSError``)."""
+
+
+class ConnectionLost(BusBridgeError, ConnectionError):
+    """The connection dropped; requests in flight have an unknown effect and are not re-sent."""
+
+
+class RemoteError(BusBridgeError):
+    """The server refused a frame (ERROR frame): ``code`` is machine-readable."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransferError(BusBridgeError, OSError):
+    """The bus refused or failed a transaction; ``errno`` is the board's errno.
+
+    It is an ``OSError`` so code written for smbus2/spidev, which sees kernel
+    errors as ``OSError``, keeps working.
+    """
+
+    def __init__(self, err: int, message: str, result: Result, index: int) -> None:
+        OSError.__init__(self, err, message)
+        self.result = result
+        self.index = index
+
+
+def _raise_for_i2c(result: Result) -> None:
+    if all(b == I2CStatus.OK for b in result.status):
+        return
+    k = next(i for i, b in enumerate(result.status) if b != I2CStatus.OK)
+    f = next((x for x in result.failures if x.index == k), None)
+    if f is None and result.failures:
+        f = result.failures[0]
+    err = f.errno if f and f.errno else _errno.EIO
+    raise TransferError(err, f.message if f else f"message {k} failed", result, k)
+
+
+def _raise_for_spi(result: Result) -> None:
+    if all(b == SpiResult.TRANS_OK for b in result.status):
+        return
+    k = next(i for i, b in enumerate(result.status) if b == SpiResult.PARAM_ERR) if (
+        SpiResult.PARAM_ERR in result.status
+    ) else next(i for i, b in enumerate(result.status) if b != SpiResult.TRANS_OK)
+    f = next((x for x in result.failures if x.index == k), None) or (
+        result.failures[0] if result.failures else None
+    )
+    default = _errno.EINVAL if result.status[k] == SpiResult.PARAM_ERR else _errno.EIO
+    err = f.errno if f and f.errno else default
+    raise TransferError(err, f.message if f else f"transfer {k} failed", result, k)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST[:PORT]``, ``[v6]:PORT`` or ``tcp://HOST:PORT`` → ``(host, port)``."""
+    s = text.strip()
+    if s.startswith("tcp://"):
+        s = s[6:]
+    s = s.rstrip("/")
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, _, port = s.partition(":")
+    else:
+        host, port = s, ""
+    if not host:
+        host = "127.0.0.1"
+    try:
+        p = int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    if not 0 < p < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, p
+
+
+def spi_xfer(
+    tx: bytes | bytearray | Sequence[int] | None = None,
+    rx_len: int | None = None,
+    *,
+    speed_hz: int = 0,
+    mode: int = 0,
+    bits_per_word: int = 8,
+    cs_change: bool = False,
+    tx_nbits: int = 0,
+    rx_nbits: int = 0,
+    word_delay_ns: int = 0,
+    cs_setup_ns: int = 0,
+    cs_hold_ns: int = 0,
+    cs_inactive_ns: int = 0,
+) -> SpiTransfer:
+    """One SPI transfer.  ``tx`` only: write; ``rx_len`` only: read; ``tx`` with
+    ``rx_len=None``: full duplex of ``len(tx)`` bytes.  The chip select is
+    filled in by :meth:`AsyncClient.spi`."""
+    data = None if tx is None else bytes(tx)
+    if rx_len is None:
+        rx_len = len(data) if data is not None else 0
+    head = SpiTransferHead(
+        chip_select_id=0,
+        bits_per_word=bits_per_word,
+        cs_change=int(cs_change),
+        tx_nbits=tx_nbits if data is not None else 0,
+        rx_nbits=rx_nbits if rx_len else 0,
+        mode=mode,
+        freq=speed_hz,
+        word_delay_ns=word_delay_ns,
+        cs_setup_ns=cs_setup_ns,
+        cs_delay_hold_ns=cs_hold_ns,
+        cs_change_delay_inactive_ns=cs_inactive_ns,
+    )
+    return SpiTransfer(head, data, rx_len)
+
+
+# ---------------------------------------------------------------------------
+# asyncio client
+# ---------------------------------------------------------------------------
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._feed(data)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
+
+
+class AsyncClient:
+    """A pipelined connection to one busbridge server.
+
+    Many requests may be in flight at once (``asyncio.gather`` them); each one
+    gets exactly one answer, or an exception.  Use ``async with await
+    AsyncClient.connect(...)`` or call :meth:`close`.
+    """
+
+    def __init__(self, *, timeout: float = 5.0, name: str = "") -> None:
+        self.timeout = timeout
+        self.name = name or f"busbridge-client/{__version__}"
+        self.conn = Connection(Role.CLIENT)
+        self.welcome: WelcomeInfo | None = None
+        self.address = ("", 0)
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future[Event]] = {}
+        self._ids = itertools.count(1)
+        self._welcomed: asyncio.Future[WelcomeInfo] | None = None
+        self._closed_exc: BaseException | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        timeout: float = 5.0,
+        name: str = "",
+    ) -> AsyncClient:
+        """Connect and complete the handshake (raises ``OSError`` on failure)."""
+        self = cls(timeout=timeout, name=name)
+        await self._open(host, port)
+        return self
+
+    @classmethod
+    async def connect_url(cls, url: str, **kw: Any) -> AsyncClient:
+        host, port = parse_address(url)
+        return await cls.connect(host, port, **kw)
+
+    async def _open(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.address = (host, port)
+        self._welcomed = loop.create_future()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _ClientProtocol(self), host, port), self.timeout
+            )
+        except TimeoutError:
+            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+        self._transport = transport
+        self._transport.write(self.conn.send(Hello(HelloInfo(client=self.name))))
+        try:
+            self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)
+        except BaseException:
+            transport.abort()
+            raise
+
+    # -- receiving ------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        while True:
+            try:
+                ev = self.conn.next_event()
+            except ProtocolError as e:
+                self._fail_all(ConnectionLost(f"protocol error from server: {e}"))
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            if ev is NEED_DATA or ev is None:
+                return
+            self._handle(ev)  # type: ignore[arg-type]
+
+    def _handle(self, ev: Event) -> None:
+        if isinstance(ev, Result | Error | Pong) and ev.id in self._pending:
+            fut = self._pending.pop(ev.id)
+            if not fut.done():
+                fut.set_result(ev)
+        elif isinstance(ev, Welcome):
+            if self._welcomed is not None and not self._welcomed.done():
+                self._welcomed.set_result(ev.info)
+        elif isinstance(ev, Error) and ev.id == 0:
+            exc = RemoteError(ev.code, ev.message)
+            if self._welcomed is not None and not self._welcomed.done():
+                self._welcomed.set_exception(exc)
+            self._closed_exc = exc
+        elif isinstance(ev, Ping) and self._transport is not None:
+            self._transport.write(self.conn.send(Pong(ev.id)))
+
+    def _lost(self, exc: Exception | None) -> None:
+        host, port = self.address
+        reason = f"{self._closed_exc}" if self._closed_exc else (str(exc) if exc else "closed")
+        err = ConnectionLost(
+            f"connection to {host}:{port} lost ({reason}); {len(self._pending)} request(s) "
+            "in flight were not answered: their effect on the bus is unknown and they were "
+            "not re-sent"
+        )
+        if self._welcomed is not None and not self._welcomed.done():
+            self._welcomed.set_exception(err)
+        self._fail_all(err)
+        self._transport = None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._closed_exc = self._closed_exc or exc
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    # -- sending ----------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        while True:
+            rid = next(self._ids)
+            if rid > MAX_REQUEST_ID:
+                self._ids = itertools.count(1)
+                continue
+            if rid not in self.conn.in_flight:
+                return rid
+
+    async def _request(self, ev: I2CRequest | SpiRequest | Ping, timeout: float | None) -> Event:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionLost(f"not connected to {self.address[0]}:{self.address[1]}"
+                                 + (f" ({self._closed_exc})" if self._closed_exc else ""))
+        try:
+            data = self.conn.send(ev)
+        except LocalProtocolError as e:
+            raise ValueError(str(e)) from None
+        fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._pending[ev.id] = fut
+        self._transport.write(data)
+        t = self.timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(fut, t)
+        except TimeoutError:
+            # The id stays in flight in the connection; a late answer is dropped.
+            self._pending.pop(ev.id, None)
+            raise TimeoutError(
+                _errno.ETIMEDOUT,
+                f"no answer from {self.address[0]}:{self.address[1]} within {t:g} s; "
+                "the request's effect is unknown and it was not re-sent",
+            ) from None
+
+    @staticmethod
+    def _result(ev: Event) -> Result:
+        if isinstance(ev, Error):
+            raise RemoteError(ev.code, ev.message)
+        assert isinstance(ev, Result)
+        return ev
+
+    def _server_timeout_ms(self, timeout: float | None) -> int | None:
+        return None if timeout is None else max(1, int(timeout * 1000))
+
+    # -- raw virtio level ---------------------------------------------------------
+
+    async def i2c(
+        self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
+    ) -> Result:
+        """Send virtio-i2c requests as they are (FAIL_NEXT flags are the caller's)."""
+        ev = I2CRequest(self._next_id(), str(bus), tuple(msgs), self._server_timeout_ms(timeout))
+        return self._result(await self._request(ev, self._local_timeout(timeout)))
+
+    async def i2c_raw(
+        self, bus: str | int, requests: Iterable[tuple[bytes, bytes | int]], *,
+        timeout: float | None = None,
+    ) -> Result:
+        """Submit raw ``(out_hdr, buf)`` pairs: ``buf`` is write data or a read length."""
+        try:
+            msgs = [I2CMsg.from_out_hdr(h, b) for h, b in requests]
+        except Exception as e:
+            raise ValueError(f"bad virtio-i2c request: {e}") from None
+        return await self.i2c(bus, msgs, timeout=timeout)
+
+    async def spi(
+        self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+        timeout: float | None = None,
+    ) -> Result:
+        """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
+        ts = tuple(
+            t if t.head.chip_select_id == cs
+            else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
+            for t in transfers
+        )
+        ev = SpiRequest(self._next_id(), str(bus), cs, ts, self._server_timeout_ms(timeout))
+        return self._result(await self._request(ev, self._local_timeout(timeout)))
+
+    def _local_timeout(self, timeout: float | None) -> float:
+        # Leave the server time to answer its own deadline first.
+        return self.timeout if timeout is None else timeout + 1.0
+
+    # -- convenient level ------------------------------------------------------------
+
+    async def transfer(
+        self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
+    ) -> list[bytes]:
+        """Run ``msgs`` as ONE combined transaction; return the read data, in order."""
+        result = await self.i2c(bus, chain(msgs), timeout=timeout)
+        _raise_for_i2c(result)
+        return result.reads
+
+    async def spi_transfer(
+        self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+        timeout: float | None = None,
+    ) -> list[bytes]:
+        """Run one SPI message; return the received bytes of each reading transfer."""
+        result = await self.spi(bus, cs, transfers, timeout=timeout)
+        _raise_for_spi(result)
+        return result.reads
+
+    async def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any
+                   ) -> bytes:
+        """Full-duplex transfer of ``data``; returns what was clocked in."""
+        (rx,) = await self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
+        return rx
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Round-trip time in seconds."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await self._request(Ping(self._next_id()), timeout)
+        return loop.time() - t0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# ---------------------------------------------------------------------------
+# synchronous wrapper
+# ---------------------------------------------------------------------------
+
+
+class Client:
+    """Blocking API over :class:`AsyncClient`, with its event loop on a private thread.
+
+    Thread-safe: several threads may call it at once; their requests are
+    pipelined on the one connection.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 timeout: float = 5.0, name: str = "") -> None:
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            self._client: AsyncClient = self._call(
+                AsyncClient.connect(host, port, timeout=timeout, name=name))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> Client:
+        host, port = parse_address(url)
+        return cls(host, port, **kw)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        fut: CFuture[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result()
+
+    @property
+    def welcome(self) -> WelcomeInfo:
+        assert self._client.welcome is not None
+        return self._client.welcome
+
+    def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
+            ) -> Result:
+        return self._call(self._client.i2c(bus, msgs, timeout=timeout))
+
+    def i2c_raw(self, bus: str | int, requests: Iterable[tuple[bytes, bytes | int]], *,
+                timeout: float | None = None) -> Result:
+        return self._call(self._client.i2c_raw(bus, list(requests), timeout=timeout))
+
+    def transfer(self, bus: str | int, msgs: Sequence[I2CMsg], *,
+                 timeout: float | None = None) -> list[bytes]:
+        return self._call(self._client.transfer(bus, msgs, timeout=timeout))
+
+    def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+            timeout: float | None = None) -> Result:
+        return self._call(self._client.spi(bus, cs, transfers, timeout=timeout))
+
+    def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+                     timeout: float | None = None) -> list[bytes]:
+        return self._call(self._client.spi_transfer(bus, cs, transfers, timeout=timeout))
+
+    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
+        return self._call(self._client.xfer(bus, cs, data, **head))
+
+    def ping(self) -> float:
+        return self._call(self._client.ping())
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._client.close())
+        self._stop_loop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

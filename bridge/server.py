@@ -1,0 +1,370 @@
+"""The asyncio board server: TCP in, bus transactions out, exactly one answer each.
+
+Concurrency model: every bus has one worker thread (a single-thread executor),
+so a bus runs one transaction at a time, in arrival order, never on the event
+loop; different buses run in parallel.  A request's deadline answers it with
+ERR/ETIMEDOUT if the bus does not finish in time: a request still queued is
+withdrawn and never runs, one already on the bus is reported as unknown and
+never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from protocol.connection import NEED_DATA, Connection, Role
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.events import (
+    Error,
+    Event,
+    Hello,
+    I2CRequest,
+    Ping,
+    Pong,
+    Result,
+    SpiRequest,
+    Welcome,
+)
+from protocol.handshake import LimitsInfo, WelcomeInfo
+from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
+
+from . import __version__
+from .backends.base import I2CBackend, SpiBackend
+from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
+from .logs import event
+
+log = logging.getLogger("busbridge.server")
+
+
+class BoardLike(Protocol):
+    name: str
+
+    @property
+    def i2c(self) -> Mapping[str, I2CBackend]: ...
+
+    @property
+    def spi(self) -> Mapping[str, SpiBackend]: ...
+
+    def close(self) -> None: ...
+
+
+class BusWorker:
+    """One thread per bus: serialises it and keeps blocking ioctls off the loop."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.label = f"{kind} bus {name}"
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
+        return self._pool.submit(fn, *args)
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+@dataclass(eq=False)
+class _Job:
+    session: _Session
+    rid: int
+    n: int
+    n_reads: int
+    spi: bool
+    where: str
+    future: cf.Future[Outcome] | None = None
+    timer: asyncio.TimerHandle | None = None
+    answered: bool = False
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    requests: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    by_bus: dict[str, int] = field(default_factory=dict)
+
+
+class Server:
+    """Serve a board's buses on TCP.  Use ``async with Server(board) as s:``."""
+
+    def __init__(
+        self,
+        board: BoardLike,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        limits: Limits = DEFAULT_LIMITS,
+        request_timeout: float = 1.0,
+    ) -> None:
+        self.board = board
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.request_timeout = request_timeout
+        self.stats = ServerStats()
+        self.welcome = WelcomeInfo(
+            server=f"busbridge {__version__}",
+            board=board.name,
+            i2c=[b.info() for b in board.i2c.values()],
+            spi=[b.info() for b in board.spi.values()],
+            limits=LimitsInfo(**limits.as_dict()),
+        )
+        self.workers: dict[tuple[str, str], BusWorker] = {}
+        for name in board.i2c:
+            self.workers["i2c", name] = BusWorker("i2c", name)
+        for name in board.spi:
+            self.workers["spi", name] = BusWorker("spi", name)
+        self.sessions: set[_Session] = set()
+        self.jobs: set[_Job] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._server: asyncio.Server | None = None
+        self.closing = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Session(self), self.host, self.port)
+        sock = self._server.sockets[0].getsockname()
+        self.port = sock[1]
+        event(log, logging.WARNING, "serving", board=self.board.name, listen=f"{sock[0]}:{sock[1]}",
+              i2c=",".join(self.board.i2c) or "-", spi=",".join(self.board.spi) or "-")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish and answer, then close."""
+        if self.closing:
+            await self._closed.wait()
+            return
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            event(log, logging.WARNING, "shutdown grace expired", pending=len(self.jobs))
+        for s in list(self.sessions):
+            s.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        for w in self.workers.values():
+            w.shutdown(wait=False)
+        self.board.close()
+        self._closed.set()
+        event(log, logging.WARNING, "stopped", **vars(self.stats))
+
+    # -- job bookkeeping -----------------------------------------------------
+
+    def _track(self, job: _Job) -> None:
+        self.jobs.add(job)
+        self._idle.clear()
+
+    def _untrack(self, job: _Job) -> None:
+        self.jobs.discard(job)
+        if not self.jobs:
+            self._idle.set()
+
+
+class _Session(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.conn = Connection(Role.SERVER, server.limits)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer = "?"
+        self.loop = asyncio.get_running_loop()
+        self.open = False
+        self.eof = False
+
+    # -- asyncio callbacks -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.open = True
+        self.server.sessions.add(self)
+        self.server.stats.connections += 1
+        event(log, logging.INFO, "client connected", peer=self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.server.sessions.discard(self)
+        event(log, logging.INFO, "client disconnected", peer=self.peer,
+              in_flight=len(self.conn.in_flight), error=str(exc) if exc else "")
+
+    def pause_writing(self) -> None:
+        # A client that does not read stops being read: no unbounded buffering.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        while True:
+            try:
+                ev = conn.next_event()
+            except ProtocolError as e:
+                self._refuse(e)
+                if e.fatal:
+                    return
+                continue
+            if ev is NEED_DATA or ev is None:
+                return
+            self._dispatch(ev)  # type: ignore[arg-type]
+
+    def eof_received(self) -> bool | None:
+        # Half-closed by the client: answer what is in flight, then close.
+        self.eof = True
+        return bool(self.conn.in_flight)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, ev: Event) -> None:
+        if self.open and not self.transport.is_closing():
+            self.transport.write(self.conn.send(ev))
+        else:
+            self.conn.in_flight.discard(getattr(ev, "id", 0))
+
+    def _refuse(self, e: ProtocolError) -> None:
+        self.server.stats.errors += 1
+        event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
+              peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message, fatal=e.fatal)
+        self.send(Error(e.request_id, e.code, e.message))
+        if e.fatal:
+            self.transport.close()
+
+    # -- dispatch ---------------------------------------------------------------
+
+    def _dispatch(self, ev: Event) -> None:
+        server = self.server
+        if isinstance(ev, I2CRequest):
+            if server.closing:
+                self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+                return
+            i2c_backend = server.board.i2c.get(ev.bus)
+            if i2c_backend is None:
+                self._unknown_bus(ev.id, "I2C", ev.bus, server.board.i2c)
+                return
+            n_reads = sum(1 for m in ev.msgs if m.is_read)
+            self._submit(ev.id, ("i2c", ev.bus), run_i2c, (i2c_backend, ev.msgs), len(ev.msgs),
+                         n_reads, False, f"i2c bus {ev.bus}", ev.timeout_ms)
+        elif isinstance(ev, SpiRequest):
+            if server.closing:
+                self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+                return
+            spi_backend = server.board.spi.get(ev.bus)
+            if spi_backend is None:
+                self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
+                return
+            refused = check_spi(spi_backend, ev.cs, ev.transfers)
+            if refused is not None:
+                self._answer(ev.id, refused)
+                return
+            n_reads = sum(1 for t in ev.transfers if t.rx_len)
+            self._submit(ev.id, ("spi", ev.bus), run_spi, (spi_backend, ev.cs, ev.transfers),
+                         len(ev.transfers), n_reads, True, f"spi bus {ev.bus} cs {ev.cs}",
+                         ev.timeout_ms)
+        elif isinstance(ev, Hello):
+            event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client)
+            self.send(Welcome(server.welcome))
+        elif isinstance(ev, Ping):
+            self.send(Pong(ev.id))
+        elif isinstance(ev, Pong):
+            pass
+
+    def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
+        have = ", ".join(repr(k) for k in known) or "none"
+        self.server.stats.errors += 1
+        self.send(Error(rid, ErrorCode.UNKNOWN_BUS,
+                        f"no {kind} bus {bus!r} on board {self.server.board.name!r} "
+                        f"({kind} buses: {have})"))
+
+    def _submit(self, rid: int, key: tuple[str, str], fn: Callable[..., Outcome],
+                args: Sequence[Any], n: int, n_reads: int, spi: bool, where: str,
+                timeout_ms: int | None) -> None:
+        server = self.server
+        server.stats.requests += 1
+        job = _Job(self, rid, n, n_reads, spi, where)
+        server._track(job)
+        job.future = server.workers[key].submit(fn, *args)
+        timeout = timeout_ms / 1000 if timeout_ms else server.request_timeout
+        job.timer = self.loop.call_later(timeout, self._timeout, job)
+        loop = self.loop
+        job.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done, job))
+
+    def _done(self, job: _Job) -> None:
+        assert job.future is not None
+        if job.timer is not None:
+            job.timer.cancel()
+        if not job.answered:
+            job.answered = True
+            if job.future.cancelled():
+                # Only the deadline cancels futures, and it answers first.
+                outcome = timed_out(job.n, job.n_reads, job.spi, job.where, False)
+            else:
+                outcome = job.future.result()
+            self._answer(job.rid, outcome)
+        elif not job.future.cancelled():
+            event(log, logging.WARNING, "late completion after deadline", where=job.where,
+                  id=job.rid, peer=self.peer)
+        self.server._untrack(job)
+
+    def _timeout(self, job: _Job) -> None:
+        if job.answered:
+            return
+        assert job.future is not None
+        started = not job.future.cancel()
+        job.answered = True
+        self.server.stats.timeouts += 1
+        event(log, logging.WARNING, "request deadline passed", where=job.where, id=job.rid,
+              peer=self.peer, started=started)
+        self._answer(job.rid, timed_out(job.n, job.n_reads, job.spi, job.where, started))
+
+    def _answer(self, rid: int, outcome: Outcome) -> None:
+        status, reads, failures = outcome
+        if failures:
+            self.server.stats.errors += 1
+        self.send(Result(rid, status, reads, failures))
+        if self.eof and not self.conn.in_flight:
+            self.transport.close()  # half-closed by the client and all answered
+
+
+async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,
+                limits: Limits = DEFAULT_LIMITS,
+                ready: Callable[[Server], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # non-main thread
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+    if ready is not None:
+        ready(server)
+    await server.serve_forever()

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real server on 127.0.0.1 with an ephemeral port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bridge.client import AsyncClient
+from bridge.config import Board, load_board
+from bridge.runtime import new_event_loop
+from bridge.server import Server
+
+
+@dataclass
+class Running:
+    """A server running on its own thread and loop, as a separate board would."""
+
+    server: Server
+    board: Board
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def start_server_thread(board: Board, **kw: object) -> tuple[Running, threading.Thread]:
+    loop = new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Server] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            server = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
+            await server.start()
+            holder["server"] = server
+            ready.set()
+            await server.serve_forever()
+
+        loop.run_until_complete(main())
+
+    t = threading.Thread(target=run, name="test-server", daemon=True)
+    t.start()
+    assert ready.wait(10), "server did not start"
+    return Running(holder["server"], board, loop), t
+
+
+def stop_server_thread(running: Running, t: threading.Thread) -> None:
+    fut = asyncio.run_coroutine_threadsafe(running.server.close(grace=2.0), running.loop)
+    fut.result(10)
+    t.join(10)
+    running.loop.close()
+
+
+@pytest.fixture
+def board() -> Board:
+    """A fresh default simulated board (the embedded default)."""
+    return load_board(None)
+
+
+@pytest.fixture
+def server_thread(board: Board) -> Iterator[Running]:
+    """The default board served on a background thread (for sync clients and the CLI)."""
+    running, t = start_server_thread(board)
+    try:
+        yield running
+    finally:
+        stop_server_thread(running, t)
+
+
+@pytest.fixture
+async def server(board: Board) -> AsyncIterator[Server]:
+    """The default board served on the test's own loop."""
+    s = Server(board, host="127.0.0.1", port=0, request_timeout=1.0)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close(grace=2.0)
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[AsyncClient]:
+    c = await AsyncClient.connect(server.host, server.port, timeout=5.0)
+    try:
+        yield c
+    finally:
+        await c.close()
