@@ -45,7 +45,8 @@ async def test_welcome_lists_the_default_board(client: AsyncClient) -> None:
     assert w is not None
     assert {b.name for b in w.i2c} == {"1", "2"}
     spi = w.spi_bus("0")
-    assert spi is not None and spi.config.max_freq_hz == 50_000_000
+    assert spi is not None
+    assert spi.config.max_freq_hz == 50_000_000
 
 
 async def test_nack_mid_chain_fails_rest_and_later_writes_never_reach_the_device(
@@ -68,7 +69,8 @@ async def test_nack_mid_chain_fails_rest_and_later_writes_never_reach_the_device
     (failure,) = result.failures
     assert failure.index == 3
     assert failure.errno == errno.ENXIO
-    assert "i2c bus 1" in failure.message and "0x51" in failure.message
+    assert "i2c bus 1" in failure.message
+    assert "0x51" in failure.message
     assert await read_reg(client, THIGH) == new_hi
     assert await read_reg(client, TLOW) == before_lo
 
@@ -89,7 +91,8 @@ async def test_convenient_transfer_raises_oserror_with_board_errno(client: Async
         await client.transfer("1", [write(ABSENT, [0]), read(ABSENT, 1)])
     assert isinstance(ei.value, OSError)
     assert ei.value.errno == errno.ENXIO
-    assert "0x51" in str(ei.value) and "bus 1" in str(ei.value)
+    assert "0x51" in str(ei.value)
+    assert "bus 1" in str(ei.value)
 
 
 async def test_zero_length_probe_and_quick_read(client: AsyncClient) -> None:
@@ -97,15 +100,18 @@ async def test_zero_length_probe_and_quick_read(client: AsyncClient) -> None:
     absent = await client.i2c("1", [write(ABSENT)])
     quick_read = await client.i2c("1", [read(TMP117, 0)])
     assert present.status == b"\x00"
-    assert absent.status == b"\x01" and absent.failures[0].errno == errno.ENXIO
-    assert quick_read.status == b"\x00" and quick_read.reads == [b""]
+    assert absent.status == b"\x01"
+    assert absent.failures[0].errno == errno.ENXIO
+    assert quick_read.status == b"\x00"
+    assert quick_read.reads == [b""]
 
 
 async def test_raw_out_hdr_level(client: AsyncClient) -> None:
     hdr_w = struct.pack("<HHI", TMP117 << 1, 0, I2C_FLAGS_FAIL_NEXT)
     hdr_r = struct.pack("<HHI", TMP117 << 1, 0, 0x2)
     result = await client.i2c_raw("1", [(hdr_w, b"\x0f"), (hdr_r, 2)])
-    assert result.status == b"\x00\x00" and result.reads == [b"\x01\x17"]
+    assert result.status == b"\x00\x00"
+    assert result.reads == [b"\x01\x17"]
 
 
 async def test_ten_bit_address(client: AsyncClient, board: Board) -> None:
@@ -172,8 +178,10 @@ async def test_buses_run_concurrently_and_one_bus_is_serialised(
         assert (await slow).status == b"\x00"
     finally:
         board.i2c["1"].device(TMP117).stall_s = 0
-    assert other_bus.status == b"\x00" and t_other < 0.3
-    assert same_bus.status == b"\x00" and t_same >= 0.35
+    assert other_bus.status == b"\x00"
+    assert t_other < 0.3
+    assert same_bus.status == b"\x00"
+    assert t_same >= 0.35
 
 
 async def test_deadline_turns_a_stalled_device_into_an_error(
@@ -191,9 +199,11 @@ async def test_deadline_turns_a_stalled_device_into_an_error(
         assert time.monotonic() - t0 < 0.5
     finally:
         dev.stall_s = 0
-    assert r1.status == b"\x01" and r1.failures[0].errno == errno.ETIMEDOUT
+    assert r1.status == b"\x01"
+    assert r1.failures[0].errno == errno.ETIMEDOUT
     assert "unknown" in r1.failures[0].message
-    assert r2.status == b"\x01" and r2.failures[0].errno == errno.ETIMEDOUT
+    assert r2.status == b"\x01"
+    assert r2.failures[0].errno == errno.ETIMEDOUT
     assert "never" in r2.failures[0].message
     await asyncio.sleep(0.6)  # the stalled one finishes; the bus works again
     assert await read_reg(client, TLOW) != 0x7777  # the queued write was withdrawn
@@ -210,7 +220,8 @@ async def test_spi_param_err_runs_nothing_of_the_message(client: AsyncClient) ->
         spi_xfer(b"\x00", speed_hz=80_000_000),              # above the 50 MHz max
     ])
     assert list(result.status) == [SpiResult.TRANS_ERR, SpiResult.PARAM_ERR]
-    assert result.failures[0].index == 1 and "freq" in result.failures[0].message
+    assert result.failures[0].index == 1
+    assert "freq" in result.failures[0].message
     (status,) = await client.spi_transfer("0", 0, [spi_xfer(b"\x05", 0), spi_xfer(None, 1)])
     assert status[0] & 0x02 == 0, "WREN must not have reached the flash"
 
@@ -231,7 +242,8 @@ async def test_spi_bus_failure_is_trans_err(client: AsyncClient, board: Board) -
     finally:
         dev.fail = False
     assert list(result.status) == [SpiResult.TRANS_ERR, SpiResult.TRANS_ERR]
-    assert result.failures and result.failures[0].errno == errno.EIO
+    assert result.failures
+    assert result.failures[0].errno == errno.EIO
     assert await client.xfer("0", 1, b"\x55\xaa") == b"\x55\xaa"
 
 
@@ -241,7 +253,8 @@ async def test_unknown_bus_is_a_precise_error_and_the_connection_survives(
     with pytest.raises(RemoteError) as ei:
         await client.i2c("9", [write(TMP117)])
     assert ei.value.code is ErrorCode.UNKNOWN_BUS
-    assert "'9'" in ei.value.message and "'1'" in ei.value.message
+    assert "'9'" in ei.value.message
+    assert "'1'" in ei.value.message
     assert await read_reg(client, 0x0F) == 0x0117
 
 
@@ -286,7 +299,8 @@ async def test_over_limit_frame_closes_only_that_connection(
     task = asyncio.get_running_loop().run_in_executor(None, attack)
     reads = [await read_reg(client, 0x0F) for _ in range(20)]
     err, rest = await task
-    assert err[0] == 5 and err[2] == "frame-too-large"
+    assert err[0] == 5
+    assert err[2] == "frame-too-large"
     assert rest == b"", "the server closed the offending connection"
     assert reads == [0x0117] * 20
     assert await read_reg(client, 0x0F) == 0x0117
@@ -318,7 +332,8 @@ async def test_malformed_and_invalid_frames_get_errors_and_the_connection_goes_o
     assert malformed[:3] == [5, 7, "malformed"]
     assert reserved[:3] == [5, 8, "bad-request"]
     assert too_long[:3] == [5, 9, "limit-exceeded"]
-    assert ok[:3] == [4, 10, b"\x00\x00"] and ok[3] == [b"\x01\x17"]
+    assert ok[:3] == [4, 10, b"\x00\x00"]
+    assert ok[3] == [b"\x01\x17"]
 
 
 async def test_request_before_hello_is_refused(server: Server) -> None:
@@ -332,7 +347,8 @@ async def test_request_before_hello_is_refused(server: Server) -> None:
         return err, rest
 
     err, rest = await asyncio.get_running_loop().run_in_executor(None, probe)
-    assert err[2] == "handshake-required" and rest == b""
+    assert err[2] == "handshake-required"
+    assert rest == b""
 
 
 async def test_lost_connection_fails_in_flight_requests(
