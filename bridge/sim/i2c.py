@@ -1,0 +1,293 @@
+"""A simulated I2C adapter: devices on a bus, run at the level of START/address/bytes/STOP.
+
+The point of the simulator is to behave like a board a client could meet, so
+the bus models what a logic analyser would show: one START, each message
+addressed (and ACKed or NACKed) in turn with a repeated START between them,
+one STOP at the end.  Devices get those events as hooks, which is what lets an
+EEPROM commit its page buffer at STOP and abort it on a repeated START.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
+from protocol.virtio import I2CMsg, format_i2c_addr
+
+from ..backends.base import BusError, I2CBackend
+
+#: What the simulator offers: full I2C, 10-bit addressing, SMBus emulation.
+SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL
+
+DEFAULT_LOG_SIZE = 1024
+
+
+class I2CDevice:
+    """Base class of a simulated I2C target.
+
+    The fault knobs are plain attributes so a test (or a REPL on a running
+    server) can flip them between transactions:
+
+    * ``nack``: the device NACKs its address (client sees ENXIO).
+    * ``nack_after_bytes``: in a write message, the device ACKs that many
+      data bytes and NACKs the next one (EREMOTEIO); counted per message,
+      address byte excluded.  ``None`` disables it.
+    * ``stall_s``: the device holds the bus for that long (``time.sleep``) each
+      time it is addressed, before ACKing; the server's per-request deadline
+      is what turns it into an error.
+
+    Subclasses override the hooks ``ack``/``start``/``restart``/``write``/
+    ``read``/``stop``; the bus calls them only with the bus lock held.
+    """
+
+    def __init__(
+        self,
+        address: int,
+        *,
+        ten_bit: bool = False,
+        name: str = "",
+        nack: bool = False,
+        nack_after_bytes: int | None = None,
+        stall_s: float = 0.0,
+    ) -> None:
+        limit = 0x3FF if ten_bit else 0x7F
+        if not 0 <= address <= limit:
+            raise ValueError(f"I2C address {address:#x} out of range 0..{limit:#x}")
+        self.address = address
+        self.ten_bit = ten_bit
+        self.name = name or type(self).__name__
+        self.nack = nack
+        self.nack_after_bytes = nack_after_bytes
+        self.stall_s = stall_s
+
+    def addresses(self) -> tuple[int, ...]:
+        """Every address the device answers (24C04..24C16 answer several)."""
+        return (self.address,)
+
+    # -- hooks -------------------------------------------------------------
+
+    def ack(self, address: int, read: bool) -> bool:
+        """Device-specific address ACK, e.g. an EEPROM busy in its write cycle."""
+        return True
+
+    def start(self, address: int, read: bool) -> None:
+        """A START or repeated START addressed to this device was ACKed."""
+
+    def restart(self) -> None:
+        """A repeated START happened (to any device) after this one was addressed."""
+
+    def write(self, data: bytes) -> int:
+        """Take written bytes; return how many were ACKed (fewer means a data NACK)."""
+        return len(data)
+
+    def read(self, length: int) -> bytes:
+        """Return ``length`` bytes the device drives on SDA."""
+        return b"\xff" * length
+
+    def stop(self) -> None:
+        """The STOP ending a transaction in which this device was addressed."""
+
+    def describe(self) -> str:
+        return f"{self.name} at {format_i2c_addr(self.address, self.ten_bit)}"
+
+
+@dataclass(frozen=True, slots=True)
+class I2CLogEntry:
+    """One transaction as the bus saw it.
+
+    ``msgs`` are the messages handed to the bus (a whole chain, even if it
+    failed part-way); ``reads`` the data of the reads that completed;
+    ``errno``/``index``/``error`` the outcome (errno 0 = success).
+    """
+
+    seq: int
+    msgs: tuple[I2CMsg, ...]
+    reads: tuple[bytes, ...]
+    errno: int = 0
+    index: int | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0
+
+    def describe(self) -> list[str]:
+        """One line per message, i2ctransfer style, with the bytes moved."""
+        out: list[str] = []
+        reads = iter(self.reads)
+        for i, m in enumerate(self.msgs):
+            if self.index is not None and i >= self.index:
+                out.append(f"{m.describe()} {'FAILED' if i == self.index else 'not run'}")
+            elif m.is_read:
+                out.append(f"{m.describe()} -> {next(reads, b'').hex(' ')}")
+            else:
+                out.append(f"{m.describe()} {m.data.hex(' ')}".rstrip())
+        return out
+
+
+class SimI2CBus(I2CBackend):
+    """A simulated I2C adapter holding devices keyed by ``(address, ten_bit)``.
+
+    ``transfer`` runs under a lock, so even without the server's per-bus
+    worker two chains can never interleave; ``log`` (a bounded deque of
+    :class:`I2CLogEntry`, ``log_size`` 0 disables it) lets tests prove it.
+    With ``timing`` on, a transaction also takes its wire time at
+    ``frequency_hz`` (9 clocks per byte, address bytes included, plus one per
+    START and one for STOP), which benchmarks want and unit tests do not.
+    """
+
+    functionality = SIM_I2C_FUNCTIONALITY
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        devices: Iterable[I2CDevice] = (),
+        timing: bool = False,
+        frequency_hz: int = 400_000,
+        log_size: int = DEFAULT_LOG_SIZE,
+        max_msg_len: int = 8192,
+    ) -> None:
+        if frequency_hz <= 0:
+            raise ValueError("frequency_hz must be positive")
+        self.name = name
+        self.description = description
+        self.timing = timing
+        self.frequency_hz = frequency_hz
+        self.max_msg_len = max_msg_len
+        self.log: deque[I2CLogEntry] = deque(maxlen=max(log_size, 0))
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._devices: dict[tuple[int, bool], I2CDevice] = {}
+        for dev in devices:
+            self.add(dev)
+
+    def __repr__(self) -> str:
+        devs = ", ".join(d.describe() for d in self.devices())
+        return f"SimI2CBus({self.name!r}: {devs or 'no devices'})"
+
+    # -- device management -------------------------------------------------
+
+    def add(self, device: I2CDevice) -> I2CDevice:
+        """Attach ``device`` at all its addresses; refuses an address already in use."""
+        keys = [(a, device.ten_bit) for a in device.addresses()]
+        with self._lock:
+            for key in keys:
+                other = self._devices.get(key)
+                if other is not None:
+                    raise ValueError(
+                        f"bus {self.name}: address {format_i2c_addr(*key)} already used by "
+                        f"{other.describe()}"
+                    )
+            for key in keys:
+                self._devices[key] = device
+        return device
+
+    def remove(self, address: int, *, ten_bit: bool = False) -> I2CDevice:
+        """Detach the device answering ``address`` (all of its addresses)."""
+        with self._lock:
+            dev = self._devices[(address, ten_bit)]
+            for a in dev.addresses():
+                del self._devices[(a, ten_bit)]
+        return dev
+
+    def device(self, address: int, *, ten_bit: bool = False) -> I2CDevice:
+        """The device answering ``address``; KeyError if none."""
+        try:
+            return self._devices[(address, ten_bit)]
+        except KeyError:
+            raise KeyError(
+                f"bus {self.name}: no device at {format_i2c_addr(address, ten_bit)}"
+            ) from None
+
+    def devices(self) -> list[I2CDevice]:
+        """Each attached device once, in address order."""
+        seen: dict[int, I2CDevice] = {}
+        for _key, dev in sorted(self._devices.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            seen.setdefault(id(dev), dev)
+        return list(seen.values())
+
+    def log_snapshot(self) -> list[I2CLogEntry]:
+        """A copy of the log, safe to iterate while other threads transact."""
+        with self._lock:
+            return list(self.log)
+
+    # -- the transaction ---------------------------------------------------
+
+    def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
+        with self._lock:
+            return self._transfer(msgs)
+
+    def _transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
+        reads: list[bytes] = []
+        touched: list[I2CDevice] = []
+        failure: BusError | None = None
+        clocks = 1  # STOP
+        try:
+            for i, m in enumerate(msgs):
+                for d in touched:
+                    d.restart()
+                clocks += 1 + 9 * ((2 if m.ten_bit else 1) + m.size)
+                self._run_msg(i, m, touched, reads)
+        except BusError as e:
+            failure = e
+        finally:
+            for d in touched:
+                d.stop()
+        self._seq += 1
+        if self.log.maxlen:
+            self.log.append(
+                I2CLogEntry(
+                    self._seq,
+                    tuple(msgs),
+                    tuple(reads),
+                    failure.errno if failure else 0,
+                    failure.index if failure else None,
+                    failure.message if failure else "",
+                )
+            )
+        if self.timing:
+            time.sleep(clocks / self.frequency_hz)
+        if failure is not None:
+            raise failure
+        return reads
+
+    def _run_msg(self, i: int, m: I2CMsg, touched: list[I2CDevice], reads: list[bytes]) -> None:
+        addr = format_i2c_addr(m.addr, m.ten_bit)
+        kind = f"{'r' if m.is_read else 'w'}{m.size}"
+        where = f"bus {self.name}: {addr} {kind}"
+        dev = self._devices.get((m.addr, m.ten_bit))
+        if dev is None:
+            raise BusError(errno.ENXIO, f"{where}: no ACK (no device)", i, reads)
+        if dev.stall_s > 0:
+            time.sleep(dev.stall_s)
+        if dev.nack or not dev.ack(m.addr, m.is_read):
+            why = f"{where}: no ACK ({dev.name} NACKed its address)"
+            raise BusError(errno.ENXIO, why, i, reads)
+        if dev not in touched:
+            touched.append(dev)
+        dev.start(m.addr, m.is_read)
+        if m.is_read:
+            data = dev.read(m.length) if m.length else b""
+            if len(data) != m.length:  # SDA floats high past what the device drives
+                data = (bytes(data) + b"\xff" * m.length)[: m.length]
+            reads.append(bytes(data))
+            return
+        data = m.data
+        limit = dev.nack_after_bytes
+        if limit is not None and len(data) > limit:
+            data = data[:limit]
+        acked = dev.write(data) if data else 0
+        if acked < len(m.data):
+            raise BusError(
+                errno.EREMOTEIO,
+                f"{where}: data byte {acked} not ACKed by {dev.name}",
+                i,
+                reads,
+            )
