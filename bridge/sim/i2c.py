@@ -259,16 +259,13 @@ class SimI2CBus(I2CBackend):
         return reads
 
     def _run_msg(self, i: int, m: I2CMsg, touched: list[I2CDevice], reads: list[bytes]) -> None:
-        addr = format_i2c_addr(m.addr, m.ten_bit)
-        kind = f"{'r' if m.is_read else 'w'}{m.size}"
-        where = f"bus {self.name}: {addr} {kind}"
         dev = self._devices.get((m.addr, m.ten_bit))
         if dev is None:
-            raise BusError(errno.ENXIO, f"{where}: no ACK (no device)", i, reads)
+            raise BusError(errno.ENXIO, "no ACK (no device)", i, reads)
         if dev.stall_s > 0:
             time.sleep(dev.stall_s)
         if dev.nack or not dev.ack(m.addr, m.is_read):
-            why = f"{where}: no ACK ({dev.name} NACKed its address)"
+            why = f"no ACK ({dev.name} NACKed its address)"
             raise BusError(errno.ENXIO, why, i, reads)
         if dev not in touched:
             touched.append(dev)
@@ -287,7 +284,7 @@ class SimI2CBus(I2CBackend):
         if acked < len(m.data):
             raise BusError(
                 errno.EREMOTEIO,
-                f"{where}: data byte {acked} not ACKed by {dev.name}",
+                f"data byte {acked} not ACKed by {dev.name}",
                 i,
                 reads,
             )
