@@ -43,6 +43,7 @@ from .limits import (
     PREFIX_SIZE,
     PROTOCOL_VERSION,
     Limits,
+    result_room,
 )
 from .virtio import (
     I2C_FLAGS_FAIL_NEXT,
@@ -165,6 +166,13 @@ def _check_timeout(v: Any, rid: int) -> int | None:
     return v
 
 
+def _check_result_room(n: int, rx: int, limits: Limits, rid: int) -> None:
+    if result_room(n, rx) > limits.max_frame:
+        raise _bad(ErrorCode.LIMIT_EXCEEDED,
+                   f"reads total {rx} bytes: the RESULT would not fit in max_frame "
+                   f"{limits.max_frame}", rid)
+
+
 def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
     if type(v) is not list or not v:
         raise _bad(ErrorCode.MALFORMED, f"{what} must be a non-empty array", rid)
@@ -183,6 +191,7 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     maxlen = limits.max_i2c_len
     unpack_hdr = I2C_OUT_HDR.unpack
     msgs = []
+    rx = 0
     for i, r in enumerate(reqs):
         if type(r) is not list or len(r) != 2:
             raise _bad(ErrorCode.MALFORMED, f"I2C request {i} must be [out_hdr, buf]", rid)
@@ -205,6 +214,7 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
                 raise _bad(ErrorCode.LIMIT_EXCEEDED,
                            f"I2C request {i}: read of {buf} bytes; limit {maxlen}", rid)
             msgs.append(I2CMsg(addr, flags, b"", buf, ten))
+            rx += buf
         else:
             if type(buf) is not bytes:
                 raise _bad(ErrorCode.MALFORMED,
@@ -216,6 +226,7 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
         raise _bad(ErrorCode.BAD_REQUEST,
                    "last I2C request has FAIL_NEXT set: the frame ends inside a chain", rid)
+    _check_result_room(len(msgs), rx, limits, rid)
     return I2CRequest(rid, bus, tuple(msgs), timeout)
 
 
@@ -252,6 +263,7 @@ def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
                        f"SPI transfer {i}: head chip_select_id {h.chip_select_id} "
                        f"!= frame chip select {cs}", rid)
         transfers.append(SpiTransfer(h, tx, rx_len))
+    _check_result_room(len(transfers), sum(t.rx_len for t in transfers), limits, rid)
     return SpiRequest(rid, bus, cs, tuple(transfers), timeout)
 
 
@@ -509,6 +521,12 @@ class Connection:
         if len(items) > lim.max_requests:
             raise LocalProtocolError(
                 f"{len(items)} requests in one frame; limit {lim.max_requests}")
+        rx = (sum(m.length for m in ev.msgs if m.is_read) if isinstance(ev, I2CRequest)
+              else sum(t.rx_len for t in ev.transfers))
+        cap = min(lim.max_frame, self.limits.max_frame)  # the server sends it, we receive it
+        if result_room(len(items), rx) > cap:
+            raise LocalProtocolError(
+                f"reads total {rx} bytes: the RESULT would not fit in max_frame {cap}")
         if isinstance(ev, I2CRequest):
             for m in ev.msgs:
                 if m.size > lim.max_i2c_len:

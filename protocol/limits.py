@@ -14,6 +14,17 @@ MAX_STR = 4096
 MAX_REQUEST_ID = 0xFFFF_FFFF
 MAX_TIMEOUT_MS = 3_600_000
 
+#: A request frame's RESULT must fit in ``max_frame``: its total read length plus
+#: RESULT_BASE plus RESULT_PER_REQUEST per request (status byte, bin header and room
+#: for a short failure entry) may not exceed it (SPEC.md, "Limits").
+RESULT_BASE = 64
+RESULT_PER_REQUEST = 128
+
+
+def result_room(n_requests: int, read_bytes: int) -> int:
+    """Bytes of ``max_frame`` a request of ``n_requests`` reading ``read_bytes`` needs."""
+    return RESULT_BASE + RESULT_PER_REQUEST * n_requests + read_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:

@@ -263,7 +263,7 @@ class SimSpiBus(SpiBackend):
                 if dev.fail and i >= dev.fail_index:
                     raise BusError(
                         errno.EIO,
-                        f"bus {self.name} cs {cs}: transfer {i}: {dev.name} failed (simulated)",
+                        f"{dev.name} failed (simulated)",
                         i,
                     )
                 out = self._clock(dev, t)
