@@ -146,6 +146,10 @@ def _peek_id(body: bytes | memoryview) -> int:
     return rid if type(rid) is int and 0 < rid <= MAX_REQUEST_ID else 0
 
 
+def _id_or_0(v: Any) -> int:
+    return v if type(v) is int and 0 < v <= MAX_REQUEST_ID else 0
+
+
 def _check_id(v: Any) -> int:
     if type(v) is not int or not 0 < v <= MAX_REQUEST_ID:
         raise _bad(ErrorCode.MALFORMED, f"request id must be an integer 1..{MAX_REQUEST_ID}")
@@ -183,7 +187,7 @@ def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
 
 def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     if len(f) != 5:
-        raise _bad(ErrorCode.MALFORMED, "I2C frame must have 5 items")
+        raise _bad(ErrorCode.MALFORMED, "I2C frame must have 5 items", _id_or_0(f[1]))
     rid = _check_id(f[1])
     bus = _check_bus(f[2], rid)
     reqs = _check_list(f[3], "I2C requests", limits.max_requests, rid)
@@ -232,7 +236,7 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
 
 def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
     if len(f) != 6:
-        raise _bad(ErrorCode.MALFORMED, "SPI frame must have 6 items")
+        raise _bad(ErrorCode.MALFORMED, "SPI frame must have 6 items", _id_or_0(f[1]))
     rid = _check_id(f[1])
     bus = _check_bus(f[2], rid)
     cs = f[3]
@@ -289,10 +293,9 @@ def decode_error(f: list[Any]) -> Error:
     if len(f) != 4 or type(f[1]) is not int or type(f[2]) is not str or type(f[3]) is not str:
         raise _bad(ErrorCode.MALFORMED, "ERROR frame must be [5, id, code, message]", fatal=True)
     try:
-        code = ErrorCode(f[2])
-    except ValueError:
-        code = ErrorCode.INTERNAL  # unknown codes from newer peers degrade, keeping the text
-    return Error(f[1], code, f[3] if code is not ErrorCode.INTERNAL else f"{f[2]}: {f[3]}")
+        return Error(f[1], ErrorCode(f[2]), f[3])
+    except ValueError:  # unknown codes from newer peers degrade, keeping the text
+        return Error(f[1], ErrorCode.INTERNAL, f"{f[2]}: {f[3]}")
 
 
 def _decode_handshake(f: list[Any], model: type[HelloInfo] | type[WelcomeInfo]) -> Any:
@@ -406,7 +409,8 @@ class Connection:
         try:
             f = self._unpackb(body)
         except ValueError as e:  # includes ExtraData, FormatError, StackError, limits
-            code = ErrorCode.LIMIT_EXCEEDED if "exceeds max" in str(e) else ErrorCode.MALFORMED
+            too_big = "exceeds max" in str(e) and "max_ext_len" not in str(e)  # no ext types
+            code = ErrorCode.LIMIT_EXCEEDED if too_big else ErrorCode.MALFORMED
             raise _bad(code, f"undecodable frame: {e}", _peek_id(body)) from None
         except Exception as e:
             raise _bad(ErrorCode.MALFORMED, f"undecodable frame: {e}", _peek_id(body)) from None
@@ -440,7 +444,7 @@ class Connection:
                            f"this server speaks {PROTOCOL_VERSION}", fatal=True)
             self.handshaken = True
             return Hello(info)
-        rid = f[1] if type(f[1]) is int and 0 < f[1] <= MAX_REQUEST_ID else 0
+        rid = _id_or_0(f[1])
         raise _bad(ErrorCode.MALFORMED, f"frame type {t} is not accepted by a server",
                    rid, fatal=not self.handshaken)
 
