@@ -13,6 +13,7 @@ hot path, and hand checks cost about a third as much per frame.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any, Final
@@ -42,6 +43,8 @@ from .limits import (
     MAX_TIMEOUT_MS,
     PREFIX_SIZE,
     PROTOCOL_VERSION,
+    RESULT_BASE,
+    RESULT_PER_REQUEST,
     Limits,
     result_room,
 )
@@ -83,6 +86,9 @@ class LocalProtocolError(Exception):
 # ---------------------------------------------------------------------------
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_PREFIX = struct.Struct(">I")
+_unpack_prefix = _PREFIX.unpack_from
+_pack_prefix = _PREFIX.pack
 _FRAME_I2C = int(FrameType.I2C)
 _FRAME_SPI = int(FrameType.SPI)
 _FRAME_RESULT = int(FrameType.RESULT)
@@ -90,7 +96,7 @@ _FRAME_RESULT = int(FrameType.RESULT)
 
 def frame(body: bytes) -> bytes:
     """Prefix a msgpack body with its length."""
-    return len(body).to_bytes(PREFIX_SIZE, "big") + body
+    return _pack_prefix(len(body)) + body
 
 
 def encode_body(event: Event) -> bytes:
@@ -132,7 +138,7 @@ def _bad(code: ErrorCode, msg: str, rid: int = 0, fatal: bool = False) -> Protoc
     return ProtocolError(code, msg, request_id=rid, fatal=fatal)
 
 
-def _peek_id(body: bytes | memoryview) -> int:
+def _peek_id(body: bytes | bytearray | memoryview) -> int:
     """Best-effort request id of a body that failed to decode, for the ERROR frame."""
     try:
         up = msgpack.Unpacker(max_buffer_size=len(body), max_bin_len=0, max_str_len=0,
@@ -188,10 +194,19 @@ def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
 def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     if len(f) != 5:
         raise _bad(ErrorCode.MALFORMED, "I2C frame must have 5 items", _id_or_0(f[1]))
-    rid = _check_id(f[1])
-    bus = _check_bus(f[2], rid)
-    reqs = _check_list(f[3], "I2C requests", limits.max_requests, rid)
-    timeout = _check_timeout(f[4], rid)
+    # Inline fast checks; the helpers run only to raise the precise error.
+    rid = f[1]
+    if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
+        _check_id(rid)
+    bus = f[2]
+    if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
+        _check_bus(bus, rid)
+    reqs = f[3]
+    if type(reqs) is not list or not 0 < len(reqs) <= limits.max_requests:
+        _check_list(reqs, "I2C requests", limits.max_requests, rid)
+    timeout = f[4]
+    if timeout is not None:
+        _check_timeout(timeout, rid)
     maxlen = limits.max_i2c_len
     unpack_hdr = I2C_OUT_HDR.unpack
     msgs = []
@@ -206,10 +221,13 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
         if flags & ~I2C_FLAGS_KNOWN:
             raise _bad(ErrorCode.BAD_REQUEST,
                        f"I2C request {i}: reserved flag bits set ({flags:#x})", rid)
-        try:
-            addr, ten = decode_i2c_addr(field)
-        except ValueError as e:
-            raise _bad(ErrorCode.BAD_REQUEST, f"I2C request {i}: {e}", rid) from None
+        if field & 0xFF01 or (field & 0xF9) == 0xF0:  # 10-bit or malformed: the slow path
+            try:
+                addr, ten = decode_i2c_addr(field)
+            except ValueError as e:
+                raise _bad(ErrorCode.BAD_REQUEST, f"I2C request {i}: {e}", rid) from None
+        else:
+            addr, ten = field >> 1, False
         if flags & I2C_FLAGS_M_RD:
             if type(buf) is not int or buf < 0:
                 raise _bad(ErrorCode.MALFORMED,
@@ -230,7 +248,8 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
         raise _bad(ErrorCode.BAD_REQUEST,
                    "last I2C request has FAIL_NEXT set: the frame ends inside a chain", rid)
-    _check_result_room(len(msgs), rx, limits, rid)
+    if RESULT_BASE + RESULT_PER_REQUEST * len(msgs) + rx > limits.max_frame:
+        _check_result_room(len(msgs), rx, limits, rid)
     return I2CRequest(rid, bus, tuple(msgs), timeout)
 
 
@@ -278,8 +297,10 @@ def decode_result(f: list[Any]) -> Result:
     status, reads, fails = f[2], f[3], f[4]
     if type(status) is not bytes or type(reads) is not list or type(fails) is not list:
         raise _bad(ErrorCode.MALFORMED, "RESULT frame: bad item types", rid, fatal=True)
-    if any(type(r) is not bytes for r in reads):
-        raise _bad(ErrorCode.MALFORMED, "RESULT frame: reads must be binary", rid, fatal=True)
+    for r in reads:
+        if type(r) is not bytes:
+            raise _bad(ErrorCode.MALFORMED, "RESULT frame: reads must be binary", rid,
+                       fatal=True)
     failures = []
     for x in fails:
         if (type(x) is not list or len(x) != 3 or type(x[0]) is not int
@@ -333,7 +354,7 @@ class Connection:
         self._eof = False
         client = role is Role.CLIENT
         # Results hold up to max_requests reads; WELCOME lists buses in maps.
-        self._unpackb: Callable[[bytes], Any] = functools.partial(
+        self._unpackb: Callable[[bytes | bytearray], Any] = functools.partial(
             msgpack.unpackb,
             max_bin_len=max(limits.max_i2c_len, limits.max_spi_len, 64),
             max_str_len=MAX_STR,
@@ -367,7 +388,7 @@ class Connection:
         avail = len(buf) - pos
         if avail < PREFIX_SIZE:
             return self._at_short(avail)
-        n = int.from_bytes(buf[pos : pos + PREFIX_SIZE], "big")
+        n = _unpack_prefix(buf, pos)[0]
         if n > self.limits.max_frame:
             self.closed = True
             raise _bad(ErrorCode.FRAME_TOO_LARGE,
@@ -375,12 +396,22 @@ class Connection:
         end = pos + PREFIX_SIZE + n
         if len(buf) < end:
             return self._at_short(avail)
-        body = bytes(buf[pos + PREFIX_SIZE : end])
-        if end >= 65536 or end == len(buf):
-            del buf[:end]
+        if end == len(buf):
+            # The common case: the buffer ends with this frame; hand it over whole.
+            if pos:
+                body = buf[pos + PREFIX_SIZE :]
+            else:
+                body = buf  # no copy; bytearray drops its head in O(1)
+                del body[:PREFIX_SIZE]
+            self._buf = bytearray()
             self._pos = 0
         else:
-            self._pos = end
+            body = buf[pos + PREFIX_SIZE : end]
+            if end >= 65536:
+                del buf[:end]
+                self._pos = 0
+            else:
+                self._pos = end
         try:
             return self._decode(body)
         except ProtocolError as e:
@@ -405,7 +436,7 @@ class Connection:
                 return
             yield ev  # type: ignore[misc]
 
-    def _decode(self, body: bytes) -> Event:
+    def _decode(self, body: bytes | bytearray) -> Event:
         try:
             f = self._unpackb(body)
         except ValueError as e:  # includes ExtraData, FormatError, StackError, limits
@@ -497,49 +528,97 @@ class Connection:
 
     def send(self, event: Event) -> bytes:
         """Bytes to write for ``event``; requests and responses update in-flight state."""
-        if isinstance(event, I2CRequest | SpiRequest):
-            self._check_outgoing(event)
-            self.in_flight.add(event.id)
-        elif isinstance(event, Result | Error) and self.role is Role.SERVER:
-            self.in_flight.discard(event.id)
-        body = encode_body(event)
+        cls = type(event)
+        if cls is Result:
+            assert isinstance(event, Result)
+            if self.role is Role.SERVER:
+                self.in_flight.discard(event.id)
+            fails = [[f.index, f.errno, f.message] for f in event.failures]
+            body = _packb([_FRAME_RESULT, event.id, event.status, event.reads, fails])
+        elif cls is I2CRequest:
+            assert isinstance(event, I2CRequest)
+            body = self._encode_i2c(event)
+        else:
+            if isinstance(event, SpiRequest):
+                self._check_outgoing(event)
+            elif isinstance(event, Error) and self.role is Role.SERVER:
+                self.in_flight.discard(event.id)
+            body = encode_body(event)
+            if isinstance(event, SpiRequest):
+                self.in_flight.add(event.id)
         if len(body) > self.peer_limits.max_frame:
             if isinstance(event, I2CRequest | SpiRequest):
                 self.in_flight.discard(event.id)
             raise LocalProtocolError(
                 f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
             )
-        return frame(body)
+        return _pack_prefix(len(body)) + body
 
-    def _check_outgoing(self, ev: I2CRequest | SpiRequest) -> None:
+    def _encode_i2c(self, ev: I2CRequest) -> bytes:
+        """Check against the peer's limits and encode in one pass (the client's hot path)."""
+        self._check_request_id(ev.id)
+        lim = self.peer_limits
+        msgs = ev.msgs
+        if not msgs:
+            raise LocalProtocolError("a request needs at least one message")
+        if len(msgs) > lim.max_requests:
+            raise LocalProtocolError(
+                f"{len(msgs)} requests in one frame; limit {lim.max_requests}")
+        maxlen = lim.max_i2c_len
+        pack = I2C_OUT_HDR.pack
+        reqs = []
+        rx = 0
+        for m in msgs:
+            addr = m.addr
+            if m.ten_bit or not 0 <= addr <= 0x7F:
+                try:
+                    field = encode_i2c_addr(addr, m.ten_bit)
+                except ValueError as e:
+                    raise LocalProtocolError(str(e)) from None
+            else:
+                field = addr << 1
+            flags = m.flags
+            buf: bytes | int
+            if flags & I2C_FLAGS_M_RD:
+                buf = n = m.length
+                rx += n
+            else:
+                buf = m.data
+                n = len(buf)
+            if n > maxlen:
+                raise LocalProtocolError(f"{m.describe()}: {n} bytes; limit {maxlen}")
+            reqs.append([pack(field, 0, flags), buf])
+        if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
+            raise LocalProtocolError("last message has FAIL_NEXT set")
+        self._check_room(len(msgs), rx)
+        body = _packb([_FRAME_I2C, ev.id, ev.bus, reqs, ev.timeout_ms])
+        self.in_flight.add(ev.id)
+        return body
+
+    def _check_request_id(self, rid: int) -> None:
         if self.role is not Role.CLIENT:
             raise LocalProtocolError("only a client sends requests")
-        if not 0 < ev.id <= MAX_REQUEST_ID:
-            raise LocalProtocolError(f"request id {ev.id} out of range")
-        if ev.id in self.in_flight:
-            raise LocalProtocolError(f"request id {ev.id} is already in flight")
-        lim = self.peer_limits
-        items = ev.msgs if isinstance(ev, I2CRequest) else ev.transfers
-        if not items:
-            raise LocalProtocolError("a request needs at least one message")
-        if len(items) > lim.max_requests:
-            raise LocalProtocolError(
-                f"{len(items)} requests in one frame; limit {lim.max_requests}")
-        rx = (sum(m.length for m in ev.msgs if m.is_read) if isinstance(ev, I2CRequest)
-              else sum(t.rx_len for t in ev.transfers))
-        cap = min(lim.max_frame, self.limits.max_frame)  # the server sends it, we receive it
-        if result_room(len(items), rx) > cap:
+        if not 0 < rid <= MAX_REQUEST_ID:
+            raise LocalProtocolError(f"request id {rid} out of range")
+        if rid in self.in_flight:
+            raise LocalProtocolError(f"request id {rid} is already in flight")
+
+    def _check_room(self, n: int, rx: int) -> None:
+        cap = min(self.peer_limits.max_frame, self.limits.max_frame)  # server sends, we receive
+        if result_room(n, rx) > cap:
             raise LocalProtocolError(
                 f"reads total {rx} bytes: the RESULT would not fit in max_frame {cap}")
-        if isinstance(ev, I2CRequest):
-            for m in ev.msgs:
-                if m.size > lim.max_i2c_len:
-                    raise LocalProtocolError(
-                        f"{m.describe()}: {m.size} bytes; limit {lim.max_i2c_len}")
-            if ev.msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
-                raise LocalProtocolError("last message has FAIL_NEXT set")
-        else:
-            for t in ev.transfers:
-                if t.length > lim.max_spi_len:
-                    raise LocalProtocolError(f"SPI transfer of {t.length} bytes; "
-                                             f"limit {lim.max_spi_len}")
+
+    def _check_outgoing(self, ev: SpiRequest) -> None:
+        self._check_request_id(ev.id)
+        lim = self.peer_limits
+        if not ev.transfers:
+            raise LocalProtocolError("a request needs at least one message")
+        if len(ev.transfers) > lim.max_requests:
+            raise LocalProtocolError(
+                f"{len(ev.transfers)} requests in one frame; limit {lim.max_requests}")
+        for t in ev.transfers:
+            if t.length > lim.max_spi_len:
+                raise LocalProtocolError(f"SPI transfer of {t.length} bytes; "
+                                         f"limit {lim.max_spi_len}")
+        self._check_room(len(ev.transfers), sum(t.rx_len for t in ev.transfers))

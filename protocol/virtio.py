@@ -73,7 +73,7 @@ def format_i2c_addr(addr: int, ten_bit: bool) -> str:
     return f"{addr:#05x}(10-bit)" if ten_bit else f"{addr:#04x}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class I2CMsg:
     """One virtio-i2c request: ``out_hdr`` + optional ``buf``.
 
@@ -198,7 +198,7 @@ SPI_NBITS_OCTAL = 1 << 2
 _NBITS_FLAG = {2: SPI_NBITS_DUAL, 4: SPI_NBITS_QUAD, 8: SPI_NBITS_OCTAL}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpiTransferHead:
     """``struct spi_transfer_head`` (32 bytes)."""
 
@@ -240,7 +240,7 @@ class SpiTransferHead:
 SPI_TRANSFER_HEAD_SIZE = SpiTransferHead.STRUCT.size  # 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpiTransfer:
     """One virtio-spi request: head, optional tx buffer, rx length.
 
