@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from protocol.connection import NEED_DATA, Connection, Role
+from protocol.connection import NEED_DATA, Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
     Error,
@@ -246,10 +246,17 @@ class _Session(asyncio.Protocol):
     # -- sending ---------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
-        if self.open and not self.transport.is_closing():
-            self.transport.write(self.conn.send(ev))
-        else:
+        if not self.open or self.transport.is_closing():
             self.conn.in_flight.discard(getattr(ev, "id", 0))
+            return
+        try:
+            data = self.conn.send(ev)
+        except LocalProtocolError as e:
+            # Cannot happen for RESULTs the decoder admitted; never leave a request unanswered.
+            log.exception("cannot encode answer", extra={"fields": {"peer": self.peer}})
+            rid = getattr(ev, "id", 0)
+            data = self.conn.send(Error(rid, ErrorCode.INTERNAL, _short(str(e))))
+        self.transport.write(data)
 
     def _refuse(self, e: ProtocolError) -> None:
         self.server.stats.errors += 1
@@ -283,10 +290,12 @@ class _Session(asyncio.Protocol):
                 self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
                 return
             refused = check_spi(spi_backend, ev.cs, ev.transfers)
-            if refused is not None:
-                self._answer(ev.id, refused)
-                return
             n_reads = sum(1 for t in ev.transfers if t.rx_len)
+            if refused is not None:
+                # Touches no bus, but queues behind earlier requests to keep their order.
+                self._submit(ev.id, ("spi", ev.bus), _refusal, (refused,), len(ev.transfers),
+                             n_reads, True, f"spi bus {ev.bus} cs {ev.cs}", ev.timeout_ms)
+                return
             self._submit(ev.id, ("spi", ev.bus), run_spi, (spi_backend, ev.cs, ev.transfers),
                          len(ev.transfers), n_reads, True, f"spi bus {ev.bus} cs {ev.cs}",
                          ev.timeout_ms)
@@ -350,9 +359,24 @@ class _Session(asyncio.Protocol):
         status, reads, failures = outcome
         if failures:
             self.server.stats.errors += 1
+            for f in failures:
+                if len(f.message) > MAX_MESSAGE:
+                    f.message = _short(f.message)
         self.send(Result(rid, status, reads, failures))
         if self.eof and not self.conn.in_flight:
             self.transport.close()  # half-closed by the client and all answered
+
+
+def _refusal(outcome: Outcome) -> Outcome:
+    return outcome
+
+
+#: Longest failure message sent; SPEC.md asks servers to keep them short.
+MAX_MESSAGE = 512
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,

@@ -543,7 +543,10 @@ class Connection:
                 self._check_outgoing(event)
             elif isinstance(event, Error) and self.role is Role.SERVER:
                 self.in_flight.discard(event.id)
-            body = encode_body(event)
+            try:
+                body = encode_body(event)
+            except struct.error as e:  # a head field that does not fit its virtio width
+                raise LocalProtocolError(f"cannot encode {type(event).__name__}: {e}") from None
             if isinstance(event, SpiRequest):
                 self.in_flight.add(event.id)
         if len(body) > self.peer_limits.max_frame:

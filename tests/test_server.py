@@ -226,6 +226,27 @@ async def test_spi_param_err_runs_nothing_of_the_message(client: AsyncClient) ->
     assert status[0] & 0x02 == 0, "WREN must not have reached the flash"
 
 
+async def test_spi_param_err_answer_keeps_per_bus_order(
+    client: AsyncClient, board: Board
+) -> None:
+    done: list[str] = []
+    board.spi["0"].device(1).stall_s = 0.2
+    try:
+        async def first() -> None:
+            await client.spi("0", 1, [spi_xfer(b"\x01")])
+            done.append("valid")
+
+        async def second() -> None:
+            result = await client.spi("0", 1, [spi_xfer(b"\x01", bits_per_word=7)])
+            assert result.status == bytes([SpiResult.PARAM_ERR])
+            done.append("param_err")
+
+        await asyncio.gather(first(), second())
+    finally:
+        board.spi["0"].device(1).stall_s = 0
+    assert done == ["valid", "param_err"]
+
+
 async def test_spi_bad_chip_select_is_param_err(client: AsyncClient) -> None:
     result = await client.spi("0", 7, [spi_xfer(b"\x9f\x00")])
     assert result.status == bytes([SpiResult.PARAM_ERR])
