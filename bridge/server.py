@@ -136,7 +136,7 @@ class Server:
         self._server = await loop.create_server(lambda: _Session(self), self.host, self.port)
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
-        event(log, logging.WARNING, "serving", board=self.board.name, listen=f"{sock[0]}:{sock[1]}",
+        event(log, logging.INFO, "serving", board=self.board.name, listen=f"{sock[0]}:{sock[1]}",
               i2c=",".join(self.board.i2c) or "-", spi=",".join(self.board.spi) or "-")
 
     @property
@@ -173,7 +173,7 @@ class Server:
             w.shutdown(wait=False)
         self.board.close()
         self._closed.set()
-        event(log, logging.WARNING, "stopped", **vars(self.stats))
+        event(log, logging.INFO, "stopped", **vars(self.stats))
 
     # -- job bookkeeping -----------------------------------------------------
 

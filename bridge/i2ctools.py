@@ -1,0 +1,389 @@
+"""Pure parsing and formatting for the i2c-tools style CLI (no I/O, unit-testable).
+
+The CLI promises to read and print exactly what i2cdetect, i2cget, i2cset and
+i2ctransfer do, so scripts and muscle memory carry over.  Everything that
+decides *what* an argument means or *how* output looks lives here; the CLI
+only connects and sends.
+
+Conventions kept from i2c-tools:
+
+* numbers use C syntax (``strtol(.., 0)``): ``0x48`` hex, ``072`` octal,
+  ``72`` decimal — so ``48`` is decimal 48 (0x30), as with i2cget;
+* 7-bit chip addresses are limited to 0x03-0x77 unless ``-a`` (0x00-0x7f);
+* i2ctransfer descriptors ``{r|w}LENGTH[@ADDRESS]``, the address carrying
+  over to later messages, write data with the ``= + - p`` fill suffixes.
+
+One extension: i2ctransfer has no 10-bit addressing (its source leaves it
+for "a 't' flag before the address").  Here ``@t0x2a5`` marks a 10-bit
+address, and an address above 0x7f, which cannot be 7-bit, is 10-bit too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Sequence
+from typing import Literal
+
+from protocol import handshake as _hs
+from protocol.virtio import I2CMsg, format_i2c_addr, read, write
+
+__all__ = [
+    "ADDR_RANGE",
+    "ALL_ADDR_RANGE",
+    "DETECT_HEADER",
+    "I2CArgError",
+    "detect_range",
+    "fill_data",
+    "format_block",
+    "format_detect_grid",
+    "format_functionality",
+    "format_hex",
+    "format_msgs",
+    "functionality_names",
+    "parse_chip_address",
+    "parse_data_byte",
+    "parse_descriptor",
+    "parse_hex_bytes",
+    "parse_number",
+    "parse_transfer",
+    "probe_kind",
+]
+
+
+class I2CArgError(ValueError):
+    """A command-line argument i2c-tools would refuse; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------
+# Numbers and addresses
+# ---------------------------------------------------------------------------
+
+_C_INT = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+#: 7-bit ranges i2c-tools accepts without and with ``-a``.
+ADDR_RANGE = (0x03, 0x77)
+ALL_ADDR_RANGE = (0x00, 0x7F)
+TEN_BIT_MAX = 0x3FF
+
+
+def parse_number(text: str, what: str = "number", maximum: int | None = None) -> int:
+    """A non-negative integer in C syntax, as ``strtol(text, &end, 0)`` with nothing left over."""
+    s = text.strip()
+    if not _C_INT.fullmatch(s):
+        raise I2CArgError(f"{what} {text!r} is not a number (use 0x.. hex, 0.. octal or decimal)")
+    value = int(s, 16) if s[:2] in ("0x", "0X") else int(s, 8) if s.startswith("0") else int(s)
+    if maximum is not None and value > maximum:
+        raise I2CArgError(f"{what} {text!r} out of range (0-{maximum:#x})")
+    return value
+
+
+def parse_chip_address(text: str, *, all_addrs: bool = False) -> int:
+    """A 7-bit chip address: 0x03-0x77, or 0x00-0x7f with ``-a`` (i2c-tools' rule)."""
+    addr = parse_number(text, "chip address")
+    lo, hi = ALL_ADDR_RANGE if all_addrs else ADDR_RANGE
+    if not lo <= addr <= hi:
+        hint = "" if all_addrs else "; -a allows 0x00-0x7f"
+        raise I2CArgError(f"chip address {text!r} out of range ({lo:#04x}-{hi:#04x}{hint})")
+    return addr
+
+
+def _parse_msg_address(text: str, all_addrs: bool) -> tuple[int, bool]:
+    """``ADDR`` after ``@``: ``t`` prefix or a value above 0x7f means 10-bit."""
+    if text[:1] in ("t", "T"):
+        addr = parse_number(text[1:], "10-bit address")
+        if addr > TEN_BIT_MAX:
+            raise I2CArgError(f"10-bit address {text!r} out of range (0x000-0x3ff)")
+        return addr, True
+    addr = parse_number(text, "chip address")
+    if addr > ALL_ADDR_RANGE[1]:
+        if addr > TEN_BIT_MAX:
+            raise I2CArgError(f"chip address {text!r} out of range (7-bit or 10-bit, max 0x3ff)")
+        return addr, True
+    return parse_chip_address(text, all_addrs=all_addrs), False
+
+
+# ---------------------------------------------------------------------------
+# i2ctransfer
+# ---------------------------------------------------------------------------
+
+Suffix = Literal["", "=", "+", "-", "p"]
+_SUFFIXES = "=+-p"
+_DESC = re.compile(r"(?P<flags>[a-zA-Z]*?)(?P<dir>[rw])(?P<len>[^@]*)(?:@(?P<addr>.*))?")
+
+#: i2ctransfer's per-message flags: protocol mangling virtio-i2c cannot express.
+_MANGLING = {
+    "i": "ignore NACK",
+    "n": "no master ACK/NACK",
+    "p": "STOP after the message",
+    "s": "skip repeated START",
+    "t": "toggle the read/write bit",
+}
+MAX_MSG_LEN = 0xFFFF
+
+
+def parse_data_byte(text: str) -> tuple[int, Suffix]:
+    """One i2ctransfer data byte with an optional fill suffix: ``0x10``, ``0xff=``, ``7p``."""
+    s = text.strip()
+    suffix: Suffix = ""
+    if s and s[-1] in _SUFFIXES:
+        suffix = s[-1]  # type: ignore[assignment]
+        s = s[:-1]
+    try:
+        value = parse_number(s, "data byte", 0xFF)
+    except I2CArgError:
+        raise I2CArgError(
+            f"invalid data byte {text!r} (0x00-0xff, optionally followed by = + - or p)"
+        ) from None
+    return value, suffix
+
+
+def _next_pseudo_random(v: int) -> int:
+    # i2ctransfer's generator (8-bit add-xor-rotate, a=13, b=27), kept identical
+    # so the same command line writes the same bytes.
+    v = ((v ^ 27) + 13) & 0xFF
+    return ((v << 1) | (v >> 7)) & 0xFF
+
+
+def fill_data(value: int, suffix: Suffix, count: int) -> bytes:
+    """Expand a suffixed data byte to ``count`` bytes (``count`` 1 for no suffix)."""
+    if not suffix:
+        return bytes([value])[:count]
+    out = bytearray()
+    v = value
+    for _ in range(count):
+        out.append(v)
+        if suffix == "+":
+            v = (v + 1) & 0xFF
+        elif suffix == "-":
+            v = (v - 1) & 0xFF
+        elif suffix == "p":
+            v = _next_pseudo_random(v)
+    return bytes(out)
+
+
+def parse_descriptor(
+    text: str, *, last: tuple[int, bool] | None = None, all_addrs: bool = False
+) -> tuple[bool, int, int, bool]:
+    """``{r|w}LENGTH[@ADDRESS]`` → ``(is_read, length, address, ten_bit)``.
+
+    ``last`` is the address of the previous message, used when ``@`` is omitted.
+    """
+    m = _DESC.fullmatch(text.strip())
+    if m is None:
+        raise I2CArgError(f"invalid message descriptor {text!r} (expected {{r|w}}LENGTH[@ADDRESS])")
+    for f in m["flags"]:
+        if f in _MANGLING:
+            raise I2CArgError(
+                f"message flag {f!r} ({_MANGLING[f]}) in {text!r} is not supported: "
+                "virtio-i2c has no protocol mangling"
+            )
+        raise I2CArgError(f"unknown message flag {f!r} in {text!r}")
+    length_text = m["len"]
+    if length_text == "?":
+        raise I2CArgError(
+            f"variable length ('?') in {text!r} is not supported: virtio-i2c has no "
+            "I2C_M_RECV_LEN; read the count byte first, then the data"
+        )
+    if not length_text:
+        raise I2CArgError(f"missing length in {text!r}")
+    length = parse_number(length_text, "length", MAX_MSG_LEN)
+    if m["addr"] is not None:
+        if not m["addr"]:
+            raise I2CArgError(f"missing address after '@' in {text!r}")
+        addr, ten = _parse_msg_address(m["addr"], all_addrs)
+    elif last is None:
+        raise I2CArgError(f"no address given in {text!r} (the first message needs @ADDRESS)")
+    else:
+        addr, ten = last
+    return m["dir"] == "r", length, addr, ten
+
+
+def parse_transfer(args: Sequence[str], *, all_addrs: bool = False) -> list[I2CMsg]:
+    """i2ctransfer's ``DESC [DATA] [DESC [DATA]]...`` → messages of one combined transaction."""
+    msgs: list[I2CMsg] = []
+    last: tuple[int, bool] | None = None
+    i = 0
+    while i < len(args):
+        is_read, length, addr, ten = parse_descriptor(args[i], last=last, all_addrs=all_addrs)
+        last = (addr, ten)
+        i += 1
+        if is_read:
+            msgs.append(read(addr, length, ten_bit=ten))
+            continue
+        data = bytearray()
+        while len(data) < length:
+            if i >= len(args):
+                raise I2CArgError(
+                    f"incomplete message w{length}@{format_i2c_addr(addr, ten)}: "
+                    f"{length - len(data)} of {length} data bytes missing"
+                )
+            value, suffix = parse_data_byte(args[i])
+            data += fill_data(value, suffix, length - len(data) if suffix else 1)
+            i += 1
+        msgs.append(write(addr, bytes(data), ten_bit=ten))
+    if not msgs:
+        raise I2CArgError("no message given (e.g. w1@0x50 0x00 r8)")
+    return msgs
+
+
+def format_block(data: bytes) -> str:
+    """Read data as i2ctransfer and i2cget print it: ``0x01 0x17``."""
+    return " ".join(f"0x{b:02x}" for b in data)
+
+
+def format_msgs(msgs: Sequence[I2CMsg], reads: Sequence[bytes] | None = None) -> list[str]:
+    """i2ctransfer -v lines: ``msg 0: addr 0x48, write, len 1, buf 0x0f``.
+
+    Without ``reads`` (the confirmation prompt) read buffers are not shown.
+    """
+    out: list[str] = []
+    it = iter(reads or ())
+    for k, m in enumerate(msgs):
+        addr = f"0x{m.addr:02x}" if not m.ten_bit else f"0x{m.addr:03x} (10-bit)"
+        line = f"msg {k}: addr {addr}, {'read' if m.is_read else 'write'}, len {m.size}"
+        buf = next(it, b"") if m.is_read else m.data
+        if buf:
+            line += f", buf {format_block(buf)}"
+        out.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# i2cdetect
+# ---------------------------------------------------------------------------
+
+DETECT_HEADER = "     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f"
+ProbeKind = Literal["quick", "read"]
+
+
+def detect_range(
+    first: str | None, last: str | None, *, all_addrs: bool = False
+) -> tuple[int, int]:
+    """FIRST/LAST of i2cdetect: inside 0x08-0x77 (0x00-0x7f with -a), FIRST <= LAST."""
+    lo, hi = (0x00, 0x7F) if all_addrs else (0x08, 0x77)
+    a = lo if first is None else parse_number(first, "FIRST")
+    if not lo <= a <= hi:
+        raise I2CArgError(f"FIRST {first!r} out of range ({lo:#04x}-{hi:#04x})")
+    b = hi if last is None else parse_number(last, "LAST")
+    if not a <= b <= hi:
+        raise I2CArgError(f"LAST {last!r} out of range ({a:#04x}-{hi:#04x})")
+    return a, b
+
+
+def probe_kind(addr: int, mode: Literal["auto", "quick", "read"] = "auto") -> ProbeKind:
+    """i2cdetect's default: a 1-byte read where a quick write is known to hurt
+    (0x30-0x37, 0x50-0x5f: EEPROMs, whose write-protect a quick write can trip), else quick."""
+    if mode != "auto":
+        return mode
+    return "read" if 0x30 <= addr <= 0x37 or 0x50 <= addr <= 0x5F else "quick"
+
+
+def format_detect_grid(probed: Collection[int], found: Collection[int]) -> str:
+    """The i2cdetect table, byte for byte: ``--`` absent, hex address present, blank unprobed."""
+    lines = [DETECT_HEADER]
+    for row in range(0, 128, 16):
+        cells = []
+        for addr in range(row, row + 16):
+            if addr not in probed:
+                cells.append("   ")
+            elif addr in found:
+                cells.append(f"{addr:02x} ")
+            else:
+                cells.append("-- ")
+        lines.append(f"{row:02x}: " + "".join(cells))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Functionality bits
+# ---------------------------------------------------------------------------
+
+#: Bits Linux defines that protocol.handshake does not name.
+_EXTRA_FUNCS = {"SLAVE": 0x00000020, "SMBUS_HOST_NOTIFY": 0x10000000}
+
+
+def _func_bits() -> list[tuple[str, int]]:
+    named = {
+        k.removeprefix("I2C_FUNC_"): v
+        for k, v in vars(_hs).items()
+        if k.startswith("I2C_FUNC_") and isinstance(v, int) and v and not v & (v - 1)
+    }
+    named.update(_EXTRA_FUNCS)
+    return sorted(named.items(), key=lambda kv: kv[1])
+
+
+FUNC_BITS = _func_bits()
+
+
+def functionality_names(bits: int) -> list[str]:
+    """Linux I2C_FUNC_* names set in ``bits`` (without the prefix), unknown bits as hex."""
+    names = [name for name, bit in FUNC_BITS if bits & bit]
+    rest = bits & ~sum(bit for _, bit in FUNC_BITS)
+    names += [f"{1 << n:#010x}" for n in range(32) if rest >> n & 1]
+    return names
+
+
+#: i2cdetect -F's rows: its labels, its order.
+_F_ROWS = [
+    ("I2C", _hs.I2C_FUNC_I2C),
+    ("SMBus Quick Command", _hs.I2C_FUNC_SMBUS_QUICK),
+    ("SMBus Send Byte", _hs.I2C_FUNC_SMBUS_WRITE_BYTE),
+    ("SMBus Receive Byte", _hs.I2C_FUNC_SMBUS_READ_BYTE),
+    ("SMBus Write Byte", _hs.I2C_FUNC_SMBUS_WRITE_BYTE_DATA),
+    ("SMBus Read Byte", _hs.I2C_FUNC_SMBUS_READ_BYTE_DATA),
+    ("SMBus Write Word", _hs.I2C_FUNC_SMBUS_WRITE_WORD_DATA),
+    ("SMBus Read Word", _hs.I2C_FUNC_SMBUS_READ_WORD_DATA),
+    ("SMBus Process Call", _hs.I2C_FUNC_SMBUS_PROC_CALL),
+    ("SMBus Block Write", _hs.I2C_FUNC_SMBUS_WRITE_BLOCK_DATA),
+    ("SMBus Block Read", _hs.I2C_FUNC_SMBUS_READ_BLOCK_DATA),
+    ("SMBus Block Process Call", _hs.I2C_FUNC_SMBUS_BLOCK_PROC_CALL),
+    ("SMBus PEC", _hs.I2C_FUNC_SMBUS_PEC),
+    ("I2C Block Write", _hs.I2C_FUNC_SMBUS_WRITE_I2C_BLOCK),
+    ("I2C Block Read", _hs.I2C_FUNC_SMBUS_READ_I2C_BLOCK),
+    ("SMBus Host Notify", _EXTRA_FUNCS["SMBUS_HOST_NOTIFY"]),
+    ("10-bit addressing", _hs.I2C_FUNC_10BIT_ADDR),
+    ("Target mode", _EXTRA_FUNCS["SLAVE"]),
+    ("Protocol mangling", _hs.I2C_FUNC_PROTOCOL_MANGLING),
+    ("Repeated start skipping", _hs.I2C_FUNC_NOSTART),
+]
+
+
+def format_functionality(bits: int) -> list[str]:
+    """i2cdetect -F's table: ``I2C                              yes``."""
+    return [f"{label:<32} {'yes' if bits & bit else 'no'}" for label, bit in _F_ROWS]
+
+
+# ---------------------------------------------------------------------------
+# SPI byte strings
+# ---------------------------------------------------------------------------
+
+_HEX_SEP = re.compile(r"[\s,:]+")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def parse_hex_bytes(tokens: Iterable[str]) -> bytes:
+    """``9f000000``, ``9f 00 00 00``, ``0x9f 0x00``, ``9f:00`` → bytes.
+
+    A token of one or two hex digits is one byte; a longer one is a run of
+    bytes and needs an even number of digits, so nothing is guessed.
+    """
+    out = bytearray()
+    for token in tokens:
+        for part in _HEX_SEP.split(token.strip()):
+            if not part:
+                continue
+            digits = part[2:] if part[:2] in ("0x", "0X") else part
+            if not _HEX.fullmatch(digits):
+                raise I2CArgError(f"{part!r} is not hex bytes (e.g. 9f000000 or 0x9f 0x00)")
+            if len(digits) <= 2:
+                out.append(int(digits, 16))
+            elif len(digits) % 2:
+                raise I2CArgError(f"{part!r} has an odd number of hex digits")
+            else:
+                out += bytes.fromhex(digits)
+    return bytes(out)
+
+
+def format_hex(data: bytes) -> str:
+    """SPI data as ``ff ef 40 16``."""
+    return data.hex(" ")
