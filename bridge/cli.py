@@ -947,6 +947,21 @@ def demo(ctx: click.Context, listen: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--reps", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Repetitions; each figure is the median.")
+@click.option("--quick", is_flag=True,
+              help="One short repetition: a smoke test, not a measurement.")
+@click.option("--json", "json_path", metavar="FILE", help="Write the figures as JSON.")
+@click.option("--plot", "plot_path", metavar="FILE.png",
+              help="Write a latency-distribution plot (needs busbridge[bench]).")
+def bench(reps: int, quick: bool, json_path: str | None, plot_path: str | None) -> None:
+    """Measure the bridge against a bare uvloop echo in the same run; print ratios."""
+    from .bench import bench_command
+
+    bench_command(reps, quick, json_path, plot_path)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry: click without its tracebacks, quiet on Ctrl-C and closed pipes."""
     try:
@@ -974,3 +989,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+from .vhost.cli import vhost_user  # noqa: E402
+
+cli.add_command(vhost_user)

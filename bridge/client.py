@@ -57,6 +57,9 @@ from .runtime import new_event_loop
 
 T = TypeVar("T")
 
+#: How often request deadlines are checked (s): timeouts are this coarse.
+_SWEEP = 0.05
+
 __all__ = [
     "AsyncClient",
     "BusBridgeError",
@@ -107,7 +110,7 @@ class TransferError(BusBridgeError, OSError):
 
 
 def _raise_for_i2c(result: Result) -> None:
-    if all(b == I2CStatus.OK for b in result.status):
+    if not any(result.status):  # all OK (0)
         return
     k = next(i for i, b in enumerate(result.status) if b != I2CStatus.OK)
     f = next((x for x in result.failures if x.index == k), None)
@@ -118,7 +121,7 @@ def _raise_for_i2c(result: Result) -> None:
 
 
 def _raise_for_spi(result: Result) -> None:
-    if all(b == SpiResult.TRANS_OK for b in result.status):
+    if not any(result.status):  # all TRANS_OK (0)
         return
     k = next(i for i, b in enumerate(result.status) if b == SpiResult.PARAM_ERR) if (
         SpiResult.PARAM_ERR in result.status
@@ -235,6 +238,10 @@ class AsyncClient:
         self._ids = itertools.count(1)
         self._welcomed: asyncio.Future[WelcomeInfo] | None = None
         self._closed_exc: BaseException | None = None
+        self._deadlines: dict[int, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._wbuf: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     @classmethod
     async def connect(
@@ -256,7 +263,7 @@ class AsyncClient:
         return await cls.connect(host, port, **kw)
 
     async def _open(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.address = (host, port)
         self._welcomed = loop.create_future()
         try:
@@ -320,6 +327,11 @@ class AsyncClient:
 
     def _fail_all(self, exc: BaseException) -> None:
         self._closed_exc = self._closed_exc or exc
+        self._deadlines.clear()
+        self._wbuf.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -337,27 +349,58 @@ class AsyncClient:
                 return rid
 
     async def _request(self, ev: I2CRequest | SpiRequest | Ping, timeout: float | None) -> Event:
-        if self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             raise ConnectionLost(f"not connected to {self.address[0]}:{self.address[1]}"
                                  + (f" ({self._closed_exc})" if self._closed_exc else ""))
         try:
             data = self.conn.send(ev)
         except LocalProtocolError as e:
             raise ValueError(str(e)) from None
-        fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._pending[ev.id] = fut
-        self._transport.write(data)
+        loop = self._loop
+        fut: asyncio.Future[Event] = loop.create_future()
+        rid = ev.id
+        self._pending[rid] = fut
         t = self.timeout if timeout is None else timeout
+        self._deadlines[rid] = loop.time() + t
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(_SWEEP, self._sweep)
+        if len(self._pending) == 1:
+            transport.write(data)  # alone in flight: no reason to wait
+        else:
+            # Pipelined requests made in the same loop iteration go out in one write.
+            wbuf = self._wbuf
+            wbuf.append(data)
+            if len(wbuf) == 1:
+                loop.call_soon(self._flush)
         try:
-            return await asyncio.wait_for(fut, t)
-        except TimeoutError:
-            # The id stays in flight in the connection; a late answer is dropped.
-            self._pending.pop(ev.id, None)
-            raise TimeoutError(
-                _errno.ETIMEDOUT,
-                f"no answer from {self.address[0]}:{self.address[1]} within {t:g} s; "
-                "the request's effect is unknown and it was not re-sent",
-            ) from None
+            return await fut
+        finally:
+            self._deadlines.pop(rid, None)
+
+    def _flush(self) -> None:
+        wbuf = self._wbuf
+        if wbuf and self._transport is not None:
+            self._transport.write(b"".join(wbuf) if len(wbuf) > 1 else wbuf[0])
+        wbuf.clear()
+
+    def _sweep(self) -> None:
+        """Fail requests past their deadline; one timer for all of them is cheaper."""
+        self._sweeper = None
+        now = self._loop.time()
+        host, port = self.address
+        for rid, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[rid]
+                # The id stays in flight in the connection; a late answer is dropped.
+                fut = self._pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(TimeoutError(
+                        _errno.ETIMEDOUT,
+                        f"no answer from {host}:{port} in time; the request's effect is "
+                        "unknown and it was not re-sent"))
+        if self._deadlines:
+            self._sweeper = self._loop.call_later(_SWEEP, self._sweep)
 
     @staticmethod
     def _result(ev: Event) -> Result:
@@ -445,6 +488,7 @@ class AsyncClient:
         return self._transport is not None and not self._transport.is_closing()
 
     async def close(self) -> None:
+        self._flush()
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from protocol.events import Failure
 from protocol.handshake import I2C_FUNC_10BIT_ADDR
 from protocol.virtio import (
+    I2C_FLAGS_FAIL_NEXT,
+    I2C_FLAGS_M_RD,
     I2CMsg,
     I2CStatus,
     SpiResult,
     SpiTransfer,
     check_spi_transfer,
-    split_chains,
 )
 
 from .backends.base import BusError, I2CBackend, SpiBackend
@@ -30,8 +31,9 @@ log = logging.getLogger("busbridge.bus")
 
 Outcome = tuple[bytes, list[bytes], list[Failure]]
 
-_OK = int(I2CStatus.OK)
 _ERR = int(I2CStatus.ERR)
+FAIL_NEXT = I2C_FLAGS_FAIL_NEXT
+M_RD = I2C_FLAGS_M_RD
 
 
 def _where(bus: str, msgs: Sequence[I2CMsg], k: int) -> str:
@@ -40,11 +42,14 @@ def _where(bus: str, msgs: Sequence[I2CMsg], k: int) -> str:
 
 def _precheck_chain(backend: I2CBackend, chain: Sequence[I2CMsg]) -> tuple[int, int, str] | None:
     """Refuse a chain the adapter cannot run at all, before it reaches the bus."""
+    ten_ok = backend.functionality & I2C_FUNC_10BIT_ADDR
+    limit = backend.max_msg_len
     for i, m in enumerate(chain):
-        if m.ten_bit and not backend.functionality & I2C_FUNC_10BIT_ADDR:
+        if m.ten_bit and not ten_ok:
             return i, errno.EOPNOTSUPP, "adapter has no 10-bit addressing (I2C_FUNC_10BIT_ADDR)"
-        if m.size > backend.max_msg_len:
-            return i, errno.EMSGSIZE, f"{m.size} bytes; adapter limit {backend.max_msg_len}"
+        size = m.length if m.flags & M_RD else len(m.data)
+        if size > limit:
+            return i, errno.EMSGSIZE, f"{size} bytes; adapter limit {limit}"
     return None
 
 
@@ -58,53 +63,67 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     status = bytearray(len(msgs))
     reads: list[bytes] = []
     failures: list[Failure] = []
-    bus = backend.name
-    for start, chain in split_chains(msgs):
-        end = start + len(chain)
-        refused = _precheck_chain(backend, chain)
-        if refused is not None:
-            # Nothing of the chain ran: the whole chain is ERR, from its start.
-            i, err, why = refused
-            status[start:end] = bytes([_ERR]) * len(chain)
-            failures.append(Failure(start, err, f"{_where(bus, msgs, start + i)}: {why}"))
-            reads.extend(b"" for m in chain if m.is_read)
-            continue
-        try:
-            data = backend.transfer(chain)
-        except BusError as e:
-            k = min(max(e.index, 0), len(chain) - 1)
-            # Reads before k are only OK if the backend handed their data back.
-            got = e.reads
-            before = [j for j in range(k) if chain[j].is_read]
-            if len(got) < len(before):
-                k = before[len(got)]
-            n_ok_reads = sum(1 for j in range(k) if chain[j].is_read)
-            status[start + k : end] = bytes([_ERR]) * (len(chain) - k)
-            reads.extend(got[:n_ok_reads])
-            reads.extend(b"" for m in chain[k:] if m.is_read)
-            failures.append(Failure(start + k, e.errno, f"{_where(bus, msgs, start + k)}: "
-                                                        f"{e.message}"))
-            event(log, logging.INFO, "i2c transaction failed", bus=bus, index=start + k,
-                  request=msgs[start + k].describe(), errno=e.errno, reason=e.message)
-            continue
-        except Exception as e:  # a backend bug must still answer every request
-            log.exception("i2c backend raised", extra={"fields": {"bus": bus}})
-            status[start:end] = bytes([_ERR]) * len(chain)
-            reads.extend(b"" for m in chain if m.is_read)
-            failures.append(Failure(start, errno.EIO, f"{_where(bus, msgs, start)}: "
-                                                      f"internal error: {e!r}"))
-            continue
-        n_reads = sum(1 for m in chain if m.is_read)
-        if len(data) != n_reads or any(
-            len(d) != m.length for d, m in zip(data, (m for m in chain if m.is_read), strict=False)
-        ):
-            status[start:end] = bytes([_ERR]) * len(chain)
-            reads.extend(b"" for _ in range(n_reads))
-            failures.append(Failure(start, errno.EIO, f"{_where(bus, msgs, start)}: "
-                                                      "backend returned the wrong read lengths"))
-            continue
-        reads.extend(data)
+    start = 0
+    n = len(msgs)
+    while start < n:
+        # The chain runs to the first message without FAIL_NEXT (the decoder
+        # guarantees the frame's last message closes one).
+        end = start
+        while end < n - 1 and msgs[end].flags & FAIL_NEXT:
+            end += 1
+        end += 1
+        chain = msgs[start:end] if start or end < n else msgs
+        _run_chain(backend, msgs, chain, start, status, reads, failures)
+        start = end
     return bytes(status), reads, failures
+
+
+def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg],
+               start: int, status: bytearray, reads: list[bytes],
+               failures: list[Failure]) -> None:
+    bus = backend.name
+    end = start + len(chain)
+    read_msgs = [m for m in chain if m.flags & M_RD]
+    refused = _precheck_chain(backend, chain)
+    if refused is not None:
+        # Nothing of the chain ran: the whole chain is ERR, from its start.
+        i, err, why = refused
+        status[start:end] = bytes([_ERR]) * len(chain)
+        failures.append(Failure(start, err, f"{_where(bus, msgs, start + i)}: {why}"))
+        reads.extend(b"" for _ in read_msgs)
+        return
+    try:
+        data = backend.transfer(chain)
+    except BusError as e:
+        k = min(max(e.index, 0), len(chain) - 1)
+        # Reads before k are only OK if the backend handed their data back.
+        got = e.reads
+        before = [j for j in range(k) if chain[j].flags & M_RD]
+        if len(got) < len(before):
+            k = before[len(got)]
+        n_ok_reads = sum(1 for j in range(k) if chain[j].flags & M_RD)
+        status[start + k : end] = bytes([_ERR]) * (len(chain) - k)
+        reads.extend(got[:n_ok_reads])
+        reads.extend(b"" for _ in range(len(read_msgs) - n_ok_reads))
+        failures.append(Failure(start + k, e.errno, f"{_where(bus, msgs, start + k)}: "
+                                                    f"{e.message}"))
+        event(log, logging.INFO, "i2c transaction failed", bus=bus, index=start + k,
+              request=msgs[start + k].describe(), errno=e.errno, reason=e.message)
+        return
+    except Exception as e:  # a backend bug must still answer every request
+        log.exception("i2c backend raised", extra={"fields": {"bus": bus}})
+        status[start:end] = bytes([_ERR]) * len(chain)
+        reads.extend(b"" for _ in read_msgs)
+        failures.append(Failure(start, errno.EIO, f"{_where(bus, msgs, start)}: "
+                                                  f"internal error: {e!r}"))
+        return
+    if len(data) != len(read_msgs) or [len(d) for d in data] != [m.length for m in read_msgs]:
+        status[start:end] = bytes([_ERR]) * len(chain)
+        reads.extend(b"" for _ in read_msgs)
+        failures.append(Failure(start, errno.EIO, f"{_where(bus, msgs, start)}: "
+                                                  "backend returned the wrong read lengths"))
+        return
+    reads.extend(data)
 
 
 def check_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> Outcome | None:

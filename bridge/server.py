@@ -15,7 +15,7 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -60,6 +60,8 @@ class BusWorker:
 
     def __init__(self, kind: str, name: str) -> None:
         self.label = f"{kind} bus {name}"
+        #: Jobs submitted and not yet settled on the loop; inline runs wait for 0.
+        self.pending = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
@@ -71,15 +73,27 @@ class BusWorker:
 
 @dataclass(eq=False)
 class _Job:
+    """A request handed to a bus worker thread, until it is answered."""
+
     session: _Session
-    rid: int
-    n: int
-    n_reads: int
-    spi: bool
-    where: str
+    request: I2CRequest | SpiRequest
+    worker: BusWorker
     future: cf.Future[Outcome] | None = None
     timer: asyncio.TimerHandle | None = None
     answered: bool = False
+
+    @property
+    def where(self) -> str:
+        r = self.request
+        return f"i2c bus {r.bus}" if isinstance(r, I2CRequest) else f"spi bus {r.bus} cs {r.cs}"
+
+    def expired(self, started: bool) -> Outcome:
+        r = self.request
+        if isinstance(r, I2CRequest):
+            n, n_reads = len(r.msgs), sum(1 for m in r.msgs if m.is_read)
+        else:
+            n, n_reads = len(r.transfers), sum(1 for t in r.transfers if t.rx_len)
+        return timed_out(n, n_reads, isinstance(r, SpiRequest), self.where, started)
 
 
 @dataclass
@@ -198,6 +212,7 @@ class _Session(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.open = False
         self.eof = False
+        self._batch: list[bytes] | None = None
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -226,17 +241,25 @@ class _Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         conn.receive_data(data)
-        while True:
-            try:
-                ev = conn.next_event()
-            except ProtocolError as e:
-                self._refuse(e)
-                if e.fatal:
+        # Answers produced while handling this read are written once, together.
+        batch: list[bytes] = []
+        self._batch = batch
+        try:
+            while True:
+                try:
+                    ev = conn.next_event()
+                except ProtocolError as e:
+                    self._refuse(e)
+                    if e.fatal:
+                        return
+                    continue
+                if ev is NEED_DATA or ev is None:
                     return
-                continue
-            if ev is NEED_DATA or ev is None:
-                return
-            self._dispatch(ev)  # type: ignore[arg-type]
+                self._dispatch(ev)  # type: ignore[arg-type]
+        finally:
+            self._batch = None
+            if batch:
+                self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
 
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
@@ -256,7 +279,10 @@ class _Session(asyncio.Protocol):
             log.exception("cannot encode answer", extra={"fields": {"peer": self.peer}})
             rid = getattr(ev, "id", 0)
             data = self.conn.send(Error(rid, ErrorCode.INTERNAL, _short(str(e))))
-        self.transport.write(data)
+        if self._batch is not None:
+            self._batch.append(data)
+        else:
+            self.transport.write(data)
 
     def _refuse(self, e: ProtocolError) -> None:
         self.server.stats.errors += 1
@@ -264,48 +290,45 @@ class _Session(asyncio.Protocol):
               peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message, fatal=e.fatal)
         self.send(Error(e.request_id, e.code, e.message))
         if e.fatal:
+            if self._batch:
+                self.transport.write(b"".join(self._batch))
+                self._batch.clear()
             self.transport.close()
 
     # -- dispatch ---------------------------------------------------------------
 
     def _dispatch(self, ev: Event) -> None:
         server = self.server
-        if isinstance(ev, I2CRequest):
-            if server.closing:
-                self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
-                return
+        if type(ev) is I2CRequest:
             i2c_backend = server.board.i2c.get(ev.bus)
             if i2c_backend is None:
                 self._unknown_bus(ev.id, "I2C", ev.bus, server.board.i2c)
-                return
-            n_reads = sum(1 for m in ev.msgs if m.is_read)
-            self._submit(ev.id, ("i2c", ev.bus), run_i2c, (i2c_backend, ev.msgs), len(ev.msgs),
-                         n_reads, False, f"i2c bus {ev.bus}", ev.timeout_ms)
-        elif isinstance(ev, SpiRequest):
-            if server.closing:
+            elif not server.closing:
+                self._submit(ev, server.workers["i2c", ev.bus], i2c_backend.may_block,
+                             run_i2c, (i2c_backend, ev.msgs))
+            else:
                 self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
-                return
+        elif isinstance(ev, SpiRequest):
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
                 self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
                 return
+            if server.closing:
+                self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+                return
+            worker = server.workers["spi", ev.bus]
             refused = check_spi(spi_backend, ev.cs, ev.transfers)
-            n_reads = sum(1 for t in ev.transfers if t.rx_len)
             if refused is not None:
                 # Touches no bus, but queues behind earlier requests to keep their order.
-                self._submit(ev.id, ("spi", ev.bus), _refusal, (refused,), len(ev.transfers),
-                             n_reads, True, f"spi bus {ev.bus} cs {ev.cs}", ev.timeout_ms)
-                return
-            self._submit(ev.id, ("spi", ev.bus), run_spi, (spi_backend, ev.cs, ev.transfers),
-                         len(ev.transfers), n_reads, True, f"spi bus {ev.bus} cs {ev.cs}",
-                         ev.timeout_ms)
+                self._submit(ev, worker, False, _refusal, (refused,))
+            else:
+                self._submit(ev, worker, spi_backend.may_block, run_spi,
+                             (spi_backend, ev.cs, ev.transfers))
         elif isinstance(ev, Hello):
             event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client)
             self.send(Welcome(server.welcome))
         elif isinstance(ev, Ping):
             self.send(Pong(ev.id))
-        elif isinstance(ev, Pong):
-            pass
 
     def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
         have = ", ".join(repr(k) for k in known) or "none"
@@ -314,34 +337,36 @@ class _Session(asyncio.Protocol):
                         f"no {kind} bus {bus!r} on board {self.server.board.name!r} "
                         f"({kind} buses: {have})"))
 
-    def _submit(self, rid: int, key: tuple[str, str], fn: Callable[..., Outcome],
-                args: Sequence[Any], n: int, n_reads: int, spi: bool, where: str,
-                timeout_ms: int | None) -> None:
+    def _submit(self, ev: I2CRequest | SpiRequest, worker: BusWorker, may_block: bool,
+                fn: Callable[..., Outcome], args: tuple[Any, ...]) -> None:
         server = self.server
         server.stats.requests += 1
-        job = _Job(self, rid, n, n_reads, spi, where)
+        if not may_block and not worker.pending:
+            # Nothing queued and the backend cannot block: run it here, in order.
+            self._answer(ev.id, fn(*args))
+            return
+        job = _Job(self, ev, worker)
         server._track(job)
-        job.future = server.workers[key].submit(fn, *args)
-        timeout = timeout_ms / 1000 if timeout_ms else server.request_timeout
+        worker.pending += 1
+        job.future = worker.submit(fn, *args)
+        timeout = ev.timeout_ms / 1000 if ev.timeout_ms else server.request_timeout
         job.timer = self.loop.call_later(timeout, self._timeout, job)
         loop = self.loop
         job.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done, job))
 
     def _done(self, job: _Job) -> None:
         assert job.future is not None
+        job.worker.pending -= 1
         if job.timer is not None:
             job.timer.cancel()
         if not job.answered:
             job.answered = True
-            if job.future.cancelled():
-                # Only the deadline cancels futures, and it answers first.
-                outcome = timed_out(job.n, job.n_reads, job.spi, job.where, False)
-            else:
-                outcome = job.future.result()
-            self._answer(job.rid, outcome)
+            # Only the deadline cancels futures, and it answers first.
+            outcome = job.expired(False) if job.future.cancelled() else job.future.result()
+            self._answer(job.request.id, outcome)
         elif not job.future.cancelled():
             event(log, logging.WARNING, "late completion after deadline", where=job.where,
-                  id=job.rid, peer=self.peer)
+                  id=job.request.id, peer=self.peer)
         self.server._untrack(job)
 
     def _timeout(self, job: _Job) -> None:
@@ -351,9 +376,9 @@ class _Session(asyncio.Protocol):
         started = not job.future.cancel()
         job.answered = True
         self.server.stats.timeouts += 1
-        event(log, logging.WARNING, "request deadline passed", where=job.where, id=job.rid,
-              peer=self.peer, started=started)
-        self._answer(job.rid, timed_out(job.n, job.n_reads, job.spi, job.where, started))
+        event(log, logging.WARNING, "request deadline passed", where=job.where,
+              id=job.request.id, peer=self.peer, started=started)
+        self._answer(job.request.id, job.expired(started))
 
     def _answer(self, rid: int, outcome: Outcome) -> None:
         status, reads, failures = outcome

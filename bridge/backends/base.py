@@ -61,6 +61,13 @@ class I2CBackend(ABC):
         :class:`BusError` on failure (see its ``index`` rule).  May block.
         """
 
+    @property
+    def may_block(self) -> bool:
+        """False only if ``transfer`` returns in microseconds without sleeping or
+        waiting on I/O; the server may then run it on the event loop when the
+        bus has nothing queued.  Real buses block (ioctls): keep the default."""
+        return True
+
     def info(self) -> I2CBusInfo:
         return I2CBusInfo(
             name=self.name,
@@ -91,6 +98,11 @@ class SpiBackend(ABC):
         bytes of each transfer with ``rx_len`` > 0, in order.  Raises
         :class:`BusError` when the message failed (TRANS_ERR).  May block.
         """
+
+    @property
+    def may_block(self) -> bool:
+        """See :attr:`I2CBackend.may_block`."""
+        return True
 
     def info(self) -> SpiBusInfo:
         return SpiBusInfo(name=self.name, config=self.config, description=self.description)

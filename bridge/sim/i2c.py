@@ -220,6 +220,11 @@ class SimI2CBus(I2CBackend):
 
     # -- the transaction ---------------------------------------------------
 
+    @property
+    def may_block(self) -> bool:
+        """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
+        return self.timing or any(d.stall_s > 0 for d in list(self._devices.values()))
+
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
         with self._lock:
             return self._transfer(msgs)

@@ -246,6 +246,11 @@ class SimSpiBus(SpiBackend):
         with self._lock:
             return list(self.log)
 
+    @property
+    def may_block(self) -> bool:
+        """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
+        return self.timing or any(d.stall_s > 0 for d in list(self._devices.values()))
+
     def transfer(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[bytes]:
         with self._lock:
             return self._transfer(cs, transfers)
