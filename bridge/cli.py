@@ -989,3 +989,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+from .vhost.cli import vhost_user  # noqa: E402
+
+cli.add_command(vhost_user)
+
+from .dropin.cli import run as run_command  # noqa: E402
+
+cli.add_command(run_command)

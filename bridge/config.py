@@ -352,7 +352,11 @@ class NorFlashSpec(_SpiDeviceSpec):
         )
 
 
-SpiDeviceSpec = Annotated[LoopbackSpec | NorFlashSpec, Field(discriminator="type")]
+from .sim.extra_devices import Lis3dhSpec, SpiRegMapSpec  # noqa: E402
+
+SpiDeviceSpec = Annotated[
+    LoopbackSpec | NorFlashSpec | SpiRegMapSpec | Lis3dhSpec, Field(discriminator="type")
+]
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +402,53 @@ class SimI2CBusSpec(BaseModel):
         )
 
 
-I2CBusSpec = Annotated[SimI2CBusSpec, Field(discriminator="backend")]
+def _device_path(prefix: str) -> Callable[[Any], Any]:
+    """A bus number is shorthand for its device file: ``1`` -> ``/dev/i2c-1``."""
+
+    def parse(v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{prefix}{v}"
+        return v
+
+    return parse
+
+
+DevicePath = Annotated[str, BeforeValidator(_device_path("/dev/i2c-")), Field(min_length=1)]
+
+
+class LinuxI2CBusSpec(BaseModel):
+    """A real adapter through i2c-dev; its ``I2C_FUNCS`` become the advertised functionality."""
+
+    model_config = _STRICT
+
+    backend: Literal["linux"]
+    name: BusName
+    description: str = ""
+    device: DevicePath
+    #: Advertise (and use) only these I2C_FUNC_* bits of what the adapter reports.
+    functionality: U32 | None = None
+    #: I2C_TIMEOUT, rounded up to the kernel's 10 ms unit; unset: the adapter's default.
+    timeout_ms: Annotated[int, BeforeValidator(_parse_int), Field(gt=0, le=600_000)] | None = None
+    #: I2C_RETRIES (on arbitration loss); unset: the adapter's default.
+    retries: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=100)] | None = None
+    #: SMBus path only: I2C_SLAVE_FORCE, to talk to an address a kernel driver has claimed.
+    force: bool = False
+
+    def build(self) -> I2CBackend:
+        from .backends.linux_i2c import LinuxI2CBus
+
+        return LinuxI2CBus(
+            self.name,
+            self.device,
+            description=self.description,
+            functionality_mask=self.functionality,
+            timeout_ms=self.timeout_ms,
+            retries=self.retries,
+            force=self.force,
+        )
+
+
+I2CBusSpec = Annotated[SimI2CBusSpec | LinuxI2CBusSpec, Field(discriminator="backend")]
 
 
 class SimSpiBusSpec(BaseModel):
@@ -475,7 +525,112 @@ class SimSpiBusSpec(BaseModel):
         )
 
 
-SpiBusSpec = Annotated[SimSpiBusSpec, Field(discriminator="backend")]
+def _spi_devices(v: Any) -> Any:
+    """``{ 0 = "/dev/spidev0.0" }``: TOML keys are strings, chip selects are ints."""
+    if isinstance(v, dict):
+        return {_parse_int(k): p for k, p in v.items()}
+    return v
+
+
+SpiDelayNs = Annotated[int, BeforeValidator(_parse_int), Field(ge=0)]
+
+
+class LinuxSpiBusSpec(BaseModel):
+    """A real controller through spidev, one device file per chip select.
+
+    The capability fields become the advertised ``virtio_spi_config``; they
+    are limits the server enforces (PARAM_ERR) before anything reaches the
+    kernel.  Defaults are what every spidev controller can do: SPI modes 0-3,
+    8-bit words, ``cs_change``, hold delays; ``max_freq_hz`` = 0 takes the
+    device tree's ``spi-max-frequency`` (SPI_IOC_RD_MAX_SPEED_HZ).
+    """
+
+    model_config = _STRICT
+
+    backend: Literal["linux"]
+    name: BusName
+    description: str = ""
+    device: str | None = None
+    devices: Annotated[dict[int, str], BeforeValidator(_spi_devices)] = {}
+    cs_max_number: Annotated[int, BeforeValidator(_parse_int), Field(ge=1, le=255)] | None = None
+    cs_change_supported: Literal[0, 1] = 1
+    tx_nbits_supported: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=7)] = 0
+    rx_nbits_supported: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=7)] = 0
+    bits_per_word_mask: U32 = 1 << 7
+    mode_func_supported: Annotated[int, BeforeValidator(_parse_int), Field(ge=0, le=0x7F)] = 0x0F
+    max_freq_hz: U32 = 0
+    max_word_delay_ns: Annotated[SpiDelayNs, Field(le=255_000)] = 0
+    max_cs_setup_ns: Annotated[SpiDelayNs, Field(le=0)] = 0
+    max_cs_hold_ns: Annotated[SpiDelayNs, Field(le=65_535_000)] = 65_535_000
+    max_cs_inactive_ns: Annotated[SpiDelayNs, Field(le=0)] = 0
+    #: Linux-only mode flags set on every message: 3wire, no_cs, ready, cs_word, 3wire_hiz.
+    mode_flags: list[Literal["3wire", "no_cs", "ready", "cs_word", "3wire_hiz"]] = []
+    #: spidev's per-message buffer; unset: read from /sys/module/spidev/parameters/bufsiz.
+    bufsiz: Annotated[int, BeforeValidator(_parse_int), Field(gt=0)] | None = None
+
+    @field_validator("max_cs_setup_ns", "max_cs_inactive_ns", mode="before")
+    @classmethod
+    def _no_cs_timing(cls, v: Any) -> Any:
+        if _parse_int(v) != 0:
+            raise ValueError("spidev cannot set CS setup / inactive times per transfer (they "
+                             "come from the device tree); leave this 0")
+        return v
+
+    def chip_selects(self) -> dict[int, str]:
+        out = dict(self.devices)
+        if self.device is not None:
+            out.setdefault(0, self.device)
+        return out
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> LinuxSpiBusSpec:
+        if self.device is not None and 0 in self.devices:
+            raise ValueError("give chip select 0 either as device or in devices, not both")
+        cs = self.chip_selects()
+        if not cs:
+            raise ValueError('no device: give device = "/dev/spidevB.C" or '
+                             'devices = { 0 = "/dev/spidevB.0", 1 = "/dev/spidevB.1" }')
+        bad = [c for c in cs if not 0 <= c <= 254]
+        if bad:
+            raise ValueError(f"chip select {bad[0]} out of range 0..254")
+        n = self.cs_max_number
+        if n is not None and max(cs) >= n:
+            raise ValueError(f"chip select {max(cs)} configured, but cs_max_number is {n}")
+        mf = self.mode_func_supported
+        if not mf & 0x3 or not mf & 0xC:
+            raise ValueError(
+                f"mode_func_supported {mf:#x} must allow at least one CPHA (bits 0-1) "
+                "and one CPOL (bits 2-3) setting"
+            )
+        return self
+
+    def build(self) -> SpiBackend:
+        from protocol.virtio import SpiConfig
+
+        from .backends.linux_spi import LINUX_MODE_FLAGS, LinuxSpiBus
+
+        cs = self.chip_selects()
+        config = SpiConfig(
+            cs_max_number=self.cs_max_number or max(cs) + 1,
+            cs_change_supported=self.cs_change_supported,
+            tx_nbits_supported=self.tx_nbits_supported,
+            rx_nbits_supported=self.rx_nbits_supported,
+            bits_per_word_mask=self.bits_per_word_mask,
+            mode_func_supported=self.mode_func_supported,
+            max_freq_hz=self.max_freq_hz,
+            max_word_delay_ns=self.max_word_delay_ns,
+            max_cs_setup_ns=self.max_cs_setup_ns,
+            max_cs_hold_ns=self.max_cs_hold_ns,
+            max_cs_inactive_ns=self.max_cs_inactive_ns,
+        )
+        flags = 0
+        for f in self.mode_flags:
+            flags |= LINUX_MODE_FLAGS[f]
+        return LinuxSpiBus(self.name, cs, config, description=self.description,
+                           mode_flags=flags, bufsiz=self.bufsiz)
+
+
+SpiBusSpec = Annotated[SimSpiBusSpec | LinuxSpiBusSpec, Field(discriminator="backend")]
 
 
 # ---------------------------------------------------------------------------
@@ -716,6 +871,8 @@ __all__ = [
     "BoardConfig",
     "BoardConfigError",
     "EepromSpec",
+    "LinuxI2CBusSpec",
+    "LinuxSpiBusSpec",
     "LoopbackSpec",
     "NorFlashSpec",
     "RegMapSpec",

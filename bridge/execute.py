@@ -131,7 +131,9 @@ def check_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) ->
     cfg = backend.config
     reasons = [check_spi_transfer(t, cfg) for t in transfers]
     if not any(reasons):
-        return None
+        reasons = backend.check(cs, transfers)
+        if not any(reasons):
+            return None
     status = bytes(
         int(SpiResult.PARAM_ERR) if r else int(SpiResult.TRANS_ERR) for r in reasons
     )

@@ -104,6 +104,15 @@ class SpiBackend(ABC):
         """See :attr:`I2CBackend.may_block`."""
         return True
 
+    def check(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[str | None]:
+        """Why each transfer must get PARAM_ERR beyond what ``config`` can say, or None.
+
+        For backend limits ``virtio_spi_config`` cannot express (spidev's
+        delay field widths, one mode per message).  Runs on the event loop
+        before anything reaches the bus: it must not block or touch the bus.
+        """
+        return [None] * len(transfers)
+
     def info(self) -> SpiBusInfo:
         return SpiBusInfo(name=self.name, config=self.config, description=self.description)
 

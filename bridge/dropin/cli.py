@@ -1,0 +1,95 @@
+"""``busbridge run``: run an unchanged program against a remote board's buses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from ..client import Client, parse_address
+from .session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
+
+EPILOG = """\b
+Examples:
+  busbridge run --connect lab-pi:7707 -- python read_sensor.py
+  busbridge run --map i2c:1=2 --map spi:0=0 -- pytest tests/hw
+  BUSBRIDGE_URL=lab-pi:7707 BUSBRIDGE_MAP=i2c:1=2 busbridge run -- pytest
+"""
+
+
+def child_env(url: str, bus_map: BusMap, timeout: float,
+              base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes ``smbus2``/``spidev``/``board``/``busio`` resolve to us."""
+    env = dict(os.environ if base is None else base)
+    # Only the shim: the program's Python must have busbridge installed (the shim
+    # imports bridge), and adding a site-packages here would shadow its stdlib.
+    paths = [str(SHIM_DIR)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env[ENV_URL] = url
+    env[ENV_MAP] = bus_map.format()
+    env[ENV_TIMEOUT] = f"{timeout:g}"
+    return env
+
+
+def _check(url: str, bus_map: BusMap, timeout: float) -> None:
+    """Fail before starting the program if the server or a mapped bus is missing."""
+    try:
+        host, port = parse_address(url)
+        with Client(host, port, timeout=timeout, name="busbridge-run") as c:
+            w = c.welcome
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--connect") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the busbridge server at {url}: "
+                                   f"{e.strerror or e}") from None
+    for kind, table, have in (("i2c", bus_map.i2c, [b.name for b in w.i2c]),
+                              ("spi", bus_map.spi, [b.name for b in w.spi])):
+        for local, remote in table.items():
+            if remote not in have:
+                raise click.ClickException(
+                    f"--map {kind}:{local}={remote}: the server at {url} has no {kind} bus "
+                    f"{remote!r} (its {kind} buses: {', '.join(have) or 'none'})")
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"],
+                                        "ignore_unknown_options": True}, epilog=EPILOG)
+@click.option("--connect", "url", metavar="HOST:PORT", default=None,
+              help="Server with the buses (default: busbridge --connect, $BUSBRIDGE_URL).")
+@click.option("--map", "maps", metavar="[i2c:|spi:]LOCAL=REMOTE", multiple=True,
+              envvar=ENV_MAP, help="Local bus number to remote bus name; repeatable "
+              "(also cs:PIN=BUS.CS for a GPIO chip select). Default: same name.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Connect once first, so a wrong address or bus fails before the program.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, url: str | None, maps: tuple[str, ...], check: bool,
+        command: tuple[str, ...]) -> None:
+    """Run COMMAND with smbus2, spidev and Blinka's board/busio on the remote buses.
+
+    Inside COMMAND, `import smbus2`, `import spidev`, `import board`, `busio`
+    and `digitalio` load busbridge's drop-in modules (a directory put first
+    on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
+    """
+    opts = ctx.obj
+    url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
+    timeout = float(getattr(opts, "timeout", 5.0))
+    try:
+        bus_map = BusMap.parse(maps)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--map") from None
+    if check:
+        _check(url, bus_map, timeout)
+    env = child_env(url, bus_map, timeout)
+    program = shutil.which(command[0], path=env.get("PATH"))
+    if program is None:
+        raise click.ClickException(f"{command[0]}: command not found")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(program, list(command), env)

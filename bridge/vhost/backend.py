@@ -1,0 +1,423 @@
+"""The vhost-user back end: one QEMU front end at a time on a unix socket.
+
+Messages are handled strictly in order (QEMU waits for replies it asked for);
+kicks arrive on eventfds watched by the same event loop, so ring state is only
+ever touched from one thread.  When QEMU goes away (guest power-off, QEMU
+restart) the state is dropped and the next connection starts afresh.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from ..logs import event
+from . import protocol as vu
+from .device import Device
+from .memory import GuestMemory, GuestMemoryError
+from .protocol import Req
+from .virtqueue import ChainError, Virtqueue
+
+log = logging.getLogger("busbridge.vhost")
+
+#: How long GET_VRING_BASE waits for requests in flight before answering.
+DRAIN_TIMEOUT = 10.0
+
+
+class VhostUserError(Exception):
+    pass
+
+
+class Session:
+    """State of one front-end connection."""
+
+    def __init__(self, device: Device, sock: socket.socket, n_queues: int = 1) -> None:
+        self.device = device
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.mem = GuestMemory()
+        self.queues = [Virtqueue(i) for i in range(n_queues)]
+        self.features = 0
+        self.protocol_features = 0
+        self.messages: list[str] = []  # names seen, kept short, for diagnostics
+
+    # -- socket I/O -------------------------------------------------------------
+
+    async def _readable(self) -> None:
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        fd = self.sock.fileno()
+        self.loop.add_reader(fd, ready)
+        try:
+            await fut
+        finally:
+            self.loop.remove_reader(fd)
+
+    async def _recv(self, n: int, fds: list[int]) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(
+                    n - len(buf), socket.CMSG_SPACE(vu.MAX_FDS * 4))
+            except BlockingIOError:
+                await self._readable()
+                continue
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    arr = array.array("i")
+                    arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
+                    fds.extend(arr)
+            if not data:
+                raise EOFError
+            buf += data
+        return bytes(buf)
+
+    async def receive(self) -> tuple[int, int, bytes, list[int]]:
+        fds: list[int] = []
+        try:
+            head = await self._recv(vu.HEADER_SIZE, fds)
+            request, flags, size = vu.HEADER.unpack(head)
+            if size > vu.MAX_PAYLOAD:
+                raise VhostUserError(f"message {request} with a {size}-byte payload")
+            payload = await self._recv(size, fds) if size else b""
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return request, flags, payload, fds
+
+    async def send(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.sock, data)
+
+    # -- the message loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    request, flags, payload, fds = await self.receive()
+                except EOFError:
+                    return
+                await self._one(request, flags, payload, fds)
+        finally:
+            await self.close()
+
+    async def _one(self, request: int, flags: int, payload: bytes, fds: list[int]) -> None:
+        try:
+            name = Req(request).name
+        except ValueError:
+            name = str(request)
+        if len(self.messages) < 200:
+            self.messages.append(name)
+        event(log, logging.DEBUG, "vhost-user message", request=name, size=len(payload),
+              fds=len(fds))
+        handler: Callable[[bytes, list[int]], object] | None = getattr(
+            self, f"_h_{name.lower()}", None)
+        ok = True
+        answer: bytes | None = None
+        try:
+            if handler is None:
+                ok = False
+                event(log, logging.INFO, "unsupported vhost-user message", request=name)
+                for fd in fds:
+                    os.close(fd)
+            else:
+                res = handler(payload, fds)
+                if asyncio.iscoroutine(res):
+                    res = await res
+                if isinstance(res, bytes):
+                    answer = res
+        except Exception as e:
+            # A refused message must not take the guest's other state down with it.
+            ok = False
+            event(log, logging.WARNING, "vhost-user message failed", request=name, error=str(e))
+        if answer is not None:
+            await self.send(vu.reply(request, answer))
+        elif request in vu.REPLYING:
+            # Must answer something or QEMU waits forever.
+            await self.send(vu.reply(request, vu.U64.pack(0)))
+        elif flags & vu.FLAG_NEED_REPLY:
+            await self.send(vu.reply(request, vu.U64.pack(0 if ok else 1)))
+
+    async def close(self) -> None:
+        for vq in self.queues:
+            await self._stop(vq)
+            vq.close_fds()
+        self.mem.clear()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _vq(self, index: int) -> Virtqueue:
+        if not 0 <= index < len(self.queues):
+            raise VhostUserError(f"no virtqueue {index}")
+        return self.queues[index]
+
+    @staticmethod
+    def _u64(payload: bytes) -> int:
+        if len(payload) < 8:
+            raise VhostUserError("payload too short for a u64")
+        return int(vu.U64.unpack_from(payload)[0])
+
+    def _remap(self) -> None:
+        for vq in self.queues:
+            if vq.desc_addr and vq.size:
+                try:
+                    vq.map(self.mem)
+                except (ChainError, GuestMemoryError) as e:
+                    vq.unmap()
+                    event(log, logging.DEBUG, "ring not mapped yet", index=vq.index, why=str(e))
+
+    def _set_fd(self, payload: bytes, fds: list[int], attr: str) -> Virtqueue:
+        value = self._u64(payload)
+        vq = self._vq(value & vu.VRING_FILE_INDEX_MASK)
+        old = getattr(vq, attr)
+        if attr == "kick_fd" and old is not None:
+            self.loop.remove_reader(old)
+        if old is not None:
+            os.close(old)
+        new = None if value & vu.VRING_FILE_NOFD or not fds else fds.pop(0)
+        for fd in fds:
+            os.close(fd)
+        setattr(vq, attr, new)
+        return vq
+
+    def _on_kick(self, vq: Virtqueue) -> None:
+        if vq.kick_fd is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(vq.kick_fd, 8)
+        self.process(vq)
+
+    def process(self, vq: Virtqueue) -> None:
+        """Take every available chain and hand them to the device."""
+        if not vq.ready:
+            return
+        try:
+            while True:
+                chains = []
+                while (c := vq.pop()) is not None:
+                    chains.append(c)
+                # EVENT_IDX: ask for a kick on the next new entry, then look again
+                # in case the driver queued one before seeing the update.
+                vq.publish_avail_event()
+                if chains:
+                    self.device.handle(vq, chains)
+                if vq.pending() == 0:
+                    return
+        except (ChainError, GuestMemoryError, ValueError) as e:
+            # A broken ring (not just a broken chain): stop using it until reset.
+            event(log, logging.WARNING, "virtqueue broken", index=vq.index, error=str(e))
+            vq.enabled = False
+
+    async def _stop(self, vq: Virtqueue) -> None:
+        if vq.kick_fd is not None:
+            self.loop.remove_reader(vq.kick_fd)
+        was = vq.started
+        vq.started = False
+        if was or vq.mem is not None:
+            self.device.stop(vq)
+            await self.device.drain(DRAIN_TIMEOUT)
+        vq.unmap()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _h_get_features(self, payload: bytes, fds: list[int]) -> bytes:
+        return vu.U64.pack(self.device.features)
+
+    def _h_set_features(self, payload: bytes, fds: list[int]) -> None:
+        self.features = self._u64(payload)
+        for vq in self.queues:
+            vq.event_idx = bool(self.features & vu.F_EVENT_IDX)
+            vq.indirect = bool(self.features & vu.F_INDIRECT_DESC)
+
+    def _h_get_protocol_features(self, payload: bytes, fds: list[int]) -> bytes:
+        return vu.U64.pack(self.device.protocol_features)
+
+    def _h_set_protocol_features(self, payload: bytes, fds: list[int]) -> None:
+        self.protocol_features = self._u64(payload) & self.device.protocol_features
+
+    def _h_get_queue_num(self, payload: bytes, fds: list[int]) -> bytes:
+        return vu.U64.pack(len(self.queues))
+
+    def _h_get_max_mem_slots(self, payload: bytes, fds: list[int]) -> bytes:
+        return vu.U64.pack(vu.MAX_MEM_SLOTS)
+
+    def _h_set_owner(self, payload: bytes, fds: list[int]) -> None:
+        pass
+
+    async def _h_reset_owner(self, payload: bytes, fds: list[int]) -> None:
+        for vq in self.queues:
+            await self._stop(vq)
+            vq.enabled = False
+        self.features = 0
+
+    _h_reset_device = _h_reset_owner
+
+    def _h_set_mem_table(self, payload: bytes, fds: list[int]) -> None:
+        try:
+            regions = vu.parse_mem_table(payload)
+            if len(fds) != len(regions):
+                raise VhostUserError(f"memory table of {len(regions)} regions came with "
+                                     f"{len(fds)} fds (is the guest memory share=on?)")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.mem.clear()
+        for r, fd in zip(regions, fds, strict=True):
+            self.mem.add(r, fd)
+        self._remap()
+
+    def _h_add_mem_reg(self, payload: bytes, fds: list[int]) -> None:
+        if len(payload) < 8 + vu.MEM_REGION.size or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise VhostUserError("ADD_MEM_REG needs one region and one fd")
+        self.mem.add(vu.Region.unpack_from(payload, 8), fds[0])
+        self._remap()
+
+    def _h_rem_mem_reg(self, payload: bytes, fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+        if len(payload) < 8 + vu.MEM_REGION.size:
+            raise VhostUserError("REM_MEM_REG without a region")
+        region = vu.Region.unpack_from(payload, 8)
+        for vq in self.queues:
+            if vq.mem is not None:
+                vq.unmap()
+        self.mem.remove(region)
+        self._remap()
+
+    def _h_set_vring_num(self, payload: bytes, fds: list[int]) -> None:
+        index, num = vu.VRING_STATE.unpack_from(payload)
+        self._vq(index).size = num
+
+    def _h_set_vring_base(self, payload: bytes, fds: list[int]) -> None:
+        index, num = vu.VRING_STATE.unpack_from(payload)
+        vq = self._vq(index)
+        vq.last_avail = num & 0xFFFF
+
+    def _h_set_vring_addr(self, payload: bytes, fds: list[int]) -> None:
+        a = vu.VringAddr.unpack(payload)
+        vq = self._vq(a.index)
+        vq.desc_addr, vq.used_addr, vq.avail_addr = a.desc, a.used, a.avail
+        vq.map(self.mem)
+
+    async def _h_get_vring_base(self, payload: bytes, fds: list[int]) -> bytes:
+        index, _ = vu.VRING_STATE.unpack_from(payload)
+        vq = self._vq(index)
+        await self._stop(vq)
+        vq.enabled = False
+        if vq.kick_fd is not None:
+            os.close(vq.kick_fd)
+            vq.kick_fd = None
+        return vu.VRING_STATE.pack(index, vq.last_avail)
+
+    def _h_set_vring_kick(self, payload: bytes, fds: list[int]) -> None:
+        vq = self._set_fd(payload, fds, "kick_fd")
+        if vq.kick_fd is not None:
+            os.set_blocking(vq.kick_fd, False)
+            self.loop.add_reader(vq.kick_fd, self._on_kick, vq)
+        vq.started = True
+        if not self.features & vu.F_PROTOCOL_FEATURES:
+            vq.enabled = True
+        if vq.mem is None:
+            self._remap()
+        self.process(vq)
+
+    def _h_set_vring_call(self, payload: bytes, fds: list[int]) -> None:
+        self._set_fd(payload, fds, "call_fd")
+
+    def _h_set_vring_err(self, payload: bytes, fds: list[int]) -> None:
+        self._set_fd(payload, fds, "err_fd")
+
+    def _h_set_vring_enable(self, payload: bytes, fds: list[int]) -> None:
+        index, num = vu.VRING_STATE.unpack_from(payload)
+        vq = self._vq(index)
+        vq.enabled = bool(num)
+        self.process(vq)
+
+    def _h_get_config(self, payload: bytes, fds: list[int]) -> bytes:
+        offset, size, flags = vu.CONFIG_HEAD.unpack_from(payload)
+        space = self.device.config()
+        data = space[offset:offset + size].ljust(size, b"\0")
+        return vu.CONFIG_HEAD.pack(offset, size, flags) + data
+
+    def _h_set_config(self, payload: bytes, fds: list[int]) -> None:
+        pass  # read-only config space: the spec asks drivers not to write it
+
+    def _h_set_slave_req_fd(self, payload: bytes, fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+
+    _h_set_log_fd = _h_set_slave_req_fd
+
+    def _h_get_status(self, payload: bytes, fds: list[int]) -> bytes:
+        return vu.U64.pack(0)
+
+
+class VhostUserBackend:
+    """Listen on ``path`` and serve one front end at a time, forever."""
+
+    def __init__(self, device: Device, path: str) -> None:
+        self.device = device
+        self.path = path
+        self.sessions = 0
+        self.last_session: Session | None = None
+        self._listener: socket.socket | None = None
+        self._ready = asyncio.Event()
+
+    def listen(self) -> None:
+        """Bind under a temporary name, then rename: the path appears only once it accepts."""
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(tmp)
+            s.listen(1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            s.close()
+            raise
+        s.setblocking(False)
+        self._listener = s
+
+    async def serve_forever(self) -> None:
+        if self._listener is None:
+            self.listen()
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                conn, _ = await loop.sock_accept(self._listener)
+                conn.setblocking(False)
+                self.sessions += 1
+                event(log, logging.INFO, "front end connected", socket=self.path)
+                session = Session(self.device, conn)
+                self.last_session = session
+                try:
+                    await session.run()
+                except (VhostUserError, OSError) as e:
+                    event(log, logging.WARNING, "front end dropped", error=str(e))
+                finally:
+                    conn.close()
+                event(log, logging.INFO, "front end gone", socket=self.path,
+                      messages=len(session.messages))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)

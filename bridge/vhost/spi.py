@@ -1,0 +1,91 @@
+"""virtio-spi device side: transfer_head chains → SPI frames, rx data and result back.
+
+Linux's driver keeps one transfer in flight, so each chain is its own frame.
+Parameters are checked against the board's advertised config before sending,
+so a PARAM_ERR costs no round trip and never reaches the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from protocol.virtio import (
+    SPI_TRANSFER_HEAD_SIZE,
+    VIRTIO_ID_SPI,
+    SpiConfig,
+    SpiResult,
+    SpiTransfer,
+    SpiTransferHead,
+    check_spi_transfer,
+)
+
+from ..logs import event
+from .device import Device
+from .link import Link
+from .protocol import (
+    F_EVENT_IDX,
+    F_INDIRECT_DESC,
+    F_PROTOCOL_FEATURES,
+    F_VERSION_1,
+    PF_CONFIG,
+    PF_CONFIGURE_MEM_SLOTS,
+    PF_MQ,
+    PF_REPLY_ACK,
+)
+from .virtqueue import Chain, Virtqueue
+
+log = logging.getLogger("busbridge.vhost")
+
+
+def parse_spi(chain: Chain) -> tuple[SpiTransfer | None, str | None]:
+    if chain.error:
+        return None, chain.error
+    out = chain.read()
+    if len(out) < SPI_TRANSFER_HEAD_SIZE:
+        return None, f"transfer_head of {len(out)} bytes"
+    if chain.out_len < 1:
+        return None, "no result byte"
+    head = SpiTransferHead.unpack(out[:SPI_TRANSFER_HEAD_SIZE])
+    tx = out[SPI_TRANSFER_HEAD_SIZE:]
+    return SpiTransfer(head, tx if tx else None, chain.out_len - 1), None
+
+
+class SpiDevice(Device):
+    device_id = VIRTIO_ID_SPI
+    features = F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_EVENT_IDX
+    protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIG | PF_CONFIGURE_MEM_SLOTS
+    error_status = SpiResult.TRANS_ERR
+
+    def __init__(self, link: Link, bus: str, config: SpiConfig) -> None:
+        super().__init__(link, bus)
+        self.spi_config = config
+        self._config_bytes = config.pack()
+
+    def config(self) -> bytes:
+        return self._config_bytes
+
+    def handle(self, vq: Virtqueue, chains: Sequence[Chain]) -> None:
+        for c in chains:
+            t, why = parse_spi(c)
+            if t is None:
+                event(log, logging.INFO, "malformed spi request", head=c.head, reason=why)
+                self.fail(vq, c, SpiResult.PARAM_ERR if c.out_len else None)
+                continue
+            why = check_spi_transfer(t, self.spi_config)
+            if why is not None:
+                event(log, logging.INFO, "spi parameters refused", head=c.head, reason=why)
+                self.fail(vq, c, SpiResult.PARAM_ERR)
+                continue
+            self.spawn(vq, [c], self._execute(vq, c, t))
+        self.signal(vq)
+
+    async def _execute(self, vq: Virtqueue, chain: Chain, t: SpiTransfer) -> None:
+        client = await self.link.client()
+        result = await client.spi(self.bus, t.head.chip_select_id, [t])
+        status = result.status[0] if result.status else self.error_status
+        if status == SpiResult.TRANS_OK:
+            data = result.reads[0] if (t.rx_len and result.reads) else b""
+            self.finish(vq, chain, SpiResult.TRANS_OK, data[:t.rx_len])
+        else:
+            self.fail(vq, chain, status)

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Run a command in a chroot with /proc, /sys and /dev available, in a private mount
+# namespace so nothing stays mounted afterwards.
+# usage: [IN_CHROOT_BIND="DIR..."] in-chroot.sh ROOT COMMAND...
+#   IN_CHROOT_BIND: host directories bind-mounted at the same path inside (sockets, images)
+set -eu
+root=$1; shift
+exec unshare --mount --propagation private sh -c '
+    root=$1; shift
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys"
+    mount --rbind /dev "$root/dev"
+    for dir in ${IN_CHROOT_BIND:-}; do
+        mkdir -p "$root$dir"
+        mount --bind "$dir" "$root$dir"
+    done
+    cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"
+' in-chroot "$root" "$@"

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Guest /init: load the stock kernel's modules, create an i2c-stub adapter, then
+# run the busbridge board server from the host's (read-only, 9p) file tree
+# against its /dev/i2c-N.  Settings arrive as environment variables through
+# the kernel command line (unknown name=value parameters go to init):
+#   BB_PYTHON   the host's Python that has busbridge installed (required)
+#   BB_CHIPS    i2c-stub chip_addr list, e.g. 0x48,0x50
+#   BB_LIFETIME seconds before the guest powers itself off even if nobody stops
+#               QEMU (a crashed test run must not leave a guest behind); default 900
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+fail() { echo "BUSBRIDGE-GUEST-FAIL: $*"; poweroff -f; }
+
+while read -r m; do
+  case "$m" in
+    *i2c-stub.ko) insmod "/mods/$m" chip_addr="${BB_CHIPS:-0x48,0x50}" || fail "insmod $m" ;;
+    *) insmod "/mods/$m" || fail "insmod $m" ;;
+  esac
+done < /mods/order
+
+ip link set lo up
+ip addr add 10.0.2.15/24 dev eth0 || fail "no eth0"
+ip link set eth0 up
+
+mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host || fail "9p mount"
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t devtmpfs dev /host/dev
+mount -t tmpfs tmp /host/tmp
+
+bus=
+for n in /sys/bus/i2c/devices/i2c-*; do
+  grep -q "stub" "$n/name" 2>/dev/null && bus=$(basename "$n")
+done
+[ -n "$bus" ] || fail "no i2c-stub adapter"
+[ -e "/dev/$bus" ] || fail "/dev/$bus missing"
+
+cat > /host/tmp/board.toml <<EOF
+name = "i2c-stub-guest"
+description = "Debian stock kernel, i2c-stub on /dev/$bus"
+[server]
+listen = "0.0.0.0:7707"
+[[i2c]]
+name = "stub"
+backend = "linux"
+device = "/dev/$bus"
+description = "i2c-stub (SMBus only)"
+EOF
+echo "BUSBRIDGE-GUEST-READY: /dev/$bus"
+timeout "${BB_LIFETIME:-900}" chroot /host /usr/bin/env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/tmp \
+  "$BB_PYTHON" -m bridge.cli serve --config /tmp/board.toml
+echo "BUSBRIDGE-GUEST-SERVER-EXIT: $?"
+poweroff -f
