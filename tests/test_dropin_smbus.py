@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import inspect
+import multiprocessing
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -251,3 +253,18 @@ def test_a_callers_own_client_is_used_and_left_open(remote: Running) -> None:
         assert SMBus(1, session=s).read_byte_data(BME280, 0xD0) == 0x60
         dropin.disconnect()
         assert client.transfer("1", [write(BME280, [0xD0]), read(BME280, 1)]) == [b"\x60"]
+
+
+def _read_chip_id_in_child() -> None:
+    os._exit(0 if SMBus(1).read_byte_data(BME280, 0xD0) == 0x60 else 3)
+
+
+def test_a_forked_child_gets_its_own_connection(remote: Running) -> None:
+    assert SMBus(1).read_byte_data(BME280, 0xD0) == 0x60  # the parent's connection is open
+    child = multiprocessing.get_context("fork").Process(target=_read_chip_id_in_child)
+    child.start()
+    child.join(30)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
+    assert SMBus(1).read_byte_data(BME280, 0xD0) == 0x60  # and the parent's still works

@@ -715,3 +715,28 @@ def test_cli_refuses_an_unknown_bus(running: Running, tmp_path: os.PathLike[str]
     assert "no I2C bus '9'" in res.output
     assert "1, 2" in res.output
     assert not os.path.exists(os.path.join(tmp_path, "x.sock"))
+
+
+def test_spi_lost_server_is_trans_err(tmp_path: os.PathLike[str]) -> None:
+    r, t = start_server_thread(load_board(None))
+    agent = Agent(os.path.join(tmp_path, "s.sock"), (r.host, r.port), "0", "spi")
+    f = FrontEnd(agent.path).start()
+    try:
+        assert f.run([spi_req(b"abc", 3, cs=1)])[0][0] == b"abc\x00"
+        stop_server_thread(r, t)
+        assert f.run([spi_req(b"abc", 3, cs=1)])[0][0][-1] == 2  # TRANS_ERR, rx untouched
+    finally:
+        f.close()
+        agent.stop()
+
+
+def test_agent_imports_no_board_side_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, bridge.vhost.agent, bridge.vhost.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('smbus2', 'spidev')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out.strip() == "[]"

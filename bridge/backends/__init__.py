@@ -1,4 +1,4 @@
-"""Bus backends: the simulated board and (later) Linux i2c-dev / spidev."""
+"""Bus backends: the simulated board (``bridge.sim``) and Linux i2c-dev / spidev."""
 
 from .base import BusError, I2CBackend, SpiBackend
 

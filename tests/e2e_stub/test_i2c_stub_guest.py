@@ -192,3 +192,15 @@ def test_errors_reach_the_client_with_the_kernel_errno(guest: Guest) -> None:
     r = cli(guest, "i2c", "get", "-y", "stub", "0x49", "0x00", "b")
     assert r.returncode != 0
     assert "0x49" in r.stderr
+
+
+def test_i2c_transfer_maps_smbus_shaped_chains(guest: Guest) -> None:
+    # write word data, then write pointer + read 2 (SMBus read word), as on the sim board
+    r = cli(guest, "i2c", "transfer", "-y", "stub", "w3@0x48", "0x12", "0xcd", "0xab")
+    assert r.returncode == 0, r.stderr
+    r = cli(guest, "i2c", "transfer", "-y", "stub", "w1@0x48", "0x12", "r2")
+    assert (r.returncode, r.stdout.strip()) == (0, "0xcd 0xab"), r.stderr
+    # a shape no SMBus transaction has is refused with the reason, and never sent
+    r = cli(guest, "i2c", "transfer", "-y", "stub", "r4@0x48")
+    assert r.returncode == 1
+    assert "0x48" in r.stderr
