@@ -987,9 +987,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-if __name__ == "__main__":
-    main()
-
 from .vhost.cli import vhost_user  # noqa: E402
 
 cli.add_command(vhost_user)
@@ -997,3 +994,7 @@ cli.add_command(vhost_user)
 from .dropin.cli import run as run_command  # noqa: E402
 
 cli.add_command(run_command)
+
+
+if __name__ == "__main__":
+    main()

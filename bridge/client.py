@@ -572,6 +572,11 @@ class Client:
     def ping(self) -> float:
         return self._call(self._client.ping())
 
+    @property
+    def connected(self) -> bool:
+        """False once the connection dropped (requests in flight then failed)."""
+        return not self._loop.is_closed() and self._client.connected
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

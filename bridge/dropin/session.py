@@ -119,7 +119,7 @@ class Session:
 
     def _lost(self) -> bool:
         assert self._client is not None
-        return not self._client._client.connected  # no public flag on Client yet
+        return not self._client.connected
 
     @property
     def welcome(self) -> WelcomeInfo:

@@ -28,7 +28,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host || fail "9p mount"
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
-mount -t tmpfs tmp /host/tmp
+# The one writable place the server needs lives in the guest's devtmpfs: a tmpfs
+# over /host/tmp (or any host directory) could hide the host's checkout.
+mkdir -p /host/dev/busbridge
 
 bus=
 for n in /sys/bus/i2c/devices/i2c-*; do
@@ -37,7 +39,7 @@ done
 [ -n "$bus" ] || fail "no i2c-stub adapter"
 [ -e "/dev/$bus" ] || fail "/dev/$bus missing"
 
-cat > /host/tmp/board.toml <<EOF
+cat > /host/dev/busbridge/board.toml <<EOF
 name = "i2c-stub-guest"
 description = "Debian stock kernel, i2c-stub on /dev/$bus"
 [server]
@@ -49,7 +51,7 @@ device = "/dev/$bus"
 description = "i2c-stub (SMBus only)"
 EOF
 echo "BUSBRIDGE-GUEST-READY: /dev/$bus"
-timeout "${BB_LIFETIME:-900}" chroot /host /usr/bin/env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/tmp \
-  "$BB_PYTHON" -m bridge.cli serve --config /tmp/board.toml
+timeout "${BB_LIFETIME:-900}" chroot /host /usr/bin/env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/dev/busbridge \
+  "$BB_PYTHON" -m bridge.cli serve --config /dev/busbridge/board.toml
 echo "BUSBRIDGE-GUEST-SERVER-EXIT: $?"
 poweroff -f
