@@ -584,7 +584,7 @@ address = 0x50
 size = 256
 page_size = 16
 address_bytes = 1
-stall_s = 1.0
+stall_s = 2.0
 [[i2c.devices]]
 type = "eeprom"
 address = 0x51
@@ -601,7 +601,8 @@ def test_timeout_completes_with_err(tmp_path: os.PathLike[str]) -> None:
     try:
         t0 = time.monotonic()
         assert f.run([i2c_w(0x50, b"\x00\x01")])[0][0] == bytes([ERR])
-        assert time.monotonic() - t0 < 0.9  # the agent's deadline, not the device's stall
+        # A deadline (the agent's 0.3 s, or the server's 1 s) ends it, not the 2 s stall.
+        assert time.monotonic() - t0 < 1.8
         # The bus stays busy until the stall ends; after that it works again.
         deadline = time.monotonic() + 10
         while f.run([i2c_w(0x51, b"\x00\x01")])[0][0] != bytes([OK]):
@@ -740,3 +741,9 @@ def test_agent_imports_no_board_side_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_oversized_buffer_is_err_without_reaching_the_board(fe: FrontEnd) -> None:
+    (res,) = fe.run([i2c_w(0x50, b"\x00\x00" + b"\xab" * 70_000)])
+    assert res == (bytes([ERR]), 1)
+    assert eeprom_read(fe, 0, 2) != b"\xab\xab"

@@ -37,6 +37,9 @@ from .virtqueue import Chain, Virtqueue
 
 log = logging.getLogger("busbridge.vhost")
 
+#: Refuse before copying: larger than any bus accepts (i2c-dev's own limit is 8 KiB).
+MAX_BUFFER = 1 << 16
+
 Item = tuple[Chain, I2CMsg | None, int]  # chain, parsed request (None: malformed), flags
 
 
@@ -45,6 +48,8 @@ def parse_i2c(chain: Chain) -> tuple[I2CMsg | None, int, str | None]:
     flags = 0
     if chain.error:
         return None, flags, chain.error
+    if chain.in_len > MAX_BUFFER or chain.out_len > MAX_BUFFER:
+        return None, flags, "buffer larger than any I2C message"
     out = chain.read()
     if len(out) >= I2C_OUT_HDR_SIZE:
         _addr, _pad, flags = I2C_OUT_HDR.unpack_from(out)

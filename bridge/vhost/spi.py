@@ -37,10 +37,15 @@ from .virtqueue import Chain, Virtqueue
 
 log = logging.getLogger("busbridge.vhost")
 
+#: Refuse before copying: larger than any transfer a board accepts.
+MAX_BUFFER = 1 << 20
+
 
 def parse_spi(chain: Chain) -> tuple[SpiTransfer | None, str | None]:
     if chain.error:
         return None, chain.error
+    if chain.in_len > MAX_BUFFER or chain.out_len > MAX_BUFFER:
+        return None, "buffer larger than any SPI transfer"
     out = chain.read()
     if len(out) < SPI_TRANSFER_HEAD_SIZE:
         return None, f"transfer_head of {len(out)} bytes"

@@ -165,7 +165,7 @@ class GuestRun:
 def run_guest(qemu: str, kernel: Path, initrd: Path, script: str, devices: list[tuple[str, Path]],
               workdir: Path, *, timeout: float = 120, mem_mb: int = 256,
               extra_files: dict[str, tuple[bytes, int]] | None = None,
-              wrapper: Sequence[str] = ()) -> GuestRun:
+              wrapper: Sequence[str] = (), allow_reboot: bool = False) -> GuestRun:
     """Boot the guest with ``script`` as /test.sh and vhost-user ``devices`` attached.
 
     QEMU is killed at ``timeout``: a guest command stuck in the driver (a request
@@ -182,8 +182,10 @@ def run_guest(qemu: str, kernel: Path, initrd: Path, script: str, devices: list[
            "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
            "-kernel", str(kernel), "-initrd", str(rd),
            "-append", "console=ttyS0 panic=-1 quiet",
-           "-nographic", "-no-reboot", "-nic", "none", "-vga", "none", "-monitor", "none",
+           "-nographic", "-nic", "none", "-vga", "none", "-monitor", "none",
            "-serial", "stdio"]
+    if not allow_reboot:
+        cmd.append("-no-reboot")
     for i, (dev, path) in enumerate(devices):
         cmd += ["-chardev", f"socket,id=vu{i},path={path}", "-device", f"{dev},chardev=vu{i}"]
     t0 = time.monotonic()

@@ -167,3 +167,31 @@ echo "==="
     assert "Input/output error" in text
     assert "only 0/2 messages sent" in text  # busybox i2ctransfer reports, exits 0
     assert "0x1701" not in text
+
+
+def test_guest_reboot_restarts_the_ring(prereqs: tuple[str, Path, Path], tmp_path: Path) -> None:
+    """QEMU stops the vhost-user ring at reboot and starts it again for the new kernel.
+
+    The boot counter lives in the simulated EEPROM, which outlives the guest.
+    """
+    qemu, kernel, initrd = prereqs
+    sock = tmp_path / "vi2c.sock"
+    script = PRELUDE + r"""
+c=$(i2ctransfer -y $B w2@0x50 0x0f 0x00 r1)
+echo "boot counter $c"
+if [ "$c" = "0xff" ]; then
+    i2ctransfer -y $B w3@0x50 0x0f 0x00 0x01
+    reboot -f
+fi
+echo "=== after reboot"
+i2ctransfer -y $B w1@0x48 0x0f r2
+echo "==="
+"""
+    with busbridge_server() as srv, agent(sock, srv.url, "1"):
+        run = run_guest(qemu, kernel, initrd, script, [("vhost-user-i2c-pci", sock)], tmp_path,
+                        timeout=120, allow_reboot=True)
+    assert run.status == 0, f"guest hung or failed:\n{run.output[-3000:]}"
+    assert run.output.count("E2E-BOOTED") == 2
+    assert "boot counter 0xff" in run.output
+    assert "boot counter 0x01" in run.output
+    assert run.section("after reboot").split() == ["0x01", "0x17"]

@@ -122,3 +122,25 @@ def test_guest_spi_transfers_per_second(guest: tuple[GuestRun, str]) -> None:
     rate = int(n) / (float(b) - float(a))
     print(f"\nguest spidev_test -S 32 -I 2000: {rate:.0f} transfers/s")
     assert rate > 50
+
+
+def test_lost_server_is_an_io_error_not_a_hang(prereqs: tuple[Path, Path, Path],
+                                               tmp_path: Path) -> None:
+    root, kernel, initrd = prereqs
+    sock = tmp_path / "vspi.sock"
+    extra = {"usr/bin/spidev_test": ((kernel.parent / "spidev_test").read_bytes(), 0o100755)}
+    script = r"""
+echo "=== down"
+spidev_test -D /dev/spidev0.1 -s 1000000 -p 'abc' 2>&1; echo "rc $?"
+echo "==="
+"""
+    wrapper = ["env", f"IN_CHROOT_BIND={tmp_path}", str(SCRIPTS / "in-chroot.sh"), str(root)]
+    with busbridge_server() as srv, agent(sock, srv.url, "0", "spi"):
+        srv.stop()
+        run = run_guest("qemu-system-x86_64", kernel, initrd, script,
+                        [("vhost-user-spi-pci", sock)], tmp_path, timeout=120, extra_files=extra,
+                        wrapper=wrapper)
+    assert run.status == 0, f"guest hung or failed:\n{run.output[-3000:]}"
+    text = run.section("down")
+    assert "can't send spi message: Input/output error" in text
+    assert "rc 0" not in text
