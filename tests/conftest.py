@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,29 @@ def server_thread(board: Board) -> Iterator[Running]:
     try:
         yield running
     finally:
+        stop_server_thread(running, t)
+
+
+DROPIN_BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+
+
+@pytest.fixture
+def sim() -> Board:
+    """The simulated chips the third-party drivers of the drop-in tests talk to."""
+    return load_board(str(DROPIN_BOARD))
+
+
+@pytest.fixture
+def remote(sim: Board) -> Iterator[Running]:
+    """``sim`` served on a thread, with the drop-in layer connected to it."""
+    from bridge import dropin
+
+    running, t = start_server_thread(sim)
+    dropin.connect(running.url)
+    try:
+        yield running
+    finally:
+        dropin.disconnect()
         stop_server_thread(running, t)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import adafruit_lis3dh
@@ -19,7 +18,7 @@ from adafruit_bus_device import i2c_device, spi_device
 from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge import dropin
-from bridge.config import Board, load_board
+from bridge.config import Board
 from bridge.dropin import board, digitalio
 from bridge.dropin.busio import I2C, SPI
 from bridge.sim.i2c import SimI2CBus
@@ -28,22 +27,6 @@ from protocol.virtio import SpiMode
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"
 MCP9808, EEPROM, BME280 = 0x18, 0x50, 0x76
-
-
-@pytest.fixture
-def sim() -> Board:
-    return load_board(str(BOARD))
-
-
-@pytest.fixture
-def remote(sim: Board) -> Iterator[Running]:
-    running, t = start_server_thread(sim)
-    dropin.connect(running.url)
-    try:
-        yield running
-    finally:
-        dropin.disconnect()
-        stop_server_thread(running, t)
 
 
 def i2c_log(sim: Board) -> list[object]:

@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import bme280
@@ -30,22 +29,6 @@ from protocol.handshake import I2C_FUNC_I2C
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"
 BME280, MCP9808, EEPROM = 0x76, 0x18, 0x50
-
-
-@pytest.fixture
-def sim() -> Board:
-    return load_board(str(BOARD))
-
-
-@pytest.fixture
-def remote(sim: Board) -> Iterator[Running]:
-    running, t = start_server_thread(sim)
-    dropin.connect(running.url)
-    try:
-        yield running
-    finally:
-        dropin.disconnect()
-        stop_server_thread(running, t)
 
 
 def i2c_log(sim: Board) -> list[object]:

@@ -8,36 +8,18 @@ raise the same exception type.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import spidev
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import Running
 
-from bridge import dropin
-from bridge.config import Board, load_board
+from bridge.config import Board
 from bridge.dropin.spidev import SpiDev
 from bridge.sim.spi import SimSpiBus
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"
 LOOPBACK, LIS3DH = 0, 1
-
-
-@pytest.fixture
-def sim() -> Board:
-    return load_board(str(BOARD))
-
-
-@pytest.fixture
-def remote(sim: Board) -> Iterator[Running]:
-    running, t = start_server_thread(sim)
-    dropin.connect(running.url)
-    try:
-        yield running
-    finally:
-        dropin.disconnect()
-        stop_server_thread(running, t)
 
 
 def spi_log(sim: Board) -> list[object]:
