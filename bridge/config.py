@@ -29,6 +29,7 @@ error is the only documentation its author reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from pydantic import (
 )
 
 from protocol.limits import DEFAULT_PORT, MAX_BUS_NAME, MAX_TIMEOUT_MS
+from protocol.virtio import SpiConfig
 
 from .backends.base import I2CBackend, SpiBackend
 from .sim.i2c import I2CDevice, SimI2CBus
@@ -58,7 +60,6 @@ from .sim.spi import (
     SIM_SPI_MODE_FUNC,
     SimSpiBus,
     SpiDevice,
-    sim_spi_config,
 )
 from .sim.spi_devices import LoopbackDevice, SpiNorFlash
 
@@ -451,6 +452,18 @@ class LinuxI2CBusSpec(BaseModel):
 I2CBusSpec = Annotated[SimI2CBusSpec | LinuxI2CBusSpec, Field(discriminator="backend")]
 
 
+#: The ``virtio_spi_config`` fields an SPI bus spec carries under the same names.
+_SPI_CONFIG_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SpiConfig) if f.name != "cs_max_number"
+)
+
+
+def spi_config_of(spec: BaseModel, cs_max_number: int) -> SpiConfig:
+    """The advertised ``virtio_spi_config`` of a bus spec (sim or linux)."""
+    return SpiConfig(cs_max_number=cs_max_number,
+                     **{name: getattr(spec, name) for name in _SPI_CONFIG_FIELDS})
+
+
 class SimSpiBusSpec(BaseModel):
     """A simulated controller; the capability fields become its ``virtio_spi_config``."""
 
@@ -502,19 +515,7 @@ class SimSpiBusSpec(BaseModel):
 
     def build(self) -> SpiBackend:
         n = self.cs_max_number or max((d.cs for d in self.devices), default=0) + 1
-        config = sim_spi_config(
-            n,
-            cs_change_supported=self.cs_change_supported,
-            tx_nbits_supported=self.tx_nbits_supported,
-            rx_nbits_supported=self.rx_nbits_supported,
-            bits_per_word_mask=self.bits_per_word_mask,
-            mode_func_supported=self.mode_func_supported,
-            max_freq_hz=self.max_freq_hz,
-            max_word_delay_ns=self.max_word_delay_ns,
-            max_cs_setup_ns=self.max_cs_setup_ns,
-            max_cs_hold_ns=self.max_cs_hold_ns,
-            max_cs_inactive_ns=self.max_cs_inactive_ns,
-        )
+        config = spi_config_of(self, n)
         return SimSpiBus(
             self.name,
             config=config,
@@ -605,24 +606,10 @@ class LinuxSpiBusSpec(BaseModel):
         return self
 
     def build(self) -> SpiBackend:
-        from protocol.virtio import SpiConfig
-
         from .backends.linux_spi import LINUX_MODE_FLAGS, LinuxSpiBus
 
         cs = self.chip_selects()
-        config = SpiConfig(
-            cs_max_number=self.cs_max_number or max(cs) + 1,
-            cs_change_supported=self.cs_change_supported,
-            tx_nbits_supported=self.tx_nbits_supported,
-            rx_nbits_supported=self.rx_nbits_supported,
-            bits_per_word_mask=self.bits_per_word_mask,
-            mode_func_supported=self.mode_func_supported,
-            max_freq_hz=self.max_freq_hz,
-            max_word_delay_ns=self.max_word_delay_ns,
-            max_cs_setup_ns=self.max_cs_setup_ns,
-            max_cs_hold_ns=self.max_cs_hold_ns,
-            max_cs_inactive_ns=self.max_cs_inactive_ns,
-        )
+        config = spi_config_of(self, self.cs_max_number or max(cs) + 1)
         flags = 0
         for f in self.mode_flags:
             flags |= LINUX_MODE_FLAGS[f]
