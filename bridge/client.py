@@ -26,13 +26,12 @@ from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import Future as CFuture
 from typing import Any, TypeVar
 
-from protocol.connection import NEED_DATA, Connection, LocalProtocolError, Role
+from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
     Error,
     Event,
     Hello,
-    I2CRequest,
     Ping,
     Pong,
     Result,
@@ -47,7 +46,6 @@ from protocol.virtio import (
     SpiResult,
     SpiTransfer,
     SpiTransferHead,
-    chain,
     read,
     write,
 )
@@ -240,11 +238,11 @@ class AsyncClient:
         self.welcome: WelcomeInfo | None = None
         self.address = ("", 0)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[Event]] = {}
+        #: Request id -> (answer's future, deadline on the loop's clock).
+        self._pending: dict[int, tuple[asyncio.Future[Event], float]] = {}
         self._ids = itertools.count(1)
         self._welcomed: asyncio.Future[WelcomeInfo] | None = None
         self._closed_exc: BaseException | None = None
-        self._deadlines: dict[int, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._wbuf: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -289,22 +287,27 @@ class AsyncClient:
     # -- receiving ------------------------------------------------------------
 
     def _feed(self, data: bytes | memoryview) -> None:
-        self.conn.receive_data(data)
-        while True:
-            try:
-                ev = self.conn.next_event()
-            except ProtocolError as e:
-                self._fail_all(ConnectionLost(f"protocol error from server: {e}"))
+        try:
+            items = self.conn.receive(data)
+        except ProtocolError as e:
+            items = [e]
+        pending = self._pending
+        for ev in items:
+            if type(ev) is Result:
+                entry = pending.pop(ev.id, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(ev)
+            elif isinstance(ev, ProtocolError):
+                self._fail_all(ConnectionLost(f"protocol error from server: {ev}"))
                 if self._transport is not None:
                     self._transport.abort()
                 return
-            if ev is NEED_DATA or ev is None:
-                return
-            self._handle(ev)  # type: ignore[arg-type]
+            else:
+                self._handle(ev)
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, Result | Error | Pong) and ev.id in self._pending:
-            fut = self._pending.pop(ev.id)
+            fut = self._pending.pop(ev.id)[0]
             if not fut.done():
                 fut.set_result(ev)
         elif isinstance(ev, Welcome):
@@ -333,13 +336,12 @@ class AsyncClient:
 
     def _fail_all(self, exc: BaseException) -> None:
         self._closed_exc = self._closed_exc or exc
-        self._deadlines.clear()
         self._wbuf.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        for fut, _deadline in pending.values():
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -354,35 +356,53 @@ class AsyncClient:
             if rid not in self.conn.in_flight:
                 return rid
 
-    async def _request(self, ev: I2CRequest | SpiRequest | Ping, timeout: float | None) -> Event:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            raise ConnectionLost(f"not connected to {self.address[0]}:{self.address[1]}"
-                                 + (f" ({self._closed_exc})" if self._closed_exc else ""))
-        try:
-            data = self.conn.send(ev)
-        except LocalProtocolError as e:
-            raise ValueError(str(e)) from None
+    def _not_connected(self) -> ConnectionLost:
+        return ConnectionLost(f"not connected to {self.address[0]}:{self.address[1]}"
+                              + (f" ({self._closed_exc})" if self._closed_exc else ""))
+
+    def _start(self, rid: int, data: bytes, timeout: float) -> asyncio.Future[Event]:
+        """Register the answer's future and write (or coalesce) the frame; no await."""
         loop = self._loop
         fut: asyncio.Future[Event] = loop.create_future()
-        rid = ev.id
-        self._pending[rid] = fut
-        t = self.timeout if timeout is None else timeout
-        self._deadlines[rid] = loop.time() + t
+        pending = self._pending
+        pending[rid] = (fut, loop.time() + timeout)
         if self._sweeper is None:
             self._sweeper = loop.call_later(_SWEEP, self._sweep)
-        if len(self._pending) == 1:
-            transport.write(data)  # alone in flight: no reason to wait
+        if len(pending) == 1:
+            self._transport.write(data)  # type: ignore[union-attr]  # alone: no reason to wait
         else:
             # Pipelined requests made in the same loop iteration go out in one write.
             wbuf = self._wbuf
             wbuf.append(data)
             if len(wbuf) == 1:
                 loop.call_soon(self._flush)
+        return fut
+
+    def _start_i2c(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+                   chained: bool) -> asyncio.Future[Event]:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise self._not_connected()
+        rid = next(self._ids)
+        if rid > MAX_REQUEST_ID or rid in self.conn.in_flight:
+            rid = self._next_id()
         try:
-            return await fut
-        finally:
-            self._deadlines.pop(rid, None)
+            data = self.conn.send_i2c(
+                rid, bus if type(bus) is str else str(bus), msgs,
+                None if timeout is None else max(1, int(timeout * 1000)), chained)
+        except LocalProtocolError as e:
+            raise ValueError(str(e)) from None
+        return self._start(rid, data, self.timeout if timeout is None else timeout + 1.0)
+
+    async def _request(self, ev: SpiRequest | Ping, timeout: float | None) -> Event:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise self._not_connected()
+        try:
+            data = self.conn.send(ev)
+        except LocalProtocolError as e:
+            raise ValueError(str(e)) from None
+        return await self._start(ev.id, data, self.timeout if timeout is None else timeout)
 
     def _flush(self) -> None:
         wbuf = self._wbuf
@@ -395,17 +415,18 @@ class AsyncClient:
         self._sweeper = None
         now = self._loop.time()
         host, port = self.address
-        for rid, deadline in list(self._deadlines.items()):
+        pending = self._pending
+        for rid, (fut, deadline) in list(pending.items()):
+            if fut.done():  # cancelled by its awaiter; a late answer is dropped
+                continue
             if deadline <= now:
-                del self._deadlines[rid]
                 # The id stays in flight in the connection; a late answer is dropped.
-                fut = self._pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(TimeoutError(
-                        _errno.ETIMEDOUT,
-                        f"no answer from {host}:{port} in time; the request's effect is "
-                        "unknown and it was not re-sent"))
-        if self._deadlines:
+                del pending[rid]
+                fut.set_exception(TimeoutError(
+                    _errno.ETIMEDOUT,
+                    f"no answer from {host}:{port} in time; the request's effect is "
+                    "unknown and it was not re-sent"))
+        if pending:
             self._sweeper = self._loop.call_later(_SWEEP, self._sweep)
 
     @staticmethod
@@ -424,8 +445,10 @@ class AsyncClient:
         self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
     ) -> Result:
         """Send virtio-i2c requests as they are (FAIL_NEXT flags are the caller's)."""
-        ev = I2CRequest(self._next_id(), str(bus), tuple(msgs), self._server_timeout_ms(timeout))
-        return self._result(await self._request(ev, self._local_timeout(timeout)))
+        ev = await self._start_i2c(bus, msgs, timeout, False)
+        if type(ev) is Result:
+            return ev
+        return self._result(ev)
 
     async def i2c_raw(
         self, bus: str | int, requests: Iterable[tuple[bytes, bytes | int]], *,
@@ -461,9 +484,12 @@ class AsyncClient:
         self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
     ) -> list[bytes]:
         """Run ``msgs`` as ONE combined transaction; return the read data, in order."""
-        result = await self.i2c(bus, chain(msgs), timeout=timeout)
-        _raise_for_i2c(result)
-        return result.reads
+        ev = await self._start_i2c(bus, msgs, timeout, True)
+        if type(ev) is not Result:
+            ev = self._result(ev)
+        if any(ev.status):
+            _raise_for_i2c(ev)
+        return ev.reads
 
     async def spi_transfer(
         self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,

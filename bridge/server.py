@@ -19,11 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from protocol.connection import NEED_DATA, Connection, LocalProtocolError, Role
+from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
     Error,
     Event,
+    Failure,
     Hello,
     I2CRequest,
     Ping,
@@ -135,6 +136,10 @@ class Server:
             self.workers["i2c", name] = BusWorker("i2c", name)
         for name in board.spi:
             self.workers["spi", name] = BusWorker("spi", name)
+        #: Bus name -> (backend, worker): one lookup on the hot path.
+        self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker]] = {
+            name: (b, self.workers["i2c", name]) for name, b in board.i2c.items()
+        }
         self.sessions: set[_Session] = set()
         self.jobs: set[_Job] = set()
         self._idle = asyncio.Event()
@@ -250,23 +255,25 @@ class _Session(asyncio.BufferedProtocol):
         self.data_received(self._rview[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
-        conn = self.conn
-        conn.receive_data(data)
+        try:
+            items = self.conn.receive(data)
+        except ProtocolError as e:  # already failed: nothing more is read
+            self._refuse(e)
+            return
         # Answers produced while handling this read are written once, together.
         batch: list[bytes] = []
         self._batch = batch
         try:
-            while True:
-                try:
-                    ev = conn.next_event()
-                except ProtocolError as e:
-                    self._refuse(e)
-                    if e.fatal:
+            dispatch = self._dispatch
+            for ev in items:
+                if type(ev) is I2CRequest:
+                    self._i2c(ev)
+                elif isinstance(ev, ProtocolError):
+                    self._refuse(ev)
+                    if ev.fatal:
                         return
-                    continue
-                if ev is NEED_DATA or ev is None:
-                    return
-                self._dispatch(ev)  # type: ignore[arg-type]
+                else:
+                    dispatch(ev)
         finally:
             self._batch = None
             if batch:
@@ -308,17 +315,26 @@ class _Session(asyncio.BufferedProtocol):
 
     # -- dispatch ---------------------------------------------------------------
 
+    def _i2c(self, ev: I2CRequest) -> None:
+        """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
+        route = self.server.i2c_routes.get(ev.bus)
+        if route is None:
+            self._unknown_bus(ev.id, "I2C", ev.bus, self.server.board.i2c)
+        elif self.server.closing:
+            self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+        else:
+            backend, worker = route
+            self.server.stats.requests += 1
+            if not worker.pending and not backend.may_block:
+                status, reads, failures = run_i2c(backend, ev.msgs)
+                self._answer_parts(ev.id, status, reads, failures)
+            else:
+                self._submit(ev, worker, run_i2c, (backend, ev.msgs))
+
     def _dispatch(self, ev: Event) -> None:
         server = self.server
         if type(ev) is I2CRequest:
-            i2c_backend = server.board.i2c.get(ev.bus)
-            if i2c_backend is None:
-                self._unknown_bus(ev.id, "I2C", ev.bus, server.board.i2c)
-            elif not server.closing:
-                self._submit(ev, server.workers["i2c", ev.bus], i2c_backend.may_block,
-                             run_i2c, (i2c_backend, ev.msgs))
-            else:
-                self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+            self._i2c(ev)
         elif isinstance(ev, SpiRequest):
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
@@ -328,13 +344,18 @@ class _Session(asyncio.BufferedProtocol):
                 self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
                 return
             worker = server.workers["spi", ev.bus]
+            server.stats.requests += 1
             refused = check_spi(spi_backend, ev.cs, ev.transfers)
             if refused is not None:
                 # Touches no bus, but queues behind earlier requests to keep their order.
-                self._submit(ev, worker, False, _refusal, (refused,))
+                if worker.pending:
+                    self._submit(ev, worker, _refusal, (refused,))
+                else:
+                    self._answer(ev.id, refused)
+            elif not worker.pending and not spi_backend.may_block:
+                self._answer(ev.id, run_spi(spi_backend, ev.cs, ev.transfers))
             else:
-                self._submit(ev, worker, spi_backend.may_block, run_spi,
-                             (spi_backend, ev.cs, ev.transfers))
+                self._submit(ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
         elif isinstance(ev, Hello):
             event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client)
             self.send(Welcome(server.welcome))
@@ -348,14 +369,10 @@ class _Session(asyncio.BufferedProtocol):
                         f"no {kind} bus {bus!r} on board {self.server.board.name!r} "
                         f"({kind} buses: {have})"))
 
-    def _submit(self, ev: I2CRequest | SpiRequest, worker: BusWorker, may_block: bool,
+    def _submit(self, ev: I2CRequest | SpiRequest, worker: BusWorker,
                 fn: Callable[..., Outcome], args: tuple[Any, ...]) -> None:
+        """Queue on the bus's worker thread, behind what it already has, with a deadline."""
         server = self.server
-        server.stats.requests += 1
-        if not may_block and not worker.pending:
-            # Nothing queued and the backend cannot block: run it here, in order.
-            self._answer(ev.id, fn(*args))
-            return
         job = _Job(self, ev, worker)
         server._track(job)
         worker.pending += 1
@@ -393,12 +410,22 @@ class _Session(asyncio.BufferedProtocol):
 
     def _answer(self, rid: int, outcome: Outcome) -> None:
         status, reads, failures = outcome
+        self._answer_parts(rid, status, reads, failures)
+
+    def _answer_parts(self, rid: int, status: bytes, reads: list[bytes],
+                      failures: list[Failure]) -> None:
         if failures:
             self.server.stats.errors += 1
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:
                     f.message = _short(f.message)
-        self.send(Result(rid, status, reads, failures))
+        if self.open and self._batch is not None:
+            try:
+                self._batch.append(self.conn.send_result(rid, status, reads, failures))
+            except LocalProtocolError:
+                self.send(Result(rid, status, reads, failures))  # answers INTERNAL
+        else:
+            self.send(Result(rid, status, reads, failures))
         if self.eof and not self.conn.in_flight:
             self.transport.close()  # half-closed by the client and all answered
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import Any, Final
 
@@ -92,6 +92,27 @@ _pack_prefix = _PREFIX.pack
 _FRAME_I2C = int(FrameType.I2C)
 _FRAME_SPI = int(FrameType.SPI)
 _FRAME_RESULT = int(FrameType.RESULT)
+
+
+_NO_FAILURES: Final[list[Any]] = []
+
+#: ``(addr, flags, ten_bit)`` -> encoded ``out_hdr``; bounded like the decoder's cache
+#: because only encodable headers are stored.
+_HDR_OUT: dict[tuple[int, int, bool], bytes] = {}
+
+
+def _encode_hdr(addr: int, flags: int, ten: bool) -> bytes:
+    try:
+        field = encode_i2c_addr(addr, ten)
+    except ValueError as e:
+        raise LocalProtocolError(str(e)) from None
+    try:
+        hdr = I2C_OUT_HDR.pack(field, 0, flags)
+    except struct.error as e:
+        raise LocalProtocolError(f"I2C flags {flags!r}: {e}") from None
+    if not flags & ~I2C_FLAGS_KNOWN:  # reserved bits go out as given, uncached
+        _HDR_OUT[addr, flags, ten] = hdr
+    return hdr
 
 
 def frame(body: bytes) -> bytes:
@@ -191,43 +212,54 @@ def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
     return v
 
 
+#: Decoded ``out_hdr`` bytes -> ``(addr, flags, ten_bit)``.  Only valid headers
+#: are stored, and there are at most (128 + 1024) addresses x 4 flag words of
+#: them, so the cache is bounded without eviction.
+_HDR_CACHE: dict[bytes, tuple[int, int, bool]] = {}
+
+
+def _decode_hdr(hdr: Any, i: int, rid: int) -> tuple[int, int, bool]:
+    """Validate and decode one ``out_hdr`` (the cache's miss path)."""
+    if type(hdr) is not bytes or len(hdr) != I2C_OUT_HDR_SIZE:
+        raise _bad(ErrorCode.MALFORMED, f"I2C request {i}: out_hdr must be 8 bytes", rid)
+    field, pad, flags = I2C_OUT_HDR.unpack(hdr)
+    if flags & ~I2C_FLAGS_KNOWN:
+        raise _bad(ErrorCode.BAD_REQUEST,
+                   f"I2C request {i}: reserved flag bits set ({flags:#x})", rid)
+    try:
+        addr, ten = decode_i2c_addr(field)
+    except ValueError as e:
+        raise _bad(ErrorCode.BAD_REQUEST, f"I2C request {i}: {e}", rid) from None
+    if pad:  # the padding is ignored, like the device does; such headers are not cached
+        return addr, flags, ten
+    decoded = _HDR_CACHE[hdr] = (addr, flags, ten)
+    return decoded
+
+
 def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
     if len(f) != 5:
         raise _bad(ErrorCode.MALFORMED, "I2C frame must have 5 items", _id_or_0(f[1]))
     # Inline fast checks; the helpers run only to raise the precise error.
-    rid = f[1]
+    _t, rid, bus, reqs, timeout = f
     if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
         _check_id(rid)
-    bus = f[2]
     if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
         _check_bus(bus, rid)
-    reqs = f[3]
     if type(reqs) is not list or not 0 < len(reqs) <= limits.max_requests:
         _check_list(reqs, "I2C requests", limits.max_requests, rid)
-    timeout = f[4]
     if timeout is not None:
         _check_timeout(timeout, rid)
     maxlen = limits.max_i2c_len
-    unpack_hdr = I2C_OUT_HDR.unpack
+    cache = _HDR_CACHE
     msgs = []
     rx = 0
-    for i, r in enumerate(reqs):
+    i = 0
+    for r in reqs:
         if type(r) is not list or len(r) != 2:
             raise _bad(ErrorCode.MALFORMED, f"I2C request {i} must be [out_hdr, buf]", rid)
         hdr, buf = r
-        if type(hdr) is not bytes or len(hdr) != I2C_OUT_HDR_SIZE:
-            raise _bad(ErrorCode.MALFORMED, f"I2C request {i}: out_hdr must be 8 bytes", rid)
-        field, _pad, flags = unpack_hdr(hdr)
-        if flags & ~I2C_FLAGS_KNOWN:
-            raise _bad(ErrorCode.BAD_REQUEST,
-                       f"I2C request {i}: reserved flag bits set ({flags:#x})", rid)
-        if field & 0xFF01 or (field & 0xF9) == 0xF0:  # 10-bit or malformed: the slow path
-            try:
-                addr, ten = decode_i2c_addr(field)
-            except ValueError as e:
-                raise _bad(ErrorCode.BAD_REQUEST, f"I2C request {i}: {e}", rid) from None
-        else:
-            addr, ten = field >> 1, False
+        decoded = cache.get(hdr) if type(hdr) is bytes else None
+        addr, flags, ten = decoded or _decode_hdr(hdr, i, rid)
         if flags & I2C_FLAGS_M_RD:
             if type(buf) is not int or buf < 0:
                 raise _bad(ErrorCode.MALFORMED,
@@ -245,11 +277,12 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
                 raise _bad(ErrorCode.LIMIT_EXCEEDED,
                            f"I2C request {i}: write of {len(buf)} bytes; limit {maxlen}", rid)
             msgs.append(I2CMsg(addr, flags, buf, 0, ten))
-    if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
+        i += 1
+    if flags & I2C_FLAGS_FAIL_NEXT:
         raise _bad(ErrorCode.BAD_REQUEST,
                    "last I2C request has FAIL_NEXT set: the frame ends inside a chain", rid)
-    if RESULT_BASE + RESULT_PER_REQUEST * len(msgs) + rx > limits.max_frame:
-        _check_result_room(len(msgs), rx, limits, rid)
+    if RESULT_BASE + RESULT_PER_REQUEST * i + rx > limits.max_frame:
+        _check_result_room(i, rx, limits, rid)
     return I2CRequest(rid, bus, tuple(msgs), timeout)
 
 
@@ -354,7 +387,7 @@ class Connection:
         self._eof = False
         client = role is Role.CLIENT
         # Results hold up to max_requests reads; WELCOME lists buses in maps.
-        self._unpackb: Callable[[bytes | bytearray], Any] = functools.partial(
+        self._unpackb: Callable[[bytes | bytearray | memoryview], Any] = functools.partial(
             msgpack.unpackb,
             max_bin_len=max(limits.max_i2c_len, limits.max_spi_len, 64),
             max_str_len=MAX_STR,
@@ -419,6 +452,61 @@ class Connection:
                 self.closed = True
             raise
 
+    def receive(self, data: bytes | bytearray | memoryview) -> list[Event | ProtocolError]:
+        """Feed bytes read from the transport and return every complete event.
+
+        The batch form of :meth:`receive_data` + :meth:`next_event`, for the
+        hot path: frames that arrive whole are decoded straight from ``data``
+        (no copy into the connection's buffer).  A refused frame appears in the
+        list as its :class:`ProtocolError`, in order; after a ``fatal`` one the
+        list ends and the connection is closed.  ``b""`` means end of stream.
+        """
+        if self.closed:
+            raise _bad(ErrorCode.MALFORMED, "connection already failed", fatal=True)
+        out: list[Event | ProtocolError] = []
+        if not data:
+            self._eof = True
+            try:
+                self._at_short(len(self._buf) - self._pos)
+            except ProtocolError as e:
+                out.append(e)
+            return out
+        buf: bytes | bytearray | memoryview
+        if self._pos < len(self._buf):
+            # Part of a frame is waiting: continue in the connection's own buffer.
+            self._buf += data
+            buf = bytes(self._buf[self._pos:])
+            self._buf = bytearray()
+            self._pos = 0
+        else:
+            buf = data
+        size = len(buf)
+        limit = self.limits.max_frame
+        decode = self._decode
+        pos = 0
+        while size - pos >= PREFIX_SIZE:
+            n = _unpack_prefix(buf, pos)[0]
+            if n > limit:
+                self.closed = True
+                out.append(_bad(ErrorCode.FRAME_TOO_LARGE,
+                                f"frame of {n} bytes; limit {limit}", fatal=True))
+                return out
+            end = pos + PREFIX_SIZE + n
+            if end > size:
+                break
+            try:
+                out.append(decode(buf[pos + PREFIX_SIZE : end]))
+            except ProtocolError as e:
+                e.__traceback__ = None  # it must not pin a view of the caller's buffer
+                out.append(e)
+                if e.fatal:
+                    self.closed = True
+                    return out
+            pos = end
+        if pos < size:
+            self._buf = bytearray(buf[pos:])
+        return out
+
     def _at_short(self, avail: int) -> _NeedData | None:
         if not self._eof:
             return NEED_DATA
@@ -436,7 +524,7 @@ class Connection:
                 return
             yield ev  # type: ignore[misc]
 
-    def _decode(self, body: bytes | bytearray) -> Event:
+    def _decode(self, body: bytes | bytearray | memoryview) -> Event:
         try:
             f = self._unpackb(body)
         except ValueError as e:  # includes ExtraData, FormatError, StackError, limits
@@ -557,30 +645,67 @@ class Connection:
             )
         return _pack_prefix(len(body)) + body
 
+    def send_result(self, rid: int, status: bytes, reads: list[bytes],
+                    failures: list[Failure]) -> bytes:
+        """Bytes of a RESULT; the same as ``send(Result(...))`` without the event."""
+        if self.role is Role.SERVER:
+            self.in_flight.discard(rid)
+        if failures:
+            fails = [[f.index, f.errno, f.message] for f in failures]
+            body = _packb([_FRAME_RESULT, rid, status, reads, fails])
+        else:
+            body = _packb([_FRAME_RESULT, rid, status, reads, _NO_FAILURES])
+        if len(body) > self.peer_limits.max_frame:
+            raise LocalProtocolError(
+                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
+            )
+        return _pack_prefix(len(body)) + body
+
+    def send_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg],
+                 timeout_ms: int | None = None, chained: bool = False) -> bytes:
+        """Bytes of an I2C request; the same as ``send(I2CRequest(...))`` without the event.
+
+        ``chained`` encodes ``msgs`` as :func:`~protocol.virtio.chain` would mark
+        them (one combined transaction) without building new messages.
+        """
+        body = self._encode_i2c_parts(rid, bus, msgs, timeout_ms, chained)
+        if len(body) > self.peer_limits.max_frame:
+            self.in_flight.discard(rid)
+            raise LocalProtocolError(
+                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
+            )
+        return _pack_prefix(len(body)) + body
+
     def _encode_i2c(self, ev: I2CRequest) -> bytes:
+        return self._encode_i2c_parts(ev.id, ev.bus, ev.msgs, ev.timeout_ms, False)
+
+    def _encode_i2c_parts(self, rid: int, bus: str, msgs: Sequence[I2CMsg],
+                          timeout_ms: int | None, chained: bool) -> bytes:
         """Check against the peer's limits and encode in one pass (the client's hot path)."""
-        self._check_request_id(ev.id)
+        if self.role is not Role.CLIENT or not 0 < rid <= MAX_REQUEST_ID or (
+                rid in self.in_flight):
+            self._check_request_id(rid)
         lim = self.peer_limits
-        msgs = ev.msgs
         if not msgs:
             raise LocalProtocolError("a request needs at least one message")
         if len(msgs) > lim.max_requests:
             raise LocalProtocolError(
                 f"{len(msgs)} requests in one frame; limit {lim.max_requests}")
         maxlen = lim.max_i2c_len
-        pack = I2C_OUT_HDR.pack
+        cache = _HDR_OUT
         reqs = []
         rx = 0
-        for m in msgs:
+        flags = 0
+        last = len(msgs) - 1 if chained else -1
+        for i, m in enumerate(msgs):
             addr = m.addr
-            if m.ten_bit or not 0 <= addr <= 0x7F:
-                try:
-                    field = encode_i2c_addr(addr, m.ten_bit)
-                except ValueError as e:
-                    raise LocalProtocolError(str(e)) from None
-            else:
-                field = addr << 1
             flags = m.flags
+            if chained:
+                flags = flags | I2C_FLAGS_FAIL_NEXT if i < last else flags & ~I2C_FLAGS_FAIL_NEXT
+            ten = m.ten_bit
+            hdr = cache.get((addr, flags, ten))
+            if hdr is None:
+                hdr = _encode_hdr(addr, flags, ten)
             buf: bytes | int
             if flags & I2C_FLAGS_M_RD:
                 buf = n = m.length
@@ -590,12 +715,13 @@ class Connection:
                 n = len(buf)
             if n > maxlen:
                 raise LocalProtocolError(f"{m.describe()}: {n} bytes; limit {maxlen}")
-            reqs.append([pack(field, 0, flags), buf])
-        if msgs[-1].flags & I2C_FLAGS_FAIL_NEXT:
+            reqs.append([hdr, buf])
+        if flags & I2C_FLAGS_FAIL_NEXT:
             raise LocalProtocolError("last message has FAIL_NEXT set")
-        self._check_room(len(msgs), rx)
-        body = _packb([_FRAME_I2C, ev.id, ev.bus, reqs, ev.timeout_ms])
-        self.in_flight.add(ev.id)
+        if RESULT_BASE + RESULT_PER_REQUEST * len(reqs) + rx > lim.max_frame:
+            self._check_room(len(reqs), rx)
+        body = _packb([_FRAME_I2C, rid, bus, reqs, timeout_ms])
+        self.in_flight.add(rid)
         return body
 
     def _check_request_id(self, rid: int) -> None:
