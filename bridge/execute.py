@@ -60,11 +60,43 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     chain get ERR and never reach the bus; earlier requests of the chain
     completed and stay OK.  Other chains of the frame are unaffected.
     """
-    status = bytearray(len(msgs))
-    reads: list[bytes] = []
-    failures: list[Failure] = []
-    start = 0
     n = len(msgs)
+    # The common case first: the frame is one chain the adapter can run, and it succeeds.
+    ten_ok = backend.functionality & I2C_FUNC_10BIT_ADDR
+    limit = backend.max_msg_len
+    want: list[int] = []
+    one_chain = True
+    last = n - 1
+    for i, m in enumerate(msgs):
+        flags = m.flags
+        if flags & M_RD:
+            size = m.length
+            want.append(size)
+        else:
+            size = len(m.data)
+        if size > limit or (m.ten_bit and not ten_ok) or (i < last and not flags & FAIL_NEXT):
+            one_chain = False
+            break
+    if one_chain:
+        try:
+            data = backend.transfer(msgs)
+        except Exception as e:
+            status = bytearray(n)
+            reads: list[bytes] = []
+            failures: list[Failure] = []
+            _settle(backend, msgs, msgs, 0, status, reads, failures, None, e)
+            return bytes(status), reads, failures
+        if len(data) == len(want) and all(len(d) == w for d, w in zip(data, want, strict=True)):
+            return bytes(n), data, []
+        status = bytearray(n)
+        reads = []
+        failures = []
+        _settle(backend, msgs, msgs, 0, status, reads, failures, data, None)
+        return bytes(status), reads, failures
+    status = bytearray(n)
+    reads = []
+    failures = []
+    start = 0
     while start < n:
         # The chain runs to the first message without FAIL_NEXT (the decoder
         # guarantees the frame's last message closes one).
@@ -94,7 +126,21 @@ def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CM
         return
     try:
         data = backend.transfer(chain)
-    except BusError as e:
+    except Exception as e:
+        _settle(backend, msgs, chain, start, status, reads, failures, None, e)
+    else:
+        _settle(backend, msgs, chain, start, status, reads, failures, data, None)
+
+
+def _settle(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg],
+            start: int, status: bytearray, reads: list[bytes], failures: list[Failure],
+            data: list[bytes] | None, exc: Exception | None) -> None:
+    """Record what one chain that reached the backend did: ``data`` or ``exc``."""
+    bus = backend.name
+    end = start + len(chain)
+    read_msgs = [m for m in chain if m.flags & M_RD]
+    if isinstance(exc, BusError):
+        e = exc
         k = min(max(e.index, 0), len(chain) - 1)
         # Reads before k are only OK if the backend handed their data back.
         got = e.reads
@@ -110,13 +156,14 @@ def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CM
         event(log, logging.INFO, "i2c transaction failed", bus=bus, index=start + k,
               request=msgs[start + k].describe(), errno=e.errno, reason=e.message)
         return
-    except Exception as e:  # a backend bug must still answer every request
-        log.exception("i2c backend raised", extra={"fields": {"bus": bus}})
+    if exc is not None:  # a backend bug must still answer every request
+        log.error("i2c backend raised", exc_info=exc, extra={"fields": {"bus": bus}})
         status[start:end] = bytes([_ERR]) * len(chain)
         reads.extend(b"" for _ in read_msgs)
         failures.append(Failure(start, errno.EIO, f"{_where(bus, msgs, start)}: "
-                                                  f"internal error: {e!r}"))
+                                                  f"internal error: {exc!r}"))
         return
+    assert data is not None
     if len(data) != len(read_msgs) or [len(d) for d in data] != [m.length for m in read_msgs]:
         status[start:end] = bytes([_ERR]) * len(chain)
         reads.extend(b"" for _ in read_msgs)

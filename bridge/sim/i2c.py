@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
-from protocol.virtio import I2CMsg, format_i2c_addr
+from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
 from ..backends.base import BusError, I2CBackend
 
@@ -223,7 +223,12 @@ class SimI2CBus(I2CBackend):
     @property
     def may_block(self) -> bool:
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
-        return self.timing or any(d.stall_s > 0 for d in list(self._devices.values()))
+        if self.timing:
+            return True
+        for d in self._devices.values():  # noqa: SIM110 - a generator costs more, per request
+            if d.stall_s > 0:
+                return True
+        return False
 
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
         with self._lock:
@@ -233,13 +238,13 @@ class SimI2CBus(I2CBackend):
         reads: list[bytes] = []
         touched: list[I2CDevice] = []
         failure: BusError | None = None
-        clocks = 1  # STOP
+        run_msg = self._run_msg
         try:
             for i, m in enumerate(msgs):
-                for d in touched:
-                    d.restart()
-                clocks += 1 + 9 * ((2 if m.ten_bit else 1) + m.size)
-                self._run_msg(i, m, touched, reads)
+                if touched:
+                    for d in touched:
+                        d.restart()
+                run_msg(i, m, touched, reads)
         except BusError as e:
             failure = e
         finally:
@@ -258,6 +263,9 @@ class SimI2CBus(I2CBackend):
                 )
             )
         if self.timing:
+            clocks = 1  # STOP
+            for m in msgs:
+                clocks += 1 + 9 * ((2 if m.ten_bit else 1) + m.size)
             time.sleep(clocks / self.frequency_hz)
         if failure is not None:
             raise failure
@@ -269,17 +277,19 @@ class SimI2CBus(I2CBackend):
             raise BusError(errno.ENXIO, "no ACK (no device)", i, reads)
         if dev.stall_s > 0:
             time.sleep(dev.stall_s)
-        if dev.nack or not dev.ack(m.addr, m.is_read):
+        is_read = bool(m.flags & I2C_FLAGS_M_RD)
+        if dev.nack or not dev.ack(m.addr, is_read):
             why = f"no ACK ({dev.name} NACKed its address)"
             raise BusError(errno.ENXIO, why, i, reads)
         if dev not in touched:
             touched.append(dev)
-        dev.start(m.addr, m.is_read)
-        if m.is_read:
-            data = dev.read(m.length) if m.length else b""
-            if len(data) != m.length:  # SDA floats high past what the device drives
-                data = (bytes(data) + b"\xff" * m.length)[: m.length]
-            reads.append(bytes(data))
+        dev.start(m.addr, is_read)
+        if is_read:
+            n = m.length
+            data = dev.read(n) if n else b""
+            if len(data) != n:  # SDA floats high past what the device drives
+                data = (bytes(data) + b"\xff" * n)[:n]
+            reads.append(data if type(data) is bytes else bytes(data))
             return
         data = m.data
         limit = dev.nack_after_bytes

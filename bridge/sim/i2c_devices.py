@@ -110,17 +110,18 @@ class RegisterMapDevice(I2CDevice):
 
     def _latch(self, reg: int) -> bytes:
         """The value a bus read of ``reg`` returns, applying its read side effect."""
-        if reg in self.sequences:
+        bits = self.widths.get(reg, self.value_bits) if self.widths else self.value_bits
+        if self.sequences and reg in self.sequences:
             seq = self.sequences[reg]
             value = seq[self._seq_pos[reg] % len(seq)]
             self._seq_pos[reg] = (self._seq_pos[reg] + 1) % len(seq)
         else:
             value = self.registers.get(reg, self.default)
-            step = self.counters.get(reg)
-            if step is not None:
-                self.registers[reg] = (value + step) & ((1 << self.width(reg)) - 1)
-        w = self.width(reg) // 8
-        return (value & ((1 << (8 * w)) - 1)).to_bytes(w, self.endian)
+            if self.counters:
+                step = self.counters.get(reg)
+                if step is not None:
+                    self.registers[reg] = (value + step) & ((1 << bits) - 1)
+        return (value & ((1 << bits) - 1)).to_bytes(bits >> 3, self.endian)
 
     def _advance(self) -> None:
         if self.auto_increment:
@@ -168,11 +169,17 @@ class RegisterMapDevice(I2CDevice):
         return len(data)
 
     def read(self, length: int) -> bytes:
+        if not self._rbuf and length:
+            # Fresh from a START: the common case is exactly one register.
+            self._rbuf = latched = self._latch(self.pointer)
+            if len(latched) == length:
+                self._rpos = length
+                return latched
+            self._rpos = 0
         out = bytearray()
         while len(out) < length:
             if self._rpos >= len(self._rbuf):
-                if self._rbuf:
-                    self._advance()
+                self._advance()
                 self._rbuf = self._latch(self.pointer)
                 self._rpos = 0
             take = min(length - len(out), len(self._rbuf) - self._rpos)
