@@ -175,7 +175,10 @@ def run_guest(qemu: str, kernel: Path, initrd: Path, script: str, devices: list[
     """
     rd = workdir / "initrd.img"
     files = {"test.sh": (script.encode(), 0o100755), **(extra_files or {})}
-    rd.write_bytes(initrd.read_bytes() + newc(files))
+    base = initrd.read_bytes()
+    # The kernel only finds an uncompressed archive after a compressed one if it
+    # starts 4-byte aligned (init/initramfs.c); zeros between archives are skipped.
+    rd.write_bytes(base + b"\0" * (-len(base) % 4) + newc(files))
     shutil.copyfile(kernel, workdir / "bzImage")
     kernel = workdir / "bzImage"
     cmd = [*wrapper, qemu, "-M", "q35,memory-backend=mem", "-accel", "tcg", "-m", f"{mem_mb}M",
