@@ -326,14 +326,17 @@ def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
 def decode_result(f: list[Any]) -> Result:
     if len(f) != 5:
         raise _bad(ErrorCode.MALFORMED, "RESULT frame must have 5 items", fatal=True)
-    rid = _check_id(f[1])
-    status, reads, fails = f[2], f[3], f[4]
+    _t, rid, status, reads, fails = f
+    if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
+        _check_id(rid)
     if type(status) is not bytes or type(reads) is not list or type(fails) is not list:
         raise _bad(ErrorCode.MALFORMED, "RESULT frame: bad item types", rid, fatal=True)
     for r in reads:
         if type(r) is not bytes:
             raise _bad(ErrorCode.MALFORMED, "RESULT frame: reads must be binary", rid,
                        fatal=True)
+    if not fails:
+        return Result(rid, status, reads, fails)
     failures = []
     for x in fails:
         if (type(x) is not list or len(x) != 3 or type(x[0]) is not int
@@ -386,6 +389,7 @@ class Connection:
         self._pos = 0
         self._eof = False
         client = role is Role.CLIENT
+        self._server = not client
         # Results hold up to max_requests reads; WELCOME lists buses in maps.
         self._unpackb: Callable[[bytes | bytearray | memoryview], Any] = functools.partial(
             msgpack.unpackb,
@@ -536,8 +540,19 @@ class Connection:
         if type(f) is not list or len(f) < 2 or type(f[0]) is not int:
             raise _bad(ErrorCode.MALFORMED, "frame must be an array [type, id, ...]")
         t = f[0]
-        if self.role is Role.SERVER:
+        if self._server:
+            if t == _FRAME_I2C and self.handshaken:  # the hot path, inline
+                ev = decode_i2c(f, self.limits)
+                in_flight = self.in_flight
+                if ev.id in in_flight or len(in_flight) >= self.limits.max_in_flight:
+                    self._admit(ev.id)  # raises the precise error
+                in_flight.add(ev.id)
+                return ev
             return self._server_event(t, f)
+        if t == _FRAME_RESULT:
+            res = decode_result(f)
+            self._settle(res.id)
+            return res
         return self._client_event(t, f)
 
     def _server_event(self, t: int, f: list[Any]) -> Event:
