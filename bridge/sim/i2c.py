@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
@@ -64,6 +65,16 @@ class I2CDevice:
         self.nack = nack
         self.nack_after_bytes = nack_after_bytes
         self.stall_s = stall_s
+
+    #: Whether the class overrides :meth:`ack` / :meth:`restart`: the bus skips
+    #: calling the base class's no-op hooks, once per message, on the hot path.
+    custom_ack: ClassVar[bool] = False
+    custom_restart: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.custom_ack = cls.ack is not I2CDevice.ack
+        cls.custom_restart = cls.restart is not I2CDevice.restart
 
     def addresses(self) -> tuple[int, ...]:
         """Every address the device answers (24C04..24C16 answer several)."""
@@ -243,7 +254,8 @@ class SimI2CBus(I2CBackend):
             for i, m in enumerate(msgs):
                 if touched:
                     for d in touched:
-                        d.restart()
+                        if d.custom_restart:
+                            d.restart()
                 run_msg(i, m, touched, reads)
         except BusError as e:
             failure = e
@@ -278,7 +290,7 @@ class SimI2CBus(I2CBackend):
         if dev.stall_s > 0:
             time.sleep(dev.stall_s)
         is_read = bool(m.flags & I2C_FLAGS_M_RD)
-        if dev.nack or not dev.ack(m.addr, is_read):
+        if dev.nack or (dev.custom_ack and not dev.ack(m.addr, is_read)):
             why = f"no ACK ({dev.name} NACKed its address)"
             raise BusError(errno.ENXIO, why, i, reads)
         if dev not in touched:

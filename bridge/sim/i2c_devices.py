@@ -139,9 +139,18 @@ class RegisterMapDevice(I2CDevice):
         self._ptr_needed = 0
 
     def start(self, address: int, read: bool) -> None:
-        self._end_phase()
-        if not read:
-            self._ptr_needed = self.pointer_bits // 8
+        # _end_phase(), inline: this runs for every message.
+        if self._wbuf:
+            self._wbuf.clear()
+        if self._rbuf:
+            if self._rpos >= len(self._rbuf):
+                self._advance()
+            self._rbuf = b""
+            self._rpos = 0
+        if read:
+            self._ptr_needed = 0
+        else:
+            self._ptr_needed = self.pointer_bits >> 3
             self._ptr_acc = 0
 
     def write(self, data: bytes) -> int:
