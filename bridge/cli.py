@@ -58,6 +58,7 @@ from .client import (
     spi_xfer,
     write,
 )
+from .dropin.session import env_leases
 from .i2ctools import (
     I2CArgError,
     detect_range,
@@ -138,7 +139,8 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
 
     async def main() -> T:
         try:
-            client = await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout)
+            client = await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout,
+                                               leases=env_leases())
         except RemoteError as e:
             raise CliError(f"{opts.url} refused the connection: {e.message}") from None
         except OSError as e:
