@@ -91,7 +91,8 @@ class RemoteError(BusBridgeError):
     """The server refused a frame (ERROR frame): ``code`` is machine-readable."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        # A message that already starts with its code ("busy: ...") is not prefixed twice.
+        super().__init__(message if message.startswith(f"{code}:") else f"{code}: {message}")
         self.code = code
         self.message = message
 

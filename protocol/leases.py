@@ -179,8 +179,6 @@ def decode_lease(f: list[Any]) -> LeaseRequest:
     except ValueError:
         raise _bad(ErrorCode.BAD_REQUEST, f"unknown LEASE op {op_text!r} "
                    f"(ops: {', '.join(o.value for o in LeaseOp)})", rid) from None
-    if any(type(k) is not str for k in p):
-        raise _bad(ErrorCode.MALFORMED, "LEASE params keys must be strings", rid)
     if op is LeaseOp.LIST:
         return LeaseRequest(rid, op)
     if op in (LeaseOp.RENEW, LeaseOp.RELEASE):
