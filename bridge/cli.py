@@ -997,6 +997,10 @@ from .dropin.cli import run as run_command  # noqa: E402
 
 cli.add_command(run_command)
 
+from .leasecli import lease  # noqa: E402
+
+cli.add_command(lease)
+
 
 if __name__ == "__main__":
     main()
