@@ -329,6 +329,8 @@ class _Session(asyncio.BufferedProtocol):
 
     def _i2c(self, ev: I2CRequest) -> None:
         """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
+        if self.server.leases.held and self._lease_refused(ev):
+            return
         route = self.server.i2c_routes.get(ev.bus)
         if route is None:
             self._unknown_bus(ev.id, "I2C", ev.bus, self.server.board.i2c)
@@ -345,11 +347,11 @@ class _Session(asyncio.BufferedProtocol):
 
     def _dispatch(self, ev: Event) -> None:
         server = self.server
-        if server.leases.held and self._lease_refused(ev):
-            return
         if type(ev) is I2CRequest:
             self._i2c(ev)
         elif isinstance(ev, SpiRequest):
+            if server.leases.held and self._lease_refused(ev):
+                return
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
                 self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
