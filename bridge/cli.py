@@ -282,7 +282,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                    f"{_hostport(server.host, server.port)} ({buses})", err=True)
 
     try:
-        run(serve_board(board, host=host, port=port, request_timeout=timeout_s, ready=ready))
+        run(serve_board(board, host=host, port=port, request_timeout=timeout_s, ready=ready,
+                        max_lease_ttl=board.server.lease_max_ttl_s))
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {_hostport(host, port)}: {_errmsg(e)}") from None

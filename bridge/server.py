@@ -40,7 +40,7 @@ from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
 from . import __version__
 from .backends.base import I2CBackend, SpiBackend
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
-from .leases import ExpiryTimer, LeaseError, LeaseTable
+from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
 from .logs import event
 
 log = logging.getLogger("busbridge.server")
@@ -511,10 +511,12 @@ def _short(text: str) -> str:
 
 
 async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,
+                max_lease_ttl: int = DEFAULT_MAX_TTL,
                 limits: Limits = DEFAULT_LIMITS,
                 ready: Callable[[Server], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
-    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits)
+    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits,
+                    leases=LeaseTable(max_ttl=max_lease_ttl))
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,3 +252,30 @@ def test_scope_syntax_round_trips(scope: str) -> None:
 def test_remote_error_text_is_not_doubled() -> None:
     e = RemoteError(ErrorCode.BUSY, "busy: i2c bus 1 held by x until t (lease y)")
     assert str(e) == "busy: i2c bus 1 held by x until t (lease y)"
+
+
+def test_the_board_files_lease_max_ttl_bounds_takes(tmp_path: Path) -> None:
+    board = tmp_path / "board.toml"
+    board.write_text('name = "capped"\n[server]\nlease_max_ttl_s = 10\n'
+                     '[[i2c]]\nname = "1"\nbackend = "sim"\n')
+    srv = subprocess.Popen([*BUSBRIDGE, "serve", "--config", str(board), "--listen",
+                            "127.0.0.1:0"], text=True, stderr=subprocess.PIPE,
+                           env=env_without_lease())
+    try:
+        assert srv.stderr is not None
+        line = srv.stderr.readline()
+        m = re.search(r"on (127\.0\.0\.1:\d+)", line)
+        assert m is not None, line
+        url = m.group(1)
+        too_long = subprocess.run([*BUSBRIDGE, "--connect", url, "lease", "take", "i2c:1",
+                                   "--ttl", "11"], capture_output=True, text=True, timeout=30,
+                                  check=False, env=env_without_lease())
+        assert too_long.returncode == 1
+        assert "lease ttl 11 s exceeds this server's maximum of 10 s" in too_long.stderr
+        ok = subprocess.run([*BUSBRIDGE, "--connect", url, "lease", "take", "i2c:1",
+                             "--ttl", "10"], capture_output=True, text=True, timeout=30,
+                            check=False, env=env_without_lease())
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        srv.terminate()
+        srv.communicate(timeout=20)
