@@ -321,6 +321,8 @@ async def test_lease_logs_never_carry_the_token(
     clients: tuple[AsyncClient, AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = clients
+    root = logging.getLogger("busbridge")
+    root.addHandler(caplog.handler)  # the CLI's log setup may have stopped propagation
     with caplog.at_level(logging.DEBUG, logger="busbridge"):
         lease = await a.lease_take(1, EEPROM, ttl=30)
         await a.lease_renew(lease)
@@ -329,6 +331,7 @@ async def test_lease_logs_never_carry_the_token(
         with pytest.raises(RemoteError):
             await b.lease_take(1, ttl=5)
         await a.lease_release(lease)
+    root.removeHandler(caplog.handler)
     msgs = [r.getMessage() for r in caplog.records]
     for m in ("lease taken", "lease renewed", "request denied by lease", "lease denied",
               "lease released"):
