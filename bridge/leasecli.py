@@ -293,6 +293,21 @@ async def _hold_and_run(opts: Options, scopes: Sequence[Scope], ttl: int, wait: 
                         env: dict[str, str]) -> int:
     h = _Holder(opts, ttl)
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    proc: asyncio.subprocess.Process | None = None
+    stopped_by: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if proc is not None:  # the command decides what the signal means; we wait for it
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+        elif main is not None and not stopped_by:  # still taking leases: give up cleanly
+            stopped_by.append(sig)
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         client = await h.conn()
         for sc in scopes:
@@ -308,8 +323,6 @@ async def _hold_and_run(opts: Options, scopes: Sequence[Scope], ttl: int, wait: 
         for x in h.held:
             _say(f"holding {_describe(x.info)}")
         proc = await asyncio.create_subprocess_exec(program, *command[1:], env=env)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _forward, proc, sig)
         renewer = asyncio.ensure_future(h.renew_forever())
         try:
             code = await proc.wait()
@@ -317,17 +330,15 @@ async def _hold_and_run(opts: Options, scopes: Sequence[Scope], ttl: int, wait: 
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
         return code if code >= 0 else 128 - code
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        return 128 + stopped_by[0]
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await h.release()
-
-
-def _forward(proc: asyncio.subprocess.Process, sig: int) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
 
 
 def hold_and_run(opts: Options, scopes: Sequence[str], ttl: int, wait: float, holder: str | None,

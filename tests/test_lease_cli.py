@@ -279,3 +279,25 @@ def test_the_board_files_lease_max_ttl_bounds_takes(tmp_path: Path) -> None:
     finally:
         srv.terminate()
         srv.communicate(timeout=20)
+
+
+def test_sigterm_while_waiting_releases_what_was_taken(server_thread: Running,
+                                                       tmp_path: Path) -> None:
+    with Client(server_thread.host, server_thread.port) as c:
+        mine = c.lease_take(1, ttl=60, holder="the test")
+        p = spawn(server_thread, "run", "--lease", "i2c:2", "--lease", "i2c:1",
+                  "--lease-wait", "60", "--", sys.executable, "-c",
+                  f"open({str(tmp_path / 'ran')!r}, 'w')")
+        try:
+            assert p.stderr is not None
+            line = p.stderr.readline()
+            assert "waiting up to 60 s: busy: i2c bus 1 held by the test" in line
+            assert sorted(x.scope for x in c.leases()) == ["i2c bus 1", "i2c bus 2"]
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(20) == 128 + signal.SIGTERM
+            assert [x.id for x in c.leases()] == [mine.id]  # i2c:2 given back at once
+            assert not (tmp_path / "ran").exists()
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.communicate(timeout=10)
