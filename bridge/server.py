@@ -235,6 +235,8 @@ class _Session(asyncio.BufferedProtocol):
         self.client_name = ""
         #: Lease tokens this connection holds: taken here or presented in HELLO.
         self.lease_tokens: set[str] = set()
+        #: The lease table's per-bus dict (never rebound): empty means nothing is leased.
+        self.leased = server.leases.held
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -329,7 +331,7 @@ class _Session(asyncio.BufferedProtocol):
 
     def _i2c(self, ev: I2CRequest) -> None:
         """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
-        if self.server.leases.held and self._lease_refused(ev):
+        if self.leased and self._lease_refused(ev):
             return
         route = self.server.i2c_routes.get(ev.bus)
         if route is None:
@@ -350,7 +352,7 @@ class _Session(asyncio.BufferedProtocol):
         if type(ev) is I2CRequest:
             self._i2c(ev)
         elif isinstance(ev, SpiRequest):
-            if server.leases.held and self._lease_refused(ev):
+            if self.leased and self._lease_refused(ev):
                 return
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
