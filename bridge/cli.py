@@ -58,6 +58,7 @@ from .client import (
     spi_xfer,
     write,
 )
+from .dropin.session import env_leases
 from .i2ctools import (
     I2CArgError,
     detect_range,
@@ -138,7 +139,8 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
 
     async def main() -> T:
         try:
-            client = await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout)
+            client = await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout,
+                                               leases=env_leases())
         except RemoteError as e:
             raise CliError(f"{opts.url} refused the connection: {e.message}") from None
         except OSError as e:
@@ -280,7 +282,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                    f"{_hostport(server.host, server.port)} ({buses})", err=True)
 
     try:
-        run(serve_board(board, host=host, port=port, request_timeout=timeout_s, ready=ready))
+        run(serve_board(board, host=host, port=port, request_timeout=timeout_s, ready=ready,
+                        max_lease_ttl=board.server.lease_max_ttl_s))
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {_hostport(host, port)}: {_errmsg(e)}") from None
@@ -994,6 +997,10 @@ cli.add_command(vhost_user)
 from .dropin.cli import run as run_command  # noqa: E402
 
 cli.add_command(run_command)
+
+from .leasecli import lease  # noqa: E402
+
+cli.add_command(lease)
 
 
 if __name__ == "__main__":

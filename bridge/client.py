@@ -39,6 +39,7 @@ from protocol.events import (
     Welcome,
 )
 from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
 from protocol.limits import DEFAULT_PORT, MAX_REQUEST_ID
 from protocol.virtio import (
     I2CMsg,
@@ -63,6 +64,7 @@ __all__ = [
     "BusBridgeError",
     "Client",
     "ConnectionLost",
+    "Lease",
     "RemoteError",
     "TransferError",
     "parse_address",
@@ -89,7 +91,8 @@ class RemoteError(BusBridgeError):
     """The server refused a frame (ERROR frame): ``code`` is machine-readable."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        # A message that already starts with its code ("busy: ...") is not prefixed twice.
+        super().__init__(message if message.startswith(f"{code}:") else f"{code}: {message}")
         self.code = code
         self.message = message
 
@@ -105,6 +108,18 @@ class TransferError(BusBridgeError, OSError):
         OSError.__init__(self, err, message)
         self.result = result
         self.index = index
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A lease this client took: ``token`` is the secret to present (never log it)."""
+
+    token: str = dataclasses.field(repr=False)
+    info: LeaseInfo
+
+    @property
+    def id(self) -> str:
+        return self.info.id
 
 
 def _raise_for_i2c(result: Result) -> None:
@@ -231,9 +246,12 @@ class AsyncClient:
     AsyncClient.connect(...)`` or call :meth:`close`.
     """
 
-    def __init__(self, *, timeout: float = 5.0, name: str = "") -> None:
+    def __init__(self, *, timeout: float = 5.0, name: str = "",
+                 leases: Sequence[str] = ()) -> None:
         self.timeout = timeout
         self.name = name or f"busbridge-client/{__version__}"
+        #: Lease tokens presented in HELLO: this connection may use what they lease.
+        self.lease_tokens = list(leases)
         self.conn = Connection(Role.CLIENT)
         self.welcome: WelcomeInfo | None = None
         self.address = ("", 0)
@@ -255,9 +273,14 @@ class AsyncClient:
         *,
         timeout: float = 5.0,
         name: str = "",
+        leases: Sequence[str] = (),
     ) -> AsyncClient:
-        """Connect and complete the handshake (raises ``OSError`` on failure)."""
-        self = cls(timeout=timeout, name=name)
+        """Connect and complete the handshake (raises ``OSError`` on failure).
+
+        ``leases``: tokens of leases held elsewhere (e.g. by ``busbridge run
+        --lease``) that this connection may use.
+        """
+        self = cls(timeout=timeout, name=name, leases=leases)
         await self._open(host, port)
         return self
 
@@ -277,7 +300,8 @@ class AsyncClient:
         except TimeoutError:
             raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
-        self._transport.write(self.conn.send(Hello(HelloInfo(client=self.name))))
+        hello = HelloInfo(client=self.name, leases=self.lease_tokens)
+        self._transport.write(self.conn.send(Hello(hello)))
         try:
             self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)
         except BaseException:
@@ -306,7 +330,7 @@ class AsyncClient:
                 self._handle(ev)
 
     def _handle(self, ev: Event) -> None:
-        if isinstance(ev, Result | Error | Pong) and ev.id in self._pending:
+        if isinstance(ev, Result | Error | Pong | LeaseResult) and ev.id in self._pending:
             fut = self._pending.pop(ev.id)[0]
             if not fut.done():
                 fut.set_result(ev)
@@ -394,7 +418,8 @@ class AsyncClient:
             raise ValueError(str(e)) from None
         return self._start(rid, data, self.timeout if timeout is None else timeout + 1.0)
 
-    async def _request(self, ev: SpiRequest | Ping, timeout: float | None) -> Event:
+    async def _request(self, ev: SpiRequest | Ping | LeaseRequest, timeout: float | None
+                       ) -> Event:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
@@ -513,6 +538,51 @@ class AsyncClient:
         await self._request(Ping(self._next_id()), timeout)
         return loop.time() - t0
 
+    # -- leases -------------------------------------------------------------------------
+
+    async def _lease(self, req: LeaseRequest) -> LeaseResult:
+        ev = await self._request(req, None)
+        if isinstance(ev, Error):
+            raise RemoteError(ev.code, ev.message)
+        assert isinstance(ev, LeaseResult)
+        return ev
+
+    async def lease_take(self, bus: str | int, address: int | None = None,
+                         cs: int | None = None, *, ttl: int = 60, kind: str | None = None,
+                         holder: str = "") -> Lease:
+        """Exclusive use of a bus, or of one I2C ``address`` / SPI ``cs`` on it, for ``ttl`` s.
+
+        ``kind`` defaults to ``"spi"`` when ``cs`` is given, else ``"i2c"``.  Raises
+        :class:`RemoteError` with code ``busy`` (naming holder and expiry) if taken.
+        The lease outlives this connection: release or let it expire.
+        """
+        kind = kind or ("spi" if cs is not None else "i2c")
+        res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.TAKE, kind=kind,
+                                             bus=str(bus), address=address, cs=cs, ttl=ttl,
+                                             holder=holder))
+        if res.token is None or len(res.leases) != 1:
+            raise BusBridgeError("the server answered a lease take without one lease and token")
+        return Lease(res.token, res.leases[0])
+
+    async def lease_renew(self, lease: Lease | str, ttl: int | None = None) -> LeaseInfo:
+        """Extend to now + ``ttl`` (default: the lease's ttl); ``no-lease`` if it died."""
+        token = lease.token if isinstance(lease, Lease) else lease
+        res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.RENEW, token=token,
+                                             ttl=ttl))
+        if len(res.leases) != 1:
+            raise BusBridgeError("the server answered a lease renew without the lease")
+        return res.leases[0]
+
+    async def lease_release(self, lease: Lease | str) -> bool:
+        """Give a lease back; False if it was already gone (never an error)."""
+        token = lease.token if isinstance(lease, Lease) else lease
+        res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.RELEASE, token=token))
+        return bool(res.released)
+
+    async def leases(self) -> list[LeaseInfo]:
+        """Every live lease on the board (anyone may look; no tokens)."""
+        return (await self._lease(LeaseRequest(self._next_id(), LeaseOp.LIST))).leases
+
     # -- lifecycle ----------------------------------------------------------------------
 
     @property
@@ -546,14 +616,14 @@ class Client:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 timeout: float = 5.0, name: str = "") -> None:
+                 timeout: float = 5.0, name: str = "", leases: Sequence[str] = ()) -> None:
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
                                         daemon=True)
         self._thread.start()
         try:
             self._client: AsyncClient = self._call(
-                AsyncClient.connect(host, port, timeout=timeout, name=name))
+                AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases))
         except BaseException:
             self._stop_loop()
             raise
@@ -597,6 +667,20 @@ class Client:
 
     def ping(self) -> float:
         return self._call(self._client.ping())
+
+    def lease_take(self, bus: str | int, address: int | None = None, cs: int | None = None, *,
+                   ttl: int = 60, kind: str | None = None, holder: str = "") -> Lease:
+        return self._call(self._client.lease_take(bus, address, cs, ttl=ttl, kind=kind,
+                                                  holder=holder))
+
+    def lease_renew(self, lease: Lease | str, ttl: int | None = None) -> LeaseInfo:
+        return self._call(self._client.lease_renew(lease, ttl))
+
+    def lease_release(self, lease: Lease | str) -> bool:
+        return self._call(self._client.lease_release(lease))
+
+    def leases(self) -> list[LeaseInfo]:
+        return self._call(self._client.leases())
 
     @property
     def connected(self) -> bool:

@@ -34,11 +34,13 @@ from protocol.events import (
     Welcome,
 )
 from protocol.handshake import LimitsInfo, WelcomeInfo
+from protocol.leases import LeaseRequest
 from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
 
 from . import __version__
 from .backends.base import I2CBackend, SpiBackend
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
+from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
 from .logs import event
 
 log = logging.getLogger("busbridge.server")
@@ -117,8 +119,12 @@ class Server:
         port: int = DEFAULT_PORT,
         limits: Limits = DEFAULT_LIMITS,
         request_timeout: float = 1.0,
+        leases: LeaseTable | None = None,
     ) -> None:
         self.board = board
+        #: Who may use which bus; consulted before any request reaches a worker.
+        self.leases = leases if leases is not None else LeaseTable()
+        self._lease_timer: ExpiryTimer | None = None
         self.host = host
         self.port = port
         self.limits = limits
@@ -155,6 +161,7 @@ class Server:
         self._server = await loop.create_server(lambda: _Session(self), self.host, self.port)
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
+        self._lease_timer = ExpiryTimer(self.leases, loop)
         event(log, logging.INFO, "serving", board=self.board.name, listen=f"{sock[0]}:{sock[1]}",
               i2c=",".join(self.board.i2c) or "-", spi=",".join(self.board.spi) or "-")
 
@@ -188,6 +195,8 @@ class Server:
             s.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._lease_timer is not None:
+            self._lease_timer.close()
         for w in self.workers.values():
             w.shutdown(wait=False)
         self.board.close()
@@ -223,6 +232,11 @@ class _Session(asyncio.BufferedProtocol):
         self.eof = False
         self._batch: list[bytes] | None = None
         self._rview = memoryview(bytearray(READ_BUFFER))
+        self.client_name = ""
+        #: Lease tokens this connection holds: taken here or presented in HELLO.
+        self.lease_tokens: set[str] = set()
+        #: The lease table's per-bus dict (never rebound): empty means nothing is leased.
+        self.leased = server.leases.held
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -317,6 +331,8 @@ class _Session(asyncio.BufferedProtocol):
 
     def _i2c(self, ev: I2CRequest) -> None:
         """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
+        if self.leased and self._lease_refused(ev):
+            return
         route = self.server.i2c_routes.get(ev.bus)
         if route is None:
             self._unknown_bus(ev.id, "I2C", ev.bus, self.server.board.i2c)
@@ -336,6 +352,8 @@ class _Session(asyncio.BufferedProtocol):
         if type(ev) is I2CRequest:
             self._i2c(ev)
         elif isinstance(ev, SpiRequest):
+            if self.leased and self._lease_refused(ev):
+                return
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
                 self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
@@ -357,10 +375,59 @@ class _Session(asyncio.BufferedProtocol):
             else:
                 self._submit(ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
         elif isinstance(ev, Hello):
-            event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client)
+            event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client,
+                  lease_tokens=len(ev.info.leases))
+            self.client_name = ev.info.client
+            self.lease_tokens.update(ev.info.leases)
             self.send(Welcome(server.welcome))
         elif isinstance(ev, Ping):
             self.send(Pong(ev.id))
+        elif isinstance(ev, LeaseRequest):
+            self._lease(ev)
+
+    # -- leases -------------------------------------------------------------------
+
+    def _lease_refused(self, ev: Event) -> bool:
+        """Answer ``busy`` if ``ev`` touches a scope leased to another holder."""
+        if type(ev) is I2CRequest:
+            why = self.server.leases.refusal("i2c", ev.bus, {m.addr for m in ev.msgs},
+                                             self.lease_tokens, self.peer)
+        elif type(ev) is SpiRequest:
+            why = self.server.leases.refusal("spi", ev.bus, (ev.cs,), self.lease_tokens,
+                                             self.peer)
+        else:
+            return False
+        if why is None:
+            return False
+        self.server.stats.errors += 1
+        self.send(Error(ev.id, ErrorCode.BUSY, why))
+        return True
+
+    def _lease(self, ev: LeaseRequest) -> None:
+        board = self.server.board
+        if ev.op == "take":
+            buses: Mapping[str, object] = board.i2c if ev.kind == "i2c" else board.spi
+            spi = board.spi.get(ev.bus) if ev.kind == "spi" else None
+            if ev.bus not in buses:
+                self._unknown_bus(ev.id, ev.kind.upper(), ev.bus, buses)
+                return
+            if spi is not None and ev.cs is not None and ev.cs >= spi.config.cs_max_number:
+                self.server.stats.errors += 1
+                self.send(Error(ev.id, ErrorCode.BAD_REQUEST,
+                                f"spi bus {ev.bus} has chip selects 0.."
+                                f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
+                return
+        host = self.peer.rpartition(":")[0] or self.peer
+        try:
+            res = self.server.leases.handle(ev, self.lease_tokens, holder=self.client_name
+                                            or f"client at {host}", peer=host)
+        except LeaseError as e:
+            self.server.stats.errors += 1
+            self.send(Error(ev.id, e.code, e.message))
+            return
+        if res.token is not None:
+            self.lease_tokens.add(res.token)
+        self.send(res)
 
     def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
         have = ", ".join(repr(k) for k in known) or "none"
@@ -446,10 +513,12 @@ def _short(text: str) -> str:
 
 
 async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,
+                max_lease_ttl: int = DEFAULT_MAX_TTL,
                 limits: Limits = DEFAULT_LIMITS,
                 ready: Callable[[Server], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
-    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits)
+    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits,
+                    leases=LeaseTable(max_ttl=max_lease_ttl))
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,6 +20,7 @@ from .events import (
     Welcome,
 )
 from .handshake import HelloInfo, I2CBusInfo, LimitsInfo, SpiBusInfo, WelcomeInfo
+from .leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
 from .limits import DEFAULT_LIMITS, DEFAULT_PORT, PROTOCOL_VERSION, Limits
 from .virtio import (
     I2C_FLAGS_FAIL_NEXT,
@@ -57,6 +58,10 @@ __all__ = [
     "I2CMsg",
     "I2CRequest",
     "I2CStatus",
+    "LeaseInfo",
+    "LeaseOp",
+    "LeaseRequest",
+    "LeaseResult",
     "Limits",
     "LimitsInfo",
     "LocalProtocolError",

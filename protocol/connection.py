@@ -35,6 +35,14 @@ from .events import (
     Welcome,
 )
 from .handshake import HelloInfo, WelcomeInfo
+from .leases import (
+    FRAME_LEASE,
+    FRAME_LEASE_RESULT,
+    LeaseRequest,
+    LeaseResult,
+    decode_lease,
+    decode_lease_result,
+)
 from .limits import (
     DEFAULT_LIMITS,
     MAX_BUS_NAME,
@@ -143,6 +151,10 @@ def encode_body(event: Event) -> bytes:
         return _packb([int(FrameType.PING), event.id])
     if isinstance(event, Pong):
         return _packb([int(FrameType.PONG), event.id])
+    if isinstance(event, LeaseRequest):
+        return _packb([FRAME_LEASE, event.id, event.op.value, event.params()])
+    if isinstance(event, LeaseResult):
+        return _packb([FRAME_LEASE_RESULT, event.id, event.to_map()])
     if isinstance(event, Hello):
         return _packb([int(FrameType.HELLO), 0, event.info.model_dump()])
     if isinstance(event, Welcome):
@@ -568,6 +580,12 @@ class Connection:
             return Ping(_check_id(f[1]))
         if t == FrameType.PONG:
             return Pong(_check_id(f[1]))
+        if t == FRAME_LEASE:
+            if not self.handshaken:
+                raise _bad(ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first", fatal=True)
+            lease = decode_lease(f)
+            self._admit(lease.id)
+            return lease
         if t == FrameType.HELLO:
             if self.handshaken:
                 raise _bad(ErrorCode.MALFORMED, "second HELLO on one connection", fatal=True)
@@ -606,6 +624,10 @@ class Connection:
             return Pong(_check_id(f[1]))
         if t == FrameType.PING:
             return Ping(_check_id(f[1]))
+        if t == FRAME_LEASE_RESULT:
+            lres = decode_lease_result(f)
+            self._settle(lres.id)
+            return lres
         if t == FrameType.WELCOME:
             if self.handshaken:
                 raise _bad(ErrorCode.MALFORMED, "second WELCOME", fatal=True)
@@ -644,16 +666,18 @@ class Connection:
         else:
             if isinstance(event, SpiRequest):
                 self._check_outgoing(event)
-            elif isinstance(event, Error) and self.role is Role.SERVER:
+            elif isinstance(event, LeaseRequest):
+                self._check_request_id(event.id)
+            elif isinstance(event, Error | LeaseResult) and self.role is Role.SERVER:
                 self.in_flight.discard(event.id)
             try:
                 body = encode_body(event)
             except struct.error as e:  # a head field that does not fit its virtio width
                 raise LocalProtocolError(f"cannot encode {type(event).__name__}: {e}") from None
-            if isinstance(event, SpiRequest):
+            if isinstance(event, SpiRequest | LeaseRequest):
                 self.in_flight.add(event.id)
         if len(body) > self.peer_limits.max_frame:
-            if isinstance(event, I2CRequest | SpiRequest):
+            if isinstance(event, I2CRequest | SpiRequest | LeaseRequest):
                 self.in_flight.discard(event.id)
             raise LocalProtocolError(
                 f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"

@@ -19,6 +19,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     SHUTTING_DOWN = "shutting-down"
     INTERNAL = "internal"
+    BUSY = "busy"  # the bus, address or chip select is leased to someone else
+    NO_LEASE = "no-lease"  # renew of a lease that expired, was released or never existed
 
     def __str__(self) -> str:
         return self.value

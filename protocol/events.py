@@ -13,6 +13,7 @@ from enum import IntEnum
 
 from .errors import ErrorCode
 from .handshake import HelloInfo, WelcomeInfo
+from .leases import LeaseRequest, LeaseResult
 from .virtio import I2CMsg, SpiTransfer
 
 
@@ -25,6 +26,8 @@ class FrameType(IntEnum):
     ERROR = 5
     PING = 6
     PONG = 7
+    LEASE = 8
+    LEASE_RESULT = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,4 +107,5 @@ class Pong:
     id: int
 
 
-Event = Hello | Welcome | I2CRequest | SpiRequest | Result | Error | Ping | Pong
+Event = (Hello | Welcome | I2CRequest | SpiRequest | Result | Error | Ping | Pong
+         | LeaseRequest | LeaseResult)

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_serializer,
+)
 
+from .leases import MAX_HELLO_LEASES, check_token
 from .limits import MAX_BUS_NAME, PROTOCOL_VERSION, Limits
 from .virtio import SPI_CONFIG_SIZE, SpiConfig
 
@@ -44,10 +53,29 @@ BusName = Annotated[str, Field(min_length=1, max_length=MAX_BUS_NAME)]
 class HelloInfo(BaseModel):
     """First frame of every connection, client to server."""
 
-    model_config = _IGNORE
+    # Errors never echo the input: it may hold lease tokens.
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     version: int = PROTOCOL_VERSION
     client: str = Field(default="", max_length=256)
+    #: Lease tokens this connection holds (SPEC.md §4.1): secrets, never logged.
+    leases: list[str] = Field(default=[], max_length=MAX_HELLO_LEASES, repr=False)
+
+    @field_validator("leases")
+    @classmethod
+    def _check_leases(cls, v: list[str]) -> list[str]:
+        for t in v:
+            why = check_token(t)
+            if why is not None:
+                raise ValueError(why)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_no_leases(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        d: dict[str, Any] = handler(self)
+        if not d.get("leases"):
+            d.pop("leases", None)  # older servers and the vectors see the same HELLO
+        return d
 
 
 class I2CBusInfo(BaseModel):

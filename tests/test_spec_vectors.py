@@ -29,6 +29,10 @@ from protocol import (
     I2CBusInfo,
     I2CMsg,
     I2CRequest,
+    LeaseInfo,
+    LeaseOp,
+    LeaseRequest,
+    LeaseResult,
     LimitsInfo,
     Ping,
     Pong,
@@ -83,6 +87,9 @@ FULL_DUPLEX_HEAD = SpiTransferHead(
     cs_change_delay_inactive_ns=3000,
 )
 PLAIN_HEAD = SpiTransferHead(chip_select_id=0, bits_per_word=8, freq=500_000)
+TOKEN = "q3JvZkQ1bXlfc2VjcmV0X3Rva2Vu"
+LEASE_50 = LeaseInfo("7f3a9c1e", "i2c", "1", 0x50, None, "ci job 7", "10.0.0.5", 60,
+                     "2026-12-01T08:01:00.000Z", 60000)
 
 CLIENT_TO_SERVER: dict[str, Event] = {
     "hello": Hello(HelloInfo(version=1, client="agent")),
@@ -102,6 +109,12 @@ CLIENT_TO_SERVER: dict[str, Event] = {
         (SpiTransfer(PLAIN_HEAD, bytes([0x03, 0x00, 0x10]), 0), SpiTransfer(PLAIN_HEAD, None, 4)),
     ),
     "ping": Ping(1),
+    "lease-take": LeaseRequest(10, LeaseOp.TAKE, kind="i2c", bus="1", address=0x50, ttl=60,
+                               holder="ci job 7"),
+    "hello-with-lease": Hello(HelloInfo(version=1, client="run", leases=[TOKEN])),
+    "lease-renew": LeaseRequest(11, LeaseOp.RENEW, token=TOKEN, ttl=120),
+    "lease-release": LeaseRequest(12, LeaseOp.RELEASE, token=TOKEN),
+    "lease-list": LeaseRequest(13, LeaseOp.LIST),
 }
 
 SERVER_TO_CLIENT: dict[str, Event] = {
@@ -136,6 +149,10 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     "error-unknown-bus": Error(9, ErrorCode.UNKNOWN_BUS, "no I2C bus '7' on board 'demo'"),
     "error-handshake-required": Error(0, ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first"),
     "pong": Pong(1),
+    "lease-result-take": LeaseResult(10, [LEASE_50], token=TOKEN),
+    "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
+                        "until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
+    "lease-result-release": LeaseResult(12, [], released=True),
 }
 
 STRUCTS: dict[str, I2CMsg | SpiTransferHead | SpiConfig] = {
@@ -229,7 +246,7 @@ def decode_one(role: Role, data: bytes, expect: Event) -> Event:
     conn = Connection(role)
     if not isinstance(expect, Hello | Welcome):
         conn.handshaken = True
-    if isinstance(expect, Result | Error) and expect.id:
+    if isinstance(expect, Result | Error | LeaseResult) and expect.id:
         conn.in_flight.add(expect.id)  # the client sent that request
     conn.receive_data(data)
     ev = conn.next_event()
@@ -339,6 +356,13 @@ def test_annotation_adds_up_to_its_vector(name: str) -> None:
 def test_every_frame_vector_is_annotated() -> None:
     missing = [v.name for v in VECTORS if v.name not in ANNOTATIONS]
     assert missing == []
+
+
+def test_the_busy_vector_is_what_the_server_says() -> None:
+    """The busy message of the vector is the server's own wording for that lease."""
+    from bridge.leases import busy_message
+
+    assert busy_message(LEASE_50) == SERVER_TO_CLIENT["error-busy"].message  # type: ignore[union-attr]
 
 
 def test_editing_a_hex_digit_is_caught() -> None:

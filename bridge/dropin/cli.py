@@ -19,6 +19,7 @@ Examples:
   busbridge run --connect lab-pi:7707 -- python read_sensor.py
   busbridge run --map i2c:1=2 --map spi:0=0 -- pytest tests/hw
   BUSBRIDGE_URL=lab-pi:7707 BUSBRIDGE_MAP=i2c:1=2 busbridge run -- pytest
+  busbridge run --lease i2c:1 --lease-wait 600 -- pytest tests/hw   # hold bus 1 for the job
 """
 
 
@@ -67,10 +68,22 @@ def _check(url: str, bus_map: BusMap, timeout: float) -> None:
               "(also cs:PIN=BUS.CS for a GPIO chip select). Default: same name.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Connect once first, so a wrong address or bus fails before the program.")
+@click.option("--lease", "leases", metavar="i2c:BUS[@ADDR]|spi:BUS[@CS]", multiple=True,
+              help="Hold this lease while COMMAND runs (renewed at TTL/3, released at exit; "
+              "COMMAND's connections use it through $BUSBRIDGE_LEASE). Repeatable.")
+@click.option("--lease-ttl", type=click.IntRange(1, 86400), default=60, show_default=True,
+              metavar="SECONDS", help="TTL of --lease leases: how long they outlive a "
+              "killed busbridge run.")
+@click.option("--lease-wait", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="If a --lease scope is busy, wait this long for it (default: fail at once).")
+@click.option("--holder", default=None, metavar="TEXT",
+              help="Holder name shown to others in busy errors (default: $BUSBRIDGE_HOLDER, "
+              "else user@host, pid and command).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, url: str | None, maps: tuple[str, ...], check: bool,
-        command: tuple[str, ...]) -> None:
+        leases: tuple[str, ...], lease_ttl: int, lease_wait: float, holder: str | None,
+        command: tuple[str, ...]) -> int | None:
     """Run COMMAND with smbus2, spidev and Blinka's board/busio on the remote buses.
 
     Inside COMMAND, `import smbus2`, `import spidev`, `import board`, `busio`
@@ -90,6 +103,14 @@ def run(ctx: click.Context, url: str | None, maps: tuple[str, ...], check: bool,
     program = shutil.which(command[0], path=env.get("PATH"))
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")
+    if leases:
+        from ..cli import Options
+        from ..leasecli import hold_and_run
+
+        host, port = parse_address(url)
+        lease_opts = Options(url, host, port, timeout)
+        return hold_and_run(lease_opts, leases, lease_ttl, lease_wait, holder, program,
+                            command, env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(program, list(command), env)

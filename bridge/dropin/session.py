@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from protocol.errors import ErrorCode
 from protocol.handshake import WelcomeInfo
+from protocol.leases import MAX_HELLO_LEASES, check_token
 
 from ..client import Client, ConnectionLost, RemoteError, TransferError
 
@@ -25,6 +27,23 @@ T = TypeVar("T")
 ENV_URL = "BUSBRIDGE_URL"
 ENV_MAP = "BUSBRIDGE_MAP"
 ENV_TIMEOUT = "BUSBRIDGE_TIMEOUT"
+#: Lease tokens (comma-separated) this process's connections present in HELLO.
+ENV_LEASE = "BUSBRIDGE_LEASE"
+
+
+def env_leases(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The lease tokens in ``$BUSBRIDGE_LEASE``; a bad entry is a ValueError that
+    does not repeat it (it may be a mangled secret)."""
+    raw = (os.environ if environ is None else environ).get(ENV_LEASE, "")
+    tokens = [t for t in raw.replace(" ", ",").split(",") if t]
+    for i, t in enumerate(tokens):
+        if check_token(t) is not None:
+            raise ValueError(f"{ENV_LEASE}: entry {i + 1} is not a lease token "
+                             "(expected tokens printed by `busbridge lease take`, "
+                             "comma-separated)")
+    if len(tokens) > MAX_HELLO_LEASES:
+        raise ValueError(f"{ENV_LEASE}: {len(tokens)} tokens; at most {MAX_HELLO_LEASES}")
+    return list(dict.fromkeys(tokens))
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,8 @@ class Session:
                 # A forked child cannot use its parent's loop thread: open its own.
                 try:
                     self._client = Client.from_url(self.url, timeout=self.timeout,
-                                                   name="busbridge-dropin")
+                                                   name="busbridge-dropin",
+                                                   leases=env_leases())
                 except OSError as e:
                     raise OSError(e.errno or errno.ECONNREFUSED,
                                   f"cannot reach the busbridge server at {self.url}: {e}") from e
@@ -211,8 +231,9 @@ def call(fn: Callable[[], T]) -> T:
         err = e.errno or errno.EIO
         raise OSError(err, f"{os.strerror(err)} ({e.strerror})") from e
     except RemoteError as e:
-        err = errno.ETIMEDOUT if e.code == "timeout" else (
-            errno.ENOENT if e.code == "unknown-bus" else errno.EINVAL)
+        # EBUSY is also what i2c-dev says for an address a kernel driver holds.
+        err = {ErrorCode.TIMEOUT: errno.ETIMEDOUT, ErrorCode.UNKNOWN_BUS: errno.ENOENT,
+               ErrorCode.BUSY: errno.EBUSY}.get(e.code, errno.EINVAL)
         raise OSError(err, f"{os.strerror(err)} (busbridge server: {e})") from e
     except ConnectionLost:
         raise

@@ -1,0 +1,252 @@
+"""LEASE / LEASE_RESULT frames: exclusive use of a bus, an I2C address or an SPI chip select.
+
+Leases travel on the data path (never through the MQTT broker) so that the
+server that executes the requests is also the one authority on who may send
+them.  Hand-checked like the other request frames, with one precise message
+per mistake; the semantics (conflicts, expiry) live with the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+from .limits import MAX_BUS_NAME, MAX_REQUEST_ID
+
+FRAME_LEASE = 8
+FRAME_LEASE_RESULT = 9
+
+#: Longest TTL any server accepts (a server may advertise a lower maximum in its errors).
+MAX_LEASE_TTL = 86_400
+#: Tokens are opaque strs of this many characters.
+MIN_TOKEN, MAX_TOKEN = 16, 128
+MAX_HOLDER = 256
+#: Tokens a HELLO may present.
+MAX_HELLO_LEASES = 16
+
+KINDS = ("i2c", "spi")
+
+
+class LeaseOp(StrEnum):
+    TAKE = "take"
+    RENEW = "renew"
+    RELEASE = "release"
+    LIST = "list"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(slots=True)
+class LeaseRequest:
+    """``[8, id, op, params]``: which fields matter depends on ``op`` (SPEC.md §4.8)."""
+
+    id: int
+    op: LeaseOp
+    kind: str = ""
+    bus: str = ""
+    address: int | None = None
+    cs: int | None = None
+    ttl: int | None = None
+    token: str = ""
+    holder: str = ""
+
+    def params(self) -> dict[str, Any]:
+        """The params map, keys in SPEC order, only those the op uses."""
+        p: dict[str, Any] = {}
+        if self.op is LeaseOp.TAKE:
+            p["kind"] = self.kind
+            p["bus"] = self.bus
+            if self.address is not None:
+                p["address"] = self.address
+            if self.cs is not None:
+                p["cs"] = self.cs
+            p["ttl"] = self.ttl
+            if self.holder:
+                p["holder"] = self.holder
+        elif self.op is LeaseOp.RENEW:
+            p["token"] = self.token
+            if self.ttl is not None:
+                p["ttl"] = self.ttl
+        elif self.op is LeaseOp.RELEASE:
+            p["token"] = self.token
+        return p
+
+
+@dataclass(slots=True)
+class LeaseInfo:
+    """A lease as anyone may see it: never its token."""
+
+    id: str
+    kind: str
+    bus: str
+    address: int | None
+    cs: int | None
+    holder: str
+    peer: str
+    ttl: int
+    expires: str  # ISO 8601 UTC, server clock, e.g. 2026-12-01T08:00:00.250Z
+    remaining_ms: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "bus": self.bus, "address": self.address,
+                "cs": self.cs, "holder": self.holder, "peer": self.peer, "ttl": self.ttl,
+                "expires": self.expires, "remaining_ms": self.remaining_ms}
+
+    @property
+    def scope(self) -> str:
+        """``i2c bus 1 address 0x50`` / ``spi bus 0 cs 1`` / ``i2c bus 1``."""
+        return describe_scope(self.kind, self.bus, self.address, self.cs)
+
+
+@dataclass(slots=True)
+class LeaseResult:
+    """``[9, id, map]``: the leases the op concerns; ``token`` only answers a take."""
+
+    id: int
+    leases: list[LeaseInfo] = field(default_factory=list)
+    token: str | None = None
+    released: bool | None = None
+
+    def to_map(self) -> dict[str, Any]:
+        m: dict[str, Any] = {"leases": [x.to_map() for x in self.leases]}
+        if self.token is not None:
+            m["token"] = self.token
+        if self.released is not None:
+            m["released"] = self.released
+        return m
+
+
+def describe_scope(kind: str, bus: str, address: int | None, cs: int | None) -> str:
+    where = f"{kind} bus {bus}"
+    if address is not None:
+        return f"{where} address {address:#04x}"
+    if cs is not None:
+        return f"{where} cs {cs}"
+    return where
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+def _bad(code: ErrorCode, msg: str, rid: int, fatal: bool = False) -> ProtocolError:
+    return ProtocolError(code, msg, request_id=rid, fatal=fatal)
+
+
+def _int(p: dict[str, Any], key: str, lo: int, hi: int, rid: int) -> int | None:
+    v = p.get(key)
+    if v is None:
+        return None
+    if type(v) is not int:
+        raise _bad(ErrorCode.MALFORMED, f"LEASE {key} must be an integer", rid)
+    if not lo <= v <= hi:
+        raise _bad(ErrorCode.BAD_REQUEST, f"LEASE {key} {v} out of range {lo}..{hi}", rid)
+    return v
+
+
+def _str(p: dict[str, Any], key: str, rid: int) -> str:
+    v = p.get(key, "")
+    if type(v) is not str:
+        raise _bad(ErrorCode.MALFORMED, f"LEASE {key} must be a string", rid)
+    return v
+
+
+def check_token(v: Any) -> str | None:
+    """Why ``v`` cannot be a lease token, or ``None``."""
+    if type(v) is not str:
+        return "a lease token must be a string"
+    if not MIN_TOKEN <= len(v) <= MAX_TOKEN or not v.isascii() or not v.isprintable():
+        return f"a lease token is {MIN_TOKEN}..{MAX_TOKEN} printable ASCII characters"
+    return None
+
+
+def decode_lease(f: list[Any]) -> LeaseRequest:
+    """A LEASE frame body (already unpacked) as a :class:`LeaseRequest`."""
+    rid = f[1] if type(f[1]) is int and 0 < f[1] <= MAX_REQUEST_ID else 0
+    if len(f) != 4:
+        raise _bad(ErrorCode.MALFORMED, "LEASE frame must be [8, id, op, params]", rid)
+    if not rid:
+        raise _bad(ErrorCode.MALFORMED, f"request id must be an integer 1..{MAX_REQUEST_ID}", 0)
+    op_text, p = f[2], f[3]
+    if type(op_text) is not str or type(p) is not dict:
+        raise _bad(ErrorCode.MALFORMED, "LEASE op must be a string and params a map", rid)
+    try:
+        op = LeaseOp(op_text)
+    except ValueError:
+        raise _bad(ErrorCode.BAD_REQUEST, f"unknown LEASE op {op_text!r} "
+                   f"(ops: {', '.join(o.value for o in LeaseOp)})", rid) from None
+    if op is LeaseOp.LIST:
+        return LeaseRequest(rid, op)
+    if op in (LeaseOp.RENEW, LeaseOp.RELEASE):
+        why = check_token(p.get("token"))
+        if why is not None:
+            code = ErrorCode.MALFORMED if type(p.get("token")) is not str else \
+                ErrorCode.BAD_REQUEST
+            raise _bad(code, f"LEASE {op}: {why}", rid)
+        ttl = _int(p, "ttl", 1, MAX_LEASE_TTL, rid) if op is LeaseOp.RENEW else None
+        return LeaseRequest(rid, op, token=p["token"], ttl=ttl)
+    kind = _str(p, "kind", rid)
+    if kind not in KINDS:
+        raise _bad(ErrorCode.BAD_REQUEST, f"LEASE take: kind must be 'i2c' or 'spi', not "
+                   f"{kind!r}", rid)
+    bus = p.get("bus")
+    if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
+        raise _bad(ErrorCode.MALFORMED,
+                   f"LEASE take: bus must be a string of 1..{MAX_BUS_NAME} chars", rid)
+    address = _int(p, "address", 0, 0x3FF, rid)
+    cs = _int(p, "cs", 0, 0xFF, rid)
+    if kind == "i2c" and cs is not None:
+        raise _bad(ErrorCode.BAD_REQUEST, "LEASE take: an I2C lease has no cs", rid)
+    if kind == "spi" and address is not None:
+        raise _bad(ErrorCode.BAD_REQUEST, "LEASE take: an SPI lease has no address", rid)
+    ttl = _int(p, "ttl", 1, MAX_LEASE_TTL, rid)
+    if ttl is None:
+        raise _bad(ErrorCode.MALFORMED, "LEASE take: ttl (seconds) is required", rid)
+    holder = _str(p, "holder", rid)
+    if len(holder) > MAX_HOLDER:
+        raise _bad(ErrorCode.BAD_REQUEST, f"LEASE take: holder longer than {MAX_HOLDER}", rid)
+    return LeaseRequest(rid, op, kind=kind, bus=bus, address=address, cs=cs, ttl=ttl,
+                        holder=holder)
+
+
+def _lease_info(m: Any) -> LeaseInfo:
+    if type(m) is not dict:
+        raise ValueError("a lease must be a map")
+    try:
+        info = LeaseInfo(m["id"], m["kind"], m["bus"], m.get("address"), m.get("cs"),
+                         m.get("holder", ""), m.get("peer", ""), m["ttl"], m["expires"],
+                         m["remaining_ms"])
+    except KeyError as e:
+        raise ValueError(f"a lease map lacks {e}") from None
+    for name, typ, opt in (("id", str, False), ("kind", str, False), ("bus", str, False),
+                           ("address", int, True), ("cs", int, True), ("holder", str, False),
+                           ("peer", str, False), ("ttl", int, False), ("expires", str, False),
+                           ("remaining_ms", int, False)):
+        v = getattr(info, name)
+        if not (opt and v is None) and type(v) is not typ:
+            raise ValueError(f"lease {name} has the wrong type")
+    return info
+
+
+def decode_lease_result(f: list[Any]) -> LeaseResult:
+    """A LEASE_RESULT body; anything wrong is a fatal protocol violation by the server."""
+    if len(f) != 3 or type(f[1]) is not int or not 0 < f[1] <= MAX_REQUEST_ID \
+            or type(f[2]) is not dict:
+        raise _bad(ErrorCode.MALFORMED, "LEASE_RESULT frame must be [9, id, map]", 0, True)
+    rid, m = f[1], f[2]
+    leases, token, released = m.get("leases"), m.get("token"), m.get("released")
+    try:
+        if type(leases) is not list:
+            raise ValueError("leases must be an array")
+        infos = [_lease_info(x) for x in leases]
+        if token is not None and check_token(token) is not None:
+            raise ValueError("bad token")
+        if released is not None and type(released) is not bool:
+            raise ValueError("released must be a boolean")
+    except ValueError as e:
+        raise _bad(ErrorCode.MALFORMED, f"LEASE_RESULT: {e}", rid, True) from None
+    return LeaseResult(rid, infos, token, released)
