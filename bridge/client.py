@@ -496,8 +496,10 @@ class AsyncClient:
             else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
             for t in transfers
         )
-        ev = SpiRequest(self._next_id(), str(bus), cs, ts, self._server_timeout_ms(timeout))
-        return self._result(await self._request(ev, self._local_timeout(timeout)))
+        ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
+                        self._server_timeout_ms(timeout))
+        answer = await self._request(ev, self._local_timeout(timeout))
+        return answer if type(answer) is Result else self._result(answer)
 
     def _local_timeout(self, timeout: float | None) -> float:
         # Leave the server time to answer its own deadline first.

@@ -301,15 +301,21 @@ def decode_i2c(f: list[Any], limits: Limits) -> I2CRequest:
 def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
     if len(f) != 6:
         raise _bad(ErrorCode.MALFORMED, "SPI frame must have 6 items", _id_or_0(f[1]))
-    rid = _check_id(f[1])
-    bus = _check_bus(f[2], rid)
-    cs = f[3]
+    _t, rid, bus, cs, items, timeout = f
+    # Inline fast checks; the helpers run only to raise the precise error.
+    if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
+        _check_id(rid)
+    if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
+        _check_bus(bus, rid)
     if type(cs) is not int or not 0 <= cs <= 0xFF:
         raise _bad(ErrorCode.MALFORMED, "chip select must be an integer 0..255", rid)
-    items = _check_list(f[4], "SPI transfers", limits.max_requests, rid)
-    timeout = _check_timeout(f[5], rid)
+    if type(items) is not list or not 0 < len(items) <= limits.max_requests:
+        _check_list(items, "SPI transfers", limits.max_requests, rid)
+    if timeout is not None:
+        _check_timeout(timeout, rid)
     maxlen = limits.max_spi_len
     transfers = []
+    rx = 0
     for i, t in enumerate(items):
         if type(t) is not list or len(t) != 3:
             raise _bad(ErrorCode.MALFORMED, f"SPI transfer {i} must be [head, tx, rx_len]", rid)
@@ -331,7 +337,9 @@ def decode_spi(f: list[Any], limits: Limits) -> SpiRequest:
                        f"SPI transfer {i}: head chip_select_id {h.chip_select_id} "
                        f"!= frame chip select {cs}", rid)
         transfers.append(SpiTransfer(h, tx, rx_len))
-    _check_result_room(len(transfers), sum(t.rx_len for t in transfers), limits, rid)
+        rx += rx_len
+    if RESULT_BASE + RESULT_PER_REQUEST * len(transfers) + rx > limits.max_frame:
+        _check_result_room(len(transfers), rx, limits, rid)
     return SpiRequest(rid, bus, cs, tuple(transfers), timeout)
 
 
@@ -663,10 +671,17 @@ class Connection:
         elif cls is I2CRequest:
             assert isinstance(event, I2CRequest)
             body = self._encode_i2c(event)
+        elif cls is SpiRequest:
+            assert isinstance(event, SpiRequest)
+            self._check_outgoing(event)
+            try:
+                xfers = [[t.head.pack(), t.tx, t.rx_len] for t in event.transfers]
+            except struct.error as e:  # a head field that does not fit its virtio width
+                raise LocalProtocolError(f"cannot encode SpiRequest: {e}") from None
+            body = _packb([_FRAME_SPI, event.id, event.bus, event.cs, xfers, event.timeout_ms])
+            self.in_flight.add(event.id)
         else:
-            if isinstance(event, SpiRequest):
-                self._check_outgoing(event)
-            elif isinstance(event, LeaseRequest):
+            if isinstance(event, LeaseRequest):
                 self._check_request_id(event.id)
             elif isinstance(event, Error | LeaseResult) and self.role is Role.SERVER:
                 self.in_flight.discard(event.id)
@@ -674,7 +689,7 @@ class Connection:
                 body = encode_body(event)
             except struct.error as e:  # a head field that does not fit its virtio width
                 raise LocalProtocolError(f"cannot encode {type(event).__name__}: {e}") from None
-            if isinstance(event, SpiRequest | LeaseRequest):
+            if isinstance(event, LeaseRequest):
                 self.in_flight.add(event.id)
         if len(body) > self.peer_limits.max_frame:
             if isinstance(event, I2CRequest | SpiRequest | LeaseRequest):

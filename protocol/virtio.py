@@ -181,6 +181,14 @@ class SpiMode(IntFlag):
 
 SPI_MODE_KNOWN = 0x1F
 
+# Plain ints of the mode bits: IntFlag arithmetic runs Python code, and the
+# checks below run for every transfer.
+_CPHA = int(SpiMode.CPHA)
+_CPOL = int(SpiMode.CPOL)
+_CS_HIGH = int(SpiMode.CS_HIGH)
+_LSB_FIRST = int(SpiMode.LSB_FIRST)
+_LOOP = int(SpiMode.LOOP)
+
 #: ``mode_func_supported`` bits in the config space.
 SPI_MF_CPHA_0 = 1 << 0
 SPI_MF_CPHA_1 = 1 << 1
@@ -345,16 +353,16 @@ def check_spi_transfer(t: SpiTransfer, cfg: SpiConfig) -> str | None:
     if h.mode & ~SPI_MODE_KNOWN:
         return f"mode {h.mode:#x} has reserved bits set"
     mf = cfg.mode_func_supported
-    cpha = SPI_MF_CPHA_1 if h.mode & SpiMode.CPHA else SPI_MF_CPHA_0
-    cpol = SPI_MF_CPOL_1 if h.mode & SpiMode.CPOL else SPI_MF_CPOL_0
+    cpha = SPI_MF_CPHA_1 if h.mode & _CPHA else SPI_MF_CPHA_0
+    cpol = SPI_MF_CPOL_1 if h.mode & _CPOL else SPI_MF_CPOL_0
     if not mf & cpha:
-        return f"CPHA={int(bool(h.mode & SpiMode.CPHA))} not supported"
+        return f"CPHA={int(bool(h.mode & _CPHA))} not supported"
     if not mf & cpol:
-        return f"CPOL={int(bool(h.mode & SpiMode.CPOL))} not supported"
+        return f"CPOL={int(bool(h.mode & _CPOL))} not supported"
     for bit, cap, name in (
-        (SpiMode.CS_HIGH, SPI_MF_CS_HIGH, "CS_HIGH"),
-        (SpiMode.LSB_FIRST, SPI_MF_LSB_FIRST, "LSB_FIRST"),
-        (SpiMode.LOOP, SPI_MF_LOOPBACK, "LOOP"),
+        (_CS_HIGH, SPI_MF_CS_HIGH, "CS_HIGH"),
+        (_LSB_FIRST, SPI_MF_LSB_FIRST, "LSB_FIRST"),
+        (_LOOP, SPI_MF_LOOPBACK, "LOOP"),
     ):
         if h.mode & bit and not mf & cap:
             return f"mode {name} not supported"

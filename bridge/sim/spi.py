@@ -33,6 +33,9 @@ from protocol.virtio import (
 
 from ..backends.base import BusError, SpiBackend
 
+_LOOP = int(SpiMode.LOOP)
+_LSB_FIRST = int(SpiMode.LSB_FIRST)
+
 DEFAULT_LOG_SIZE = 1024
 
 #: 8, 16 and 32 bits per word (mask bit n = n + 1 bits).
@@ -249,7 +252,12 @@ class SimSpiBus(SpiBackend):
     @property
     def may_block(self) -> bool:
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
-        return self.timing or any(d.stall_s > 0 for d in list(self._devices.values()))
+        if self.timing:
+            return True
+        for d in self._devices.values():  # noqa: SIM110 - a generator costs more, per request
+            if d.stall_s > 0:
+                return True
+        return False
 
     def transfer(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[bytes]:
         with self._lock:
@@ -304,9 +312,9 @@ class SimSpiBus(SpiBackend):
     def _clock(dev: SpiDevice, t: SpiTransfer) -> bytes:
         mosi = t.tx if t.tx is not None else bytes(t.rx_len)
         h = t.head
-        if h.mode & SpiMode.LOOP:
+        if h.mode & _LOOP:
             return mosi
-        lsb = bool(h.mode & SpiMode.LSB_FIRST)
+        lsb = bool(h.mode & _LSB_FIRST)
         miso = dev.exchange(to_wire(mosi, h.bits_per_word, lsb))
         if len(miso) != len(mosi):  # MISO floats past what the device drives
             miso = (bytes(miso) + b"\xff" * len(mosi))[: len(mosi)]
