@@ -218,6 +218,8 @@ class Presence:
         attempt = 0
         while not self._stopping:
             try:
+                # Before the client: the last will carries it, to tie "offline" to this run.
+                self.online_since = utc_iso()
                 client = self._make_client()
                 async with client:
                     attempt = 0
@@ -236,7 +238,6 @@ class Presence:
             await asyncio.sleep(delay)
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        self.online_since = utc_iso()
         await client.subscribe(self.topic("status"), qos=1)
         await self._announce(client)
         self._client = client
