@@ -205,19 +205,16 @@ def board_thread(mosquitto: Mosquitto) -> Iterator[ThreadBoard]:
     loop = new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}
-    stop = threading.Event()
-
     async def main() -> None:
+        stop = holder["stop"] = asyncio.Event()
         server = Server(load_board(None), host="127.0.0.1", port=0)
         await server.start()
         presence = Presence(server, fast_settings(mosquitto.url))
         presence.start()
-        while presence.connects < 1:
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: presence.connects >= 1, what="the board to announce itself")
         holder.update(server=server, presence=presence)
         ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.02)
+        await stop.wait()
         await presence.stop()
         await server.close(grace=2.0)
 
@@ -227,6 +224,6 @@ def board_thread(mosquitto: Mosquitto) -> Iterator[ThreadBoard]:
     try:
         yield ThreadBoard(holder["server"], holder["presence"], loop)
     finally:
-        stop.set()
+        loop.call_soon_threadsafe(holder["stop"].set)
         t.join(15)
         loop.close()

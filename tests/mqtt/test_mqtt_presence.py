@@ -137,25 +137,23 @@ async def test_killed_board_shows_offline_through_its_last_will(
         mosquitto: Mosquitto, watch: Any, tmp_path: Path) -> None:
     cfg = _board_file(tmp_path, mosquitto.url)
     w = await watch("busbridge/boards/lab-pi-3/status")
-    proc = subprocess.Popen([*BUSBRIDGE, "serve", "--config", str(cfg), "--listen",
-                             "127.0.0.1:0"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *BUSBRIDGE, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0",
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         online = await w.until("status", lambda p: p["state"] == "online", timeout=15)
         assert online["board"] == "lab-pi-3"
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        await asyncio.wait_for(proc.wait(), 5)
         t0 = time.monotonic()
         offline = await w.until("status", lambda p: p["state"] == "offline", timeout=10)
         assert offline["reason"] == "connection lost"
         assert offline["online_since"] == online["since"]
         assert time.monotonic() - t0 < 5  # the kernel closes the socket: no keepalive wait
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait(5)
-        assert proc.stderr is not None
-        proc.stderr.close()
+            await proc.wait()
 
 
 async def test_a_stale_offline_is_overwritten_while_the_board_lives(
