@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shutil
 import socket
@@ -150,16 +151,20 @@ def _free_port() -> int:
 class Mosquitto:
     """One ``mosquitto -c <conf>`` process; :meth:`stop`/:meth:`start` keep the same port."""
 
-    def __init__(self, exe: str, workdir: Path) -> None:
+    def __init__(self, exe: str, workdir: Path, extra: str = "") -> None:
         self.exe = exe
         self.port = _free_port()
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         # No persistence: a restarted broker has forgotten every retained message,
         # so whatever is there after a restart was published again.
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        # ``extra`` may carry TLS files and a password file (then allow_anonymous false).
+        anonymous = "false" if "password_file" in extra else "true"
+        # As root, mosquitto drops to user "mosquitto", who cannot read pytest's files.
+        extra += f"user {getpass.getuser()}\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous {anonymous}\n"
                              "persistence false\nlog_dest stderr\nlog_type error\n"
-                             "log_type warning\n")
+                             f"log_type warning\n{extra}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -194,14 +199,18 @@ class Mosquitto:
         self.proc = None
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+def mosquitto_exe() -> str:
     if MOSQUITTO is None:
         why = "mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)"
         if os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1":
             pytest.fail(f"BUSBRIDGE_E2E_REQUIRED=1 but {why}")
         pytest.skip(why)
-    broker = Mosquitto(MOSQUITTO, tmp_path)
+    return MOSQUITTO
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(mosquitto_exe(), tmp_path)
     broker.start()
     try:
         yield broker

@@ -91,9 +91,9 @@ def mqtt_settings(board: Board, broker: str | None, advertise: str | None) -> Mq
         settings = MqttSettings.model_validate(data)
         from .topics import BrokerAddress, Topics
 
-        BrokerAddress.parse(settings.broker)
+        BrokerAddress.parse(settings.broker).client_kwargs(settings.ca_file)  # TLS files too
         Topics(settings.prefix).board(board.name, "status")
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise click.UsageError(f"MQTT settings: {e}") from None
     need_aiomqtt("announcing the board on MQTT ([mqtt] in the board file, or --broker)")
     return settings

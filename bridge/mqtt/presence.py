@@ -199,8 +199,11 @@ class Presence:
                       broker=str(self.broker), error=str(e))
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Disconnecting waits for the broker too: bounded, like everything at shutdown.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
+            if self._task.done() and not self._task.cancelled():
+                with contextlib.suppress(Exception):
+                    self._task.result()
 
     # -- the connection loop ------------------------------------------------
 
@@ -228,6 +231,10 @@ class Presence:
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
                 event(log, level, "broker unreachable; the board keeps serving",
                       board=self.board, broker=str(self.broker), error=str(e))
+            except Exception:
+                # A bug here must not end announcing for good, nor touch the server.
+                log.exception("presence publisher failed; retrying",
+                              extra={"fields": {"board": self.board}})
             finally:
                 self._client = None
             if self._stopping:
