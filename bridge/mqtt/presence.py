@@ -114,7 +114,7 @@ def leases_payload(server: Server) -> dict[str, Any] | None:
 
     Expected of ``server.leases``: ``snapshot()`` returning the current leases
     (dicts, pydantic models or dataclasses) and ``add_listener(fn)`` calling
-    ``fn()`` after every change.
+    ``fn(snapshot)`` after every change (``remove_listener(fn)`` undoes it).
     """
     table = getattr(server, "leases", None)
     if table is None or not callable(getattr(table, "snapshot", None)):
@@ -154,7 +154,7 @@ class Presence:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
-        self._listener: Callable[[], None] | None = None
+        self._listener: Callable[..., None] | None = None
 
     # -- payloads -------------------------------------------------------------
 
@@ -178,7 +178,8 @@ class Presence:
         table = getattr(self.server, "leases", None)
         add = getattr(table, "add_listener", None)
         if callable(add):
-            self._listener = self._wake.set
+            # Only a wake-up: the publisher reads the table itself, off the data path.
+            self._listener = lambda *_snapshot: self._wake.set()
             add(self._listener)
 
     @property
@@ -188,6 +189,11 @@ class Presence:
     async def stop(self) -> None:
         """Say "offline" (reason shutdown) if connected, then disconnect; bounded in time."""
         self._stopping = True
+        remove = getattr(getattr(self.server, "leases", None), "remove_listener", None)
+        if self._listener is not None and callable(remove):
+            with contextlib.suppress(ValueError):
+                remove(self._listener)
+            self._listener = None
         client = self._client
         if client is not None:
             try:

@@ -113,7 +113,8 @@ class BrokerAddress:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), sort_keys=False).encode()
+    # default=str: a field of a type JSON lacks (a datetime in a lease) is shown, not fatal.
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
 
 def decode(data: bytes | bytearray | str) -> dict[str, Any] | None:
