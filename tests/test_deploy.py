@@ -28,7 +28,7 @@ import click
 import pytest
 
 from bridge.cli import cli
-from bridge.config import load_board
+from bridge.config import load_board, load_board_config
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (the dev extra has it)")
 
@@ -113,6 +113,18 @@ def test_compose_services_and_their_command_lines() -> None:
     check_cli(dockerfile_json("HEALTHCHECK"))
     with pytest.raises(click.NoSuchOption):  # the checker does refuse a wrong option
         check_cli([*entry, "--configg", "x"])
+
+
+def test_deploy_board_says_how_it_may_listen_on_every_interface() -> None:
+    """A server that refuses a non-loopback listen without authentication (issue 7's rule)
+    must find tokens, TLS client auth or an explicit ``insecure`` in the deploy config."""
+    cfg = load_board_config(DEPLOY / "board.toml")
+    assert cfg.server.host == "0.0.0.0"
+    server = cfg.server
+    if "insecure" in type(server).model_fields:
+        assert getattr(server, "insecure", False) or getattr(server, "tokens", None) or \
+            getattr(server, "tls", None), "deploy/board.toml: add [server] insecure = true " \
+            "(trusted lab network) or tokens"
 
 
 def test_compose_file_validates_with_docker_compose() -> None:
