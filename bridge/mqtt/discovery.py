@@ -3,7 +3,8 @@
 A lookup connects, subscribes to the boards' retained topics and then to a
 private probe topic it publishes to: the broker delivers one client's messages
 in order, so the probe arriving means every retained message already has —
-no guessing how long to wait.  A board whose status is online but whose
+no guessing how long to wait.  (Where an ACL forbids the probe, a lookup ends
+after :data:`QUIET` seconds without a message instead.)  A board whose status is online but whose
 inventory has not arrived yet (it is announcing right now) is waited for, up to
 the timeout.  Errors are ``OSError``s with an errno, so callers that expect a
 connection failure (drop-in drivers, the CLI) handle them unchanged.
@@ -32,6 +33,8 @@ ENV_BROKER = "BUSBRIDGE_BROKER"
 ENV_PREFIX = "BUSBRIDGE_MQTT_PREFIX"
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_TIMEOUT = 5.0
+#: Silence after which a lookup whose probe never came back takes what it has.
+QUIET = 0.5
 
 
 class DiscoveryError(OSError):
@@ -107,13 +110,26 @@ async def snapshot(broker: str | BrokerAddress | None = None, *, prefix: str | N
                 await client.subscribe(probe, qos=0)
                 await client.publish(probe, b"probe", qos=0)
                 probed = False
-                async for message in client.messages:
+                messages = client.messages
+                loop = asyncio.get_running_loop()
+                quiet_at = loop.time() + QUIET
+                while not (probed and not _announcing(records, board)):
+                    try:
+                        message = await asyncio.wait_for(anext(messages),
+                                                         max(0.0, quiet_at - loop.time()))
+                    except TimeoutError:
+                        # No probe (an ACL may forbid publishing it): retained messages
+                        # come right after the SUBACK, so a spell without one means all
+                        # are in.  Live messages (health) do not count as retained.
+                        probed = True
+                        quiet_at = loop.time() + QUIET
+                        continue
                     if message.topic.value == probe:
                         probed = True
                     else:
+                        if message.retain:
+                            quiet_at = loop.time() + QUIET
                         _record(records, topics, message)
-                    if probed and not _announcing(records, board):
-                        break
     except aiomqtt.MqttError as e:
         raise DiscoveryError(errno.ECONNREFUSED,
                              f"cannot reach the MQTT broker at {addr}: {e}") from None

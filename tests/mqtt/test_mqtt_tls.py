@@ -1,10 +1,11 @@
-"""A broker with TLS and passwords (real Mosquitto, real ssl, trustme's throwaway CA)."""
+"""Brokers as labs secure them: TLS (trustme's throwaway CA), passwords, ACLs (real Mosquitto)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,21 +23,27 @@ from .conftest import fast_settings, wait_for
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (the dev extra has it)")
 
 
+def password_file(where: Path, users: list[tuple[str, str]]) -> Path:
+    """A Mosquitto password file made by mosquitto_passwd (salted hashes)."""
+    tool = shutil.which("mosquitto_passwd")
+    assert tool, "mosquitto_passwd comes with the mosquitto package"
+    passwd = where / "passwd"
+    for i, (user, pw) in enumerate(users):
+        subprocess.run([tool, "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw],
+                       check=True, capture_output=True, timeout=30)
+    return passwd
+
+
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> tuple[Mosquitto, Path]:
     exe = mosquitto_exe()
-    passwd_tool = shutil.which("mosquitto_passwd")
-    assert passwd_tool, "mosquitto_passwd comes with the mosquitto package"
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_pem, cert_pem, key_pem = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
     ca.cert_pem.write_to_path(str(ca_pem))
     cert.cert_chain_pems[0].write_to_path(str(cert_pem))
     cert.private_key_pem.write_to_path(str(key_pem))
-    passwd = tmp_path / "passwd"
-    for i, (user, pw) in enumerate([("board", "b0ard-pw"), ("ci", "ci-pw")]):
-        subprocess.run([passwd_tool, "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw],
-                       check=True, capture_output=True, timeout=30)
+    passwd = password_file(tmp_path, [("board", "b0ard-pw"), ("ci", "ci-pw")])
     broker = Mosquitto(exe, tmp_path, extra=f"cafile {ca_pem}\ncertfile {cert_pem}\n"
                        f"keyfile {key_pem}\npassword_file {passwd}\n")
     return broker, ca_pem
@@ -105,6 +112,34 @@ async def test_wrong_board_password_keeps_retrying_without_touching_the_data_pat
     finally:
         mqtt_log.removeHandler(handler)
         mqtt_log.setLevel(old_level)
+        await presence.stop()
+        await server.close()
+        broker.stop()
+
+
+async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> None:
+    """A lab ACL: boards write their own topics, CI users only read; the lookup's probe is
+    refused, and the lookup still ends well within its timeout."""
+    exe = mosquitto_exe()
+    passwd = password_file(tmp_path, [("busbridge-sim", "b0ard-pw"), ("ci", "ci-pw")])
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite busbridge/boards/%u/#\n"
+                   "user ci\ntopic read busbridge/boards/#\n")
+    broker = Mosquitto(exe, tmp_path, extra=f"password_file {passwd}\nacl_file {acl}\n")
+    broker.start()
+    server = Server(load_board(None), host="127.0.0.1", port=0)
+    await server.start()
+    presence = Presence(server, fast_settings(f"busbridge-sim:b0ard-pw@{broker.url}"))
+    presence.start()
+    try:
+        await wait_for(lambda: presence.connects == 1, what="the board to announce itself")
+        t0 = time.monotonic()
+        assert await resolve("busbridge-sim", f"ci:ci-pw@{broker.url}", timeout=5) == (
+            "127.0.0.1", server.port)
+        assert time.monotonic() - t0 < 4
+        with pytest.raises(DiscoveryError, match="online boards: busbridge-sim"):
+            await resolve("lab-pi-9", f"ci:ci-pw@{broker.url}", timeout=5)
+    finally:
         await presence.stop()
         await server.close()
         broker.stop()
