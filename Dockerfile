@@ -29,9 +29,10 @@ RUN python -m venv /opt/busbridge \
 FROM ${PYTHON_IMAGE}
 ARG I2C_GID=998
 ARG SPI_GID=999
-RUN groupadd --system --gid "${I2C_GID}" i2c \
-    && groupadd --system --gid "${SPI_GID}" spi \
-    && useradd --system --uid 10001 --gid nogroup --groups i2c,spi \
+# What grants access is the gid: a gid the base image already has is used as it is.
+RUN (getent group "${I2C_GID}" >/dev/null || groupadd --system --gid "${I2C_GID}" i2c) \
+    && (getent group "${SPI_GID}" >/dev/null || groupadd --system --gid "${SPI_GID}" spi) \
+    && useradd --system --uid 10001 --gid nogroup --groups "${I2C_GID},${SPI_GID}" \
        --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin busbridge
 COPY --from=build /opt/busbridge /opt/busbridge
 ENV PATH=/opt/busbridge/bin:$PATH \

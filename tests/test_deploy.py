@@ -148,8 +148,11 @@ def test_dockerfile_runs_as_a_non_root_member_of_i2c_and_spi() -> None:
     assert re.search(r"^FROM .* AS build$", text, re.M), "multi-stage build"
     (user,) = re.findall(r"^USER (\S+)$", text, re.M)
     assert user not in ("0", "root")
-    assert re.search(rf"useradd .*--uid {user} .*--groups i2c,spi", text.replace("\\\n", ""))
-    assert re.search(r"groupadd --system --gid \"\$\{I2C_GID\}\" i2c", text)
+    flat = text.replace("\\\n", "")
+    assert re.search(rf'useradd .*--uid {user} .*--groups "\$\{{I2C_GID\}},\$\{{SPI_GID\}}"',
+                     flat)
+    assert re.search(r'groupadd --system --gid "\$\{I2C_GID\}" i2c', flat)
+    assert re.search(r'groupadd --system --gid "\$\{SPI_GID\}" spi', flat)
 
 
 def _unit(tmp_path: Path) -> Path:
