@@ -293,8 +293,10 @@ class Presence:
             if self._wake.is_set():
                 self._wake.clear()
                 await self._publish_leases(client)
-            if time.monotonic() >= next_health:
-                next_health += interval
+            now = time.monotonic()
+            if now >= next_health:
+                # After a stall (a suspended host) resume the period; never a burst.
+                next_health = max(next_health + interval, now)
                 await client.publish(self.topic("health"),
                                      encode(health(self.server, self.started)),
                                      qos=0, retain=True)
