@@ -237,3 +237,4 @@ def test_image_entrypoint_healthcheck_and_ci_job_run(mosquitto: Any, tmp_path: P
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=20)
     assert serve.returncode == 0, err
+    assert f"announcing 'lab-sim-1' as 127.0.0.1:{port} on MQTT broker {mosquitto.url}" in err

@@ -117,6 +117,8 @@ async def serve_announced(settings: MqttSettings | None, description: str,
             p = Presence(server, settings, description=description)
             p.start()
             started.append(p)
+            click.echo(f"busbridge: announcing {server.board.name!r} as {p.address} on MQTT "
+                       f"broker {p.broker} (topics {p.topic('+')})", err=True)
 
     try:
         await serve(on_ready)
