@@ -53,3 +53,15 @@ async def test_ci_job_finds_the_board_by_name_and_holds_a_lease(
     held = await w.until("leases", lambda p: [x["holder"] for x in p["leases"]] == ["ci-job-42"])
     assert held["leases"][0]["bus"] == "1"
     await w.until("leases", lambda p: p["leases"] == [] and p["at"] > held["at"])
+
+
+async def test_an_expired_lease_disappears_from_the_topic_by_itself(
+        announced: tuple[Server, Presence], watch: Any) -> None:
+    server, _ = announced
+    w = await watch(TOPIC)
+    async with await AsyncClient.connect(server.host, server.port) as c:
+        await c.lease_take("0", cs=1, ttl=1, holder="forgetful-job")
+    held = await w.until("leases", lambda p: len(p["leases"]) == 1)
+    assert held["leases"][0]["cs"] == 1
+    # Nobody releases it and no request arrives: the TTL alone ends it, and says so.
+    await w.until("leases", lambda p: p["leases"] == [] and p["at"] > held["at"], timeout=5)
