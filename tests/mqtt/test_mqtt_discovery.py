@@ -138,7 +138,7 @@ def test_busbridge_run_board(board_thread: ThreadBoard, mosquitto: Mosquitto,
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "0x1701\n"  # SMBus word: little-endian, as i2cget shows it
-    out = subprocess.run([*BUSBRIDGE, "--broker", mosquitto.url, "run", "--board", "nope",
+    out = subprocess.run([*BUSBRIDGE, "run", "--board", "nope", "--broker", mosquitto.url,
                           "--", sys.executable, "-c", "pass"],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 1
