@@ -122,6 +122,9 @@ class Options:
     port: int
     timeout: float
     verbose: int = 0
+    #: A board name to find through the MQTT broker instead of ``host:port``.
+    board: str | None = None
+    broker: str | None = None
 
 
 def _hostport(host: str, port: int) -> str:
@@ -138,8 +141,11 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
     """Connect, run ``fn``, close; map every expected failure to a one-line CliError."""
 
     async def main() -> T:
+        host, port = opts.host, opts.port
+        if opts.board:
+            host, port = await _resolve(opts)
         try:
-            client = await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout,
+            client = await AsyncClient.connect(host, port, timeout=opts.timeout,
                                                leases=env_leases())
         except RemoteError as e:
             raise CliError(f"{opts.url} refused the connection: {e.message}") from None
@@ -162,6 +168,22 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
         raise CliError(_errmsg(e)) from None
     except ValueError as e:  # refused before sending, e.g. above a limit
         raise CliError(str(e)) from None
+
+
+async def _resolve(opts: Options) -> tuple[str, int]:
+    """``--board``: the board's address from the broker, or a one-line error."""
+    from .mqtt.cli import need_aiomqtt
+
+    assert opts.board
+    need_aiomqtt("--board")
+    from .mqtt.discovery import resolve
+
+    try:
+        return await resolve(opts.board, opts.broker, timeout=opts.timeout)
+    except OSError as e:
+        raise ConnectError(e.strerror or str(e)) from None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--broker") from None
 
 
 def confirm(lines: Sequence[str], default: bool) -> bool:
@@ -216,13 +238,20 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--connect", "url", metavar="HOST:PORT", envvar="BUSBRIDGE_URL",
               default=DEFAULT_URL, show_default=True, show_envvar=True,
               help="Server to talk to.")
+@click.option("--board", metavar="NAME", envvar="BUSBRIDGE_BOARD", default=None,
+              show_envvar=True, help="Board to talk to, found by name through the MQTT "
+              "broker (instead of --connect; see `busbridge boards`).")
+@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", envvar="BUSBRIDGE_BROKER",
+              default=None, show_envvar=True,
+              help="MQTT broker for --board and `boards`; default localhost:1883.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v info, -vv debug).")
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of key=value.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="Connect and request timeout.")
 @click.version_option(__version__, "--version", prog_name="busbridge")
 @click.pass_context
-def cli(ctx: click.Context, url: str, verbose: int, log_json: bool, timeout: float) -> None:
+def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, verbose: int,
+        log_json: bool, timeout: float) -> None:
     """busbridge: a board's I2C and SPI buses over the network (virtio-i2c / virtio-spi).
 
     \b
@@ -233,13 +262,19 @@ def cli(ctx: click.Context, url: str, verbose: int, log_json: bool, timeout: flo
     busbridge i2c transfer -y 1 w1@0x50 0x00 r8
     busbridge spi transfer 0 0 9f000000
     busbridge demo                      a tour of the simulated board
+    busbridge --board lab-pi-3 info     a board found by name (MQTT)
+    busbridge boards                    the boards online
     """
+    from .mqtt.cli import pick_target
+
     logs.setup(verbose, json_format=log_json)
     try:
         host, port = parse_address(url)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
-    ctx.obj = Options(url, host, port, timeout, verbose)
+    board = pick_target(ctx, "url", board)
+    ctx.obj = Options(f"board {board}" if board else url, host, port, timeout, verbose,
+                      board, broker)
 
 
 # ---------------------------------------------------------------------------
@@ -256,9 +291,19 @@ def cli(ctx: click.Context, url: str, verbose: int, log_json: bool, timeout: flo
 @click.option("--request-timeout", type=click.IntRange(1, MAX_TIMEOUT_MS), metavar="MS",
               default=None, help="Deadline of a request without its own; default: the "
                                  "board file's [server] request_timeout_ms, else 1000.")
-def serve(config_path: str | None, listen: str | None, request_timeout: int | None) -> None:
-    """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit."""
+@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
+              help="Announce the board on this MQTT broker (overrides [mqtt] broker).")
+@click.option("--advertise", metavar="HOST:PORT", default=None,
+              help="Address clients should dial, as announced (overrides [mqtt] advertise).")
+def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
+          broker: str | None, advertise: str | None) -> None:
+    """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
+
+    With a broker ([mqtt] in the board file, or --broker) the board announces
+    itself: retained status/inventory/health, offline through its last will.
+    """
     from .config import BoardConfigError, load_board, split_host_port
+    from .mqtt.cli import mqtt_settings, serve_announced
     from .server import Server
     from .server import serve as serve_board
 
@@ -273,6 +318,11 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         raise ConfigError(str(e)) from None
     if listen is None:
         host, port = board.server.host, board.server.port
+    try:
+        announce = mqtt_settings(board, broker, advertise)
+    except click.ClickException:
+        board.close()
+        raise
     timeout_s = (request_timeout / 1000 if request_timeout is not None
                  else board.server.request_timeout)
 
@@ -282,8 +332,9 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                    f"{_hostport(server.host, server.port)} ({buses})", err=True)
 
     try:
-        run(serve_board(board, host=host, port=port, request_timeout=timeout_s, ready=ready,
-                        max_lease_ttl=board.server.lease_max_ttl_s))
+        run(serve_announced(announce, board.description, lambda on_ready: serve_board(
+            board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
+            max_lease_ttl=board.server.lease_max_ttl_s), ready))
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {_hostport(host, port)}: {_errmsg(e)}") from None
@@ -432,11 +483,15 @@ def info(ctx: click.Context, as_json: bool) -> None:
         assert client.welcome is not None
         return client.welcome
 
-    w = with_client(opts, go)
+    async def go_addr(client: AsyncClient) -> tuple[WelcomeInfo, str]:
+        return await go(client), _hostport(*client.address)
+
+    w, address = with_client(opts, go_addr)
+    url = f"{address} (board {opts.board})" if opts.board else opts.url
     if as_json:
-        click.echo(json.dumps(info_dict(w, opts.url), indent=2))
+        click.echo(json.dumps(info_dict(w, url), indent=2))
     else:
-        click.echo("\n".join(format_info(w, opts.url)))
+        click.echo("\n".join(format_info(w, url)))
 
 
 # ---------------------------------------------------------------------------
@@ -1001,6 +1056,10 @@ cli.add_command(run_command)
 from .leasecli import lease  # noqa: E402
 
 cli.add_command(lease)
+
+from .mqtt.cli import boards as boards_command  # noqa: E402
+
+cli.add_command(boards_command)
 
 
 if __name__ == "__main__":

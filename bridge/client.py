@@ -289,6 +289,20 @@ class AsyncClient:
         host, port = parse_address(url)
         return await cls.connect(host, port, **kw)
 
+    @classmethod
+    async def connect_board(cls, board: str, broker: str | None = None, *,
+                            prefix: str | None = None, timeout: float = 5.0,
+                            **kw: Any) -> AsyncClient:
+        """Connect to a board by name, found in the MQTT broker's retained inventory.
+
+        ``broker`` defaults to ``$BUSBRIDGE_BROKER``, else localhost:1883; needs
+        ``busbridge[mqtt]``.  An unknown or offline board raises ``OSError``.
+        """
+        from .mqtt.discovery import resolve
+
+        host, port = await resolve(board, broker, prefix=prefix, timeout=timeout)
+        return await cls.connect(host, port, timeout=timeout, **kw)
+
     async def _open(self, host: str, port: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self.address = (host, port)
@@ -634,6 +648,15 @@ class Client:
     def from_url(cls, url: str, **kw: Any) -> Client:
         host, port = parse_address(url)
         return cls(host, port, **kw)
+
+    @classmethod
+    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
+                   timeout: float = 5.0, **kw: Any) -> Client:
+        """Blocking :meth:`AsyncClient.connect_board`."""
+        from .mqtt.discovery import resolve_sync
+
+        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
+        return cls(host, port, timeout=timeout, **kw)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         fut: CFuture[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -672,6 +672,36 @@ class ServerSettings(BaseModel):
         return self.request_timeout_ms / 1000
 
 
+class MqttSettings(BaseModel):
+    """``[mqtt]``: where the board announces itself (see docs/mqtt.md); absent: no broker."""
+
+    model_config = _STRICT
+
+    #: ``[mqtt[s]://][user[:password]@]host[:port]``; mqtts means TLS (default port 8883).
+    broker: str = Field(min_length=1)
+    prefix: str = Field(default="busbridge", min_length=1, pattern=r"^[^#+]+$")
+    #: Default ``busbridge-<board name>``.
+    client_id: str = ""
+    #: HOST:PORT clients should dial; default: the listen address, or this host's
+    #: name when listening on every interface (0.0.0.0 / ::).
+    advertise: str = ""
+    health_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    keepalive_s: Annotated[int, Field(ge=1, le=65535)] = 30
+    username: str = ""
+    password: str = ""
+    #: CA bundle for an mqtts:// broker; default: the system's.
+    ca_file: str = ""
+    reconnect_min_s: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @field_validator("advertise")
+    @classmethod
+    def _check_advertise(cls, v: str) -> str:
+        if v:
+            split_host_port(v)
+        return v
+
+
 class BoardConfig(BaseModel):
     """A whole board file, validated but not built."""
 
@@ -680,6 +710,7 @@ class BoardConfig(BaseModel):
     name: str = Field(min_length=1)
     description: str = ""
     server: ServerSettings = ServerSettings()
+    mqtt: MqttSettings | None = None
     i2c: list[I2CBusSpec] = []
     spi: list[SpiBusSpec] = []
 
@@ -704,6 +735,7 @@ class Board:
     description: str = ""
     server: ServerSettings = field(default_factory=ServerSettings)
     source: str = ""
+    mqtt: MqttSettings | None = None
 
     def close(self) -> None:
         for i2c_bus in self.i2c.values():
@@ -804,7 +836,7 @@ def build_board(config: BoardConfig, source: str = "") -> Board:
     """Instantiate every bus; a bus that fails to build closes the ones already built."""
     i2c: dict[str, I2CBackend] = {}
     spi: dict[str, SpiBackend] = {}
-    board = Board(config.name, i2c, spi, config.description, config.server, source)
+    board = Board(config.name, i2c, spi, config.description, config.server, source, config.mqtt)
     try:
         for ib in config.i2c:
             i2c[ib.name] = _build(ib.build, source, f"i2c bus {ib.name!r}")
@@ -863,6 +895,7 @@ __all__ = [
     "LinuxI2CBusSpec",
     "LinuxSpiBusSpec",
     "LoopbackSpec",
+    "MqttSettings",
     "NorFlashSpec",
     "RegMapSpec",
     "ServerSettings",

@@ -65,6 +65,9 @@ class BusWorker:
         self.label = f"{kind} bus {name}"
         #: Jobs submitted and not yet settled on the loop; inline runs wait for 0.
         self.pending = 0
+        #: Requests for this bus and those answered with a failure (MQTT health).
+        self.requests = 0
+        self.errors = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
@@ -341,8 +344,11 @@ class _Session(asyncio.BufferedProtocol):
         else:
             backend, worker = route
             self.server.stats.requests += 1
+            worker.requests += 1
             if not worker.pending and not backend.may_block:
                 status, reads, failures = run_i2c(backend, ev.msgs)
+                if failures:
+                    worker.errors += 1
                 self._answer_parts(ev.id, status, reads, failures)
             else:
                 self._submit(ev, worker, run_i2c, (backend, ev.msgs))
@@ -363,15 +369,16 @@ class _Session(asyncio.BufferedProtocol):
                 return
             worker = server.workers["spi", ev.bus]
             server.stats.requests += 1
+            worker.requests += 1
             refused = check_spi(spi_backend, ev.cs, ev.transfers)
             if refused is not None:
                 # Touches no bus, but queues behind earlier requests to keep their order.
                 if worker.pending:
                     self._submit(ev, worker, _refusal, (refused,))
                 else:
-                    self._answer(ev.id, refused)
+                    self._answer(ev.id, refused, worker)
             elif not worker.pending and not spi_backend.may_block:
-                self._answer(ev.id, run_spi(spi_backend, ev.cs, ev.transfers))
+                self._answer(ev.id, run_spi(spi_backend, ev.cs, ev.transfers), worker)
             else:
                 self._submit(ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
         elif isinstance(ev, Hello):
@@ -458,7 +465,7 @@ class _Session(asyncio.BufferedProtocol):
             job.answered = True
             # Only the deadline cancels futures, and it answers first.
             outcome = job.expired(False) if job.future.cancelled() else job.future.result()
-            self._answer(job.request.id, outcome)
+            self._answer(job.request.id, outcome, job.worker)
         elif not job.future.cancelled():
             event(log, logging.WARNING, "late completion after deadline", where=job.where,
                   id=job.request.id, peer=self.peer)
@@ -473,10 +480,12 @@ class _Session(asyncio.BufferedProtocol):
         self.server.stats.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=self.peer, started=started)
-        self._answer(job.request.id, job.expired(started))
+        self._answer(job.request.id, job.expired(started), job.worker)
 
-    def _answer(self, rid: int, outcome: Outcome) -> None:
+    def _answer(self, rid: int, outcome: Outcome, worker: BusWorker | None = None) -> None:
         status, reads, failures = outcome
+        if failures and worker is not None:
+            worker.errors += 1
         self._answer_parts(rid, status, reads, failures)
 
     def _answer_parts(self, rid: int, status: bytes, reads: list[bytes],

@@ -1,9 +1,15 @@
-"""Shared fixtures: a real server on 127.0.0.1 with an ephemeral port."""
+"""Shared fixtures: a real server on 127.0.0.1 with an ephemeral port; a real Mosquitto."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
+import shutil
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,3 +130,91 @@ async def client(server: Server) -> AsyncIterator[AsyncClient]:
         yield c
     finally:
         await c.close()
+
+
+# ---------------------------------------------------------------------------
+# A real MQTT broker: Mosquitto (the Debian package; .ci/run installs it).
+# Without it the tests that need it skip and say why, except under
+# BUSBRIDGE_E2E_REQUIRED=1 (CI), where they fail.
+# ---------------------------------------------------------------------------
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """One ``mosquitto -c <conf>`` process; :meth:`stop`/:meth:`start` keep the same port."""
+
+    def __init__(self, exe: str, workdir: Path, extra: str = "") -> None:
+        self.exe = exe
+        self.port = _free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        # No persistence: a restarted broker has forgotten every retained message,
+        # so whatever is there after a restart was published again.
+        # ``extra`` may carry TLS files and a password file (then allow_anonymous false).
+        anonymous = "false" if "password_file" in extra else "true"
+        # As root, mosquitto drops to user "mosquitto", who cannot read pytest's files.
+        extra += f"user {getpass.getuser()}\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous {anonymous}\n"
+                             "persistence false\nlog_dest stderr\nlog_type error\n"
+                             f"log_type warning\n{extra}")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited ({self.proc.returncode}): "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on {self.url} within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def mosquitto_exe() -> str:
+    if MOSQUITTO is None:
+        why = "mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)"
+        if os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1":
+            pytest.fail(f"BUSBRIDGE_E2E_REQUIRED=1 but {why}")
+        pytest.skip(why)
+    return MOSQUITTO
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(mosquitto_exe(), tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+

@@ -20,6 +20,7 @@ Examples:
   busbridge run --map i2c:1=2 --map spi:0=0 -- pytest tests/hw
   BUSBRIDGE_URL=lab-pi:7707 BUSBRIDGE_MAP=i2c:1=2 busbridge run -- pytest
   busbridge run --lease i2c:1 --lease-wait 600 -- pytest tests/hw   # hold bus 1 for the job
+  busbridge run --board lab-pi-3 --broker mqtt.lab:1883 -- pytest tests/hw
 """
 
 
@@ -63,6 +64,13 @@ def _check(url: str, bus_map: BusMap, timeout: float) -> None:
                                         "ignore_unknown_options": True}, epilog=EPILOG)
 @click.option("--connect", "url", metavar="HOST:PORT", default=None,
               help="Server with the buses (default: busbridge --connect, $BUSBRIDGE_URL).")
+@click.option("--board", metavar="NAME", default=None,
+              help="Board found by name through the MQTT broker (--broker), "
+                   "instead of --connect; default: busbridge --board, "
+                   "$BUSBRIDGE_BOARD.")
+@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
+              help="MQTT broker for --board (default: busbridge --broker, $BUSBRIDGE_BROKER, "
+                   "localhost:1883).")
 @click.option("--map", "maps", metavar="[i2c:|spi:]LOCAL=REMOTE", multiple=True,
               envvar=ENV_MAP, help="Local bus number to remote bus name; repeatable "
               "(also cs:PIN=BUS.CS for a GPIO chip select). Default: same name.")
@@ -81,18 +89,27 @@ def _check(url: str, bus_map: BusMap, timeout: float) -> None:
               "else user@host, pid and command).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, url: str | None, maps: tuple[str, ...], check: bool,
-        leases: tuple[str, ...], lease_ttl: int, lease_wait: float, holder: str | None,
-        command: tuple[str, ...]) -> int | None:
+def run(ctx: click.Context, url: str | None, board: str | None, broker: str | None,
+        maps: tuple[str, ...],
+        check: bool, leases: tuple[str, ...], lease_ttl: int, lease_wait: float,
+        holder: str | None, command: tuple[str, ...]) -> int | None:
     """Run COMMAND with smbus2, spidev and Blinka's board/busio on the remote buses.
 
     Inside COMMAND, `import smbus2`, `import spidev`, `import board`, `busio`
     and `digitalio` load busbridge's drop-in modules (a directory put first
     on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
+    With --board, the name is resolved once, here, and COMMAND gets the address.
     """
+    from ..mqtt.cli import resolve_board
+
     opts = ctx.obj
-    url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
     timeout = float(getattr(opts, "timeout", 5.0))
+    if url and board:
+        raise click.UsageError("give --connect HOST:PORT or --board NAME, not both")
+    board = board or (None if url else getattr(opts, "board", None))
+    if board:
+        url = resolve_board(board, broker or getattr(opts, "broker", None), timeout)
+    url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
     try:
         bus_map = BusMap.parse(maps)
     except ValueError as e:

@@ -4,6 +4,9 @@ Drop-in classes are constructed by code that knows nothing about busbridge
 (``SMBus(1)``), so they find the board through a process-wide session
 configured by :func:`connect` or, under ``busbridge run``, by the
 environment (``BUSBRIDGE_URL``, ``BUSBRIDGE_MAP``, ``BUSBRIDGE_TIMEOUT``).
+Without a URL, ``BUSBRIDGE_BOARD`` names the board to find through the MQTT
+broker ``BUSBRIDGE_BROKER``; the name is looked up again on every reconnect,
+so a board that came back on another address is found.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ T = TypeVar("T")
 ENV_URL = "BUSBRIDGE_URL"
 ENV_MAP = "BUSBRIDGE_MAP"
 ENV_TIMEOUT = "BUSBRIDGE_TIMEOUT"
+ENV_BOARD = "BUSBRIDGE_BOARD"
+ENV_BROKER = "BUSBRIDGE_BROKER"
 #: Lease tokens (comma-separated) this process's connections present in HELLO.
 ENV_LEASE = "BUSBRIDGE_LEASE"
 
@@ -105,8 +110,12 @@ class Session:
     """A :class:`~bridge.client.Client` plus the bus map, reconnected after ``fork``."""
 
     def __init__(self, url: str, bus_map: BusMap | None = None, *, timeout: float = 5.0,
-                 client: Client | None = None) -> None:
-        self.url = url
+                 client: Client | None = None, board: str | None = None,
+                 broker: str | None = None) -> None:
+        self.url = url or (f"board {board}" if board else "")
+        #: Found through the MQTT broker at every (re)connect when set.
+        self.board = board
+        self.broker = broker
         self.map = bus_map or BusMap()
         self.timeout = timeout
         self._client = client
@@ -128,12 +137,22 @@ class Session:
             if self._client is None or self._pid != os.getpid():
                 # A forked child cannot use its parent's loop thread: open its own.
                 try:
-                    self._client = Client.from_url(self.url, timeout=self.timeout,
-                                                   name="busbridge-dropin",
-                                                   leases=env_leases())
+                    if self.board:
+                        self._client = Client.from_board(self.board, self.broker,
+                                                         timeout=self.timeout,
+                                                         name="busbridge-dropin",
+                                                         leases=env_leases())
+                    else:
+                        self._client = Client.from_url(self.url, timeout=self.timeout,
+                                                       name="busbridge-dropin",
+                                                       leases=env_leases())
+                except ImportError:
+                    raise OSError(errno.ENODEV, f"busbridge: {ENV_BOARD} needs the MQTT "
+                                  "client: pip install 'busbridge[mqtt]'") from None
                 except OSError as e:
                     raise OSError(e.errno or errno.ECONNREFUSED,
-                                  f"cannot reach the busbridge server at {self.url}: {e}") from e
+                                  f"cannot reach the busbridge server at {self.url}: "
+                                  f"{e.strerror or e}") from e
                 self._pid = os.getpid()
             return self._client
 
@@ -173,14 +192,18 @@ _session_lock = threading.Lock()
 
 
 def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = None, *,
-            timeout: float | None = None, client: Client | None = None) -> Session:
-    """Point every drop-in object created afterwards at ``url`` (or at ``client``)."""
+            timeout: float | None = None, client: Client | None = None,
+            board: str | None = None, broker: str | None = None) -> Session:
+    """Point every drop-in object created afterwards at ``url``, ``board`` or ``client``."""
     global _session
     if bus_map is not None and not isinstance(bus_map, BusMap):
         bus_map = BusMap.parse(bus_map)
     env_url = os.environ.get(ENV_URL, "")
-    s = Session(url or env_url or "127.0.0.1:7707", bus_map,
-                timeout=timeout if timeout is not None else _env_timeout(), client=client)
+    if not url and not board and not env_url:
+        board = os.environ.get(ENV_BOARD) or None
+    s = Session("" if board else url or env_url or "127.0.0.1:7707", bus_map,
+                timeout=timeout if timeout is not None else _env_timeout(), client=client,
+                board=board, broker=broker or os.environ.get(ENV_BROKER) or None)
     with _session_lock:
         old, _session = _session, s
     if old is not None and old is not s:
@@ -202,11 +225,14 @@ def session() -> Session:
     with _session_lock:
         if _session is None:
             url = os.environ.get(ENV_URL, "")
-            if not url:
+            board = os.environ.get(ENV_BOARD, "") if not url else ""
+            if not url and not board:
                 raise OSError(errno.ENODEV, f"busbridge: no server configured: set "
-                              f"{ENV_URL}=HOST:PORT or call bridge.dropin.connect()")
+                              f"{ENV_URL}=HOST:PORT (or {ENV_BOARD}=NAME) or call "
+                              "bridge.dropin.connect()")
             _session = Session(url, BusMap.parse([os.environ.get(ENV_MAP, "")]),
-                               timeout=_env_timeout())
+                               timeout=_env_timeout(), board=board or None,
+                               broker=os.environ.get(ENV_BROKER) or None)
         return _session
 
 

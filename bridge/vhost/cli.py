@@ -10,8 +10,12 @@ from protocol.limits import DEFAULT_PORT
 @click.command("vhost-user", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", "socket_path", required=True, metavar="PATH",
               help="Unix socket QEMU connects to (-chardev socket,path=PATH).")
-@click.option("--connect", "connect", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
-              show_default=True, help="The busbridge server of the board.")
+@click.option("--connect", "connect", default=None, metavar="HOST:PORT",
+              help=f"The busbridge server of the board [default: 127.0.0.1:{DEFAULT_PORT}].")
+@click.option("--board", metavar="NAME", envvar="BUSBRIDGE_BOARD", default=None,
+              help="The board, found by name through the MQTT broker (instead of --connect).")
+@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", envvar="BUSBRIDGE_BROKER",
+              default=None, help="MQTT broker for --board; default localhost:1883.")
 @click.option("--bus", required=True, metavar="NAME", help="Bus name on the board.")
 @click.option("--device", "kind", type=click.Choice(["i2c", "spi"]), default="i2c",
               show_default=True, help="virtio-i2c (vhost-user-i2c-pci) or virtio-spi "
@@ -20,8 +24,8 @@ from protocol.limits import DEFAULT_PORT
               metavar="S", help="Per-request deadline; a request past it completes with an "
                                 "error in the guest.")
 @click.option("-v", "--verbose", count=True, help="-v: connections; -vv: every message.")
-def vhost_user(socket_path: str, connect: str, bus: str, kind: str, timeout: float,
-               verbose: int) -> None:
+def vhost_user(socket_path: str, connect: str | None, board: str | None, broker: str | None,
+               bus: str, kind: str, timeout: float, verbose: int) -> None:
     """Serve one virtio device to QEMU over vhost-user, backed by a board's bus.
 
     \b
@@ -33,12 +37,16 @@ def vhost_user(socket_path: str, connect: str, bus: str, kind: str, timeout: flo
     """
     from ..client import parse_address
     from ..logs import setup
+    from ..mqtt.cli import pick_target, resolve_board
     from ..runtime import run
     from .agent import AgentError, run_agent
 
     setup(verbose)
+    board = pick_target(click.get_current_context(), "connect", board)
+    if board:
+        connect = resolve_board(board, broker, timeout)
     try:
-        host, port = parse_address(connect)
+        host, port = parse_address(connect or f"127.0.0.1:{DEFAULT_PORT}")
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
     try:

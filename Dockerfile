@@ -1,0 +1,47 @@
+# busbridge board server image.
+#
+#   docker build -t busbridge .
+#   docker run --rm -p 7707:7707 busbridge                      # simulated board
+#   docker run --rm -p 7707:7707 --device /dev/i2c-1 --device /dev/spidev0.0 \
+#       -v $PWD/board.toml:/etc/busbridge/board.toml:ro busbridge --config /etc/busbridge/board.toml
+#
+# Device access: the server runs as the unprivileged user "busbridge" (uid 10001),
+# member of groups "i2c" (gid I2C_GID, default 998) and "spi" (SPI_GID, 999), the
+# gids Raspberry Pi OS gives these groups.  With matching gids on the host, only
+# --device is needed.  Otherwise build with the host's gids
+#   docker build --build-arg I2C_GID=$(getent group i2c | cut -d: -f3) ...
+# or add them at run time: --group-add $(getent group i2c | cut -d: -f3).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+# spidev is a C extension without wheels: compile it here, ship only the venv.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protocol ./protocol
+COPY bridge ./bridge
+RUN python -m venv /opt/busbridge \
+    && /opt/busbridge/bin/pip install --no-cache-dir ".[board,mqtt]"
+
+FROM ${PYTHON_IMAGE}
+ARG I2C_GID=998
+ARG SPI_GID=999
+# What grants access is the gid: a gid the base image already has is used as it is.
+RUN (getent group "${I2C_GID}" >/dev/null || groupadd --system --gid "${I2C_GID}" i2c) \
+    && (getent group "${SPI_GID}" >/dev/null || groupadd --system --gid "${SPI_GID}" spi) \
+    && useradd --system --uid 10001 --gid nogroup --groups "${I2C_GID},${SPI_GID}" \
+       --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin busbridge
+COPY --from=build /opt/busbridge /opt/busbridge
+ENV PATH=/opt/busbridge/bin:$PATH \
+    PYTHONUNBUFFERED=1
+# Numeric, so the runtime can check it is not root; groups come from /etc/group.
+USER 10001
+EXPOSE 7707
+# A real check: a client handshake with the server (board name, buses), not just a TCP port.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ["busbridge", "--connect", "127.0.0.1:7707", "--timeout", "5", "info"]
+ENTRYPOINT ["busbridge", "serve", "--listen", "0.0.0.0:7707"]
+CMD []

@@ -1,0 +1,1 @@
+"""Control-plane tests against a real Mosquitto broker."""

@@ -1,0 +1,193 @@
+"""Finding a board by name through a real Mosquitto, from every client front end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bridge import dropin
+from bridge.cli import cli
+from bridge.client import AsyncClient, Client, read, write
+from bridge.mqtt.discovery import DiscoveryError, resolve, snapshot
+from bridge.mqtt.presence import Presence
+from bridge.server import Server
+from bridge.vhost.cli import vhost_user
+
+from .conftest import Mosquitto, ThreadBoard
+
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+
+
+async def test_second_client_finds_the_board_by_name_and_reads_a_register(
+        announced: tuple[Server, Presence], mosquitto: Mosquitto) -> None:
+    server, _ = announced
+    assert await resolve("busbridge-sim", mosquitto.url) == ("127.0.0.1", server.port)
+    async with await AsyncClient.connect_board("busbridge-sim", mosquitto.url) as c:
+        (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
+    assert data == b"\x01\x17"  # TMP117 device-ID register, through the resolved address
+
+
+async def test_unknown_board_names_the_boards_online(
+        announced: tuple[Server, Presence], mosquitto: Mosquitto) -> None:
+    with pytest.raises(DiscoveryError) as e:
+        await resolve("lab-pi-9", mosquitto.url)
+    assert e.value.strerror == (f"no board named 'lab-pi-9' on the MQTT broker at "
+                                f"{mosquitto.url}; online boards: busbridge-sim")
+
+
+async def test_offline_board_is_a_clear_error_with_last_seen(
+        announced: tuple[Server, Presence], mosquitto: Mosquitto) -> None:
+    _, presence = announced
+    await presence.stop()
+    with pytest.raises(DiscoveryError) as e:
+        await resolve("busbridge-sim", mosquitto.url)
+    msg = e.value.strerror or ""
+    assert msg.startswith("board 'busbridge-sim' is offline (last seen 20")
+    assert msg.endswith("; shutdown)")
+    with pytest.raises(OSError, match="is offline"):
+        await AsyncClient.connect_board("busbridge-sim", mosquitto.url)
+
+
+async def test_no_broker_is_a_clear_error(mosquitto: Mosquitto) -> None:
+    mosquitto.stop()
+    with pytest.raises(DiscoveryError, match=f"cannot reach the MQTT broker at {mosquitto.url}"):
+        await snapshot(mosquitto.url, timeout=2)
+
+
+def test_sync_client_from_board(board_thread: ThreadBoard, mosquitto: Mosquitto) -> None:
+    with Client.from_board(board_thread.name, mosquitto.url) as c:
+        assert c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)]) == [b"\x01\x17"]
+
+
+def test_cli_board_option_and_env(board_thread: ThreadBoard, mosquitto: Mosquitto) -> None:
+    r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "--board", board_thread.name,
+                                 "i2c", "get", "-y", "1", "0x48", "0x0f", "w"])
+    assert r.exit_code == 0, r.output
+    assert r.output == "0x1701\n"
+    env = {"BUSBRIDGE_BROKER": mosquitto.url, "BUSBRIDGE_BOARD": board_thread.name,
+           "BUSBRIDGE_URL": "127.0.0.1:1"}  # the board wins over a URL from the environment
+    r = CliRunner().invoke(cli, ["info", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["board"] == board_thread.name
+    assert info["url"] == f"127.0.0.1:{board_thread.server.port} (board {board_thread.name})"
+    # ...but --connect on the command line beats BUSBRIDGE_BOARD from the environment.
+    r = CliRunner().invoke(cli, ["--connect", "127.0.0.1:1", "info"], env=env)
+    assert r.exit_code == 1
+    assert "cannot connect to 127.0.0.1:1" in r.output
+
+
+def test_cli_unknown_board_and_both_targets(board_thread: ThreadBoard,
+                                            mosquitto: Mosquitto) -> None:
+    r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "--board", "nope", "info"])
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"busbridge: no board named 'nope' on the MQTT broker at "
+                                f"{mosquitto.url}; online boards: {board_thread.name}")
+    r = CliRunner().invoke(cli, ["--connect", "x:1", "--board", "nope", "info"])
+    assert r.exit_code == 2
+    assert "not both" in r.output
+
+
+def test_busbridge_boards_table_and_json(board_thread: ThreadBoard,
+                                         mosquitto: Mosquitto) -> None:
+    port = board_thread.server.port
+    with Client("127.0.0.1", port) as c:
+        c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
+    r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "boards"])
+    assert r.exit_code == 0, r.output
+    header, row = r.output.splitlines()
+    assert header.split() == ["BOARD", "STATE", "ADDRESS", "I2C", "SPI", "UPTIME", "REQUESTS",
+                              "ERRORS", "LAST", "SEEN"]
+    cells = row.split()
+    assert cells[:5] == [board_thread.name, "online", f"127.0.0.1:{port}", "1,2", "0"]
+    r = CliRunner().invoke(cli, ["boards", "--json", "--broker", mosquitto.url])
+    assert r.exit_code == 0, r.output
+    (entry,) = json.loads(r.output)
+    assert entry["name"] == board_thread.name
+    assert entry["online"] is True
+    assert entry["address"] == f"127.0.0.1:{port}"
+    assert entry["buses"] == {"i2c": ["1", "2"], "spi": ["0"]}
+    assert entry["inventory"]["i2c"][0]["name"] == "1"
+    assert entry["health"]["board"] == board_thread.name
+
+
+def test_boards_hides_offline_unless_all(mosquitto: Mosquitto, board_thread: ThreadBoard
+                                         ) -> None:
+    import asyncio
+
+    asyncio.run_coroutine_threadsafe(board_thread.presence.stop(), board_thread.loop).result(5)
+    r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "boards"])
+    assert r.exit_code == 0
+    assert board_thread.name not in r.output
+    assert "no boards online" in r.output
+    r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "boards", "--all"])
+    assert r.output.splitlines()[1].split()[:2] == [board_thread.name, "offline"]
+
+
+def test_busbridge_run_board(board_thread: ThreadBoard, mosquitto: Mosquitto,
+                             tmp_path: Path) -> None:
+    code = ("import smbus2; b = smbus2.SMBus(1); "
+            "print(hex(b.read_word_data(0x48, 0x0f)))")
+    out = subprocess.run([*BUSBRIDGE, "--broker", mosquitto.url, "run", "--board",
+                          board_thread.name, "--", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "0x1701\n"  # SMBus word: little-endian, as i2cget shows it
+    out = subprocess.run([*BUSBRIDGE, "run", "--board", "nope", "--broker", mosquitto.url,
+                          "--", sys.executable, "-c", "pass"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "no board named 'nope'" in out.stderr
+
+
+def test_dropin_reads_board_from_environment(board_thread: ThreadBoard, mosquitto: Mosquitto,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUSBRIDGE_URL", raising=False)
+    monkeypatch.setenv("BUSBRIDGE_BOARD", board_thread.name)
+    monkeypatch.setenv("BUSBRIDGE_BROKER", mosquitto.url)
+    dropin.disconnect()
+    try:
+        with dropin.SMBus(1) as bus:
+            assert bus.read_word_data(0x48, 0x0F) == 0x1701
+        monkeypatch.setenv("BUSBRIDGE_BOARD", "nope")
+        dropin.disconnect()
+        with pytest.raises(OSError, match="no board named 'nope'"):
+            dropin.SMBus(1)
+    finally:
+        dropin.disconnect()
+
+
+def test_vhost_user_board(board_thread: ThreadBoard, mosquitto: Mosquitto,
+                          tmp_path: Path) -> None:
+    r = CliRunner().invoke(vhost_user, ["--socket", str(tmp_path / "s"), "--board", "nope",
+                                        "--broker", mosquitto.url, "--bus", "1"])
+    assert r.exit_code == 1
+    assert f"no board named 'nope' on the MQTT broker at {mosquitto.url}; online boards: " \
+           f"{board_thread.name}" in r.output
+    # A known board is resolved and dialled: the agent then checks the bus on it.
+    r = CliRunner().invoke(vhost_user, ["--socket", str(tmp_path / "s"), "--board",
+                                        board_thread.name, "--broker", mosquitto.url,
+                                        "--bus", "7"])
+    assert r.exit_code == 1
+    assert "the board has no I2C bus '7' (I2C buses: 1, 2)" in r.output
+
+
+def test_without_the_mqtt_extra_board_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiomqtt", None)  # import aiomqtt -> ImportError
+    r = CliRunner().invoke(cli, ["--board", "x", "info"])
+    assert r.exit_code == 1
+    assert "--board needs the MQTT client: pip install 'busbridge[mqtt]'" in r.output
+
+
+def test_guest_commands_do_not_import_aiomqtt() -> None:
+    code = ("import sys; from bridge.cli import cli; import bridge.dropin; "
+            "print('aiomqtt' in sys.modules, 'paho' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
