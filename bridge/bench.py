@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgpack as _msgpack
+
 from protocol.virtio import chain, read, write
 
 from .client import AsyncClient, spi_xfer
@@ -79,8 +81,27 @@ ECHO_SERVER = r"""
 import asyncio, os, sys
 reply_size = int(sys.argv[1]); buffered = sys.argv[2] == "buffered"; use_uv = sys.argv[3] == "uv"
 reply = (reply_size - 4).to_bytes(4, "big") + bytes(reply_size - 4)
+if sys.argv[2] == "msgpack":
+    # The floor of any msgpack bridge: decode each request, encode a RESULT-shaped reply.
+    import msgpack
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t; self.buf = bytearray(); self.pack = msgpack.Packer().pack
+        def data_received(self, data):
+            buf = self.buf; buf += data; out = []
+            while len(buf) >= 4:
+                n = int.from_bytes(buf[:4], "big")
+                if len(buf) < 4 + n:
+                    break
+                f = msgpack.unpackb(buf[4:4 + n])
+                del buf[:4 + n]
+                body = self.pack([4, f[1], b"\0\0", [b"\x0c\x80"], []])
+                out.append(len(body).to_bytes(4, "big") + body)
+            if out:
+                self.t.write(b"".join(out))
+    buffered = False
 
-class Echo(asyncio.Protocol):
+class PlainEcho(asyncio.Protocol):
     def connection_made(self, t):
         self.t = t; self.buf = bytearray()
     def data_received(self, data):
@@ -110,7 +131,8 @@ class BufferedEcho(asyncio.BufferedProtocol):
 
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(BufferedEcho if buffered else Echo, "127.0.0.1", 0)
+    proto = BufferedEcho if buffered else (Echo if sys.argv[2] == "msgpack" else PlainEcho)
+    srv = await loop.create_server(proto, "127.0.0.1", 0)
     print(srv.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
@@ -149,10 +171,11 @@ def _pin(pid: int, core: int) -> None:
             os.sched_setaffinity(pid, {cores[core % len(cores)]})
 
 
-def echo_server(reply_size: int, *, buffered: bool = False, uv: bool = True
-                ) -> contextlib.AbstractContextManager[int]:
-    return _process([sys.executable, "-c", ECHO_SERVER, str(reply_size),
-                     "buffered" if buffered else "plain", "uv" if uv else "asyncio"])
+def echo_server(reply_size: int, *, buffered: bool = False, uv: bool = True,
+                msgpack: bool = False) -> contextlib.AbstractContextManager[int]:
+    mode = "msgpack" if msgpack else "buffered" if buffered else "plain"
+    return _process([sys.executable, "-c", ECHO_SERVER, str(reply_size), mode,
+                     "uv" if uv else "asyncio"])
 
 
 BRIDGE_SERVER = r"""
@@ -246,6 +269,56 @@ class _FutureEchoClient(asyncio.Protocol):
         self.waiting.append(fut)
         self.transport.write(self.request)
         await fut
+
+
+class _MsgpackEchoClient(asyncio.Protocol):
+    """A future per request, msgpack both ways: the least a msgpack bridge client does."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.rid = 0
+        self.pack = _msgpack.Packer(use_bin_type=True).pack
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if len(buf) < 4 + n:
+                break
+            f = _msgpack.unpackb(buf[4 : 4 + n])
+            del buf[: 4 + n]
+            self.waiting.pop(f[1]).set_result(f[3])
+
+    async def call(self) -> Any:
+        self.rid += 1
+        body = self.pack([2, self.rid, "1", [[_HDR_W, b"\x00"], [_HDR_R, 2]], None])
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[self.rid] = fut
+        self.transport.write(len(body).to_bytes(4, "big") + body)
+        return await fut
+
+
+_HDR_W = (0x48 << 1).to_bytes(2, "little") + bytes(2) + (1).to_bytes(4, "little")
+_HDR_R = (0x48 << 1).to_bytes(2, "little") + bytes(2) + (2).to_bytes(4, "little")
+
+
+async def msgpack_echo_latency(port: int, n: int) -> list[int]:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(_MsgpackEchoClient, "127.0.0.1", port)
+    for _ in range(200):
+        await proto.call()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        await proto.call()
+        out.append(time.perf_counter_ns() - t0)
+    proto.transport.close()
+    return out
 
 
 def _frame_of(size: int) -> bytes:
@@ -425,6 +498,9 @@ def run_bench(reps: int = 5, n: int = 2000, n_tp: int = 20000, quick: bool = Fal
             add("echo throughput, 4 conns x 64", "req/s",
                 _run(lambda: echo_throughput(port, REG_READ_REQ, REG_READ_RES, n_tp // 4, 64,
                                              conns=4)), better="higher")
+        with echo_server(REG_READ_RES, msgpack=True) as port:
+            s = _run(lambda: msgpack_echo_latency(port, n))
+            add("msgpack echo floor p50", "µs", _pct(s, 0.5), "echo p50")
         with echo_server(SPI_4K + 24) as port:
             s = _run(lambda: echo_latency(port, SPI_4K + 70, SPI_4K + 24, max(n // 4, 50)))
             add("echo 4 KiB p50", "µs", _pct(s, 0.5))
