@@ -146,6 +146,14 @@ else:
 @contextlib.contextmanager
 def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[int]:
     """Start a server process on the other core; yield the port it prints."""
+    with _server_process(args, env) as (port, _pid):
+        yield port
+
+
+@contextlib.contextmanager
+def _server_process(args: list[str], env: dict[str, str] | None = None
+                    ) -> Iterator[tuple[int, int]]:
+    """Start a server process on the other core; yield ``(port, pid)``."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     try:
@@ -155,7 +163,7 @@ def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[int
         if not line.strip():
             err = proc.stderr.read() if proc.stderr else ""
             raise RuntimeError(f"benchmark server failed to start: {err.strip()}")
-        yield int(line.split()[-1])
+        yield int(line.split()[-1]), proc.pid
     finally:
         proc.terminate()
         try:
@@ -432,6 +440,131 @@ async def bridge_spi_latency(port: int, n: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class MemoryReport:
+    requests: int
+    #: (requests done, server RSS in bytes) at each checkpoint.
+    rss: list[tuple[int, int]]
+    #: Python heap per in-flight request, client and server together (tracemalloc).
+    bytes_per_in_flight: float
+    in_flight: int
+
+    @property
+    def growth(self) -> int:
+        """RSS growth from the first checkpoint (after warm-up) to the last."""
+        return self.rss[-1][1] - self.rss[0][1]
+
+    def lines(self) -> list[str]:
+        out = [f"server RSS over {self.requests:,} pipelined register reads "
+               "(64 in flight, one connection):"]
+        out += [f"  after {n:>9,} requests: {r / 2**20:7.1f} MiB" for n, r in self.rss]
+        per = self.growth / max(self.requests - self.rss[0][0], 1)
+        out.append(f"  growth after warm-up: {self.growth / 2**10:+,.0f} KiB "
+                   f"({per:+.3f} bytes per request)")
+        out.append(f"memory per in-flight request (client + server, Python heap): "
+                   f"{self.bytes_per_in_flight:,.0f} bytes ({self.in_flight} in flight, "
+                   "queued behind a stalled device)")
+        return out
+
+
+async def _pipelined_checkpoints(port: int, total: int, depth: int, pid: int,
+                                 every: int) -> list[tuple[int, int]]:
+    c = await AsyncClient.connect("127.0.0.1", port)
+    done = 0
+    samples: list[tuple[int, int]] = []
+
+    async def worker(count: int) -> None:
+        nonlocal done
+        for _ in range(count):
+            await c.transfer("1", _REG_READ)
+            done += 1
+
+    try:
+        await asyncio.gather(*(worker(2000 // depth) for _ in range(depth)))  # warm-up
+        done = 0
+        samples.append((0, rss_bytes(pid)))
+        per_worker = max(every // depth, 1)
+        while done < total:
+            await asyncio.gather(*(worker(per_worker) for _ in range(depth)))
+            samples.append((done, rss_bytes(pid)))
+        return samples
+    finally:
+        await c.close()
+
+
+async def _bytes_per_in_flight(per_conn: int = 256, conns: int = 4) -> float:
+    """Heap held per queued request: every request waits behind a stalled device."""
+    import tracemalloc
+
+    from .config import board_from_toml_text
+    from .server import Server
+
+    board = board_from_toml_text(bench_board_text(1) + _STALLED_BUS, "<bench>")
+    server = Server(board, host="127.0.0.1", port=0, request_timeout=30.0)
+    await server.start()
+    clients = [await AsyncClient.connect("127.0.0.1", server.port) for _ in range(conns)]
+    try:
+        # A first request occupies the bus; the rest queue behind it.
+        first = asyncio.ensure_future(clients[0].transfer("9", _STALL_READ))
+        while not server.jobs:  # noqa: ASYNC110 - polls the server's state from outside
+            await asyncio.sleep(0.001)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        n = per_conn * conns - 1
+        tasks = [asyncio.ensure_future(c.transfer("9", _STALL_READ))
+                 for c in clients for _ in range(per_conn - (c is clients[0]))]
+        while len(server.jobs) < n + 1:  # noqa: ASYNC110 - polls the server's state
+            await asyncio.sleep(0.001)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        board.i2c["9"].device(0x48).stall_s = 0.0  # type: ignore[attr-defined]
+        await asyncio.gather(first, *tasks)  # the queue drains once the stall ends
+        return (after - before) / n
+    finally:
+        for c in clients:
+            await c.close()
+        await server.close(grace=2.0)
+
+
+_STALLED_BUS = """
+[[i2c]]
+name = "9"
+backend = "sim"
+log_size = 0
+[[i2c.devices]]
+type = "regmap"
+address = 0x48
+stall_s = 0.5
+"""
+_STALL_READ = chain([write(0x48, b"\x00"), read(0x48, 1)])
+
+
+def run_memory(total: int = 1_000_000, progress: Callable[[str], None] = lambda s: None
+               ) -> MemoryReport:
+    _pin(os.getpid(), 0)
+    every = max(total // 10, 64)
+    with _server_process([sys.executable, "-c", BRIDGE_SERVER, "uv"]) as (port, pid):
+        progress(f"memory: {total:,} pipelined requests")
+        rss = _run(lambda: _pipelined_checkpoints(port, total, 64, pid, every))
+    progress("memory: bytes per in-flight request")
+    per = _run(lambda: _bytes_per_in_flight())
+    return MemoryReport(total, rss, per, 1024)
+
+
+# ---------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------
 
@@ -604,14 +737,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one short repetition (smoke test)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot", metavar="FILE.png")
+    ap.add_argument("--memory", type=int, metavar="N", default=None,
+                    help="also run N pipelined requests watching the server's RSS "
+                         "(1000000 for the full check)")
     args = ap.parse_args(argv)
-    return bench_command(args.reps, args.quick, args.json, args.plot)
+    return bench_command(args.reps, args.quick, args.json, args.plot, args.memory)
 
 
-def bench_command(reps: int, quick: bool, json_path: str | None, plot_path: str | None) -> int:
+def bench_command(reps: int, quick: bool, json_path: str | None, plot_path: str | None,
+                  memory: int | None = None) -> int:
     t0 = time.monotonic()
-    figs = run_bench(reps=reps, quick=quick,
-                     progress=lambda s: print(f"bench: {s}", file=sys.stderr, flush=True))
+
+    def progress(s: str) -> None:
+        print(f"bench: {s}", file=sys.stderr, flush=True)
+
+    figs = run_bench(reps=reps, quick=quick, progress=progress)
+    mem = None
+    if memory is not None or quick:
+        mem = run_memory(memory if memory is not None else 20_000, progress)
     lines, ok = report(figs)
     print("\n".join(lines))
     print(f"\n{reps if not quick else 1} repetition(s), medians; ratio = figure / baseline "
@@ -619,9 +762,17 @@ def bench_command(reps: int, quick: bool, json_path: str | None, plot_path: str 
     for name in noisy(figs):
         print(f"warning: '{name}' varied by more than 25% between repetitions: "
               "this machine is noisy, compare ratios with care", file=sys.stderr)
+    if mem is not None:
+        print()
+        print("\n".join(mem.lines()))
     if json_path:
+        data = to_json(figs)
+        if mem is not None:
+            data["memory"] = {"requests": mem.requests, "rss": mem.rss,
+                              "growth_bytes": mem.growth,
+                              "bytes_per_in_flight": mem.bytes_per_in_flight}
         with open(json_path, "w") as fh:
-            json.dump(to_json(figs), fh, indent=2)
+            json.dump(data, fh, indent=2)
     if plot_path and not plot(figs, plot_path):
         print("warning: matplotlib is not installed; no plot (pip install busbridge[bench])",
               file=sys.stderr)

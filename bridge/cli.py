@@ -1013,11 +1013,15 @@ def demo(ctx: click.Context, listen: str) -> None:
 @click.option("--json", "json_path", metavar="FILE", help="Write the figures as JSON.")
 @click.option("--plot", "plot_path", metavar="FILE.png",
               help="Write a latency-distribution plot (needs busbridge[bench]).")
-def bench(reps: int, quick: bool, json_path: str | None, plot_path: str | None) -> None:
+@click.option("--memory", type=click.IntRange(1000), metavar="N", default=None,
+              help="Also run N pipelined requests watching the server's RSS "
+                   "(1000000 for the full check).")
+def bench(reps: int, quick: bool, json_path: str | None, plot_path: str | None,
+          memory: int | None) -> None:
     """Measure the bridge against a bare uvloop echo in the same run; print ratios."""
     from .bench import bench_command
 
-    bench_command(reps, quick, json_path, plot_path)
+    bench_command(reps, quick, json_path, plot_path, memory)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

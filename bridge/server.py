@@ -453,8 +453,15 @@ class _Session(asyncio.BufferedProtocol):
         job.future = worker.submit(fn, *args)
         timeout = ev.timeout_ms / 1000 if ev.timeout_ms else server.request_timeout
         job.timer = self.loop.call_later(timeout, self._timeout, job)
-        loop = self.loop
-        job.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done, job))
+        job.future.add_done_callback(lambda _f: self._notify(job))
+
+    def _notify(self, job: _Job) -> None:
+        """On the bus's thread: hand a finished job back to the loop, if it still runs."""
+        try:
+            self.loop.call_soon_threadsafe(self._done, job)
+        except RuntimeError:  # loop closed: the server stopped before the bus finished
+            event(log, logging.WARNING, "completion after shutdown", where=job.where,
+                  id=job.request.id, peer=self.peer)
 
     def _done(self, job: _Job) -> None:
         assert job.future is not None

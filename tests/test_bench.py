@@ -22,4 +22,10 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
                  "register read p50 (asyncio)"):
         assert figures[name]["median"] > 0, name
     assert figures["register read p50"]["ratio"] > 0
+    assert figures["msgpack echo floor p50"]["median"] > 0
+    memory = data["memory"]  # the quick run also watches the server's RSS
+    assert memory["requests"] > 0
+    assert len(memory["rss"]) > 2
+    assert memory["bytes_per_in_flight"] > 0
+    assert "memory per in-flight request" in proc.stdout
     assert "register read p50" in proc.stdout
