@@ -1,0 +1,125 @@
+"""Where a register read's time goes: each piece of the hot path, timed alone.
+
+``busbridge bench`` measures the whole round trip against a bare echo; this
+splits the bridge's own Python work into its parts (medians of 7 runs of
+``timeit``), so a change to one of them can be judged on its own, and adds
+an in-process round trip (client and server on one loop, real TCP) with an
+optional cProfile of it:
+
+    python benchmarks/hot_path.py            # per-part costs
+    python benchmarks/hot_path.py --profile  # + cProfile of 20k round trips
+
+For figures that do not move with machine load, run a part under
+``valgrind --tool=callgrind`` and compare instruction counts (see
+docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+import timeit
+from collections.abc import Callable
+
+from bridge.bench import _REG_READ, bench_board_text
+from bridge.client import AsyncClient
+from bridge.config import board_from_toml_text
+from bridge.execute import run_i2c
+from bridge.runtime import new_event_loop
+from bridge.server import Server
+from protocol import (
+    DEFAULT_LIMITS,
+    Connection,
+    LimitsInfo,
+    Role,
+    Welcome,
+    WelcomeInfo,
+)
+
+
+def parts() -> dict[str, Callable[[], object]]:
+    board = board_from_toml_text(bench_board_text(1), "<bench>")
+    bus = board.i2c["1"]
+    msgs = tuple(_REG_READ)
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    server.handshaken = True
+    welcome = Welcome(WelcomeInfo(limits=LimitsInfo(**DEFAULT_LIMITS.as_dict())))
+    client.receive(Connection(Role.SERVER).send(welcome))
+    request = memoryview(bytearray(client.send_i2c(1, "1", msgs)))
+    client.in_flight.clear()
+    result = memoryview(bytearray(server.send_result(1, b"\0\0", [b"\x0c\x80"], [])))
+
+    def server_decode() -> None:
+        server.receive(request)
+        server.in_flight.clear()
+
+    def client_encode() -> None:
+        client.send_i2c(1, "1", msgs)
+        client.in_flight.clear()
+
+    def client_decode() -> None:
+        client.in_flight.add(1)
+        client.receive(result)
+
+    return {
+        "client: encode the request": client_encode,
+        "server: decode + validate the frame": server_decode,
+        "server: may_block check": lambda: bus.may_block,
+        "server: run_i2c (virtio rules + sim bus)": lambda: run_i2c(bus, msgs),
+        "  of which the simulated bus transaction": lambda: bus.transfer(msgs),
+        "server: encode the RESULT": lambda: server.send_result(1, b"\0\0", [b"\x0c\x80"], []),
+        "client: decode the RESULT": client_decode,
+    }
+
+
+async def round_trips(n: int, profile: bool) -> float:
+    board = board_from_toml_text(bench_board_text(1), "<bench>")
+    server = Server(board, host="127.0.0.1", port=0)
+    await server.start()
+    c = await AsyncClient.connect("127.0.0.1", server.port)
+    try:
+        for _ in range(500):
+            await c.transfer("1", _REG_READ)
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await c.transfer("1", _REG_READ)
+        dt = time.perf_counter() - t0
+        if prof:
+            prof.disable()
+            stats = pstats.Stats(prof)
+            print(f"\ncProfile of {n:,} round trips "
+                  f"({stats.total_calls / n:.0f} Python-level calls each):")  # type: ignore[attr-defined]
+            stats.sort_stats("tottime").print_stats(20)
+        return dt / n
+    finally:
+        await c.close()
+        await server.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--profile", action="store_true", help="cProfile the round trips")
+    args = ap.parse_args()
+    print(f"{'part of one register read':46} {'ns':>8}")
+    for name, fn in parts().items():
+        n = 20_000
+        t = statistics.median(timeit.repeat(fn, number=n, repeat=7)) / n
+        print(f"{name:46} {t * 1e9:8,.0f}")
+    loop = new_event_loop()
+    try:
+        per = loop.run_until_complete(round_trips(20_000, False))
+        print(f"{'in-process round trip (client + server, TCP)':46} {per * 1e9:8,.0f}")
+        if args.profile:
+            loop.run_until_complete(round_trips(20_000, True))
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()
