@@ -521,7 +521,9 @@ class Connection:
             try:
                 out.append(decode(buf[pos + PREFIX_SIZE : end]))
             except ProtocolError as e:
-                e.__traceback__ = None  # it must not pin a view of the caller's buffer
+                # Kept errors must not pin a view of the caller's buffer through
+                # their traceback or the exception they replaced.
+                e.__traceback__ = e.__context__ = None
                 out.append(e)
                 if e.fatal:
                     self.closed = True
