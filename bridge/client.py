@@ -308,18 +308,14 @@ class AsyncClient:
         loop = self._loop = asyncio.get_running_loop()
         self.address = (host, port)
         self._welcomed = loop.create_future()
-        self._gone = loop.create_future()
         try:
             transport, _ = await asyncio.wait_for(
                 loop.create_connection(lambda: _ClientProtocol(self), host, port), self.timeout
             )
-        except BaseException as e:
-            self._gone.set_result(None)  # no connection was made
-            if isinstance(e, TimeoutError):
-                raise TimeoutError(_errno.ETIMEDOUT,
-                                   f"connect to {host}:{port} timed out") from None
-            raise
+        except TimeoutError:
+            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
+        self._gone = loop.create_future()  # resolved by connection_lost
         hello = HelloInfo(client=self.name, leases=self.lease_tokens)
         self._transport.write(self.conn.send(Hello(hello)))
         try:
@@ -625,7 +621,7 @@ class AsyncClient:
         """
         if self._transport is not None:
             self._transport.abort()
-        if self._gone is not None:
+        if self._gone is not None and not self._gone.done():
             # Until connection_lost has run, the old connection could still fail requests.
             await asyncio.wait_for(asyncio.shield(self._gone), self.timeout)
         self.conn = Connection(Role.CLIENT)
