@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from bridge.client import AsyncClient, Client, ConnectionLost, TransferError, spi_xfer
+from bridge.config import load_board
 from bridge.server import Server
 from protocol import SpiResult, read, write
 
@@ -212,6 +213,47 @@ def test_server_restart_fails_in_flight_requests_and_nothing_is_ever_sent_twice(
     assert ok <= set(before) | set(after), "an answered write is missing from the bus record"
     assert not lost & set(after), "a write whose answer was lost was re-sent after reconnecting"
     assert after == list(range(1001, 1011))
+
+
+async def test_reconnect_drops_what_is_in_flight_fails_plainly_and_can_be_retried() -> None:
+    board = load_board(None)
+    s = Server(board, host="127.0.0.1", port=0)
+    await s.start()
+    port = s.port
+    c = await AsyncClient.connect("127.0.0.1", port)
+    bus = board.i2c["1"]
+    bus.device(STALLER).stall_s = 0.3
+    try:
+        stuck = asyncio.ensure_future(c.i2c("1", [write(STALLER, [0, 0])]))
+        queued = asyncio.ensure_future(c.i2c("1", [write(TMP117, [TLOW, 0xEE, 0xEE])]))
+        await asyncio.sleep(0.05)
+        await c.reconnect()  # the connection was up: its requests fail now, not re-sent
+        for fut in (stuck, queued):
+            with pytest.raises(ConnectionLost, match="not re-sent"):
+                await fut
+        assert c.connected
+        await asyncio.sleep(0.4)
+        assert not [e for e in bus.log_snapshot()
+                    if any(m.data == bytes([TLOW, 0xEE, 0xEE]) for m in e.msgs)]
+    finally:
+        bus.device(STALLER).stall_s = 0
+    await s.close(grace=2.0)
+    for _ in range(100):
+        if not c.connected:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(ConnectionRefusedError):
+        await c.reconnect()  # nothing listens: a plain OSError, and the client stays usable
+    with pytest.raises(ConnectionLost):
+        await c.i2c("1", [write(TMP117)])
+    s2 = Server(load_board(None), host="127.0.0.1", port=port)
+    await s2.start()
+    try:
+        await c.reconnect()
+        assert (await c.i2c("1", [write(TMP117)])).status == b"\x00"
+    finally:
+        await c.close()
+        await s2.close(grace=2.0)
 
 
 # ---------------------------------------------------------------------------
