@@ -9,8 +9,9 @@ decoder with atheris, while a well-behaved client keeps getting correct answers.
   connection once the client half-closes.
 * ``test_server_long_fuzz`` (slow): the same checks on >= 100 000 frames from
   a seeded generator.
-* ``test_atheris_decoder_*``: scripts/fuzz_decoder.py, a short run by default
-  and >= 100 000 inputs in the slow suite.
+* ``test_atheris_*``: coverage-guided runs of scripts/fuzz_decoder.py (the
+  decoder) and scripts/fuzz_server.py (a real server over real sockets), short
+  by default and >= 100 000 inputs each in the slow suite.
 
 A crash is any exception other than ProtocolError from the decoder, the server
 stopping to serve (the good client's reads fail or stall), or a connection the
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -305,9 +307,10 @@ def test_server_long_fuzz(fuzzed: tuple[Running, GoodClient]) -> None:
 # ---------------------------------------------------------------------------
 
 FUZZ_DECODER = REPO / "scripts" / "fuzz_decoder.py"
+FUZZ_SERVER = REPO / "scripts" / "fuzz_server.py"
 
 
-def _atheris(runs: int) -> None:
+def _atheris(script: Path, runs: int, max_len: int) -> None:
     try:
         import atheris  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the platform
@@ -315,20 +318,30 @@ def _atheris(runs: int) -> None:
         if os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1":
             pytest.fail(why)
         pytest.skip(why)
-    p = subprocess.run([sys.executable, str(FUZZ_DECODER), f"-runs={runs}", "-max_len=2048",
+    p = subprocess.run([sys.executable, str(script), f"-runs={runs}", f"-max_len={max_len}",
                         "-seed=1"], capture_output=True, text=True, timeout=600, cwd=REPO,
                        check=False)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
     assert f"Done {runs} runs" in out
     cov = re.findall(r"DONE\s+cov: (\d+)", out)
-    print(f"atheris: {runs} inputs, 0 crashes, coverage {cov[-1] if cov else '?'} edges")
+    print(f"atheris {script.name}: {runs} inputs, 0 crashes, coverage "
+          f"{cov[-1] if cov else '?'} edges")
 
 
 def test_atheris_decoder_short() -> None:
-    _atheris(10_000)
+    _atheris(FUZZ_DECODER, 10_000, 2048)
+
+
+def test_atheris_server_short() -> None:
+    _atheris(FUZZ_SERVER, 2_000, 1024)
 
 
 @pytest.mark.slow
 def test_atheris_decoder_long() -> None:
-    _atheris(300_000)
+    _atheris(FUZZ_DECODER, 300_000, 2048)
+
+
+@pytest.mark.slow
+def test_atheris_server_long() -> None:
+    _atheris(FUZZ_SERVER, 100_000, 1024)
