@@ -310,7 +310,7 @@ FUZZ_DECODER = REPO / "scripts" / "fuzz_decoder.py"
 FUZZ_SERVER = REPO / "scripts" / "fuzz_server.py"
 
 
-def _atheris(script: Path, runs: int, max_len: int) -> None:
+def _atheris(script: Path, runs: int, max_len: int, artifacts: Path) -> None:
     try:
         import atheris  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the platform
@@ -319,29 +319,29 @@ def _atheris(script: Path, runs: int, max_len: int) -> None:
             pytest.fail(why)
         pytest.skip(why)
     p = subprocess.run([sys.executable, str(script), f"-runs={runs}", f"-max_len={max_len}",
-                        "-seed=1"], capture_output=True, text=True, timeout=600, cwd=REPO,
-                       check=False)
+                        "-seed=1", f"-artifact_prefix={artifacts}/"], capture_output=True,
+                       text=True, timeout=600, cwd=REPO, check=False)
     out = p.stdout + p.stderr
-    assert p.returncode == 0, out[-3000:]
+    assert p.returncode == 0, f"crashing input saved in {artifacts}\n{out[-3000:]}"
     assert f"Done {runs} runs" in out
     cov = re.findall(r"DONE\s+cov: (\d+)", out)
     print(f"atheris {script.name}: {runs} inputs, 0 crashes, coverage "
           f"{cov[-1] if cov else '?'} edges")
 
 
-def test_atheris_decoder_short() -> None:
-    _atheris(FUZZ_DECODER, 10_000, 2048)
+def test_atheris_decoder_short(tmp_path: Path) -> None:
+    _atheris(FUZZ_DECODER, 10_000, 2048, tmp_path)
 
 
-def test_atheris_server_short() -> None:
-    _atheris(FUZZ_SERVER, 2_000, 1024)
-
-
-@pytest.mark.slow
-def test_atheris_decoder_long() -> None:
-    _atheris(FUZZ_DECODER, 300_000, 2048)
+def test_atheris_server_short(tmp_path: Path) -> None:
+    _atheris(FUZZ_SERVER, 2_000, 1024, tmp_path)
 
 
 @pytest.mark.slow
-def test_atheris_server_long() -> None:
-    _atheris(FUZZ_SERVER, 100_000, 1024)
+def test_atheris_decoder_long(tmp_path: Path) -> None:
+    _atheris(FUZZ_DECODER, 300_000, 2048, tmp_path)
+
+
+@pytest.mark.slow
+def test_atheris_server_long(tmp_path: Path) -> None:
+    _atheris(FUZZ_SERVER, 100_000, 1024, tmp_path)
