@@ -343,7 +343,11 @@ class _Session(asyncio.BufferedProtocol):
             return
 
         def check() -> None:
-            if self.open and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            try:
+                gone = self.open and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                return  # already closed: connection_lost has run or is about to
+            if gone:
                 event(log, logging.INFO, "peer gone after its FIN", peer=self.peer)
                 self.transport.abort()
 
