@@ -113,6 +113,28 @@ def test_client_killed_halfway_through_a_chain_frame_runs_nothing_of_it(
                for e in bus.log_snapshot() if e.seq > seq0)
 
 
+def test_a_live_half_closed_client_still_gets_its_answers(server_thread: Any) -> None:
+    """The FIN probe must not cost a client that half-closed but still reads anything."""
+    bus = server_thread.board.i2c["1"]
+    bus.device(STALLER).stall_s = 0.3
+    probe = [2, 1, "1", [[bytes([STALLER << 1, 0, 0, 0, 0, 0, 0, 0]), b"\x00\x00"]], None]
+    write_low = [2, 2, "1", [[bytes([TMP117 << 1, 0, 0, 0, 0, 0, 0, 0]),
+                              bytes([TLOW, 0x0A, 0x0A])]], None]
+    try:
+        with socket.create_connection((server_thread.host, server_thread.port), 5) as s:
+            s.sendall(hello() + frame(probe) + frame(write_low))
+            s.shutdown(socket.SHUT_WR)
+            frames, closed = read_frames(s, timeout=5)
+    finally:
+        bus.device(STALLER).stall_s = 0
+    results = {f[1]: f[2] for f in frames if f[0] == 4}
+    assert results == {1: b"\x00", 2: b"\x00"}
+    assert [6, 1] in frames, "the server probes a peer that half-closed with work in flight"
+    assert closed
+    with Client(server_thread.host, server_thread.port) as c:
+        assert reg(c, TLOW) == 0x0A0A
+
+
 # ---------------------------------------------------------------------------
 # (b) server restart: ConnectionLost for in-flight requests, reconnect, no re-send
 # ---------------------------------------------------------------------------
