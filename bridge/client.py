@@ -264,6 +264,7 @@ class AsyncClient:
         self._sweeper: asyncio.TimerHandle | None = None
         self._wbuf: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._gone: asyncio.Future[None] | None = None
 
     @classmethod
     async def connect(
@@ -314,6 +315,7 @@ class AsyncClient:
         except TimeoutError:
             raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
+        self._gone = loop.create_future()  # resolved by connection_lost
         hello = HelloInfo(client=self.name, leases=self.lease_tokens)
         self._transport.write(self.conn.send(Hello(hello)))
         try:
@@ -371,6 +373,8 @@ class AsyncClient:
             self._welcomed.set_exception(err)
         self._fail_all(err)
         self._transport = None
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
 
     def _fail_all(self, exc: BaseException) -> None:
         self._closed_exc = self._closed_exc or exc
@@ -605,6 +609,26 @@ class AsyncClient:
     def connected(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
+    async def reconnect(self) -> None:
+        """Open a NEW connection to the same server, with a fresh handshake.
+
+        Nothing is re-sent: requests in flight on the old connection have
+        failed with :class:`ConnectionLost` (if it is still up, it is dropped
+        first and they fail now), and only requests made after this returns
+        go out.  Deciding whether to repeat one is the caller's job, since
+        I2C and SPI writes are not idempotent.  Raises ``OSError`` if the
+        server cannot be reached; call it again to retry.
+        """
+        if self._transport is not None:
+            self._transport.abort()
+        if self._gone is not None and not self._gone.done():
+            # Until connection_lost has run, the old connection could still fail requests.
+            await asyncio.wait_for(asyncio.shield(self._gone), self.timeout)
+        self.conn = Connection(Role.CLIENT)
+        self.welcome = None
+        self._closed_exc = None
+        await self._open(*self.address)
+
     async def close(self) -> None:
         self._flush()
         if self._transport is not None:
@@ -745,6 +769,10 @@ class Client:
 
     def leases(self) -> list[LeaseInfo]:
         return self._call(self._client.leases())
+
+    def reconnect(self) -> None:
+        """See :meth:`AsyncClient.reconnect`: a new connection; nothing is re-sent."""
+        self._call(self._client.reconnect())
 
     @property
     def connected(self) -> bool:

@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -217,6 +218,19 @@ class Server:
         if not self.jobs:
             self._idle.set()
 
+    def _withdraw(self, session: _Session) -> int:
+        """Withdraw a gone client's requests that have not reached a bus yet.
+
+        Nobody can receive their answers any more, so they must not hold the
+        bus (or write to it) after the client died; one already on the bus
+        finishes, as it would at a deadline.  Returns how many were withdrawn.
+        """
+        n = 0
+        for job in list(self.jobs):
+            if job.session is session and job.future is not None and job.future.cancel():
+                n += 1
+        return n
+
 
 class _Session(asyncio.BufferedProtocol):
     """One client connection.
@@ -255,8 +269,10 @@ class _Session(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
         self.server.sessions.discard(self)
+        withdrawn = self.server._withdraw(self)
         event(log, logging.INFO, "client disconnected", peer=self.peer,
-              in_flight=len(self.conn.in_flight), error=str(exc) if exc else "")
+              in_flight=len(self.conn.in_flight), withdrawn=withdrawn,
+              error=str(exc) if exc else "")
 
     def pause_writing(self) -> None:
         # A client that does not read stops being read: no unbounded buffering.
@@ -299,7 +315,44 @@ class _Session(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
         self.eof = True
+        if self.conn.buffered:
+            # It ended inside a frame: say so (SPEC §9, fatal malformed) before closing.
+            self.conn.receive_data(b"")
+            try:
+                self.conn.next_event()
+            except ProtocolError as e:
+                self.server.stats.errors += 1
+                event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
+                      code=str(e.code), reason=e.message, fatal=True)
+                self.send(Error(0, e.code, e.message))
+        if self.conn.in_flight:
+            self._probe_peer()
         return bool(self.conn.in_flight)
+
+    def _probe_peer(self) -> None:
+        """A FIN means "done sending" or "died" (SIGKILL closes with a FIN too).
+
+        Write a PING: a dead peer's kernel answers it with an RST, which sets
+        the socket's error; then the connection is dropped, and its requests
+        still queued are withdrawn instead of running for nobody.  A live
+        half-closed client loses nothing.
+        """
+        self.send(Ping(1))
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+
+        def check() -> None:
+            try:
+                gone = self.open and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                return  # already closed: connection_lost has run or is about to
+            if gone:
+                event(log, logging.INFO, "peer gone after its FIN", peer=self.peer)
+                self.transport.abort()
+
+        for delay in (0.0, 0.1, 1.0):  # loopback answers at once; allow a WAN round trip
+            self.loop.call_later(delay, check)
 
     # -- sending ---------------------------------------------------------------
 

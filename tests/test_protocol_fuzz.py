@@ -282,3 +282,69 @@ def test_mutated_results_give_a_valid_event_or_a_protocol_error(data: bytes) -> 
     conn.in_flight.update(range(1, 256))  # mutated ids still match a request in flight
     for ev in drain(conn, data):
         reencodes(ev, Role.CLIENT)
+
+
+# ---------------------------------------------------------------------------
+# Streams: where TCP splits them must not matter; handshake maps of any shape
+# ---------------------------------------------------------------------------
+
+
+@settings(FUZZ, max_examples=60)
+@given(evs=st.lists(st.one_of(i2c_requests(), spi_requests()).filter(fits), min_size=1,
+                    max_size=4, unique_by=lambda e: e.id),
+       cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=6),
+       garbage=st.binary(max_size=12))
+def test_chunking_never_changes_what_is_decoded(
+    evs: list[I2CRequest | SpiRequest], cuts: list[int], garbage: bytes
+) -> None:
+    """The same bytes, fed whole or cut anywhere, give the same events and errors."""
+    data = b"".join(frame(encode_body(e)) for e in evs) + frame(garbage)
+
+    def decode(chunks: list[bytes]) -> list[Any]:
+        conn = Connection(Role.SERVER, Limits(max_in_flight=16))
+        conn.handshaken = True
+        out: list[Any] = []
+        for chunk in [*(c for c in chunks if c), b""]:  # b"" is the end of the stream
+            conn.receive_data(chunk)
+            for _ in range(len(data)):
+                try:
+                    ev = conn.next_event()
+                except ProtocolError as e:
+                    out.append((e.code, e.request_id, e.fatal))
+                    if e.fatal:
+                        return out
+                    continue
+                if ev is None or ev is NEED_DATA:
+                    break
+                out.append(ev)
+        return out
+
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    whole = decode([data])
+    assert whole[: len(evs)] == evs
+    assert decode(chunks) == whole
+
+
+@FUZZ
+@given(info=st.dictionaries(st.sampled_from(["version", "client", "token", "x"]),
+                            _msgpack_values(), max_size=4),
+       rid=st.integers(min_value=0, max_value=3))
+def test_any_hello_map_is_accepted_or_refused_fatally(info: dict[str, Any], rid: int) -> None:
+    conn = Connection(Role.SERVER, LIMITS)
+    conn.receive_data(frame(msgpack.packb([0, rid, info], use_bin_type=True)))
+    err: ProtocolError | None = None
+    try:
+        ev = conn.next_event()
+    except ProtocolError as e:
+        err = e
+    if err is not None:
+        assert err.fatal
+        assert conn.closed
+        assert not conn.handshaken
+        assert err.code in (ErrorCode.MALFORMED, ErrorCode.UNSUPPORTED_VERSION,
+                            ErrorCode.LIMIT_EXCEEDED)
+        return
+    assert isinstance(ev, Hello)
+    assert conn.handshaken
+    assert ev.info.version == 1
