@@ -89,6 +89,10 @@ def fuzzed() -> Iterator[tuple[Running, GoodClient]]:
     finally:
         good.stop.set()
         gt.join(10)
+        # The server notices the last client's close on its own thread: give it a moment.
+        deadline = time.monotonic() + 5
+        while running.server.sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
         base = len(running.server.sessions)
         stop_server_thread(running, t)
         assert base == 0, f"{base} sessions leaked after the fuzzing"
