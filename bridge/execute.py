@@ -176,7 +176,10 @@ def _settle(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg]
 def check_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> Outcome | None:
     """PARAM_ERR outcome if any transfer is invalid (then none runs), else None."""
     cfg = backend.config
-    reasons = [check_spi_transfer(t, cfg) for t in transfers]
+    if len(transfers) == 1:  # the common case, without the lists
+        reasons: list[str | None] = [check_spi_transfer(transfers[0], cfg)]
+    else:
+        reasons = [check_spi_transfer(t, cfg) for t in transfers]
     if not any(reasons):
         reasons = backend.check(cs, transfers)
         if not any(reasons):

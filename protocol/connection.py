@@ -563,8 +563,8 @@ class Connection:
             raise _bad(ErrorCode.MALFORMED, "frame must be an array [type, id, ...]")
         t = f[0]
         if self._server:
-            if t == _FRAME_I2C and self.handshaken:  # the hot path, inline
-                ev = decode_i2c(f, self.limits)
+            if t in (_FRAME_I2C, _FRAME_SPI) and self.handshaken:  # the hot path, inline
+                ev = decode_i2c(f, self.limits) if t == _FRAME_I2C else decode_spi(f, self.limits)
                 in_flight = self.in_flight
                 if ev.id in in_flight or len(in_flight) >= self.limits.max_in_flight:
                     self._admit(ev.id)  # raises the precise error
