@@ -316,8 +316,14 @@ _HDR_R = (0x48 << 1).to_bytes(2, "little") + bytes(2) + (2).to_bytes(4, "little"
 
 
 async def msgpack_echo_latency(port: int, n: int) -> list[int]:
+    return await _call_latency(_MsgpackEchoClient, port, n)
+
+
+async def _call_latency(factory: Callable[[], _MsgpackEchoClient | _FutureEchoClient],
+                        port: int, n: int) -> list[int]:
+    """Round trips of ``proto.call()``, one at a time, after a warm-up."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(_MsgpackEchoClient, "127.0.0.1", port)
+    _, proto = await loop.create_connection(factory, "127.0.0.1", port)
     for _ in range(200):
         await proto.call()
     out = []
@@ -363,18 +369,7 @@ async def echo_throughput(port: int, req: int, res: int, n: int, depth: int,
 
 
 async def future_echo_latency(port: int, req: int, res: int, n: int) -> list[int]:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(lambda: _FutureEchoClient(_frame_of(req), res),
-                                            "127.0.0.1", port)
-    for _ in range(200):
-        await proto.call()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        await proto.call()
-        out.append(time.perf_counter_ns() - t0)
-    proto.transport.close()
-    return out
+    return await _call_latency(lambda: _FutureEchoClient(_frame_of(req), res), port, n)
 
 
 # ---------------------------------------------------------------------------
@@ -539,16 +534,7 @@ async def _bytes_per_in_flight(per_conn: int = 256, conns: int = 4) -> float:
         await server.close(grace=2.0)
 
 
-_STALLED_BUS = """
-[[i2c]]
-name = "9"
-backend = "sim"
-log_size = 0
-[[i2c.devices]]
-type = "regmap"
-address = 0x48
-stall_s = 0.5
-"""
+_STALLED_BUS = BENCH_I2C_BUS.format(n=9) + "stall_s = 0.5\n"  # the bench's device, stalling
 _STALL_READ = chain([write(0x48, b"\x00"), read(0x48, 1)])
 
 

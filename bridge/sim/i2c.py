@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
@@ -26,6 +26,26 @@ from ..backends.base import BusError, I2CBackend
 SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL
 
 DEFAULT_LOG_SIZE = 1024
+
+
+class Stalling(Protocol):
+    """A simulated device with the ``stall_s`` fault knob (I2C and SPI alike)."""
+
+    stall_s: float
+
+
+def may_stall(timing: bool, devices: Iterable[Stalling]) -> bool:
+    """A bus's ``may_block``: only simulated wire time and device stalls sleep.
+
+    Asked for every request the server may run inline, so a plain loop: a
+    generator for ``any()`` costs more than the scan.
+    """
+    if timing:
+        return True
+    for d in devices:  # noqa: SIM110
+        if d.stall_s > 0:
+            return True
+    return False
 
 
 class I2CDevice:
@@ -234,12 +254,7 @@ class SimI2CBus(I2CBackend):
     @property
     def may_block(self) -> bool:
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
-        if self.timing:
-            return True
-        for d in self._devices.values():  # noqa: SIM110 - a generator costs more, per request
-            if d.stall_s > 0:
-                return True
-        return False
+        return may_stall(self.timing, self._devices.values())
 
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
         with self._lock:

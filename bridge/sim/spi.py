@@ -32,6 +32,7 @@ from protocol.virtio import (
 )
 
 from ..backends.base import BusError, SpiBackend
+from .i2c import may_stall
 
 _LOOP = int(SpiMode.LOOP)
 _LSB_FIRST = int(SpiMode.LSB_FIRST)
@@ -252,12 +253,7 @@ class SimSpiBus(SpiBackend):
     @property
     def may_block(self) -> bool:
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
-        if self.timing:
-            return True
-        for d in self._devices.values():  # noqa: SIM110 - a generator costs more, per request
-            if d.stall_s > 0:
-                return True
-        return False
+        return may_stall(self.timing, self._devices.values())
 
     def transfer(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[bytes]:
         with self._lock:
