@@ -21,6 +21,12 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     BUSY = "busy"  # the bus, address or chip select is leased to someone else
     NO_LEASE = "no-lease"  # renew of a lease that expired, was released or never existed
+    UNAUTHORIZED = "unauthorized"  # missing or wrong token in HELLO (connection closes)
+    DENIED = "denied"  # an access rule forbids this request; it touched no bus
+    RATE_LIMITED = "rate-limited"  # over the per-client request rate; not run, not queued
+    TOO_MANY_CLIENTS = "too-many-clients"  # max_clients connected (connection closes)
+    HANDSHAKE_TIMEOUT = "handshake-timeout"  # no HELLO in time (connection closes)
+    IDLE_TIMEOUT = "idle-timeout"  # no frame for idle_timeout_s (connection closes)
 
     def __str__(self) -> str:
         return self.value

@@ -10,6 +10,8 @@ DEFAULT_PORT = 7707
 #: Length prefix size in bytes (unsigned, big-endian).
 PREFIX_SIZE = 4
 MAX_BUS_NAME = 64
+#: Longest HELLO token (characters).
+MAX_TOKEN = 256
 MAX_STR = 4096
 MAX_REQUEST_ID = 0xFFFF_FFFF
 MAX_TIMEOUT_MS = 3_600_000

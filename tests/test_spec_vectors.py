@@ -93,6 +93,7 @@ LEASE_50 = LeaseInfo("7f3a9c1e", "i2c", "1", 0x50, None, "ci job 7", "10.0.0.5",
 
 CLIENT_TO_SERVER: dict[str, Event] = {
     "hello": Hello(HelloInfo(version=1, client="agent")),
+    "hello-with-token": Hello(HelloInfo(version=1, client="ci", token="s3cret-t0ken")),
     "i2c-register-read": I2CRequest(1, "1", tuple(chain([write(0x48, [0x0F]), read(0x48, 2)]))),
     "i2c-probe-zero-length-write": I2CRequest(2, "1", (write(0x3C),)),
     "i2c-10bit-write": I2CRequest(3, "1", (write(0x2A5, [0x01, 0x02], ten_bit=True),)),
@@ -148,6 +149,13 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     ),
     "error-unknown-bus": Error(9, ErrorCode.UNKNOWN_BUS, "no I2C bus '7' on board 'demo'"),
     "error-handshake-required": Error(0, ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first"),
+    "error-unauthorized": Error(0, ErrorCode.UNAUTHORIZED, "invalid token"),
+    "error-denied": Error(
+        3,
+        ErrorCode.DENIED,
+        "access rule 0 (client 'ci', i2c:1 0x48, read-only) forbids writes: "
+        "i2c bus '1' address 0x48 (message 0)",
+    ),
     "pong": Pong(1),
     "lease-result-take": LeaseResult(10, [LEASE_50], token=TOKEN),
     "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
