@@ -75,6 +75,7 @@ from .i2ctools import (
     probe_kind,
 )
 from .runtime import run
+from .security import ClientAuth
 
 T = TypeVar("T")
 
@@ -125,6 +126,7 @@ class Options:
     #: A board name to find through the MQTT broker instead of ``host:port``.
     board: str | None = None
     broker: str | None = None
+    auth: ClientAuth = dataclasses.field(default_factory=ClientAuth)
 
 
 def _hostport(host: str, port: int) -> str:
@@ -146,7 +148,7 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
             host, port = await _resolve(opts)
         try:
             client = await AsyncClient.connect(host, port, timeout=opts.timeout,
-                                               leases=env_leases())
+                                               leases=env_leases(), **opts.auth.kwargs())
         except RemoteError as e:
             raise CliError(f"{opts.url} refused the connection: {e.message}") from None
         except OSError as e:
@@ -248,10 +250,26 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of key=value.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="Connect and request timeout.")
+@click.option("--tls/--no-tls", "tls", default=None,
+              help="Use TLS (implied by --tls-ca/--tls-cert) [env: BUSBRIDGE_TLS].")
+@click.option("--tls-ca", metavar="PEM", default=None,
+              help="CA that signed the server's certificate [env: BUSBRIDGE_TLS_CA].")
+@click.option("--tls-cert", metavar="PEM", default=None,
+              help="Client certificate for mutual TLS [env: BUSBRIDGE_TLS_CERT].")
+@click.option("--tls-key", metavar="PEM", default=None,
+              help="Key of --tls-cert [env: BUSBRIDGE_TLS_KEY].")
+@click.option("--tls-server-name", metavar="NAME", default=None,
+              help="Name to verify in the server's certificate (default: the host) "
+                   "[env: BUSBRIDGE_TLS_SERVER_NAME].")
+@click.option("--token-file", metavar="FILE", default=None,
+              help="File holding the access token [env: BUSBRIDGE_TOKEN_FILE; or the token "
+                   "itself in BUSBRIDGE_TOKEN]. Never put a token on the command line.")
 @click.version_option(__version__, "--version", prog_name="busbridge")
 @click.pass_context
 def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, verbose: int,
-        log_json: bool, timeout: float) -> None:
+        log_json: bool, timeout: float, tls: bool | None, tls_ca: str | None,
+        tls_cert: str | None, tls_key: str | None, tls_server_name: str | None,
+        token_file: str | None) -> None:
     """busbridge: a board's I2C and SPI buses over the network (virtio-i2c / virtio-spi).
 
     \b
@@ -273,8 +291,13 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
     board = pick_target(ctx, "url", board)
+    try:
+        auth = ClientAuth.from_env(tls=tls, cafile=tls_ca, certfile=tls_cert, keyfile=tls_key,
+                                   server_hostname=tls_server_name, token_file=token_file)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="--token-file") from None
     ctx.obj = Options(f"board {board}" if board else url, host, port, timeout, verbose,
-                      board, broker)
+                      board, broker, auth)
 
 
 # ---------------------------------------------------------------------------
@@ -295,15 +318,29 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
               help="Announce the board on this MQTT broker (overrides [mqtt] broker).")
 @click.option("--advertise", metavar="HOST:PORT", default=None,
               help="Address clients should dial, as announced (overrides [mqtt] advertise).")
+@click.option("--tls-cert", "cert", metavar="PEM", default=None,
+              help="Server certificate (chain); default: the board file's [server.tls] cert.")
+@click.option("--tls-key", "key", metavar="PEM", default=None, help="Key of --tls-cert.")
+@click.option("--tls-client-ca", "client_ca", metavar="PEM", default=None,
+              help="Require client certificates signed by this CA (mutual TLS).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Allow a non-loopback --listen without authentication (trusted networks "
+                   "only).")
 def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
-          broker: str | None, advertise: str | None) -> None:
+          broker: str | None, advertise: str | None, cert: str | None, key: str | None,
+          client_ca: str | None, insecure: bool) -> None:
     """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
 
     With a broker ([mqtt] in the board file, or --broker) the board announces
     itself: retained status/inventory/health, offline through its last will.
+    A non-loopback --listen needs authentication (client certificates or tokens,
+    see docs/security.md) or --insecure.
     """
+    import ssl
+
     from .config import BoardConfigError, load_board, split_host_port
     from .mqtt.cli import mqtt_settings, serve_announced
+    from .security import InsecureListenError, is_loopback, server_policy
     from .server import Server
     from .server import serve as serve_board
 
@@ -325,16 +362,35 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         raise
     timeout_s = (request_timeout / 1000 if request_timeout is not None
                  else board.server.request_timeout)
+    try:
+        policy = server_policy(board.server, board.source, cert=cert, key=key,
+                               client_ca=client_ca, insecure=insecure)
+    except (ValueError, OSError, ssl.SSLError) as e:
+        board.close()
+        raise ConfigError(f"TLS: {_errmsg(e)}") from None
 
     def ready(server: Server) -> None:
         buses = f"i2c: {', '.join(board.i2c) or '-'}; spi: {', '.join(board.spi) or '-'}"
         click.echo(f"busbridge: serving board {board.name!r} on "
                    f"{_hostport(server.host, server.port)} ({buses})", err=True)
+        sec = server.security
+        auth = [x for x, on in (("client certificates", sec.client_certs),
+                                ("tokens", bool(sec.tokens))) if on]
+        click.echo(f"busbridge: {'TLS' if sec.ssl else 'no TLS'}; authentication: "
+                   f"{' or '.join(auth) or 'none'}"
+                   + ("; access rules: " + str(len(server.acl.rules)) if server.acl else ""),
+                   err=True)
+        if not auth and not is_loopback(server.host):
+            click.echo("busbridge: WARNING: --insecure: anyone who can reach this port can "
+                       "drive the buses", err=True)
 
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
             board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
-            max_lease_ttl=board.server.lease_max_ttl_s), ready))
+            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready))
+    except InsecureListenError as e:
+        board.close()
+        raise ConfigError(str(e)) from None
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {_hostport(host, port)}: {_errmsg(e)}") from None
@@ -1064,6 +1120,10 @@ cli.add_command(lease)
 from .mqtt.cli import boards as boards_command  # noqa: E402
 
 cli.add_command(boards_command)
+
+from .token_cli import token as token_command  # noqa: E402
+
+cli.add_command(token_command)
 
 
 if __name__ == "__main__":

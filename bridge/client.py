@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import errno as _errno
 import itertools
+import ssl
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import Future as CFuture
@@ -53,6 +54,7 @@ from protocol.virtio import (
 
 from . import __version__
 from .runtime import new_event_loop
+from .security import ClientAuth
 
 T = TypeVar("T")
 
@@ -247,8 +249,9 @@ class AsyncClient:
     """
 
     def __init__(self, *, timeout: float = 5.0, name: str = "",
-                 leases: Sequence[str] = ()) -> None:
+                 leases: Sequence[str] = (), auth: ClientAuth | None = None) -> None:
         self.timeout = timeout
+        self.auth = auth or ClientAuth()
         self.name = name or f"busbridge-client/{__version__}"
         #: Lease tokens presented in HELLO: this connection may use what they lease.
         self.lease_tokens = list(leases)
@@ -275,13 +278,27 @@ class AsyncClient:
         timeout: float = 5.0,
         name: str = "",
         leases: Sequence[str] = (),
+        tls: bool | ssl.SSLContext = False,
+        cafile: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        server_hostname: str | None = None,
+        token: str | None = None,
     ) -> AsyncClient:
         """Connect and complete the handshake (raises ``OSError`` on failure).
 
         ``leases``: tokens of leases held elsewhere (e.g. by ``busbridge run
         --lease``) that this connection may use.
+
+        TLS is on with ``tls=True`` (system CAs), an ``ssl.SSLContext``, or when
+        ``cafile`` (the CA that signed the server's certificate) or ``certfile``
+        (this client's certificate, for mutual TLS) is given. ``token`` (an access
+        token, not a lease token) is sent in HELLO to servers that require one. A
+        server that refuses raises :class:`RemoteError` (``unauthorized``) or, for a
+        refused certificate, ``ssl.SSLError`` / :class:`ConnectionLost`.
         """
-        self = cls(timeout=timeout, name=name, leases=leases)
+        auth = ClientAuth(tls, cafile, certfile, keyfile, server_hostname, token)
+        self = cls(timeout=timeout, name=name, leases=leases, auth=auth)
         await self._open(host, port)
         return self
 
@@ -308,15 +325,18 @@ class AsyncClient:
         loop = self._loop = asyncio.get_running_loop()
         self.address = (host, port)
         self._welcomed = loop.create_future()
+        ctx = self.auth.ssl_context()
+        tls: dict[str, Any] = {} if ctx is None else {
+            "ssl": ctx, "server_hostname": self.auth.server_hostname or host}
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _ClientProtocol(self), host, port), self.timeout
-            )
+                loop.create_connection(lambda: _ClientProtocol(self), host, port, **tls),
+                self.timeout)
         except TimeoutError:
             raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
         self._gone = loop.create_future()  # resolved by connection_lost
-        hello = HelloInfo(client=self.name, leases=self.lease_tokens)
+        hello = HelloInfo(client=self.name, token=self.auth.token, leases=self.lease_tokens)
         self._transport.write(self.conn.send(Hello(hello)))
         try:
             self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)
@@ -665,14 +685,17 @@ class Client:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 timeout: float = 5.0, name: str = "", leases: Sequence[str] = ()) -> None:
+                 timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
+                 **auth: Any) -> None:
+        """``auth``: the TLS and token options of :meth:`AsyncClient.connect`."""
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
                                         daemon=True)
         self._thread.start()
         try:
             self._client: AsyncClient = self._call(
-                AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases))
+                AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases,
+                                    **auth))
         except BaseException:
             self._stop_loop()
             raise

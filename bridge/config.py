@@ -50,7 +50,10 @@ from pydantic import (
 from protocol.limits import DEFAULT_PORT, MAX_BUS_NAME, MAX_TIMEOUT_MS
 from protocol.virtio import SpiConfig
 
+from .acl import AccessRule
 from .backends.base import I2CBackend, SpiBackend
+from .limits import LimitSettings
+from .security import TlsSettings, TokenSpec
 from .sim.i2c import I2CDevice, SimI2CBus
 from .sim.i2c_devices import EEPROM_MODELS, Eeprom24, RegisterMapDevice, eeprom_geometry_problem
 from .sim.spi import (
@@ -652,6 +655,12 @@ class ServerSettings(BaseModel):
     request_timeout_ms: Annotated[int, Field(gt=0, le=MAX_TIMEOUT_MS)] = DEFAULT_REQUEST_TIMEOUT_MS
     #: Longest lease TTL the server grants (seconds); longer takes are refused.
     lease_max_ttl_s: Annotated[int, Field(gt=0, le=86_400)] = 3600
+    # Security and limits (docs/security.md); the models live with their logic.
+    insecure: bool = False
+    tls: TlsSettings | None = None
+    tokens: list[TokenSpec] = []
+    limits: LimitSettings = LimitSettings()
+    access: list[AccessRule] = []
 
     @field_validator("listen")
     @classmethod
@@ -670,6 +679,13 @@ class ServerSettings(BaseModel):
     @property
     def request_timeout(self) -> float:
         return self.request_timeout_ms / 1000
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> ServerSettings:
+        names = [t.name for t in self.tokens]
+        if len(names) != len(set(names)):
+            raise ValueError("two [[server.tokens]] share a name")
+        return self
 
 
 class MqttSettings(BaseModel):

@@ -39,10 +39,13 @@ from protocol.leases import LeaseRequest
 from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
 
 from . import __version__
+from .acl import ANONYMOUS, Acl
 from .backends.base import I2CBackend, SpiBackend
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
+from .limits import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
 from .logs import event
+from .security import ServerSecurity, check_exposure, is_loopback, peer_common_name
 
 log = logging.getLogger("busbridge.server")
 
@@ -124,11 +127,20 @@ class Server:
         limits: Limits = DEFAULT_LIMITS,
         request_timeout: float = 1.0,
         leases: LeaseTable | None = None,
+        security: ServerSecurity | None = None,
+        limit_settings: LimitSettings | None = None,
+        acl: Acl | None = None,
     ) -> None:
         self.board = board
         #: Who may use which bus; consulted before any request reaches a worker.
         self.leases = leases if leases is not None else LeaseTable()
         self._lease_timer: ExpiryTimer | None = None
+        self.security = security or ServerSecurity()
+        self.limit_settings = limit_settings or LimitSettings()
+        self.acl = acl
+        #: Rate buckets of authenticated clients, by name (shared by their connections).
+        self.buckets: dict[str, TokenBucket] = {}
+        self._idle_sweep: asyncio.TimerHandle | None = None
         self.host = host
         self.port = port
         self.limits = limits
@@ -161,13 +173,39 @@ class Server:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        sec, lim = self.security, self.limit_settings
+        check_exposure(self.host, sec.authenticated, sec.insecure)  # before anything binds
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Session(self), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: _Session(self), self.host, self.port, ssl=sec.ssl,
+            ssl_handshake_timeout=lim.handshake_timeout_s if sec.ssl else None)
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
         self._lease_timer = ExpiryTimer(self.leases, loop)
+        if sec.tokens and sec.ssl is None and not is_loopback(self.host):
+            event(log, logging.WARNING, "tokens travel in clear text without TLS",
+                  listen=f"{sock[0]}:{sock[1]}")
+        if lim.idle_timeout_s:
+            self._idle_sweep = loop.call_later(self._sweep_period, self._sweep_idle)
         event(log, logging.INFO, "serving", board=self.board.name, listen=f"{sock[0]}:{sock[1]}",
-              i2c=",".join(self.board.i2c) or "-", spi=",".join(self.board.spi) or "-")
+              i2c=",".join(self.board.i2c) or "-", spi=",".join(self.board.spi) or "-",
+              tls=sec.ssl is not None, client_certs=sec.client_certs,
+              tokens=len(sec.tokens or ()), access_rules=len(self.acl.rules) if self.acl else 0)
+
+    @property
+    def _sweep_period(self) -> float:
+        return min(max(self.limit_settings.idle_timeout_s / 4, 0.01), 5.0)
+
+    def _sweep_idle(self) -> None:
+        """Close connections that sent no frame for ``idle_timeout_s`` and await nothing."""
+        timeout = self.limit_settings.idle_timeout_s
+        now = asyncio.get_running_loop().time()
+        for s in list(self.sessions):
+            if not s.conn.in_flight and now - s.last_frame > timeout:
+                event(log, logging.INFO, "idle connection closed", peer=s.peer, client=s.client)
+                s.close_with(ErrorCode.IDLE_TIMEOUT, f"no frame for {timeout:g} s")
+        self._idle_sweep = asyncio.get_running_loop().call_later(self._sweep_period,
+                                                                 self._sweep_idle)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -189,6 +227,8 @@ class Server:
             await self._closed.wait()
             return
         self.closing = True
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
         if self._server is not None:
             self._server.close()
         try:
@@ -254,6 +294,11 @@ class _Session(asyncio.BufferedProtocol):
         self.lease_tokens: set[str] = set()
         #: The lease table's per-bus dict (never rebound): empty means nothing is leased.
         self.leased = server.leases.held
+        #: Per-frame checks (rate, access rules, idle stamp); None when none are configured.
+        self.guard: Guard | None = None
+        self.client = ANONYMOUS  # token name or certificate CN once HELLO is accepted
+        self.last_frame = 0.0
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -262,12 +307,24 @@ class _Session(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.open = True
+        lim = self.server.limit_settings
+        if len(self.server.sessions) >= lim.max_clients:
+            event(log, logging.WARNING, "connection refused: too many clients", peer=self.peer,
+                  max_clients=lim.max_clients)
+            self.close_with(ErrorCode.TOO_MANY_CLIENTS,
+                            f"{lim.max_clients} clients already connected; try again later")
+            return
         self.server.sessions.add(self)
         self.server.stats.connections += 1
+        set_keepalive(transport, lim)
+        self.last_frame = self.loop.time()
+        self._hello_timer = self.loop.call_later(lim.handshake_timeout_s, self._no_hello)
         event(log, logging.INFO, "client connected", peer=self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
         self.server.sessions.discard(self)
         withdrawn = self.server._withdraw(self)
         event(log, logging.INFO, "client disconnected", peer=self.peer,
@@ -299,7 +356,7 @@ class _Session(asyncio.BufferedProtocol):
         try:
             dispatch = self._dispatch
             for ev in items:
-                if type(ev) is I2CRequest:
+                if type(ev) is I2CRequest and self.guard is None:  # guarded: via _dispatch
                     self._i2c(ev)
                 elif isinstance(ev, ProtocolError):
                     self._refuse(ev)
@@ -407,6 +464,8 @@ class _Session(asyncio.BufferedProtocol):
                 self._submit(ev, worker, run_i2c, (backend, ev.msgs))
 
     def _dispatch(self, ev: Event) -> None:
+        if self.guard is not None and self.guard.refuse(self, ev):
+            return
         server = self.server
         if type(ev) is I2CRequest:
             self._i2c(ev)
@@ -435,11 +494,7 @@ class _Session(asyncio.BufferedProtocol):
             else:
                 self._submit(ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
         elif isinstance(ev, Hello):
-            event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client,
-                  lease_tokens=len(ev.info.leases))
-            self.client_name = ev.info.client
-            self.lease_tokens.update(ev.info.leases)
-            self.send(Welcome(server.welcome))
+            self._hello(ev)
         elif isinstance(ev, Ping):
             self.send(Pong(ev.id))
         elif isinstance(ev, LeaseRequest):
@@ -488,6 +543,47 @@ class _Session(asyncio.BufferedProtocol):
         if res.token is not None:
             self.lease_tokens.add(res.token)
         self.send(res)
+
+    # -- handshake, authentication, connection-level refusals ----------------------
+
+    def _hello(self, ev: Hello) -> None:
+        server = self.server
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        sec = server.security
+        cn = peer_common_name(self.transport) if sec.ssl is not None else None
+        client, why = sec.identify(ev.info.token, cn)
+        if why:  # the token itself is never logged
+            event(log, logging.WARNING, "handshake refused", peer=self.peer,
+                  client=ev.info.client, reason=why)
+            self.close_with(ErrorCode.UNAUTHORIZED, why)
+            return
+        self.client = client or ANONYMOUS
+        acl = server.acl.for_client(self.client) if server.acl is not None else None
+        self.guard = make_guard(server.limit_settings, acl, server.buckets, client,
+                                self.loop.time())
+        self.client_name = ev.info.client
+        self.lease_tokens.update(ev.info.leases)
+        event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client,
+              identity=self.client, lease_tokens=len(ev.info.leases))
+        self.send(Welcome(server.welcome))
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        t = self.server.limit_settings.handshake_timeout_s
+        event(log, logging.WARNING, "no HELLO in time", peer=self.peer, timeout_s=t)
+        self.close_with(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {t:g} s")
+
+    def close_with(self, code: ErrorCode, message: str) -> None:
+        """Send a fatal ERROR, stop decoding and close (answers already made go first)."""
+        self.server.stats.errors += 1
+        self.send(Error(0, code, message))
+        if self._batch:
+            self.transport.write(b"".join(self._batch))
+            self._batch.clear()
+        self.guard = CLOSED  # frames decoded from the same read never run
+        self.transport.close()
 
     def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
         have = ", ".join(repr(k) for k in known) or "none"
@@ -584,10 +680,13 @@ def _short(text: str) -> str:
 async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,
                 max_lease_ttl: int = DEFAULT_MAX_TTL,
                 limits: Limits = DEFAULT_LIMITS,
-                ready: Callable[[Server], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+                ready: Callable[[Server], None] | None = None, **policy: Any) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully.
+
+    ``policy``: ``security``, ``limit_settings`` and ``acl``, as for :class:`Server`.
+    """
     server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits,
-                    leases=LeaseTable(max_ttl=max_lease_ttl))
+                    leases=LeaseTable(max_ttl=max_lease_ttl), **policy)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

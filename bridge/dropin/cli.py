@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..client import Client, parse_address
+from ..client import Client, RemoteError, parse_address
+from ..security import ClientAuth
 from .session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
@@ -25,7 +26,8 @@ Examples:
 
 
 def child_env(url: str, bus_map: BusMap, timeout: float,
-              base: dict[str, str] | None = None) -> dict[str, str]:
+              base: dict[str, str] | None = None,
+              auth: ClientAuth | None = None) -> dict[str, str]:
     """The environment that makes ``smbus2``/``spidev``/``board``/``busio`` resolve to us."""
     env = dict(os.environ if base is None else base)
     # Only the shim: the program's Python must have busbridge installed (the shim
@@ -37,17 +39,22 @@ def child_env(url: str, bus_map: BusMap, timeout: float,
     env[ENV_URL] = url
     env[ENV_MAP] = bus_map.format()
     env[ENV_TIMEOUT] = f"{timeout:g}"
+    if auth is not None:  # TLS/token options given as busbridge flags reach the drop-ins
+        env.update(auth.env())
     return env
 
 
-def _check(url: str, bus_map: BusMap, timeout: float) -> None:
+def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
     """Fail before starting the program if the server or a mapped bus is missing."""
     try:
         host, port = parse_address(url)
-        with Client(host, port, timeout=timeout, name="busbridge-run") as c:
+        with Client(host, port, timeout=timeout, name="busbridge-run", **auth.kwargs()) as c:
             w = c.welcome
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
+    except RemoteError as e:
+        raise click.ClickException(f"the busbridge server at {url} refused the connection: "
+                                   f"{e.message}") from None
     except OSError as e:
         raise click.ClickException(f"cannot reach the busbridge server at {url}: "
                                    f"{e.strerror or e}") from None
@@ -114,9 +121,10 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None
+    auth = getattr(opts, "auth", None) or ClientAuth.from_env()
     if check:
-        _check(url, bus_map, timeout)
-    env = child_env(url, bus_map, timeout)
+        _check(url, bus_map, timeout, auth)
+    env = child_env(url, bus_map, timeout, auth=auth)
     program = shutil.which(command[0], path=env.get("PATH"))
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")

@@ -3,10 +3,11 @@
 Drop-in classes are constructed by code that knows nothing about busbridge
 (``SMBus(1)``), so they find the board through a process-wide session
 configured by :func:`connect` or, under ``busbridge run``, by the
-environment (``BUSBRIDGE_URL``, ``BUSBRIDGE_MAP``, ``BUSBRIDGE_TIMEOUT``).
-Without a URL, ``BUSBRIDGE_BOARD`` names the board to find through the MQTT
-broker ``BUSBRIDGE_BROKER``; the name is looked up again on every reconnect,
-so a board that came back on another address is found.
+environment (``BUSBRIDGE_URL``, ``BUSBRIDGE_MAP``, ``BUSBRIDGE_TIMEOUT``, and the
+TLS/token variables of :class:`bridge.security.ClientAuth`). Without a URL,
+``BUSBRIDGE_BOARD`` names the board to find through the MQTT broker
+``BUSBRIDGE_BROKER``; the name is looked up again on every reconnect, so a board
+that came back on another address is found.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from protocol.handshake import WelcomeInfo
 from protocol.leases import MAX_HELLO_LEASES, check_token
 
 from ..client import Client, ConnectionLost, RemoteError, TransferError
+from ..security import ClientAuth
 
 Kind = Literal["i2c", "spi"]
 T = TypeVar("T")
@@ -137,18 +139,23 @@ class Session:
             if self._client is None or self._pid != os.getpid():
                 # A forked child cannot use its parent's loop thread: open its own.
                 try:
+                    auth = ClientAuth.from_env().kwargs()
                     if self.board:
                         self._client = Client.from_board(self.board, self.broker,
                                                          timeout=self.timeout,
                                                          name="busbridge-dropin",
-                                                         leases=env_leases())
+                                                         leases=env_leases(), **auth)
                     else:
                         self._client = Client.from_url(self.url, timeout=self.timeout,
                                                        name="busbridge-dropin",
-                                                       leases=env_leases())
+                                                       leases=env_leases(), **auth)
                 except ImportError:
                     raise OSError(errno.ENODEV, f"busbridge: {ENV_BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
+                except RemoteError as e:  # unauthorized, too many clients: not a driver bug
+                    err = errno.EACCES if e.code == "unauthorized" else errno.EAGAIN
+                    raise OSError(err, f"the busbridge server at {self.url} refused the "
+                                  f"connection: {e}") from e
                 except OSError as e:
                     raise OSError(e.errno or errno.ECONNREFUSED,
                                   f"cannot reach the busbridge server at {self.url}: "
@@ -245,6 +252,13 @@ def disconnect() -> None:
         s.close()
 
 
+#: ERROR codes as the errno a kernel driver would have seen; others are EINVAL.
+#: EBUSY is also what i2c-dev says for an address a kernel driver holds.
+_REMOTE_ERRNO = {ErrorCode.TIMEOUT: errno.ETIMEDOUT, ErrorCode.UNKNOWN_BUS: errno.ENOENT,
+                 ErrorCode.BUSY: errno.EBUSY, ErrorCode.DENIED: errno.EACCES,
+                 ErrorCode.RATE_LIMITED: errno.EAGAIN}
+
+
 def call(fn: Callable[[], T]) -> T:
     """Run a client call; bus and server refusals become plain ``OSError`` with an errno.
 
@@ -257,9 +271,7 @@ def call(fn: Callable[[], T]) -> T:
         err = e.errno or errno.EIO
         raise OSError(err, f"{os.strerror(err)} ({e.strerror})") from e
     except RemoteError as e:
-        # EBUSY is also what i2c-dev says for an address a kernel driver holds.
-        err = {ErrorCode.TIMEOUT: errno.ETIMEDOUT, ErrorCode.UNKNOWN_BUS: errno.ENOENT,
-               ErrorCode.BUSY: errno.EBUSY}.get(e.code, errno.EINVAL)
+        err = _REMOTE_ERRNO.get(e.code, errno.EINVAL)
         raise OSError(err, f"{os.strerror(err)} (busbridge server: {e})") from e
     except ConnectionLost:
         raise

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 
+from ..security import ClientAuth
 from .backend import VhostUserBackend
 from .device import Device
 from .i2c import I2CDevice
@@ -36,9 +37,10 @@ async def make_device(link: Link, bus: str, kind: str) -> Device:
 
 
 async def run_agent(socket_path: str, host: str, port: int, bus: str, kind: str, *,
-                    timeout: float = 5.0, ready: asyncio.Event | None = None) -> None:
+                    timeout: float = 5.0, ready: asyncio.Event | None = None,
+                    auth: ClientAuth | None = None) -> None:
     """Serve until cancelled or SIGINT/SIGTERM."""
-    link = Link(host, port, timeout=timeout)
+    link = Link(host, port, timeout=timeout, auth=auth)
     device = await make_device(link, bus, kind)
     backend = VhostUserBackend(device, socket_path)
     backend.listen()

@@ -24,8 +24,9 @@ from protocol.limits import DEFAULT_PORT
               metavar="S", help="Per-request deadline; a request past it completes with an "
                                 "error in the guest.")
 @click.option("-v", "--verbose", count=True, help="-v: connections; -vv: every message.")
-def vhost_user(socket_path: str, connect: str | None, board: str | None, broker: str | None,
-               bus: str, kind: str, timeout: float, verbose: int) -> None:
+@click.pass_context
+def vhost_user(ctx: click.Context, socket_path: str, connect: str | None, board: str | None,
+               broker: str | None, bus: str, kind: str, timeout: float, verbose: int) -> None:
     """Serve one virtio device to QEMU over vhost-user, backed by a board's bus.
 
     \b
@@ -39,7 +40,11 @@ def vhost_user(socket_path: str, connect: str | None, board: str | None, broker:
     from ..logs import setup
     from ..mqtt.cli import pick_target, resolve_board
     from ..runtime import run
+    from ..security import ClientAuth
     from .agent import AgentError, run_agent
+
+    # TLS / token: busbridge's --tls-* / --token-file options, else BUSBRIDGE_TLS* / _TOKEN*.
+    auth = getattr(ctx.obj, "auth", None) or ClientAuth.from_env()
 
     setup(verbose)
     board = pick_target(click.get_current_context(), "connect", board)
@@ -50,7 +55,7 @@ def vhost_user(socket_path: str, connect: str | None, board: str | None, broker:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
     try:
-        run(run_agent(socket_path, host, port, bus, kind, timeout=timeout))
+        run(run_agent(socket_path, host, port, bus, kind, timeout=timeout, auth=auth))
     except AgentError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:

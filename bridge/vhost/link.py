@@ -15,14 +15,17 @@ from protocol.handshake import WelcomeInfo
 
 from ..client import AsyncClient, ConnectionLost
 from ..logs import event
+from ..security import ClientAuth
 
 log = logging.getLogger("busbridge.vhost")
 
 
 class Link:
     def __init__(self, host: str, port: int, *, timeout: float = 5.0,
-                 backoff: tuple[float, float] = (0.1, 5.0)) -> None:
+                 backoff: tuple[float, float] = (0.1, 5.0),
+                 auth: ClientAuth | None = None) -> None:
         self.host = host
+        self.auth = auth or ClientAuth()
         self.port = port
         self.timeout = timeout
         self.backoff_min, self.backoff_max = backoff
@@ -36,7 +39,8 @@ class Link:
     async def start(self) -> WelcomeInfo:
         """First connection: failures raise, so a mistyped address is reported at once."""
         self._client = await AsyncClient.connect(self.host, self.port, timeout=self.timeout,
-                                                 name="busbridge-vhost-user")
+                                                 name="busbridge-vhost-user",
+                                                 **self.auth.kwargs())
         assert self._client.welcome is not None
         self.welcome = self._client.welcome
         return self.welcome
@@ -55,7 +59,8 @@ class Link:
                                      f"next attempt in {self._next_try - loop.time():.1f} s")
             try:
                 c = await AsyncClient.connect(self.host, self.port, timeout=self.timeout,
-                                              name="busbridge-vhost-user")
+                                              name="busbridge-vhost-user",
+                                              **self.auth.kwargs())
             except (OSError, ConnectionError) as e:
                 self._next_try = loop.time() + self._backoff
                 self._backoff = min(self._backoff * 2, self.backoff_max)

@@ -1,0 +1,259 @@
+"""Resource limits over real TCP: each one refuses with its own error, others keep working."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
+from bridge.config import Board, board_from_toml_text
+from bridge.limits import LimitSettings
+from bridge.security import TokenSpec, build_server_security, hash_token
+from bridge.server import READ_BUFFER, Server
+from protocol import Connection, ErrorCode, Hello, HelloInfo, I2CRequest, Role, chain
+
+STALLING_BOARD = """
+name = "stall"
+[[i2c]]
+name = "1"
+backend = "sim"
+[[i2c.devices]]
+type = "regmap"
+address = 0x48
+[[i2c.devices]]
+type = "regmap"
+address = 0x20
+stall_s = 0.3
+"""
+
+
+async def start(board: Board, lim: LimitSettings, **kw: object) -> Server:
+    s = Server(board, host="127.0.0.1", port=0, limits=lim.protocol_limits(),
+               limit_settings=lim, **kw)  # type: ignore[arg-type]
+    await s.start()
+    return s
+
+
+@pytest.fixture
+async def stop() -> AsyncIterator[list[Server]]:
+    servers: list[Server] = []
+    yield servers
+    for s in servers:
+        await s.close(grace=1.0)
+
+
+async def connect(s: Server, **kw: object) -> AsyncClient:
+    return await AsyncClient.connect("127.0.0.1", s.port, timeout=5.0, **kw)  # type: ignore[arg-type]
+
+
+async def works(c: AsyncClient) -> bool:
+    (data,) = await c.transfer("1", [read(0x48, 1)])
+    return len(data) == 1
+
+
+async def raw_frames(reader: asyncio.StreamReader, welcome: bool = False) -> list[object]:
+    """Everything the server sends until it closes, decoded as a client would."""
+    conn = Connection(Role.CLIENT)
+    conn.handshaken = not welcome
+    conn.receive_data(await asyncio.wait_for(reader.read(), 5))
+    return list(conn.events())
+
+
+async def test_max_frame_is_configurable_and_advertised(board: Board,
+                                                        stop: list[Server]) -> None:
+    s = await start(board, LimitSettings(max_frame=4096))
+    stop.append(s)
+    c = await connect(s)
+    assert c.welcome is not None
+    assert c.welcome.limits.max_frame == 4096
+    with pytest.raises(ValueError, match="limit 4096"):  # the client knows it and refuses
+        await c.transfer("1", [write(0x50, bytes(4200))])
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+    hello = Connection(Role.CLIENT).send(Hello(HelloInfo()))
+    writer.write(hello + struct.pack(">I", 5000))  # a peer that ignores it is cut off
+    frames = await raw_frames(reader, welcome=True)
+    writer.close()
+    assert [f.code for f in frames[1:]] == [ErrorCode.FRAME_TOO_LARGE]  # type: ignore[attr-defined]
+    assert await works(c)
+    await c.close()
+
+
+async def test_max_in_flight_refuses_the_extra_request_only(stop: list[Server]) -> None:
+    s = await start(board_from_toml_text(STALLING_BOARD), LimitSettings(max_in_flight=2))
+    stop.append(s)
+    c = await connect(s)
+    results = await asyncio.gather(*(c.transfer("1", [read(0x20, 1)]) for _ in range(3)),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, RemoteError)]
+    assert len(refused) == 1
+    assert refused[0].code == ErrorCode.LIMIT_EXCEEDED
+    assert "limit 2" in refused[0].message
+    assert sum(1 for r in results if isinstance(r, list)) == 2
+    await c.close()
+
+
+async def test_max_clients_turns_the_extra_connection_away(board: Board,
+                                                           stop: list[Server]) -> None:
+    s = await start(board, LimitSettings(max_clients=2))
+    stop.append(s)
+    a, b = await connect(s), await connect(s)
+    with pytest.raises(RemoteError) as e:
+        await connect(s)
+    assert e.value.code == ErrorCode.TOO_MANY_CLIENTS
+    assert "2 clients already connected" in e.value.message
+    assert await works(a)
+    assert await works(b)
+    await b.close()
+    for _ in range(50):  # the server notices the close
+        if len(s.sessions) < 2:
+            break
+        await asyncio.sleep(0.02)
+    c = await connect(s)
+    assert await works(c)
+    await a.close()
+    await c.close()
+
+
+async def test_rate_limit_refuses_at_once_and_per_client(board: Board,
+                                                         stop: list[Server]) -> None:
+    tokens = [TokenSpec(name="ci", hash=hash_token("t" * 40))]
+    s = await start(board, LimitSettings(rate=1, burst=3),
+                    security=build_server_security(None, tokens, False))
+    stop.append(s)
+    ci = await connect(s, token="t" * 40)
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(ci.transfer("1", [read(0x48, 1)]) for _ in range(6)),
+                                   return_exceptions=True)
+    assert time.monotonic() - t0 < 2.0  # refused, not queued
+    refused = [r for r in results if isinstance(r, RemoteError)]
+    assert [r.code for r in refused] == [ErrorCode.RATE_LIMITED] * 3
+    assert "client 'ci' is over its request rate (1/s, burst 3)" in refused[0].message
+    ci2 = await connect(s, token="t" * 40)  # same client name: same bucket
+    with pytest.raises(RemoteError, match="rate"):
+        await works(ci2)
+    await ci.close()
+    await ci2.close()
+
+
+async def test_rate_limit_leaves_other_clients_alone(board: Board, stop: list[Server]) -> None:
+    s = await start(board, LimitSettings(rate=1, burst=1))
+    stop.append(s)
+    greedy, other = await connect(s), await connect(s)  # anonymous: one bucket each
+    assert await works(greedy)
+    with pytest.raises(RemoteError, match="rate"):
+        await works(greedy)
+    assert await works(other)
+    await greedy.close()
+    await other.close()
+
+
+async def test_idle_connection_is_closed_with_idle_timeout(board: Board,
+                                                           stop: list[Server]) -> None:
+    s = await start(board, LimitSettings(idle_timeout_s=0.3))
+    stop.append(s)
+    idle, busy = await connect(s), await connect(s)
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        await busy.ping()  # a PING is activity
+        await asyncio.sleep(0.05)
+    assert not idle.connected
+    with pytest.raises(ConnectionLost, match="idle-timeout"):
+        await works(idle)
+    assert busy.connected
+    assert await works(busy)
+    await busy.close()
+
+
+async def test_silent_client_is_closed_with_handshake_timeout(board: Board,
+                                                              stop: list[Server]) -> None:
+    s = await start(board, LimitSettings(handshake_timeout_s=0.2))
+    stop.append(s)
+    c = await connect(s)
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+    t0 = time.monotonic()
+    frames = await raw_frames(reader)  # never sends HELLO
+    writer.close()
+    assert time.monotonic() - t0 < 3
+    assert [(f.id, f.code) for f in frames] == [(0, ErrorCode.HANDSHAKE_TIMEOUT)]  # type: ignore[attr-defined]
+    assert await works(c)  # connected before: its HELLO came in time
+    await c.close()
+
+
+async def test_keepalive_is_set_on_accepted_connections(board: Board,
+                                                        stop: list[Server]) -> None:
+    lim = LimitSettings(keepalive_idle_s=7, keepalive_interval_s=2, keepalive_count=4)
+    s = await start(board, lim)
+    stop.append(s)
+    c = await connect(s)
+    (session,) = s.sessions
+    sock = session.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 2
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+    await c.close()
+
+
+async def test_a_client_that_never_reads_cannot_grow_the_servers_buffer(
+    server: Server, client: AsyncClient,
+) -> None:
+    """High-water mark + one batch (the answers to one read), however much it sends."""
+    conn = Connection(Role.CLIENT)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(conn.send(Hello(HelloInfo(client="stalled"))))
+    sock.setblocking(False)
+    conn.handshaken = True
+    # Each request reads 4 KiB of EEPROM: a 30-byte frame asking for a 4 KiB answer.
+    req = I2CRequest(1, "1", tuple(chain([write(0x50, [0, 0]), read(0x50, 4096)])))
+    frame_len = len(Connection(Role.CLIENT).send(req))
+    answer_len = 4096 + 64
+    me = f":{sock.getsockname()[1]}"
+    for _ in range(100):  # the server accepts on this same loop
+        await asyncio.sleep(0.01)
+        mine = [x for x in server.sessions if x.peer.endswith(me)]
+        if mine:
+            break
+    (session,) = mine
+    ids = iter(range(1, 10**9))
+
+    def more() -> memoryview:  # fresh ids: one read may hold thousands of frames
+        return memoryview(b"".join(Connection(Role.CLIENT).send(I2CRequest(next(ids), "1",
+                                                                           req.msgs))
+                                   for _ in range(1000)))
+
+    pending = more()
+    sent_bytes = 0
+    loop = asyncio.get_running_loop()
+    last_progress = loop.time()
+    while loop.time() - last_progress < 0.5:
+        try:
+            n = sock.send(pending)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        sent_bytes += n
+        last_progress = loop.time()
+        pending = pending[n:] if n < len(pending) else more()
+        if sent_bytes > 64 * 1024 * 1024:
+            pytest.fail("the server never stopped reading")
+        await asyncio.sleep(0)
+    sent = sent_bytes // frame_len
+    _low, high = session.transport.get_write_buffer_limits()
+    batch = math.ceil(READ_BUFFER / frame_len + 1) * answer_len
+    first = session.transport.get_write_buffer_size()
+    print(f"write buffer {first} B; high-water {high} B; bound {high + batch} B; "
+          f"{sent} requests sent")
+    assert first <= high + batch
+    await asyncio.sleep(0.3)
+    assert session.transport.get_write_buffer_size() == first  # nothing more was read
+    assert sent * answer_len > 4 * (high + batch)  # it did ask for far more than that
+    assert await works(client)  # other clients are served throughout
+    sock.close()

@@ -1,0 +1,498 @@
+"""TLS, mutual TLS, tokens and the non-loopback refusal: real ssl on 127.0.0.1.
+
+Certificates come from throwaway CAs made by ``trustme``; nothing is mocked:
+the server and the client negotiate real TLS over real TCP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner
+from conftest import Running, start_server_thread, stop_server_thread
+
+from bridge.cli import cli
+from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
+from bridge.config import Board, board_config_from_toml_text, load_board
+from bridge.security import (
+    ClientAuth,
+    InsecureListenError,
+    TlsSettings,
+    TokenSpec,
+    TokenStore,
+    build_server_security,
+    check_exposure,
+    hash_token,
+    is_loopback,
+    new_token,
+    server_policy,
+)
+from bridge.server import Server
+from protocol import ErrorCode
+
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+TOKEN = "tok-" + "x" * 40
+OTHER_TOKEN = "tok-" + "y" * 40
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A server CA + certificate, and a separate client CA with one client certificate."""
+
+    dir: Path
+    ca: Path  # signs the server's certificate: what clients trust
+    server: Path  # key + chain
+    client_ca: Path  # signs client certificates: what the server trusts
+    client: Path  # key + chain of a client with CN "ci-runner"
+    stranger: Path  # a client certificate from a CA the server does not trust
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    ca, client_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(d / "server.pem"))
+    client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
+    client_ca.issue_cert("ci-runner@lab", common_name="ci-runner") \
+        .private_key_and_cert_chain_pem.write_to_path(str(d / "client.pem"))
+    other_ca.issue_cert("mallory@lab", common_name="mallory") \
+        .private_key_and_cert_chain_pem.write_to_path(str(d / "stranger.pem"))
+    return Pki(d, d / "ca.pem", d / "server.pem", d / "client-ca.pem", d / "client.pem",
+               d / "stranger.pem")
+
+
+async def start(board: Board, **kw: object) -> Server:
+    s = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
+    await s.start()
+    return s
+
+
+@pytest.fixture
+async def tls_server(board: Board, pki: Pki) -> AsyncIterator[Server]:
+    sec = build_server_security(TlsSettings(cert=str(pki.server), key=str(pki.server)), [],
+                                False)
+    s = await start(board, security=sec)
+    yield s
+    await s.close(grace=1.0)
+
+
+@pytest.fixture
+async def mtls_server(board: Board, pki: Pki) -> AsyncIterator[Server]:
+    tls = TlsSettings(cert=str(pki.server), key=str(pki.server), client_ca=str(pki.client_ca))
+    s = await start(board, security=build_server_security(tls, [], False))
+    yield s
+    await s.close(grace=1.0)
+
+
+@pytest.fixture
+async def token_server(board: Board) -> AsyncIterator[Server]:
+    specs = [TokenSpec(name="ci", hash=hash_token(TOKEN)),
+             TokenSpec(name="alice", hash=hash_token(OTHER_TOKEN))]
+    s = await start(board, security=build_server_security(None, specs, False))
+    yield s
+    await s.close(grace=1.0)
+
+
+async def device_id(c: AsyncClient) -> bytes:
+    (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
+    return data
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+async def test_tls_round_trip_with_the_servers_ca(tls_server: Server, pki: Pki) -> None:
+    async with await AsyncClient.connect("127.0.0.1", tls_server.port,
+                                         cafile=str(pki.ca)) as c:
+        assert await device_id(c) == b"\x01\x17"
+        assert c._transport is not None
+        assert c._transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_tls_client_refuses_a_server_it_does_not_trust(tls_server: Server) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await AsyncClient.connect("127.0.0.1", tls_server.port, tls=True)
+
+
+async def test_tls_server_name_is_checked(tls_server: Server, pki: Pki) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await AsyncClient.connect("127.0.0.1", tls_server.port, cafile=str(pki.ca),
+                                  server_hostname="lab-pi.example")
+
+
+async def test_plain_client_gets_nothing_from_a_tls_server(tls_server: Server) -> None:
+    with pytest.raises((ConnectionLost, TimeoutError, OSError)):
+        await AsyncClient.connect("127.0.0.1", tls_server.port, timeout=2.0)
+
+
+async def test_mtls_accepts_a_client_certificate_and_names_the_client_by_cn(
+    mtls_server: Server, pki: Pki,
+) -> None:
+    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
+                                         certfile=str(pki.client)) as c:
+        assert await device_id(c) == b"\x01\x17"
+        assert [s.client for s in mtls_server.sessions] == ["ci-runner"]
+
+
+@pytest.mark.parametrize("cert", [None, "stranger"])
+async def test_mtls_refuses_clients_without_a_trusted_certificate(
+    mtls_server: Server, pki: Pki, cert: str | None,
+) -> None:
+    certfile = None if cert is None else str(pki.stranger)
+
+    async def connect_and_ping() -> None:
+        c = await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
+                                      certfile=certfile, timeout=3.0)
+        await c.ping()  # TLS 1.3 reports the refusal on the first read
+
+    with pytest.raises((ssl.SSLError, ConnectionLost, ConnectionResetError)):
+        await connect_and_ping()
+    # ...and a client with a good certificate is still served.
+    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
+                                         certfile=str(pki.client)) as ok:
+        assert await device_id(ok) == b"\x01\x17"
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+async def test_right_token_is_accepted_and_names_the_client(token_server: Server) -> None:
+    async with await AsyncClient.connect("127.0.0.1", token_server.port, token=TOKEN) as c:
+        assert await device_id(c) == b"\x01\x17"
+        assert [s.client for s in token_server.sessions] == ["ci"]
+
+
+async def test_wrong_token_is_refused_with_unauthorized(token_server: Server) -> None:
+    with pytest.raises(RemoteError) as e:
+        await AsyncClient.connect("127.0.0.1", token_server.port, token="guess")
+    assert e.value.code == ErrorCode.UNAUTHORIZED
+    assert e.value.message == "invalid token"
+
+
+async def test_missing_token_is_refused_with_unauthorized(token_server: Server) -> None:
+    with pytest.raises(RemoteError) as e:
+        await AsyncClient.connect("127.0.0.1", token_server.port)
+    assert e.value.code == ErrorCode.UNAUTHORIZED
+    assert e.value.message == "this server requires a token"
+
+
+async def test_a_refused_client_does_not_disturb_a_connected_one(token_server: Server) -> None:
+    async with await AsyncClient.connect("127.0.0.1", token_server.port, token=TOKEN) as c:
+        for bad in ("guess", None):
+            with pytest.raises(RemoteError):
+                await AsyncClient.connect("127.0.0.1", token_server.port, token=bad)
+        assert await device_id(c) == b"\x01\x17"
+
+
+async def test_requests_pipelined_behind_a_refused_hello_never_run(
+    token_server: Server, board: Board,
+) -> None:
+    import asyncio
+
+    from protocol import Connection, Hello, HelloInfo, I2CRequest, Role
+    conn = Connection(Role.CLIENT)
+    data = conn.send(Hello(HelloInfo(client="eager", token="guess")))
+    data += conn.send(I2CRequest(1, "1", (write(0x50, [0x00, 0x00, 0xAA]),)))
+    eeprom = board.i2c["1"]
+    before = len(eeprom.log_snapshot())  # type: ignore[attr-defined]
+    reader, writer = await asyncio.open_connection("127.0.0.1", token_server.port)
+    writer.write(data)
+    answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    writer.close()
+    conn.handshaken = True
+    conn.receive_data(answer)
+    (err,) = list(conn.events())
+    assert err.code == ErrorCode.UNAUTHORIZED  # type: ignore[union-attr]
+    assert len(eeprom.log_snapshot()) == before  # type: ignore[attr-defined]
+
+
+async def test_tokens_are_never_logged(board: Board, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="busbridge")
+    specs = [TokenSpec(name="ci", hash=hash_token(TOKEN))]
+    s = await start(board, security=build_server_security(None, specs, False))
+    try:
+        async with await AsyncClient.connect("127.0.0.1", s.port, token=TOKEN) as c:
+            await device_id(c)
+        with pytest.raises(RemoteError):
+            await AsyncClient.connect("127.0.0.1", s.port, token=OTHER_TOKEN)
+    finally:
+        await s.close(grace=1.0)
+    text = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert "handshake refused" in text
+    assert TOKEN not in text
+    assert OTHER_TOKEN not in text
+
+
+def test_token_store_checks_every_hash_and_never_keeps_the_token() -> None:
+    a, b = new_token(), new_token()
+    store = TokenStore([TokenSpec(name="a", hash=hash_token(a)),
+                        TokenSpec(name="b", hash=hash_token(b))])
+    assert (store.verify(a), store.verify(b), store.verify(a[:-1])) == ("a", "b", None)
+    assert hash_token(a) != hash_token(a)  # salted
+    assert TOKEN not in repr(ClientAuth(token=TOKEN))
+
+
+def test_client_auth_from_env_reads_the_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    auth = ClientAuth.from_env({"BUSBRIDGE_TOKEN_FILE": str(f), "BUSBRIDGE_TLS_CA": "/ca.pem"})
+    assert (auth.token, auth.cafile, auth.uses_tls) == (TOKEN, "/ca.pem", True)
+    assert auth.env()["BUSBRIDGE_TOKEN"] == TOKEN
+
+
+# -- listening beyond loopback ------------------------------------------------------------
+
+
+async def test_server_refuses_a_non_loopback_listen_without_authentication(
+    board: Board,
+) -> None:
+    s = Server(board, host="0.0.0.0", port=0)
+    with pytest.raises(InsecureListenError, match="--insecure"):
+        await s.start()
+    assert s._server is None  # refused before anything was bound
+
+
+def test_exposure_rules() -> None:
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert is_loopback(host), host
+        check_exposure(host, authenticated=False, insecure=False)
+    for host in ("0.0.0.0", "::", "", "192.0.2.7"):
+        assert not is_loopback(host), host
+        with pytest.raises(InsecureListenError):
+            check_exposure(host, authenticated=False, insecure=False)
+        check_exposure(host, authenticated=True, insecure=False)  # tokens or client certs
+        check_exposure(host, authenticated=False, insecure=True)  # --insecure
+
+
+def test_tls_without_client_certificates_is_not_authentication(pki: Pki) -> None:
+    sec = build_server_security(TlsSettings(cert=str(pki.server), key=str(pki.server)), [],
+                                False)
+    assert not sec.authenticated
+    mtls = TlsSettings(cert=str(pki.server), key=str(pki.server), client_ca=str(pki.client_ca))
+    assert build_server_security(mtls, [], False).authenticated
+
+
+def test_serve_cli_refuses_all_interfaces_without_auth_and_says_why() -> None:
+    r = CliRunner().invoke(cli, ["serve", "--listen", "0.0.0.0:0"])
+    assert r.exit_code == 2
+    assert "refusing to listen on 0.0.0.0" in r.output
+    assert "--insecure" in r.output
+
+
+def test_serve_cli_reports_a_bad_certificate_path(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["serve", "--tls-cert", str(tmp_path / "none.pem"),
+                                 "--tls-key", str(tmp_path / "none.pem")])
+    assert r.exit_code == 2
+    assert "TLS:" in r.output
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+BOARD_TOML = """
+name = "lab"
+[server]
+listen = "0.0.0.0:7707"
+[server.tls]
+cert = "server.pem"
+key = "server.pem"
+client_ca = "client-ca.pem"
+[[server.tokens]]
+name = "ci"
+hash = "{hash}"
+[server.limits]
+max_clients = 8
+rate = 50
+idle_timeout_s = 600
+keepalive_idle_s = 30
+[[server.access]]
+client = "ci"
+bus = "i2c:1"
+addresses = ["0x48", "0x50-0x57"]
+access = "read-only"
+[[i2c]]
+name = "1"
+backend = "sim"
+"""
+
+
+def test_board_file_security_settings_resolve_relative_to_the_file(pki: Pki) -> None:
+    path = pki.dir / "board.toml"
+    path.write_text(BOARD_TOML.format(hash=hash_token(TOKEN)))
+    board = load_board(str(path))
+    try:
+        policy = server_policy(board.server, board.source)
+        sec = policy["security"]
+        assert sec.ssl is not None
+        assert sec.client_certs
+        assert sec.tokens is not None
+        assert sec.tokens.verify(TOKEN) == "ci"
+        assert policy["limit_settings"].max_clients == 8
+        assert policy["acl"] is not None
+        check_exposure(board.server.host, sec.authenticated, sec.insecure)  # does not raise
+    finally:
+        board.close()
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (("hash = \"{hash}\"", "hash = \"plain-token\""), "sha256:SALT:DIGEST"),
+    (("bus = \"i2c:1\"", "bus = \"1\""), "must be \"i2c:NAME\""),
+    (("addresses = [\"0x48\", \"0x50-0x57\"]", "addresses = [\"0x80\"]"), "not within"),
+    (("access = \"read-only\"", "access = \"ro\""), "access"),
+    (("rate = 50", "rate = -1"), "rate"),
+    (("max_clients = 8", "max_client = 8"), "unknown setting"),
+])
+def test_bad_security_settings_are_reported(change: tuple[str, str], problem: str) -> None:
+    from bridge.config import BoardConfigError
+
+    text = BOARD_TOML.replace(*change).format(hash=hash_token(TOKEN))
+    with pytest.raises(BoardConfigError, match=problem):
+        board_config_from_toml_text(text, "lab.toml")
+
+
+# -- the CLI and the drop-in layers as clients -------------------------------------------
+
+
+@pytest.fixture
+def secured_thread(pki: Pki) -> Iterator[Running]:
+    """TLS with both client certificates and tokens, on a server thread."""
+    tls = TlsSettings(cert=str(pki.server), key=str(pki.server))
+    sec = build_server_security(tls, [TokenSpec(name="ci", hash=hash_token(TOKEN))], False)
+    running, t = start_server_thread(load_board(None), security=sec)
+    try:
+        yield running
+    finally:
+        stop_server_thread(running, t)
+
+
+def test_cli_talks_tls_with_a_token_from_the_environment(secured_thread: Running, pki: Pki,
+                                                         tmp_path: Path) -> None:
+    args = ["--connect", secured_thread.url, "--tls-ca", str(pki.ca),
+            "i2c", "get", "-y", "1", "0x48", "0x0f", "w"]
+    ok = CliRunner().invoke(cli, args, env={"BUSBRIDGE_TOKEN": TOKEN})
+    assert (ok.exit_code, ok.output.strip()) == (0, "0x1701")
+    token_file = tmp_path / "token"
+    token_file.write_text("guess\n")
+    bad = CliRunner().invoke(cli, ["--token-file", str(token_file), *args],
+                             env={"BUSBRIDGE_TOKEN": None})
+    assert bad.exit_code == 1
+    assert "refused the connection: invalid token" in bad.output
+
+
+def test_busbridge_run_hands_tls_flags_and_token_to_the_program(
+    secured_thread: Running, pki: Pki,
+) -> None:
+    program = ("import smbus2; b = smbus2.SMBus(1); "
+               "print(hex(b.read_word_data(0x48, 0x0f)))")
+    env = {**os.environ, "BUSBRIDGE_TOKEN": TOKEN}
+    env.pop("BUSBRIDGE_TLS_CA", None)
+    r = subprocess.run([*BUSBRIDGE, "--connect", secured_thread.url, "--tls-ca", str(pki.ca),
+                        "run", "--", sys.executable, "-c", program],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, "0x1701"), r.stderr
+    env.pop("BUSBRIDGE_TOKEN")
+    r = subprocess.run([*BUSBRIDGE, "--connect", secured_thread.url, "--tls-ca", str(pki.ca),
+                        "run", "--", sys.executable, "-c", program],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    assert "refused the connection: this server requires a token" in r.stderr
+
+
+def test_token_new_gives_a_token_file_and_board_lines_that_accept_it(tmp_path: Path) -> None:
+    path = tmp_path / "ci.token"
+    r = CliRunner().invoke(cli, ["token", "new", "--name", "ci", "--token-file", str(path)])
+    assert r.exit_code == 0, r.output
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    token = path.read_text().strip()
+    assert token not in r.output
+    lines = r.output[r.output.index("[[server.tokens]]"):]
+    config = board_config_from_toml_text('name = "b"\n' + lines, "t.toml")
+    store = TokenStore(config.server.tokens)
+    assert (store.verify(token), store.verify(token + "x")) == ("ci", None)
+    again = CliRunner().invoke(cli, ["token", "hash", "--name", "ci"], input=token + "\n")
+    assert again.exit_code == 0
+    assert TokenStore(board_config_from_toml_text(
+        f'name = "b"\n{again.output}', "t.toml").server.tokens).verify(token) == "ci"
+
+
+async def test_vhost_user_link_authenticates_too(token_server: Server) -> None:
+    from bridge.vhost.link import Link
+
+    link = Link("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
+    assert (await link.start()).board == "busbridge-sim"
+    await link.close()
+    with pytest.raises(RemoteError, match="requires a token"):
+        await Link("127.0.0.1", token_server.port).start()
+
+
+SERVED_TOML = """
+name = "lab"
+[server]
+listen = "127.0.0.1:0"
+[server.tls]
+cert = "server.pem"
+key = "server.pem"
+[[server.tokens]]
+name = "ci"
+hash = "{hash}"
+[[server.access]]
+client = "ci"
+bus = "i2c:1"
+addresses = ["0x48"]
+access = "read-only"
+[[i2c]]
+name = "1"
+backend = "sim"
+[[i2c.devices]]
+type = "regmap"
+address = 0x48
+registers = {{ 0x00 = 0x5A }}
+"""
+
+
+def test_busbridge_serve_applies_the_board_files_security(pki: Pki) -> None:
+    import queue
+    import re
+    import signal
+    import threading
+
+    path = pki.dir / "served.toml"
+    path.write_text(SERVED_TOML.format(hash=hash_token(TOKEN)))
+    proc = subprocess.Popen([*BUSBRIDGE, "serve", "--config", str(path)],
+                            stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr or ()],
+                     daemon=True).start()
+    try:
+        port = None
+        seen = []
+        while port is None:
+            seen.append(lines.get(timeout=20))
+            m = re.search(r"on 127\.0\.0\.1:(\d+) ", seen[-1])
+            port = m and m.group(1)
+        assert "TLS; authentication: tokens; access rules: 1" in lines.get(timeout=5)
+        env = {**os.environ, "BUSBRIDGE_TOKEN": TOKEN, "BUSBRIDGE_TLS_CA": str(pki.ca)}
+        base = [*BUSBRIDGE, "--connect", f"127.0.0.1:{port}", "i2c"]
+        get = subprocess.run([*base, "get", "-y", "1", "0x48"], capture_output=True,
+                             text=True, env=env, timeout=30)
+        assert (get.returncode, get.stdout) == (0, "0x5a\n"), get.stderr
+        put = subprocess.run([*base, "set", "-y", "1", "0x48", "0x00", "0x01"],
+                             capture_output=True, text=True, env=env, timeout=30)
+        assert put.returncode == 1
+        assert "access rule 0 (client 'ci', i2c:1 0x48, read-only) forbids writes" in put.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
