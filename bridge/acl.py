@@ -10,6 +10,10 @@ What counts as a write: an I2C request with ``M_RD`` clear and at least one data
 byte, and any SPI transfer with a non-empty ``tx``. A zero-length I2C request
 (a probe, SMBus quick) carries no data and counts as a read, so ``i2c detect``
 works for read-only clients (see docs/security.md for the caveat).
+
+Taking a lease locks others out, so it needs read-write access to the whole
+leased scope: the address or chip select, or — for a bus-wide lease — a rule
+that covers the entire bus.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from protocol.events import I2CRequest, SpiRequest
+from protocol.leases import LeaseOp, LeaseRequest
 from protocol.virtio import I2C_FLAGS_M_RD
 
 #: The client name of a connection that presented neither a token nor a certificate.
@@ -135,9 +140,11 @@ class ClientAcl:
             v = self._cache[key] = (bool(hits), may_write, why)
         return v
 
-    def check(self, ev: I2CRequest | SpiRequest) -> str | None:
+    def check(self, ev: I2CRequest | SpiRequest | LeaseRequest) -> str | None:
         """``None`` if ``ev`` may run, else a message naming the rule (or its absence)."""
         who = f"client {self.client!r}"
+        if isinstance(ev, LeaseRequest):
+            return self._check_lease(ev, who)
         if isinstance(ev, I2CRequest):
             for i, m in enumerate(ev.msgs):
                 is_write = not m.flags & I2C_FLAGS_M_RD and len(m.data) > 0
@@ -158,3 +165,21 @@ class ClientAcl:
                 if t.tx:
                     return f"{why} forbids writes: {what} (transfer {i} sends data)"
         return None
+
+    def _check_lease(self, ev: LeaseRequest, who: str) -> str | None:
+        if ev.op is not LeaseOp.TAKE:
+            return None  # renew, release, list: only about leases the token already holds
+        target = ev.address if ev.kind == "i2c" else ev.cs
+        if target is None:
+            ok = any(not r.read_only and r.matches_bus(ev.kind, ev.bus)
+                     and (r.addresses if ev.kind == "i2c" else r.chip_selects) is None
+                     for _, r in self.rules)
+            what = f"{ev.kind} bus {ev.bus!r}"
+        else:
+            ok = self._verdict(ev.kind, ev.bus, target, target > 0x7F)[1]
+            what = (f"i2c bus {ev.bus!r} address {target:#04x}" if ev.kind == "i2c"
+                    else f"spi bus {ev.bus!r} cs {target}")
+        if ok:
+            return None
+        return (f"no access rule lets {who} lease {what}: a lease needs read-write access "
+                "to all of its scope")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.errors import ErrorCode
 from protocol.events import Error, Event, I2CRequest, SpiRequest
+from protocol.leases import LeaseRequest
 from protocol.limits import DEFAULT_LIMITS, Limits
 
 from .acl import ClientAcl
@@ -100,7 +101,7 @@ class Guard:
         """True if ``ev`` was answered with an ERROR here and must not run."""
         if self.stamp:
             s.last_frame = s.loop.time()
-        if not isinstance(ev, I2CRequest | SpiRequest):
+        if not isinstance(ev, I2CRequest | SpiRequest | LeaseRequest):
             return False
         if self.bucket is not None and not self.bucket.take(s.loop.time()):
             event(log, logging.INFO, "rate limited", peer=s.peer, client=s.client, id=ev.id,
@@ -112,7 +113,8 @@ class Guard:
         if self.acl is not None:
             why = self.acl.check(ev)
             if why is not None:
-                kind = "i2c" if isinstance(ev, I2CRequest) else "spi"
+                kind = ("i2c" if isinstance(ev, I2CRequest) else "spi"
+                        if isinstance(ev, SpiRequest) else ev.kind)
                 event(log, logging.WARNING, "request denied", peer=s.peer, client=s.client,
                       id=ev.id, bus=f"{kind}:{ev.bus}", reason=why)
                 s.send(Error(ev.id, ErrorCode.DENIED, why))

@@ -148,3 +148,17 @@ def test_ten_bit_rules_match_ten_bit_addresses_only() -> None:
     assert acl.check(I2CRequest(1, "2", (read(0x48, 1),))) is None
     head = SpiTransferHead(chip_select_id=0, bits_per_word=8)
     assert acl.check(SpiRequest(1, "0", 0, (SpiTransfer(head, None, 1),))) is not None
+
+
+async def test_a_lease_needs_read_write_access_to_its_whole_scope(
+    ci: AsyncClient, admin: AsyncClient,
+) -> None:
+    err = await denied(ci.lease_take("1", 0x48, ttl=5))  # read-only there
+    assert err.message == ("no access rule lets client 'ci' lease i2c bus '1' address 0x48: "
+                           "a lease needs read-write access to all of its scope")
+    await denied(ci.lease_take("2", ttl=5))  # a read-only rule for the whole bus
+    await denied(ci.lease_take("0", cs=1, ttl=5))
+    assert await ci.leases() == []  # listing is not taking
+    lease = await admin.lease_take("1", ttl=5)  # read-write on everything
+    assert [x.id for x in await ci.leases()] == [lease.info.id]
+    assert await admin.lease_release(lease)
