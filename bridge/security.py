@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from protocol.limits import MAX_TOKEN
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 HASH_SCHEME = "sha256"
@@ -240,6 +242,10 @@ class ClientAuth:
     keyfile: str | None = None
     server_hostname: str | None = None
     token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not 0 < len(self.token) <= MAX_TOKEN:
+            raise ValueError(f"a token must be 1..{MAX_TOKEN} characters")
 
     def __repr__(self) -> str:
         return (f"ClientAuth(tls={self.uses_tls}, cafile={self.cafile!r}, "

@@ -496,3 +496,38 @@ def test_busbridge_serve_applies_the_board_files_security(pki: Pki) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_insecure_flag_and_board_key_both_allow_an_unauthenticated_wide_listen() -> None:
+    plain = board_config_from_toml_text('name = "b"\n[server]\nlisten = "0.0.0.0:7707"\n')
+    opted = board_config_from_toml_text(
+        'name = "b"\n[server]\nlisten = "0.0.0.0:7707"\ninsecure = true\n')
+    for settings, flag, allowed in ((plain.server, False, False), (plain.server, True, True),
+                                    (opted.server, False, True)):
+        sec = server_policy(settings, insecure=flag)["security"]
+        if allowed:
+            check_exposure(settings.host, sec.authenticated, sec.insecure)  # never binds
+        else:
+            with pytest.raises(InsecureListenError):
+                check_exposure(settings.host, sec.authenticated, sec.insecure)
+
+
+async def test_an_overlong_token_is_malformed_and_not_echoed(token_server: Server) -> None:
+    import asyncio
+
+    import msgpack
+
+    secret = "s" * 300
+    with pytest.raises(ValueError, match=r"1\.\.256"):  # the client refuses to send it
+        await AsyncClient.connect("127.0.0.1", token_server.port, token=secret)
+    body = msgpack.packb([0, 0, {"version": 1, "client": "x", "token": secret}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", token_server.port)
+    writer.write(len(body).to_bytes(4, "big") + body)
+    from protocol import Connection, Role
+    conn = Connection(Role.CLIENT)
+    conn.handshaken = True
+    conn.receive_data(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    (err,) = list(conn.events())
+    assert err.code == ErrorCode.MALFORMED  # type: ignore[union-attr]
+    assert "sss" not in err.message  # type: ignore[union-attr]
