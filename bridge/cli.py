@@ -381,8 +381,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                    + ("; access rules: " + str(len(server.acl.rules)) if server.acl else ""),
                    err=True)
         if not auth and not is_loopback(server.host):
-            click.echo("busbridge: WARNING: --insecure: anyone who can reach this port can "
-                       "drive the buses", err=True)
+            click.echo("busbridge: WARNING: no authentication (insecure): anyone who can "
+                       "reach this port can drive the buses", err=True)
 
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
