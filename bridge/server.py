@@ -438,7 +438,7 @@ class _Session(asyncio.BufferedProtocol):
             if self._batch:
                 self.transport.write(b"".join(self._batch))
                 self._batch.clear()
-            self.transport.close()
+            self._close()
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -583,7 +583,24 @@ class _Session(asyncio.BufferedProtocol):
             self.transport.write(b"".join(self._batch))
             self._batch.clear()
         self.guard = CLOSED  # frames decoded from the same read never run
+        self._close()
+
+    def _close(self) -> None:
+        """Close after the pending answers, or abort if the peer does not take them.
+
+        ``transport.close()`` waits for the write buffer to drain; a peer that
+        stopped reading (frozen, half-open) would keep its session, and megabytes
+        of answers, for ever.
+        """
         self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.loop.call_later(CLOSE_GRACE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.open:
+            event(log, logging.INFO, "connection aborted: the peer took no data",
+                  peer=self.peer, buffered=self.transport.get_write_buffer_size())
+            self.transport.abort()
 
     def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
         have = ", ".join(repr(k) for k in known) or "none"
@@ -668,6 +685,9 @@ def _refusal(outcome: Outcome) -> Outcome:
 
 #: Size of each connection's read buffer.
 READ_BUFFER = 65536
+
+#: Seconds a closing connection gets to take its last answers before it is aborted.
+CLOSE_GRACE = 1.0
 
 #: Longest failure message sent; SPEC.md asks servers to keep them short.
 MAX_MESSAGE = 512

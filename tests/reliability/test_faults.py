@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import start_server_thread, stop_server_thread
 
 from bridge.client import AsyncClient, Client, ConnectionLost, TransferError, spi_xfer
 from bridge.config import load_board
+from bridge.limits import LimitSettings
 from bridge.server import Server
 from protocol import SpiResult, read, write
 
@@ -348,10 +350,10 @@ def test_a_vanished_peer_costs_bounded_memory_and_never_blocks_others(
 ) -> None:
     """A SIGSTOPped client with 24 MiB of reads pipelined never reads its answers.
 
-    Today the server keeps its session until the peer's kernel closes the socket
-    (no idle timeout or TCP keepalive yet: see docs/reliability.md); it stops
-    reading that client once its write buffer is full, keeps serving everyone
-    else, and cleans up as soon as the socket really closes.
+    With the default settings (no idle timeout) the server keeps its session
+    until the peer's kernel closes the socket; it stops reading that client once
+    its write buffer is full, keeps serving everyone else, and cleans up as soon
+    as the socket really closes.  With ``idle_timeout_s`` set, see the next test.
     """
     server: Server = server_thread.server
     with Client(server_thread.host, server_thread.port) as other:
@@ -375,11 +377,42 @@ def test_a_vanished_peer_costs_bounded_memory_and_never_blocks_others(
         assert reg(other, ID_REG) == 0x0117
     assert reads == [0x0117] * 50
     assert elapsed < 5.0
-    assert still_there, "expected today's behaviour: no idle timeout yet"
+    assert still_there, "with no idle timeout the session waits for the socket to close"
     lim = server.limits
     assert 0 < buffered <= lim.max_in_flight * lim.max_frame, f"{buffered} bytes buffered"
     print(f"stalled reader: {buffered} bytes buffered by the server, "
           f"{len(stalled.conn.in_flight)} requests unanswered")
+
+
+def test_a_vanished_peer_is_dropped_by_the_idle_timeout() -> None:
+    """The half-open case proper: the peer's process is frozen, its kernel keeps the
+    connection open and answers nothing.  ``idle_timeout_s`` detects the silence
+    and the server drops the session (and its queued answers) by itself."""
+    board = load_board(None)
+    lim = LimitSettings(idle_timeout_s=0.5)
+    running, t = start_server_thread(board, limits=lim.protocol_limits(), limit_settings=lim)
+    server = running.server
+    try:
+        with child(DOOMED, running.host, str(running.port), "stalled-reader") as p:
+            wait_for(lambda: sessions(server) == 1, 5, "the stalled reader's session")
+            p.send_signal(signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                # Another client stays active (and so stays connected) meanwhile.
+                with Client(running.host, running.port) as other:
+                    # Polling keeps ``other`` active; only the frozen peer goes quiet.
+                    wait_for(lambda: reg(other, ID_REG) == 0x0117 and sessions(server) == 1,
+                             5, "the frozen peer's session to be dropped")
+                    detected = time.monotonic() - t0
+                    assert reg(other, ID_REG) == 0x0117
+            finally:
+                p.send_signal(signal.SIGKILL)
+                p.wait(10)
+    finally:
+        stop_server_thread(running, t)
+    # Dropped by the server itself, long before any TCP timer would notice.
+    assert detected < 5.0, f"dropped after {detected:.2f} s"
+    print(f"half-open peer dropped {detected:.2f} s after it froze (idle_timeout_s 0.5)")
 
 
 # ---------------------------------------------------------------------------
