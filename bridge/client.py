@@ -23,7 +23,7 @@ import errno as _errno
 import itertools
 import ssl
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future as CFuture
 from typing import Any, TypeVar
 
@@ -458,6 +458,10 @@ class AsyncClient:
 
     async def _request(self, ev: SpiRequest | Ping | LeaseRequest, timeout: float | None
                        ) -> Event:
+        return await self._start_request(ev, timeout)
+
+    def _start_request(self, ev: SpiRequest | Ping | LeaseRequest, timeout: float | None
+                       ) -> asyncio.Future[Event]:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
@@ -465,7 +469,7 @@ class AsyncClient:
             data = self.conn.send(ev)
         except LocalProtocolError as e:
             raise ValueError(str(e)) from None
-        return await self._start(ev.id, data, self.timeout if timeout is None else timeout)
+        return self._start(ev.id, data, self.timeout if timeout is None else timeout)
 
     def _flush(self) -> None:
         wbuf = self._wbuf
@@ -529,6 +533,11 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> Result:
         """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
+        answer = await self._start_spi(bus, cs, transfers, timeout)
+        return answer if type(answer) is Result else self._result(answer)
+
+    def _start_spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
+                   timeout: float | None) -> asyncio.Future[Event]:
         ts = tuple(
             t if t.head.chip_select_id == cs
             else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
@@ -536,8 +545,7 @@ class AsyncClient:
         )
         ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
                         self._server_timeout_ms(timeout))
-        answer = await self._request(ev, self._local_timeout(timeout))
-        return answer if type(answer) is Result else self._result(answer)
+        return self._start_request(ev, self._local_timeout(timeout))
 
     def _local_timeout(self, timeout: float | None) -> float:
         # Leave the server time to answer its own deadline first.
@@ -723,19 +731,18 @@ class Client:
         assert self._client.welcome is not None
         return self._client.welcome
 
-    def _i2c_now(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
-                 chained: bool) -> Event:
-        """Start an I2C request on the loop's thread without a coroutine or a Task.
+    def _now(self, begin: Callable[[], asyncio.Future[Event]]) -> Event:
+        """Run ``begin`` (which starts a request) on the loop's thread; wait for the answer.
 
-        The hot path of the drop-in layers: one wake-up of the loop's thread and one
-        of the caller, instead of a Task's worth of scheduling in between.
+        The hot path of the drop-in layers: no coroutine and no Task, so one wake-up
+        of the loop's thread and one of the caller's.
         """
         done: CFuture[Event] = CFuture()
         client = self._client
 
         def start() -> None:
             try:
-                fut = client._start_i2c(bus, msgs, timeout, chained)
+                fut = begin()
             except BaseException as e:
                 done.set_exception(e)
                 return
@@ -746,6 +753,10 @@ class Client:
         except RuntimeError:  # the loop was closed
             raise client._not_connected() from None
         return done.result()
+
+    def _i2c_now(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+                 chained: bool) -> Event:
+        return self._now(lambda: self._client._start_i2c(bus, msgs, timeout, chained))
 
     def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
             ) -> Result:
@@ -767,14 +778,18 @@ class Client:
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
-        return self._call(self._client.spi(bus, cs, transfers, timeout=timeout))
+        ev = self._now(lambda: self._client._start_spi(bus, cs, transfers, timeout))
+        return ev if type(ev) is Result else AsyncClient._result(ev)
 
     def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
                      timeout: float | None = None) -> list[bytes]:
-        return self._call(self._client.spi_transfer(bus, cs, transfers, timeout=timeout))
+        result = self.spi(bus, cs, transfers, timeout=timeout)
+        _raise_for_spi(result)
+        return result.reads
 
     def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
-        return self._call(self._client.xfer(bus, cs, data, **head))
+        (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
+        return rx
 
     def ping(self) -> float:
         return self._call(self._client.ping())
