@@ -536,13 +536,18 @@ class AsyncClient:
         answer = await self._start_spi(bus, cs, transfers, timeout)
         return answer if type(answer) is Result else self._result(answer)
 
-    def _start_spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
-                   timeout: float | None) -> asyncio.Future[Event]:
-        ts = tuple(
+    @staticmethod
+    def _on_cs(cs: int, transfers: Sequence[SpiTransfer]) -> tuple[SpiTransfer, ...]:
+        """``transfers`` with every head's chip_select_id set to ``cs``."""
+        return tuple(
             t if t.head.chip_select_id == cs
             else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
             for t in transfers
         )
+
+    def _start_spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
+                   timeout: float | None) -> asyncio.Future[Event]:
+        ts = self._on_cs(cs, transfers)
         ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
                         self._server_timeout_ms(timeout))
         return self._start_request(ev, self._local_timeout(timeout))

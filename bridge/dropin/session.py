@@ -23,6 +23,7 @@ from protocol.errors import ErrorCode
 from protocol.handshake import WelcomeInfo
 from protocol.leases import MAX_HELLO_LEASES, check_token
 
+from ..blocking import BlockingClient
 from ..client import Client, ConnectionLost, RemoteError, TransferError
 from ..security import ClientAuth
 
@@ -108,11 +109,20 @@ class BusMap:
         return table.get(str(local), str(local))
 
 
+#: What the drop-in layers call: a bus-call API over one connection.
+AnyClient = Client | BlockingClient
+
+
 class Session:
-    """A :class:`~bridge.client.Client` plus the bus map, reconnected after ``fork``."""
+    """A client plus the bus map, reconnected after ``fork``.
+
+    Its own client is a :class:`~bridge.blocking.BlockingClient`: drivers make one
+    bus call at a time, and doing the I/O on the caller's thread spares each call
+    two thread hand-overs (docs/performance.md).
+    """
 
     def __init__(self, url: str, bus_map: BusMap | None = None, *, timeout: float = 5.0,
-                 client: Client | None = None, board: str | None = None,
+                 client: AnyClient | None = None, board: str | None = None,
                  broker: str | None = None) -> None:
         self.url = url or (f"board {board}" if board else "")
         #: Found through the MQTT broker at every (re)connect when set.
@@ -126,7 +136,7 @@ class Session:
         self._lock = threading.Lock()
 
     @property
-    def client(self) -> Client:
+    def client(self) -> AnyClient:
         with self._lock:
             if not self._owned:
                 assert self._client is not None
@@ -137,18 +147,17 @@ class Session:
                 self._client.close()
                 self._client = None
             if self._client is None or self._pid != os.getpid():
-                # A forked child cannot use its parent's loop thread: open its own.
+                # A forked child must not share its parent's socket: open its own.
                 try:
                     auth = ClientAuth.from_env().kwargs()
                     if self.board:
-                        self._client = Client.from_board(self.board, self.broker,
-                                                         timeout=self.timeout,
-                                                         name="busbridge-dropin",
-                                                         leases=env_leases(), **auth)
+                        self._client = BlockingClient.from_board(
+                            self.board, self.broker, timeout=self.timeout,
+                            name="busbridge-dropin", leases=env_leases(), **auth)
                     else:
-                        self._client = Client.from_url(self.url, timeout=self.timeout,
-                                                       name="busbridge-dropin",
-                                                       leases=env_leases(), **auth)
+                        self._client = BlockingClient.from_url(
+                            self.url, timeout=self.timeout, name="busbridge-dropin",
+                            leases=env_leases(), **auth)
                 except ImportError:
                     raise OSError(errno.ENODEV, f"busbridge: {ENV_BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
@@ -199,7 +208,7 @@ _session_lock = threading.Lock()
 
 
 def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = None, *,
-            timeout: float | None = None, client: Client | None = None,
+            timeout: float | None = None, client: AnyClient | None = None,
             board: str | None = None, broker: str | None = None) -> Session:
     """Point every drop-in object created afterwards at ``url``, ``board`` or ``client``."""
     global _session

@@ -1,0 +1,293 @@
+"""A blocking client: the calling thread does the socket I/O itself.
+
+:class:`~bridge.client.Client` runs an event loop on a private thread, so each
+call is handed to that thread and its answer handed back: two thread wake-ups
+per request, which cost more than the whole network round trip on a loaded or
+unpinned machine.  Code that makes one bus call at a time (the drop-in
+``smbus2`` / ``spidev`` / ``busio`` layers, a hardware test suite) needs none of
+that: :class:`BlockingClient` writes the frame and reads the answer on the
+caller's thread, with the same sans-I/O :class:`~protocol.connection.Connection`,
+the same errors and the same bus-call API as ``Client``.
+
+Calls are serialised by a lock (several threads may share one client, one
+request at a time).  Nothing is ever re-sent: a request whose answer does not
+come in time raises ``TimeoutError`` and its late answer is dropped.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import itertools
+import select
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from protocol.connection import Connection, LocalProtocolError, Role
+from protocol.errors import ProtocolError
+from protocol.events import Error, Event, Hello, Ping, Pong, Result, SpiRequest, Welcome
+from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.limits import DEFAULT_PORT, MAX_REQUEST_ID
+from protocol.virtio import I2CMsg, SpiTransfer
+
+from . import __version__
+from .client import (
+    AsyncClient,
+    ConnectionLost,
+    RemoteError,
+    _raise_for_i2c,
+    _raise_for_spi,
+    parse_address,
+    spi_xfer,
+)
+from .security import ClientAuth
+
+__all__ = ["BlockingClient"]
+
+
+class BlockingClient:
+    """Bus calls on a blocking socket; see the module docstring for when to prefer it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
+                 **auth: Any) -> None:
+        self.timeout = timeout
+        self.address = (host, port)
+        self.auth = ClientAuth(**auth)
+        self.conn = Connection(Role.CLIENT)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._buf = bytearray(65536)
+        self._view = memoryview(self._buf)
+        self._closed_why = ""
+        try:
+            sock = socket.create_connection((host, port), timeout)
+        except TimeoutError:
+            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ctx = self.auth.ssl_context()
+        if ctx is not None:
+            try:
+                sock = ctx.wrap_socket(sock, server_hostname=self.auth.server_hostname or host)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock: socket.socket | None = sock
+        try:
+            self.welcome = self._handshake(name or f"busbridge-client/{__version__}", leases)
+        except BaseException:
+            self._drop("")
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> BlockingClient:
+        host, port = parse_address(url)
+        return cls(host, port, **kw)
+
+    @classmethod
+    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
+                   timeout: float = 5.0, **kw: Any) -> BlockingClient:
+        """Connect to a board by name, found in the MQTT broker's retained inventory."""
+        from .mqtt.discovery import resolve_sync
+
+        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
+        return cls(host, port, timeout=timeout, **kw)
+
+    # -- the wire ----------------------------------------------------------------
+
+    def _handshake(self, name: str, leases: Sequence[str]) -> WelcomeInfo:
+        hello = HelloInfo(client=name, token=self.auth.token, leases=list(leases))
+        self._send(self.conn.send(Hello(hello)))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for ev in self._read(deadline, "the server's WELCOME"):
+                if isinstance(ev, Welcome):
+                    return ev.info
+                if isinstance(ev, Error) and ev.id == 0:
+                    raise RemoteError(ev.code, ev.message)
+
+    def _send(self, data: bytes) -> None:
+        if self._sock is None:
+            raise self._not_connected()
+        try:
+            self._sock.sendall(data)
+        except OSError as e:
+            self._drop(str(e))
+            raise self._lost() from None
+
+    def _read(self, deadline: float, what: str) -> list[Event]:
+        """One read's worth of events; fatal problems close the connection and raise."""
+        sock = self._sock
+        if sock is None:
+            raise self._not_connected()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._timeout(what)
+        sock.settimeout(left)
+        try:
+            n = sock.recv_into(self._buf)
+        except TimeoutError:
+            raise self._timeout(what) from None
+        except OSError as e:
+            self._drop(str(e))
+            raise self._lost() from None
+        try:
+            items = self.conn.receive(self._view[:n] if n else b"")
+        except ProtocolError as e:
+            items = [e]
+        events: list[Event] = []
+        for item in items:
+            if isinstance(item, ProtocolError):
+                self._drop(f"protocol error from server: {item}")
+                raise self._lost()
+            if isinstance(item, Ping):
+                self._send(self.conn.send(Pong(item.id)))
+            elif isinstance(item, Error) and item.id == 0:
+                self._closed_why = f"{item.code}: {item.message}"
+                events.append(item)
+            else:
+                events.append(item)
+        if not n:
+            self._drop(self._closed_why or "closed by the server")
+            if not events:
+                raise self._lost()
+        return events
+
+    def _roundtrip(self, rid: int, data: bytes, timeout: float) -> Event:
+        self._send(data)
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self._read(deadline, "an answer"):
+                if getattr(ev, "id", None) == rid:
+                    return ev
+                # Anything else is a late answer to a request that timed out: dropped.
+
+    def _next_id(self) -> int:
+        while True:
+            rid = next(self._ids)
+            if rid > MAX_REQUEST_ID:
+                self._ids = itertools.count(1)
+                continue
+            if rid not in self.conn.in_flight:
+                return rid
+
+    # -- errors ------------------------------------------------------------------
+
+    def _drop(self, why: str) -> None:
+        self._closed_why = self._closed_why or why
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _lost(self) -> ConnectionLost:
+        host, port = self.address
+        return ConnectionLost(
+            f"connection to {host}:{port} lost ({self._closed_why or 'closed'}); the request "
+            "in flight was not answered: its effect on the bus is unknown and it was not "
+            "re-sent")
+
+    def _not_connected(self) -> ConnectionLost:
+        host, port = self.address
+        return ConnectionLost(f"not connected to {host}:{port}"
+                              + (f" ({self._closed_why})" if self._closed_why else ""))
+
+    def _timeout(self, what: str) -> TimeoutError:
+        host, port = self.address
+        return TimeoutError(_errno.ETIMEDOUT, f"no {what} from {host}:{port} in time; the "
+                            "request's effect is unknown and it was not re-sent")
+
+    # -- bus calls (the same as Client's) ------------------------------------------
+
+    def _i2c(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+             chained: bool) -> Result:
+        with self._lock:
+            rid = self._next_id()
+            try:
+                data = self.conn.send_i2c(
+                    rid, bus if type(bus) is str else str(bus), msgs,
+                    None if timeout is None else max(1, int(timeout * 1000)), chained)
+            except LocalProtocolError as e:
+                raise ValueError(str(e)) from None
+            ev = self._roundtrip(rid, data, self.timeout if timeout is None else timeout + 1.0)
+        return ev if type(ev) is Result else AsyncClient._result(ev)
+
+    def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
+            ) -> Result:
+        """Send virtio-i2c requests as they are (FAIL_NEXT flags are the caller's)."""
+        return self._i2c(bus, msgs, timeout, False)
+
+    def transfer(self, bus: str | int, msgs: Sequence[I2CMsg], *,
+                 timeout: float | None = None) -> list[bytes]:
+        """Run ``msgs`` as ONE combined transaction; return the read data, in order."""
+        result = self._i2c(bus, msgs, timeout, True)
+        if any(result.status):
+            _raise_for_i2c(result)
+        return result.reads
+
+    def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+            timeout: float | None = None) -> Result:
+        """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
+        ts = AsyncClient._on_cs(cs, transfers)
+        with self._lock:
+            ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
+                            None if timeout is None else max(1, int(timeout * 1000)))
+            try:
+                data = self.conn.send(ev)
+            except LocalProtocolError as e:
+                raise ValueError(str(e)) from None
+            answer = self._roundtrip(ev.id, data,
+                                     self.timeout if timeout is None else timeout + 1.0)
+        return answer if type(answer) is Result else AsyncClient._result(answer)
+
+    def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+                     timeout: float | None = None) -> list[bytes]:
+        """Run one SPI message; return the received bytes of each reading transfer."""
+        result = self.spi(bus, cs, transfers, timeout=timeout)
+        _raise_for_spi(result)
+        return result.reads
+
+    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
+        """Full-duplex transfer of ``data``; returns what was clocked in."""
+        (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
+        return rx
+
+    def ping(self) -> float:
+        """Round-trip time in seconds."""
+        with self._lock:
+            t0 = time.monotonic()
+            rid = self._next_id()
+            self._roundtrip(rid, self.conn.send(Ping(rid)), self.timeout)
+            return time.monotonic() - t0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """False once the server closed the connection (checked without blocking)."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                return False
+            # Between calls the server may have said goodbye (idle timeout, shutdown)
+            # or pinged: take what is there now, without waiting.
+            while sock.fileno() >= 0 and select.select([sock], [], [], 0)[0]:
+                try:
+                    self._read(time.monotonic() + 0.05, "data")  # readable: no real wait
+                except (ConnectionLost, TimeoutError):
+                    break
+                sock = self._sock
+                if sock is None:
+                    break
+            return self._sock is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop("closed by the client")
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
