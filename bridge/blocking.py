@@ -37,17 +37,14 @@ from .client import (
     AsyncClient,
     ConnectionLost,
     RemoteError,
-    _raise_for_i2c,
-    _raise_for_spi,
-    parse_address,
-    spi_xfer,
+    SyncClientBase,
 )
 from .security import ClientAuth
 
 __all__ = ["BlockingClient"]
 
 
-class BlockingClient:
+class BlockingClient(SyncClientBase):
     """Bus calls on a blocking socket; see the module docstring for when to prefer it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -80,20 +77,6 @@ class BlockingClient:
         except BaseException:
             self._drop("")
             raise
-
-    @classmethod
-    def from_url(cls, url: str, **kw: Any) -> BlockingClient:
-        host, port = parse_address(url)
-        return cls(host, port, **kw)
-
-    @classmethod
-    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
-                   timeout: float = 5.0, **kw: Any) -> BlockingClient:
-        """Connect to a board by name, found in the MQTT broker's retained inventory."""
-        from .mqtt.discovery import resolve_sync
-
-        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
-        return cls(host, port, timeout=timeout, **kw)
 
     # -- the wire ----------------------------------------------------------------
 
@@ -200,8 +183,8 @@ class BlockingClient:
 
     # -- bus calls (the same as Client's) ------------------------------------------
 
-    def _i2c(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
-             chained: bool) -> Result:
+    def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+                    chained: bool) -> Result:
         with self._lock:
             rid = self._next_id()
             try:
@@ -212,19 +195,6 @@ class BlockingClient:
                 raise ValueError(str(e)) from None
             ev = self._roundtrip(rid, data, self.timeout if timeout is None else timeout + 1.0)
         return ev if type(ev) is Result else AsyncClient._result(ev)
-
-    def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
-            ) -> Result:
-        """Send virtio-i2c requests as they are (FAIL_NEXT flags are the caller's)."""
-        return self._i2c(bus, msgs, timeout, False)
-
-    def transfer(self, bus: str | int, msgs: Sequence[I2CMsg], *,
-                 timeout: float | None = None) -> list[bytes]:
-        """Run ``msgs`` as ONE combined transaction; return the read data, in order."""
-        result = self._i2c(bus, msgs, timeout, True)
-        if any(result.status):
-            _raise_for_i2c(result)
-        return result.reads
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
@@ -240,18 +210,6 @@ class BlockingClient:
             answer = self._roundtrip(ev.id, data,
                                      self.timeout if timeout is None else timeout + 1.0)
         return answer if type(answer) is Result else AsyncClient._result(answer)
-
-    def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
-                     timeout: float | None = None) -> list[bytes]:
-        """Run one SPI message; return the received bytes of each reading transfer."""
-        result = self.spi(bus, cs, transfers, timeout=timeout)
-        _raise_for_spi(result)
-        return result.reads
-
-    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
-        """Full-duplex transfer of ``data``; returns what was clocked in."""
-        (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
-        return rx
 
     def ping(self) -> float:
         """Round-trip time in seconds."""

@@ -25,7 +25,7 @@ import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future as CFuture
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
@@ -690,7 +690,65 @@ def _copy_outcome(src: asyncio.Future[Event], dst: CFuture[Event]) -> None:
         dst.set_result(src.result())
 
 
-class Client:
+class SyncClientBase:
+    """What the synchronous clients share: how they open, and the bus calls built on
+    their two primitives, :meth:`_i2c_result` and :meth:`spi`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 timeout: float = 5.0, **kw: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - the subclasses connect
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> Self:
+        host, port = parse_address(url)
+        return cls(host, port, **kw)
+
+    @classmethod
+    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
+                   timeout: float = 5.0, **kw: Any) -> Self:
+        """Connect to a board by name, found in the MQTT broker's retained inventory
+        (blocking :meth:`AsyncClient.connect_board`)."""
+        from .mqtt.discovery import resolve_sync
+
+        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
+        return cls(host, port, timeout=timeout, **kw)
+
+    def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+                    chained: bool) -> Result:
+        raise NotImplementedError  # pragma: no cover
+
+    def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+            timeout: float | None = None) -> Result:
+        """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
+        raise NotImplementedError  # pragma: no cover
+
+    def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
+            ) -> Result:
+        """Send virtio-i2c requests as they are (FAIL_NEXT flags are the caller's)."""
+        return self._i2c_result(bus, msgs, timeout, False)
+
+    def transfer(self, bus: str | int, msgs: Sequence[I2CMsg], *,
+                 timeout: float | None = None) -> list[bytes]:
+        """Run ``msgs`` as ONE combined transaction; return the read data, in order."""
+        result = self._i2c_result(bus, msgs, timeout, True)
+        if any(result.status):
+            _raise_for_i2c(result)
+        return result.reads
+
+    def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
+                     timeout: float | None = None) -> list[bytes]:
+        """Run one SPI message; return the received bytes of each reading transfer."""
+        result = self.spi(bus, cs, transfers, timeout=timeout)
+        _raise_for_spi(result)
+        return result.reads
+
+    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
+        """Full-duplex transfer of ``data``; returns what was clocked in."""
+        (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
+        return rx
+
+
+class Client(SyncClientBase):
     """Blocking API over :class:`AsyncClient`, with its event loop on a private thread.
 
     Thread-safe: several threads may call it at once; their requests are
@@ -712,20 +770,6 @@ class Client:
         except BaseException:
             self._stop_loop()
             raise
-
-    @classmethod
-    def from_url(cls, url: str, **kw: Any) -> Client:
-        host, port = parse_address(url)
-        return cls(host, port, **kw)
-
-    @classmethod
-    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
-                   timeout: float = 5.0, **kw: Any) -> Client:
-        """Blocking :meth:`AsyncClient.connect_board`."""
-        from .mqtt.discovery import resolve_sync
-
-        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
-        return cls(host, port, timeout=timeout, **kw)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         fut: CFuture[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -759,42 +803,19 @@ class Client:
             raise client._not_connected() from None
         return done.result()
 
-    def _i2c_now(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
-                 chained: bool) -> Event:
-        return self._now(lambda: self._client._start_i2c(bus, msgs, timeout, chained))
-
-    def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
-            ) -> Result:
-        ev = self._i2c_now(bus, msgs, timeout, False)
+    def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
+                    chained: bool) -> Result:
+        ev = self._now(lambda: self._client._start_i2c(bus, msgs, timeout, chained))
         return ev if type(ev) is Result else AsyncClient._result(ev)
 
     def i2c_raw(self, bus: str | int, requests: Iterable[tuple[bytes, bytes | int]], *,
                 timeout: float | None = None) -> Result:
         return self._call(self._client.i2c_raw(bus, list(requests), timeout=timeout))
 
-    def transfer(self, bus: str | int, msgs: Sequence[I2CMsg], *,
-                 timeout: float | None = None) -> list[bytes]:
-        ev = self._i2c_now(bus, msgs, timeout, True)
-        if type(ev) is not Result:
-            ev = AsyncClient._result(ev)
-        if any(ev.status):
-            _raise_for_i2c(ev)
-        return ev.reads
-
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
         ev = self._now(lambda: self._client._start_spi(bus, cs, transfers, timeout))
         return ev if type(ev) is Result else AsyncClient._result(ev)
-
-    def spi_transfer(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
-                     timeout: float | None = None) -> list[bytes]:
-        result = self.spi(bus, cs, transfers, timeout=timeout)
-        _raise_for_spi(result)
-        return result.reads
-
-    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
-        (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
-        return rx
 
     def ping(self) -> float:
         return self._call(self._client.ping())
