@@ -17,7 +17,6 @@ come in time raises ``TimeoutError`` and its late answer is dropped.
 from __future__ import annotations
 
 import errno as _errno
-import itertools
 import select
 import socket
 import threading
@@ -29,7 +28,7 @@ from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, SpiRequest, Welcome
 from protocol.handshake import HelloInfo, WelcomeInfo
-from protocol.limits import DEFAULT_PORT, MAX_REQUEST_ID
+from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from . import __version__
@@ -55,7 +54,6 @@ class BlockingClient(SyncClientBase):
         self.auth = ClientAuth(**auth)
         self.conn = Connection(Role.CLIENT)
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._closed_why = ""
@@ -147,15 +145,6 @@ class BlockingClient(SyncClientBase):
                     return ev
                 # Anything else is a late answer to a request that timed out: dropped.
 
-    def _next_id(self) -> int:
-        while True:
-            rid = next(self._ids)
-            if rid > MAX_REQUEST_ID:
-                self._ids = itertools.count(1)
-                continue
-            if rid not in self.conn.in_flight:
-                return rid
-
     # -- errors ------------------------------------------------------------------
 
     def _drop(self, why: str) -> None:
@@ -186,7 +175,7 @@ class BlockingClient(SyncClientBase):
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
         with self._lock:
-            rid = self._next_id()
+            rid = self.conn.next_id()
             try:
                 data = self.conn.send_i2c(
                     rid, bus if type(bus) is str else str(bus), msgs,
@@ -201,7 +190,7 @@ class BlockingClient(SyncClientBase):
         """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
         ts = AsyncClient._on_cs(cs, transfers)
         with self._lock:
-            ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
+            ev = SpiRequest(self.conn.next_id(), bus if type(bus) is str else str(bus), cs, ts,
                             None if timeout is None else max(1, int(timeout * 1000)))
             try:
                 data = self.conn.send(ev)
@@ -215,7 +204,7 @@ class BlockingClient(SyncClientBase):
         """Round-trip time in seconds."""
         with self._lock:
             t0 = time.monotonic()
-            rid = self._next_id()
+            rid = self.conn.next_id()
             self._roundtrip(rid, self.conn.send(Ping(rid)), self.timeout)
             return time.monotonic() - t0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno as _errno
-import itertools
 import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -41,7 +40,7 @@ from protocol.events import (
 )
 from protocol.handshake import HelloInfo, WelcomeInfo
 from protocol.leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
-from protocol.limits import DEFAULT_PORT, MAX_REQUEST_ID
+from protocol.limits import DEFAULT_PORT
 from protocol.virtio import (
     I2CMsg,
     I2CStatus,
@@ -261,7 +260,6 @@ class AsyncClient:
         self._transport: asyncio.Transport | None = None
         #: Request id -> (answer's future, deadline on the loop's clock).
         self._pending: dict[int, tuple[asyncio.Future[Event], float]] = {}
-        self._ids = itertools.count(1)
         self._welcomed: asyncio.Future[WelcomeInfo] | None = None
         self._closed_exc: BaseException | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -410,13 +408,7 @@ class AsyncClient:
     # -- sending ----------------------------------------------------------------
 
     def _next_id(self) -> int:
-        while True:
-            rid = next(self._ids)
-            if rid > MAX_REQUEST_ID:
-                self._ids = itertools.count(1)
-                continue
-            if rid not in self.conn.in_flight:
-                return rid
+        return self.conn.next_id()
 
     def _not_connected(self) -> ConnectionLost:
         return ConnectionLost(f"not connected to {self.address[0]}:{self.address[1]}"
@@ -445,9 +437,7 @@ class AsyncClient:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
-        rid = next(self._ids)
-        if rid > MAX_REQUEST_ID or rid in self.conn.in_flight:
-            rid = self._next_id()
+        rid = self.conn.next_id()
         try:
             data = self.conn.send_i2c(
                 rid, bus if type(bus) is str else str(bus), msgs,

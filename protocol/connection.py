@@ -405,6 +405,7 @@ class Connection:
         self.handshaken = False
         self.closed = False
         self.in_flight: set[int] = set()
+        self._last_id = 0
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -700,6 +701,15 @@ class Connection:
                 f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
             )
         return _pack_prefix(len(body)) + body
+
+    def next_id(self) -> int:
+        """A request id not in flight: counting up, wrapping at ``MAX_REQUEST_ID``."""
+        rid = self._last_id
+        while True:
+            rid = rid + 1 if rid < MAX_REQUEST_ID else 1
+            if rid not in self.in_flight:
+                self._last_id = rid
+                return rid
 
     def send_result(self, rid: int, status: bytes, reads: list[bytes],
                     failures: list[Failure]) -> bytes:

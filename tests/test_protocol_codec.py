@@ -715,3 +715,13 @@ def test_flags_word_is_kept_verbatim() -> None:
     (got,) = feed(server(), frame(encode_body(ev)))
     assert isinstance(got, I2CRequest)
     assert [m.flags for m in got.msgs] == [3, 2]
+
+
+def test_next_id_skips_ids_in_flight_and_wraps_at_the_maximum() -> None:
+    conn = Connection(Role.CLIENT)
+    assert [conn.next_id() for _ in range(3)] == [1, 2, 3]
+    conn.in_flight.update({4, 5})  # e.g. requests whose answers are late
+    assert conn.next_id() == 6
+    conn._last_id = MAX_REQUEST_ID - 1
+    conn.in_flight.add(1)
+    assert [conn.next_id(), conn.next_id()] == [MAX_REQUEST_ID, 2]
