@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -179,7 +180,7 @@ class Server:
         self._server = await loop.create_server(
             lambda: _Session(self), self.host, self.port, ssl=sec.ssl,
             ssl_handshake_timeout=lim.handshake_timeout_s if sec.ssl else None)
-        sock = self._server.sockets[0].getsockname()
+        sock = cast(Any, self._server).sockets[0].getsockname()
         self.port = sock[1]
         self._lease_timer = ExpiryTimer(self.leases, loop)
         if sec.tokens and sec.ssl is None and not is_loopback(self.host):
@@ -245,7 +246,7 @@ class Server:
             w.shutdown(wait=False)
         self.board.close()
         self._closed.set()
-        event(log, logging.INFO, "stopped", **vars(self.stats))
+        event(log, logging.INFO, "stopped", **dataclasses.asdict(self.stats))
 
     # -- job bookkeeping -----------------------------------------------------
 
