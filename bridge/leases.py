@@ -187,7 +187,9 @@ class LeaseTable:
         lease_id = secrets.token_hex(4)
         while any(x.id == lease_id for x in self._by_token.values()):
             lease_id = secrets.token_hex(4)
-        lease = Lease(lease_id, secrets.token_urlsafe(24), kind, bus, address, cs, holder, peer,
+        # Hex, not URL-safe base64: a token starting with "-" would read as an option
+        # on the command line (`busbridge lease release TOKEN`).
+        lease = Lease(lease_id, secrets.token_hex(24), kind, bus, address, cs, holder, peer,
                       ttl, self.clock() + ttl)
         self._by_token[lease.token] = lease
         self.held.setdefault((kind, bus), []).append(lease)

@@ -67,8 +67,9 @@ class TokenSpec(BaseModel):
 
 
 def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe text)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token: 256 bits as hex, so it never starts with "-" and can
+    be passed as a command-line argument."""
+    return secrets.token_hex(32)
 
 
 def hash_token(token: str, salt: bytes | None = None) -> str:

@@ -301,3 +301,15 @@ def test_sigterm_while_waiting_releases_what_was_taken(server_thread: Running,
             if p.poll() is None:
                 p.kill()
             p.communicate(timeout=10)
+
+
+def test_lease_tokens_are_safe_command_line_arguments() -> None:
+    # A token beginning with "-" made `busbridge lease release TOKEN` read it as an
+    # option (seen once in CI): tokens are hex.
+    from bridge.leases import LeaseTable
+    from bridge.security import new_token
+
+    table = LeaseTable()
+    tokens = [table.take("i2c", str(i), ttl=60, holder="t").token for i in range(200)]
+    tokens += [new_token() for _ in range(200)]
+    assert all(t[0] not in "-_" and all(c in "0123456789abcdef" for c in t) for t in tokens)
