@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import getpass
 import os
 import shutil
@@ -175,6 +176,7 @@ class Mosquitto:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        atexit.register(self.stop)  # never outlives the test run, whatever a test skipped
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -62,9 +62,11 @@ async def tls_announced(secure_broker: tuple[Mosquitto, Path]
     try:
         yield server, presence, broker, ca_pem
     finally:
-        await presence.stop()
-        await server.close()
-        broker.stop()
+        try:
+            await presence.stop()
+            await server.close()
+        finally:
+            broker.stop()
 
 
 async def test_announce_and_discover_over_tls_with_passwords(
@@ -112,9 +114,11 @@ async def test_wrong_board_password_keeps_retrying_without_touching_the_data_pat
     finally:
         mqtt_log.removeHandler(handler)
         mqtt_log.setLevel(old_level)
-        await presence.stop()
-        await server.close()
-        broker.stop()
+        try:
+            await presence.stop()
+            await server.close()
+        finally:
+            broker.stop()
 
 
 async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> None:
@@ -140,6 +144,8 @@ async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> N
         with pytest.raises(DiscoveryError, match="online boards: busbridge-sim"):
             await resolve("lab-pi-9", f"ci:ci-pw@{broker.url}", timeout=5)
     finally:
-        await presence.stop()
-        await server.close()
-        broker.stop()
+        try:
+            await presence.stop()
+            await server.close()
+        finally:
+            broker.stop()
