@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from protocol.connection import Connection, LocalProtocolError, Role
+from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
-from protocol.events import Error, Event, Hello, Ping, Pong, Result, SpiRequest, Welcome
+from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
 from protocol.handshake import HelloInfo, WelcomeInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
@@ -37,6 +37,9 @@ from .client import (
     ConnectionLost,
     RemoteError,
     SyncClientBase,
+    answer_wait,
+    encode_i2c,
+    encode_spi,
 )
 from .security import ClientAuth
 
@@ -175,29 +178,16 @@ class BlockingClient(SyncClientBase):
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
         with self._lock:
-            rid = self.conn.next_id()
-            try:
-                data = self.conn.send_i2c(
-                    rid, bus if type(bus) is str else str(bus), msgs,
-                    None if timeout is None else max(1, int(timeout * 1000)), chained)
-            except LocalProtocolError as e:
-                raise ValueError(str(e)) from None
-            ev = self._roundtrip(rid, data, self.timeout if timeout is None else timeout + 1.0)
+            rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
+            ev = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
         return ev if type(ev) is Result else AsyncClient._result(ev)
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
         """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
-        ts = AsyncClient._on_cs(cs, transfers)
         with self._lock:
-            ev = SpiRequest(self.conn.next_id(), bus if type(bus) is str else str(bus), cs, ts,
-                            None if timeout is None else max(1, int(timeout * 1000)))
-            try:
-                data = self.conn.send(ev)
-            except LocalProtocolError as e:
-                raise ValueError(str(e)) from None
-            answer = self._roundtrip(ev.id, data,
-                                     self.timeout if timeout is None else timeout + 1.0)
+            rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
+            answer = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
         return answer if type(answer) is Result else AsyncClient._result(answer)
 
     def ping(self) -> float:

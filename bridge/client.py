@@ -219,6 +219,47 @@ def spi_xfer(
 # ---------------------------------------------------------------------------
 
 
+def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
+               timeout: float | None, chained: bool) -> tuple[int, bytes]:
+    """A fresh request id and the I2C frame; limits broken locally raise ``ValueError``.
+
+    ``timeout`` (s) goes to the server as the request's deadline.  Shared by both
+    clients, so they agree on ids, deadlines and local refusals.
+    """
+    rid = conn.next_id()
+    try:
+        return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
+                                  _server_ms(timeout), chained)
+    except LocalProtocolError as e:
+        raise ValueError(str(e)) from None
+
+
+def encode_spi(conn: Connection, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
+               timeout: float | None) -> tuple[int, bytes]:
+    """Like :func:`encode_i2c`; every head's chip_select_id is set to ``cs``."""
+    ts = tuple(
+        t if t.head.chip_select_id == cs
+        else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
+        for t in transfers
+    )
+    ev = SpiRequest(conn.next_id(), bus if type(bus) is str else str(bus), cs, ts,
+                    _server_ms(timeout))
+    try:
+        return ev.id, conn.send(ev)
+    except LocalProtocolError as e:
+        raise ValueError(str(e)) from None
+
+
+def _server_ms(timeout: float | None) -> int | None:
+    return None if timeout is None else max(1, int(timeout * 1000))
+
+
+def answer_wait(default: float, timeout: float | None) -> float:
+    """How long a client waits: a request's own deadline leaves the server 1 s to
+    answer it first (with ERR/ETIMEDOUT) before the client gives up."""
+    return default if timeout is None else timeout + 1.0
+
+
 class _ClientProtocol(asyncio.BufferedProtocol):
     """Reads into one reused buffer (no 256 KiB allocation per read on asyncio)."""
 
@@ -437,21 +478,10 @@ class AsyncClient:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
-        rid = self.conn.next_id()
-        try:
-            data = self.conn.send_i2c(
-                rid, bus if type(bus) is str else str(bus), msgs,
-                None if timeout is None else max(1, int(timeout * 1000)), chained)
-        except LocalProtocolError as e:
-            raise ValueError(str(e)) from None
-        return self._start(rid, data, self.timeout if timeout is None else timeout + 1.0)
+        rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
+        return self._start(rid, data, answer_wait(self.timeout, timeout))
 
-    async def _request(self, ev: SpiRequest | Ping | LeaseRequest, timeout: float | None
-                       ) -> Event:
-        return await self._start_request(ev, timeout)
-
-    def _start_request(self, ev: SpiRequest | Ping | LeaseRequest, timeout: float | None
-                       ) -> asyncio.Future[Event]:
+    async def _request(self, ev: Ping | LeaseRequest, timeout: float | None) -> Event:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
@@ -459,7 +489,7 @@ class AsyncClient:
             data = self.conn.send(ev)
         except LocalProtocolError as e:
             raise ValueError(str(e)) from None
-        return self._start(ev.id, data, self.timeout if timeout is None else timeout)
+        return await self._start(ev.id, data, self.timeout if timeout is None else timeout)
 
     def _flush(self) -> None:
         wbuf = self._wbuf
@@ -493,9 +523,6 @@ class AsyncClient:
         assert isinstance(ev, Result)
         return ev
 
-    def _server_timeout_ms(self, timeout: float | None) -> int | None:
-        return None if timeout is None else max(1, int(timeout * 1000))
-
     # -- raw virtio level ---------------------------------------------------------
 
     async def i2c(
@@ -526,25 +553,13 @@ class AsyncClient:
         answer = await self._start_spi(bus, cs, transfers, timeout)
         return answer if type(answer) is Result else self._result(answer)
 
-    @staticmethod
-    def _on_cs(cs: int, transfers: Sequence[SpiTransfer]) -> tuple[SpiTransfer, ...]:
-        """``transfers`` with every head's chip_select_id set to ``cs``."""
-        return tuple(
-            t if t.head.chip_select_id == cs
-            else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
-            for t in transfers
-        )
-
     def _start_spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
                    timeout: float | None) -> asyncio.Future[Event]:
-        ts = self._on_cs(cs, transfers)
-        ev = SpiRequest(self._next_id(), bus if type(bus) is str else str(bus), cs, ts,
-                        self._server_timeout_ms(timeout))
-        return self._start_request(ev, self._local_timeout(timeout))
-
-    def _local_timeout(self, timeout: float | None) -> float:
-        # Leave the server time to answer its own deadline first.
-        return self.timeout if timeout is None else timeout + 1.0
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise self._not_connected()
+        rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
+        return self._start(rid, data, answer_wait(self.timeout, timeout))
 
     # -- convenient level ------------------------------------------------------------
 
