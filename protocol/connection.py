@@ -443,17 +443,9 @@ class Connection:
         if self.closed:
             raise _bad(ErrorCode.MALFORMED, "connection already failed", fatal=True)
         buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
-        if avail < PREFIX_SIZE:
-            return self._at_short(avail)
-        n = _unpack_prefix(buf, pos)[0]
-        if n > self.limits.max_frame:
-            self.closed = True
-            raise _bad(ErrorCode.FRAME_TOO_LARGE,
-                       f"frame of {n} bytes; limit {self.limits.max_frame}", fatal=True)
-        end = pos + PREFIX_SIZE + n
-        if len(buf) < end:
-            return self._at_short(avail)
+        end = self._frame_end(buf, pos)
+        if end is None:
+            return self._at_short(len(buf) - pos)
         if end == len(buf):
             # The common case: the buffer ends with this frame; hand it over whole.
             if pos:
@@ -506,18 +498,15 @@ class Connection:
         else:
             buf = data
         size = len(buf)
-        limit = self.limits.max_frame
         decode = self._decode
         pos = 0
-        while size - pos >= PREFIX_SIZE:
-            n = _unpack_prefix(buf, pos)[0]
-            if n > limit:
-                self.closed = True
-                out.append(_bad(ErrorCode.FRAME_TOO_LARGE,
-                                f"frame of {n} bytes; limit {limit}", fatal=True))
+        while True:
+            try:
+                end = self._frame_end(buf, pos)
+            except ProtocolError as e:
+                out.append(e)
                 return out
-            end = pos + PREFIX_SIZE + n
-            if end > size:
+            if end is None:
                 break
             try:
                 out.append(decode(buf[pos + PREFIX_SIZE : end]))
@@ -533,6 +522,22 @@ class Connection:
         if pos < size:
             self._buf = bytearray(buf[pos:])
         return out
+
+    def _frame_end(self, buf: bytes | bytearray | memoryview, pos: int) -> int | None:
+        """Where the frame at ``pos`` ends, or None if it has not all arrived.
+
+        The length prefix is checked before anything is buffered or decoded: an
+        over-limit one fails the connection (fatal ``frame-too-large``).
+        """
+        if len(buf) - pos < PREFIX_SIZE:
+            return None
+        n = _unpack_prefix(buf, pos)[0]
+        if n > self.limits.max_frame:
+            self.closed = True
+            raise _bad(ErrorCode.FRAME_TOO_LARGE,
+                       f"frame of {n} bytes; limit {self.limits.max_frame}", fatal=True)
+        end: int = pos + PREFIX_SIZE + n
+        return end if end <= len(buf) else None
 
     def _at_short(self, avail: int) -> _NeedData | None:
         if not self._eof:
