@@ -500,7 +500,7 @@ class Connection:
         size = len(buf)
         decode = self._decode
         pos = 0
-        while True:
+        while size - pos >= PREFIX_SIZE:  # (saves the hot path a call per read)
             try:
                 end = self._frame_end(buf, pos)
             except ProtocolError as e:
