@@ -500,13 +500,15 @@ class Connection:
         size = len(buf)
         decode = self._decode
         pos = 0
-        while size - pos >= PREFIX_SIZE:  # (saves the hot path a call per read)
-            try:
-                end = self._frame_end(buf, pos)
-            except ProtocolError as e:
-                out.append(e)
+        limit = self.limits.max_frame
+        # _frame_end's arithmetic, inline: a call per frame costs this loop ~3 %.
+        while size - pos >= PREFIX_SIZE:
+            n = _unpack_prefix(buf, pos)[0]
+            if n > limit:
+                out.append(self._too_large(n))
                 return out
-            if end is None:
+            end = pos + PREFIX_SIZE + n
+            if end > size:
                 break
             try:
                 out.append(decode(buf[pos + PREFIX_SIZE : end]))
@@ -533,11 +535,15 @@ class Connection:
             return None
         n = _unpack_prefix(buf, pos)[0]
         if n > self.limits.max_frame:
-            self.closed = True
-            raise _bad(ErrorCode.FRAME_TOO_LARGE,
-                       f"frame of {n} bytes; limit {self.limits.max_frame}", fatal=True)
+            raise self._too_large(n)
         end: int = pos + PREFIX_SIZE + n
         return end if end <= len(buf) else None
+
+    def _too_large(self, n: int) -> ProtocolError:
+        """The fatal refusal of a length prefix over ``max_frame``; fails the connection."""
+        self.closed = True
+        return _bad(ErrorCode.FRAME_TOO_LARGE, f"frame of {n} bytes; limit {self.limits.max_frame}",
+                    fatal=True)
 
     def _at_short(self, avail: int) -> _NeedData | None:
         if not self._eof:
