@@ -19,11 +19,8 @@ crashing input and exits non-zero.
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
-
 import atheris
+from fuzz_main import fuzz
 
 with atheris.instrument_imports(include=["protocol"]):
     from protocol import (
@@ -125,14 +122,7 @@ def _summary() -> None:
 
 
 def main() -> None:
-    argv = list(sys.argv)
-    if not any(not a.startswith("-") for a in argv[1:]):
-        seed_dir = Path(tempfile.mkdtemp(prefix="busbridge-fuzz-seeds-"))
-        for i, s in enumerate(_seeds()):
-            (seed_dir / f"seed{i}").write_bytes(s)
-        argv.append(str(seed_dir))
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    fuzz(one_input, _seeds(), "fuzz")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import sys
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import atheris
 import msgpack
+from fuzz_main import fuzz
 
 with atheris.instrument_imports(include=["protocol", "bridge.server", "bridge.execute",
                                          "bridge.sim"]):
@@ -167,14 +165,7 @@ def _seeds() -> list[bytes]:
 
 
 def main() -> None:
-    argv = list(sys.argv)
-    if not any(not a.startswith("-") for a in argv[1:]):
-        seed_dir = Path(tempfile.mkdtemp(prefix="busbridge-fuzz-server-seeds-"))
-        for i, s in enumerate(_seeds()):
-            (seed_dir / f"seed{i}").write_bytes(s)
-        argv.append(str(seed_dir))
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    fuzz(one_input, _seeds(), "fuzz-server")
 
 
 if __name__ == "__main__":
