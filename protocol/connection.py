@@ -678,14 +678,11 @@ class Connection:
         cls = type(event)
         if cls is Result:
             assert isinstance(event, Result)
-            if self.role is Role.SERVER:
-                self.in_flight.discard(event.id)
-            fails = [[f.index, f.errno, f.message] for f in event.failures]
-            body = _packb([_FRAME_RESULT, event.id, event.status, event.reads, fails])
-        elif cls is I2CRequest:
+            return self.send_result(event.id, event.status, event.reads, event.failures)
+        if cls is I2CRequest:
             assert isinstance(event, I2CRequest)
-            body = self._encode_i2c(event)
-        elif cls is SpiRequest:
+            return self.send_i2c(event.id, event.bus, event.msgs, event.timeout_ms)
+        if cls is SpiRequest:
             assert isinstance(event, SpiRequest)
             self._check_outgoing(event)
             try:
@@ -706,12 +703,15 @@ class Connection:
             if isinstance(event, LeaseRequest):
                 self.in_flight.add(event.id)
         if len(body) > self.peer_limits.max_frame:
-            if isinstance(event, I2CRequest | SpiRequest | LeaseRequest):
-                self.in_flight.discard(event.id)
-            raise LocalProtocolError(
-                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
-            )
+            raise self._over_peer_limit(
+                body, event.id if isinstance(event, SpiRequest | LeaseRequest) else 0)
         return _pack_prefix(len(body)) + body
+
+    def _over_peer_limit(self, body: bytes, request_id: int = 0) -> LocalProtocolError:
+        """Refuse a frame over the peer's ``max_frame``; its request (if any) is not in flight."""
+        self.in_flight.discard(request_id)
+        return LocalProtocolError(
+            f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}")
 
     def next_id(self) -> int:
         """A request id not in flight: counting up, wrapping at ``MAX_REQUEST_ID``."""
@@ -733,9 +733,7 @@ class Connection:
         else:
             body = _packb([_FRAME_RESULT, rid, status, reads, _NO_FAILURES])
         if len(body) > self.peer_limits.max_frame:
-            raise LocalProtocolError(
-                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
-            )
+            raise self._over_peer_limit(body)
         return _pack_prefix(len(body)) + body
 
     def send_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg],
@@ -745,18 +743,12 @@ class Connection:
         ``chained`` encodes ``msgs`` as :func:`~protocol.virtio.chain` would mark
         them (one combined transaction) without building new messages.
         """
-        body = self._encode_i2c_parts(rid, bus, msgs, timeout_ms, chained)
+        body = self._encode_i2c(rid, bus, msgs, timeout_ms, chained)
         if len(body) > self.peer_limits.max_frame:
-            self.in_flight.discard(rid)
-            raise LocalProtocolError(
-                f"frame of {len(body)} bytes exceeds the peer's limit {self.peer_limits.max_frame}"
-            )
+            raise self._over_peer_limit(body, rid)
         return _pack_prefix(len(body)) + body
 
-    def _encode_i2c(self, ev: I2CRequest) -> bytes:
-        return self._encode_i2c_parts(ev.id, ev.bus, ev.msgs, ev.timeout_ms, False)
-
-    def _encode_i2c_parts(self, rid: int, bus: str, msgs: Sequence[I2CMsg],
+    def _encode_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg],
                           timeout_ms: int | None, chained: bool) -> bytes:
         """Check against the peer's limits and encode in one pass (the client's hot path)."""
         if self.role is not Role.CLIENT or not 0 < rid <= MAX_REQUEST_ID or (
