@@ -500,7 +500,12 @@ async def _pipelined_checkpoints(port: int, total: int, depth: int, pid: int,
         await c.close()
 
 
-async def _bytes_per_in_flight(per_conn: int = 256, conns: int = 4) -> float:
+#: Requests held in flight for the per-request memory figure: 256 on each of 4 connections.
+_IN_FLIGHT_PER_CONN, _IN_FLIGHT_CONNS = 256, 4
+
+
+async def _bytes_per_in_flight(per_conn: int = _IN_FLIGHT_PER_CONN,
+                               conns: int = _IN_FLIGHT_CONNS) -> float:
     """Heap held per queued request: every request waits behind a stalled device."""
     import tracemalloc
 
@@ -547,7 +552,7 @@ def run_memory(total: int = 1_000_000, progress: Callable[[str], None] = lambda 
         rss = _run(lambda: _pipelined_checkpoints(port, total, 64, pid, every))
     progress("memory: bytes per in-flight request")
     per = _run(lambda: _bytes_per_in_flight())
-    return MemoryReport(total, rss, per, 1024)
+    return MemoryReport(total, rss, per, _IN_FLIGHT_PER_CONN * _IN_FLIGHT_CONNS)
 
 
 # ---------------------------------------------------------------------------
