@@ -153,19 +153,25 @@ def _raise_for_spi(result: Result) -> None:
 # ---------------------------------------------------------------------------
 
 
+def split_host_port(text: str) -> tuple[str, str]:
+    """``HOST[:PORT]`` or ``[v6]:PORT`` (a trailing ``/`` allowed) → ``(host, port text)``;
+    a bare IPv6 address has no port."""
+    s = text.rstrip("/")
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
+    if s.count(":") == 1:
+        host, _, port = s.partition(":")
+        return host, port
+    return s, ""
+
+
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``HOST[:PORT]``, ``[v6]:PORT`` or ``tcp://HOST:PORT`` → ``(host, port)``."""
     s = text.strip()
     if s.startswith("tcp://"):
         s = s[6:]
-    s = s.rstrip("/")
-    if s.startswith("["):
-        host, _, rest = s[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif s.count(":") == 1:
-        host, _, port = s.partition(":")
-    else:
-        host, port = s, ""
+    host, port = split_host_port(s)
     if not host:
         host = "127.0.0.1"
     try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from ..client import split_host_port
+
 SCHEMA = 1
 DEFAULT_PREFIX = "busbridge"
 DEFAULT_MQTT_PORT = 1883
@@ -80,14 +82,7 @@ class BrokerAddress:
             cred, _, rest = rest.rpartition("@")
             u, has_pw, p = cred.partition(":")
             user, password = unquote(u), (unquote(p) if has_pw else None)
-        rest = rest.rstrip("/")
-        if rest.startswith("["):
-            host, _, tail = rest[1:].partition("]")
-            port_text = tail[1:] if tail.startswith(":") else ""
-        elif rest.count(":") == 1:
-            host, _, port_text = rest.partition(":")
-        else:
-            host, port_text = rest, ""
+        host, port_text = split_host_port(rest)
         if not host:
             raise ValueError(f"broker {text!r}: no host")
         try:
