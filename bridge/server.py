@@ -237,7 +237,7 @@ class Server:
         except TimeoutError:
             event(log, logging.WARNING, "shutdown grace expired", pending=len(self.jobs))
         for s in list(self.sessions):
-            s.transport.close()
+            s._close()  # a peer that takes no data is aborted
         if self._server is not None:
             await self._server.wait_closed()
         if self._lease_timer is not None:
@@ -677,7 +677,7 @@ class _Session(asyncio.BufferedProtocol):
         else:
             self.send(Result(rid, status, reads, failures))
         if self.eof and not self.conn.in_flight:
-            self.transport.close()  # half-closed by the client and all answered
+            self._close()  # half-closed by the client and all answered
 
 
 def _refusal(outcome: Outcome) -> Outcome:
