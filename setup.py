@@ -18,10 +18,10 @@ COMPILED = [
     "protocol/events.py",
     "protocol/limits.py",
     "protocol/virtio.py",
-    "bridge/execute.py",
-    "bridge/server.py",
-    "bridge/sim/i2c.py",
-    "bridge/sim/i2c_devices.py",
+    "bridge/server/execute.py",
+    "bridge/server/server.py",
+    "bridge/buses/sim/i2c.py",
+    "bridge/buses/sim/i2c_devices.py",
 ]
 
 ext_modules = []

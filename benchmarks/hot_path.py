@@ -27,9 +27,9 @@ from collections.abc import Callable
 from bridge.bench import _REG_READ, bench_board_text
 from bridge.client import AsyncClient
 from bridge.config import board_from_toml_text
-from bridge.execute import run_i2c
 from bridge.runtime import new_event_loop
 from bridge.server import Server
+from bridge.server.execute import run_i2c
 from protocol import (
     DEFAULT_LIMITS,
     Connection,

@@ -28,8 +28,8 @@ import atheris
 import msgpack
 from fuzz_main import fuzz
 
-with atheris.instrument_imports(include=["protocol", "bridge.server", "bridge.execute",
-                                         "bridge.sim"]):
+with atheris.instrument_imports(include=["protocol", "bridge.server",
+                                         "bridge.buses.sim"]):
     from bridge.config import load_board
     from bridge.server import Server
     from protocol import (

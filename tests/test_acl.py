@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.acl import AccessRule, Acl
 from bridge.client import AsyncClient, RemoteError, read, spi_xfer, write
 from bridge.config import Board
-from bridge.security import TokenSpec, build_server_security, hash_token
 from bridge.server import Server
+from bridge.server.acl import AccessRule, Acl
+from bridge.server.auth import TokenSpec, build_server_security, hash_token
 from protocol import ErrorCode, I2CRequest, SpiRequest
 from protocol.virtio import SpiTransfer, SpiTransferHead
 

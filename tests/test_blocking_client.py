@@ -13,12 +13,12 @@ import pytest
 import trustme
 from conftest import start_server_thread, stop_server_thread
 
-from bridge.blocking import BlockingClient
+from bridge.buses.sim import RegisterMapDevice
 from bridge.client import ConnectionLost, RemoteError, TransferError, spi_xfer
+from bridge.client.blocking import BlockingClient
 from bridge.config import load_board
-from bridge.limits import LimitSettings
-from bridge.security import TlsSettings, build_server_security
-from bridge.sim import RegisterMapDevice
+from bridge.server.auth import TlsSettings, build_server_security
+from bridge.server.guard import LimitSettings
 from protocol import ErrorCode, read, write
 
 TMP117 = 0x48

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import (
-    BoardConfigError,
-    board_from_toml_text,
-    default_board_text,
-    load_board,
-    load_board_config,
-)
-from bridge.sim import (
+from bridge.buses.sim import (
     Eeprom24,
     LoopbackDevice,
     RegisterMapDevice,
     SimI2CBus,
     SimSpiBus,
     SpiNorFlash,
+)
+from bridge.config import (
+    BoardConfigError,
+    board_from_toml_text,
+    default_board_text,
+    load_board,
+    load_board_config,
 )
 from protocol.virtio import chain, read, write
 

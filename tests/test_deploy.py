@@ -27,7 +27,7 @@ from typing import Any
 import click
 import pytest
 
-from bridge.cli import cli
+from bridge.cli.main import cli
 from bridge.config import load_board, load_board_config
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (the dev extra has it)")
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 UNIT = DEPLOY / "systemd" / "busbridge.service"
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 
 def _tool(name: str) -> str:

@@ -18,11 +18,11 @@ from adafruit_bus_device import i2c_device, spi_device
 from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge import dropin
+from bridge.buses.sim.i2c import SimI2CBus
+from bridge.buses.sim.spi import SimSpiBus
 from bridge.config import Board
 from bridge.dropin import board, digitalio
 from bridge.dropin.busio import I2C, SPI
-from bridge.sim.i2c import SimI2CBus
-from bridge.sim.spi import SimSpiBus
 from protocol.virtio import SpiMode
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from conftest import Running, start_server_thread, stop_server_thread
 
+from bridge.cli.run import SHIM_DIR
 from bridge.config import load_board
-from bridge.dropin.cli import SHIM_DIR
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 PROGRAM = """\
 import json, sys

@@ -21,10 +21,10 @@ import smbus2
 from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge import dropin
+from bridge.buses.sim.i2c import SimI2CBus
 from bridge.client import Client, read, write
 from bridge.config import Board, load_board
 from bridge.dropin.smbus import I2cFunc, SMBus, _crc8, i2c_msg
-from bridge.sim.i2c import SimI2CBus
 from protocol.handshake import I2C_FUNC_I2C
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"

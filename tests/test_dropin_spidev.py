@@ -14,9 +14,9 @@ import pytest
 import spidev
 from conftest import Running
 
+from bridge.buses.sim.spi import SimSpiBus
 from bridge.config import Board
 from bridge.dropin.spidev import SpiDev
-from bridge.sim.spi import SimSpiBus
 
 BOARD = Path(__file__).parent / "boards" / "dropin.toml"
 LOOPBACK, LIS3DH = 0, 1

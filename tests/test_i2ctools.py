@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.i2ctools import (
+from bridge.cli.i2ctools import (
     DETECT_HEADER,
     I2CArgError,
     detect_range,

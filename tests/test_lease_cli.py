@@ -17,7 +17,7 @@ from conftest import Running
 from bridge.client import Client, RemoteError, write
 from protocol import ErrorCode
 
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 
 def env_without_lease() -> dict[str, str]:
@@ -242,7 +242,7 @@ def test_a_renewing_run_outlives_its_ttl(server_thread: Running) -> None:
 
 @pytest.mark.parametrize("scope", ["i2c:1@0x50", "spi:0@1", "i2c:bus-a@80", "spi:0"])
 def test_scope_syntax_round_trips(scope: str) -> None:
-    from bridge.leasecli import Scope
+    from bridge.cli.lease import Scope
 
     sc = Scope.parse(scope)
     assert Scope.parse(str(sc)) == sc
@@ -306,8 +306,8 @@ def test_sigterm_while_waiting_releases_what_was_taken(server_thread: Running,
 def test_lease_tokens_are_safe_command_line_arguments() -> None:
     # A token beginning with "-" made `busbridge lease release TOKEN` read it as an
     # option (seen once in CI): tokens are hex.
-    from bridge.leases import LeaseTable
-    from bridge.security import new_token
+    from bridge.server.auth import new_token
+    from bridge.server.leases import LeaseTable
 
     table = LeaseTable()
     tokens = [table.take("i2c", str(i), ttl=60, holder="t").token for i in range(200)]

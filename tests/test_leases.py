@@ -13,8 +13,8 @@ import pytest
 
 from bridge.client import AsyncClient, RemoteError, read, spi_xfer, write
 from bridge.config import Board
-from bridge.leases import LeaseTable
 from bridge.server import Server
+from bridge.server.leases import LeaseTable
 from protocol import ErrorCode, frame
 
 EEPROM, TMP117 = 0x50, 0x48

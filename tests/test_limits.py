@@ -13,9 +13,9 @@ import pytest
 
 from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
 from bridge.config import Board, board_from_toml_text
-from bridge.limits import LimitSettings
-from bridge.security import TokenSpec, build_server_security, hash_token
 from bridge.server import READ_BUFFER, Server
+from bridge.server.auth import TokenSpec, build_server_security, hash_token
+from bridge.server.guard import LimitSettings
 from protocol import Connection, ErrorCode, Hello, HelloInfo, I2CRequest, Role, chain
 
 STALLING_BOARD = """

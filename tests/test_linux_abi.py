@@ -1,4 +1,4 @@
-"""The ctypes layouts and ioctl numbers of bridge.backends.linux_abi, checked
+"""The ctypes layouts and ioctl numbers of bridge.buses.linux.abi, checked
 against the kernel's own uapi headers (Debian's linux-libc-dev) by compiling
 and running a small C program: sizes, offsets, constants, and byte images of
 filled-in structures.  Skips when gcc or the headers are missing, unless
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.backends import linux_abi as abi
+from bridge.buses.linux import abi
 from protocol import handshake as hs
 
 HEADERS = ("linux/i2c.h", "linux/i2c-dev.h", "linux/spi/spidev.h")

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from conftest import start_server_thread, stop_server_thread
 
-from bridge.backends import linux_abi as abi
-from bridge.backends.base import BusError
-from bridge.backends.linux_i2c import LinuxI2CBus, smbus_plan
-from bridge.backends.linux_spi import LinuxSpiBus, ns_to_us
+from bridge.buses.base import BusError
+from bridge.buses.linux import abi
+from bridge.buses.linux.i2c import LinuxI2CBus, smbus_plan
+from bridge.buses.linux.spi import LinuxSpiBus, ns_to_us
 from bridge.client import Client, TransferError
 from bridge.config import Board, BoardConfigError, board_config_from_toml_text, board_from_toml_text
-from bridge.execute import check_spi, run_i2c, run_spi
+from bridge.server.execute import check_spi, run_i2c, run_spi
 from protocol import handshake as hs
 from protocol.virtio import (
     I2CMsg,

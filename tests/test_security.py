@@ -20,11 +20,12 @@ import trustme
 from click.testing import CliRunner
 from conftest import Running, start_server_thread, stop_server_thread
 
-from bridge.cli import cli
+from bridge.cli.main import cli
 from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
+from bridge.client.auth import ClientAuth
 from bridge.config import Board, board_config_from_toml_text, load_board
-from bridge.security import (
-    ClientAuth,
+from bridge.server import Server
+from bridge.server.auth import (
     InsecureListenError,
     TlsSettings,
     TokenSpec,
@@ -36,10 +37,9 @@ from bridge.security import (
     new_token,
     server_policy,
 )
-from bridge.server import Server
 from protocol import ErrorCode
 
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 TOKEN = "tok-" + "x" * 40
 OTHER_TOKEN = "tok-" + "y" * 40
 

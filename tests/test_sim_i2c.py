@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from bridge.backends.base import BusError
+from bridge.buses.base import BusError
+from bridge.buses.sim import Eeprom24, RegisterMapDevice, SimI2CBus
 from bridge.config import load_board
-from bridge.sim import Eeprom24, RegisterMapDevice, SimI2CBus
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_QUICK
 from protocol.virtio import chain, read, write
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bridge.backends.base import BusError
+from bridge.buses.base import BusError
+from bridge.buses.sim import LoopbackDevice, SimSpiBus, SpiDevice, SpiNorFlash, sim_spi_config
 from bridge.config import load_board
-from bridge.sim import LoopbackDevice, SimSpiBus, SpiDevice, SpiNorFlash, sim_spi_config
 from protocol.virtio import SpiMode, SpiTransfer, SpiTransferHead, check_spi_transfer
 
 H = SpiTransferHead()

@@ -368,7 +368,7 @@ def test_every_frame_vector_is_annotated() -> None:
 
 def test_the_busy_vector_is_what_the_server_says() -> None:
     """The busy message of the vector is the server's own wording for that lease."""
-    from bridge.leases import busy_message
+    from bridge.server.leases import busy_message
 
     assert busy_message(LEASE_50) == SERVER_TO_CLIENT["error-busy"].message  # type: ignore[union-attr]
 

@@ -25,9 +25,9 @@ from conftest import Running, start_server_thread, stop_server_thread
 from bridge.config import board_from_toml_text, load_board
 from bridge.runtime import new_event_loop
 from bridge.server import Server
-from bridge.vhost import protocol as vu
+from bridge.vhost import messages as vu
 from bridge.vhost.agent import run_agent
-from bridge.vhost.protocol import Req
+from bridge.vhost.messages import Req
 from protocol.virtio import I2C_FLAGS_FAIL_NEXT, I2C_FLAGS_M_RD, SpiConfig, SpiTransferHead
 
 GPA = 0x4000_0000  # guest-physical base of the fake RAM
@@ -707,7 +707,7 @@ def test_open_group_filling_the_ring_is_failed_not_held_forever(i2c_agent: Agent
 def test_cli_refuses_an_unknown_bus(running: Running, tmp_path: os.PathLike[str]) -> None:
     from click.testing import CliRunner
 
-    from bridge.cli import cli
+    from bridge.cli.main import cli
 
     res = CliRunner().invoke(cli, ["vhost-user", "--socket", os.path.join(tmp_path, "x.sock"),
                                    "--connect", f"{running.host}:{running.port}",
@@ -735,7 +735,7 @@ def test_agent_imports_no_board_side_libraries() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, bridge.vhost.agent, bridge.vhost.cli; "
+    code = ("import sys, bridge.vhost.agent, bridge.cli.vhost; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('smbus2', 'spidev')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -4,7 +4,7 @@ Drop-in classes are constructed by code that knows nothing about busbridge
 (``SMBus(1)``), so they find the board through a process-wide session
 configured by :func:`connect` or, under ``busbridge run``, by the
 environment (``BUSBRIDGE_URL``, ``BUSBRIDGE_MAP``, ``BUSBRIDGE_TIMEOUT``, and the
-TLS/token variables of :class:`bridge.security.ClientAuth`). Without a URL,
+TLS/token variables of :class:`bridge.client.ClientAuth`). Without a URL,
 ``BUSBRIDGE_BOARD`` names the board to find through the MQTT broker
 ``BUSBRIDGE_BROKER``; the name is looked up again on every reconnect, so a board
 that came back on another address is found.
@@ -23,9 +23,9 @@ from protocol.errors import ErrorCode
 from protocol.handshake import WelcomeInfo
 from protocol.leases import MAX_HELLO_LEASES, check_token
 
-from ..blocking import BlockingClient
 from ..client import Client, ConnectionLost, RemoteError, TransferError
-from ..security import ClientAuth
+from ..client.auth import ClientAuth
+from ..client.blocking import BlockingClient
 
 Kind = Literal["i2c", "spi"]
 T = TypeVar("T")
@@ -116,7 +116,7 @@ AnyClient = Client | BlockingClient
 class Session:
     """A client plus the bus map, reconnected after ``fork``.
 
-    Its own client is a :class:`~bridge.blocking.BlockingClient`: drivers make one
+    Its own client is a :class:`~bridge.client.BlockingClient`: drivers make one
     bus call at a time, and doing the I/O on the caller's thread spares each call
     two thread hand-overs (docs/performance.md).
     """

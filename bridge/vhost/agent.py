@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 
-from ..security import ClientAuth
+from ..client.auth import ClientAuth
 from .backend import VhostUserBackend
 from .device import Device
 from .i2c import I2CDevice

@@ -17,10 +17,10 @@ import socket
 from collections.abc import Callable
 
 from ..logs import event
-from . import protocol as vu
+from . import messages as vu
 from .device import Device
 from .memory import GuestMemory, GuestMemoryError
-from .protocol import Req
+from .messages import Req
 from .virtqueue import ChainError, Virtqueue
 
 log = logging.getLogger("busbridge.vhost")

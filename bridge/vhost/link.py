@@ -14,8 +14,8 @@ import logging
 from protocol.handshake import WelcomeInfo
 
 from ..client import AsyncClient, ConnectionLost
+from ..client.auth import ClientAuth
 from ..logs import event
-from ..security import ClientAuth
 
 log = logging.getLogger("busbridge.vhost")
 

@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .protocol import Region
+from .messages import Region
 
 
 class GuestMemoryError(ValueError):

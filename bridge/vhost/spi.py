@@ -23,7 +23,7 @@ from protocol.virtio import (
 from ..logs import event
 from .device import Device
 from .link import Link
-from .protocol import (
+from .messages import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
     F_PROTOCOL_FEATURES,

@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "e2e"
 #: The CLI as a subprocess (``-m bridge.cli`` would run before late-registered commands).
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 REQUIRED = os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1"
 
 

@@ -11,16 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from bridge import dropin
-from bridge.cli import cli
+from bridge.cli.main import cli
+from bridge.cli.vhost import vhost_user
 from bridge.client import AsyncClient, Client, read, write
 from bridge.mqtt.discovery import DiscoveryError, resolve, snapshot
 from bridge.mqtt.presence import Presence
 from bridge.server import Server
-from bridge.vhost.cli import vhost_user
 
 from .conftest import Mosquitto, ThreadBoard
 
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 
 async def test_second_client_finds_the_board_by_name_and_reads_a_register(
@@ -186,7 +186,7 @@ def test_without_the_mqtt_extra_board_says_what_to_install(
 
 
 def test_guest_commands_do_not_import_aiomqtt() -> None:
-    code = ("import sys; from bridge.cli import cli; import bridge.dropin; "
+    code = ("import sys; from bridge.cli.main import cli; import bridge.dropin; "
             "print('aiomqtt' in sys.modules, 'paho' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)

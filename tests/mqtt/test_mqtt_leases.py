@@ -43,7 +43,7 @@ async def test_ci_job_finds_the_board_by_name_and_holds_a_lease(
     code = ("import smbus2, time; b = smbus2.SMBus(1); "
             "print(hex(b.read_word_data(0x48, 0x0f))); time.sleep(0.3)")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from bridge.cli import main; main()", "--broker", mosquitto.url,
+        sys.executable, "-c", "from bridge.cli.main import main; main()", "--broker", mosquitto.url,
         "run", "--board", board_thread.name, "--lease", "i2c:1", "--holder", "ci-job-42", "--",
         sys.executable, "-c", code, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=tmp_path)

@@ -130,7 +130,7 @@ registers = {{ 0x0F = 0x0117 }}
     return cfg
 
 
-BUSBRIDGE = [sys.executable, "-c", "from bridge.cli import main; main()"]
+BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 
 async def test_killed_board_shows_offline_through_its_last_will(

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.cli import main
-from bridge.sim.i2c import SimI2CBus
-from bridge.sim.spi import SimSpiBus
+from bridge.buses.sim.i2c import SimI2CBus
+from bridge.buses.sim.spi import SimSpiBus
+from bridge.cli.main import main
 from protocol.virtio import I2CMsg, SpiTransfer
 
 

@@ -21,8 +21,8 @@ from conftest import start_server_thread, stop_server_thread
 
 from bridge.client import AsyncClient, Client, ConnectionLost, TransferError, spi_xfer
 from bridge.config import load_board
-from bridge.limits import LimitSettings
 from bridge.server import Server
+from bridge.server.guard import LimitSettings
 from protocol import SpiResult, read, write
 
 from .helpers import (

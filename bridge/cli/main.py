@@ -3,7 +3,7 @@
 The ``i2c`` commands read and print what i2cdetect / i2cget / i2cset /
 i2ctransfer do (same argument syntax, same output), so existing scripts and
 habits work against a remote board; argument meaning and output layout live
-in :mod:`bridge.i2ctools`.  Errors are one line on stderr, never a traceback:
+in :mod:`bridge.cli.i2ctools`.  Errors are one line on stderr, never a traceback:
 exit 1 for anything the board or server refused, 2 for a bad command line.
 """
 
@@ -16,9 +16,8 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import IO, Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -30,7 +29,7 @@ from protocol.handshake import (
     SpiBusInfo,
     WelcomeInfo,
 )
-from protocol.limits import DEFAULT_PORT, MAX_TIMEOUT_MS
+from protocol.limits import MAX_TIMEOUT_MS
 from protocol.virtio import (
     SPI_MF_CPHA_0,
     SPI_MF_CPHA_1,
@@ -47,18 +46,29 @@ from protocol.virtio import (
     SpiMode,
 )
 
-from . import __version__, logs
-from .client import (
+from .. import __version__, logs
+from ..client import (
     AsyncClient,
-    ConnectionLost,
-    RemoteError,
     TransferError,
     parse_address,
     read,
     spi_xfer,
     write,
 )
-from .dropin.session import env_leases
+from ..client.auth import ClientAuth
+from ..runtime import run
+from .common import (
+    DEFAULT_URL,
+    CliError,
+    ConfigError,
+    Options,
+    confirm,
+    errmsg,
+    hostport,
+    options,
+    usage_error,
+    with_client,
+)
 from .i2ctools import (
     I2CArgError,
     detect_range,
@@ -74,137 +84,11 @@ from .i2ctools import (
     parse_transfer,
     probe_kind,
 )
-from .runtime import run
-from .security import ClientAuth
 
 T = TypeVar("T")
 
-DEFAULT_URL = f"localhost:{DEFAULT_PORT}"
 #: I2C_SMBUS_BLOCK_MAX: the longest i2cget/i2cset block.
 SMBUS_BLOCK_MAX = 32
-
-
-# ---------------------------------------------------------------------------
-# Errors and plumbing
-# ---------------------------------------------------------------------------
-
-
-class CliError(click.ClickException):
-    """A failure to report as one ``busbridge: error: ...`` line, exit 1."""
-
-    prefix = "busbridge: error: "
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"{self.prefix}{self.format_message()}", file=file, err=file is None)
-
-
-class ConnectError(CliError):
-    """No server to talk to: said plainly, as it is usually a wrong address or a stopped server."""
-
-    prefix = "busbridge: "
-
-
-class ConfigError(CliError):
-    """A board file that cannot be used: a usage problem, so exit 2."""
-
-    exit_code = 2
-
-
-def _usage(e: Exception) -> click.UsageError:
-    return click.UsageError(str(e))
-
-
-@dataclass(frozen=True)
-class Options:
-    """Global options, shared by every subcommand through the click context."""
-
-    url: str
-    host: str
-    port: int
-    timeout: float
-    verbose: int = 0
-    #: A board name to find through the MQTT broker instead of ``host:port``.
-    board: str | None = None
-    broker: str | None = None
-    auth: ClientAuth = dataclasses.field(default_factory=ClientAuth)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _errmsg(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
-
-
-def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
-    """Connect, run ``fn``, close; map every expected failure to a one-line CliError."""
-
-    async def main() -> T:
-        host, port = opts.host, opts.port
-        if opts.board:
-            host, port = await _resolve(opts)
-        try:
-            client = await AsyncClient.connect(host, port, timeout=opts.timeout,
-                                               leases=env_leases(), **opts.auth.kwargs())
-        except RemoteError as e:
-            raise CliError(f"{opts.url} refused the connection: {e.message}") from None
-        except OSError as e:
-            raise ConnectError(f"cannot connect to {opts.url}: {_errmsg(e)}") from None
-        try:
-            return await fn(client)
-        finally:
-            await client.close()
-
-    try:
-        return run(main())
-    except TransferError as e:
-        raise CliError(_errmsg(e)) from None
-    except RemoteError as e:
-        raise CliError(e.message) from None
-    except ConnectionLost as e:
-        raise CliError(str(e)) from None
-    except OSError as e:  # TimeoutError included
-        raise CliError(_errmsg(e)) from None
-    except ValueError as e:  # refused before sending, e.g. above a limit
-        raise CliError(str(e)) from None
-
-
-async def _resolve(opts: Options) -> tuple[str, int]:
-    """``--board``: the board's address from the broker, or a one-line error."""
-    from .mqtt.cli import need_aiomqtt
-
-    assert opts.board
-    need_aiomqtt("--board")
-    from .mqtt.discovery import resolve
-
-    try:
-        return await resolve(opts.board, opts.broker, timeout=opts.timeout)
-    except OSError as e:
-        raise ConnectError(e.strerror or str(e)) from None
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--broker") from None
-
-
-def confirm(lines: Sequence[str], default: bool) -> bool:
-    """i2c-tools' prompt: lines on stderr, one answer line on stdin; EOF means no."""
-    for line in lines:
-        click.echo(line, err=True)
-    click.echo(f"Continue? [{'Y/n' if default else 'y/N'}] ", err=True, nl=False)
-    answer = sys.stdin.readline()
-    if not answer:
-        ok = False
-    elif answer[0] in "yY":
-        ok = True
-    elif answer[0] in "nN":
-        ok = False
-    else:
-        ok = default
-    if not ok:
-        click.echo("Aborting on user request.", err=True)
-    return ok
 
 
 WARNING = "WARNING! This program can confuse your I2C bus, cause data loss and worse!"
@@ -221,12 +105,6 @@ def _i2c_bus(client: AsyncClient, name: str) -> tuple[str, I2CBusInfo | None]:
         if alias is not None:
             return alias.name, alias
     return name, info
-
-
-def _opts(ctx: click.Context) -> Options:
-    opts = ctx.find_object(Options)
-    assert opts is not None
-    return opts
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +161,7 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
     busbridge --board lab-pi-3 info     a board found by name (MQTT)
     busbridge boards                    the boards online
     """
-    from .mqtt.cli import pick_target
+    from .boards import pick_target
 
     logs.setup(verbose, json_format=log_json)
     try:
@@ -338,11 +216,11 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     """
     import ssl
 
-    from .config import BoardConfigError, load_board, split_host_port
-    from .mqtt.cli import mqtt_settings, serve_announced
-    from .security import InsecureListenError, is_loopback, server_policy
-    from .server import Server
-    from .server import serve as serve_board
+    from ..config import BoardConfigError, load_board, split_host_port
+    from ..server import Server
+    from ..server import serve as serve_board
+    from ..server.auth import InsecureListenError, is_loopback, server_policy
+    from .boards import mqtt_settings, serve_announced
 
     if listen is not None:
         try:
@@ -367,12 +245,12 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                                client_ca=client_ca, insecure=insecure)
     except (ValueError, OSError, ssl.SSLError) as e:
         board.close()
-        raise ConfigError(f"TLS: {_errmsg(e)}") from None
+        raise ConfigError(f"TLS: {errmsg(e)}") from None
 
     def ready(server: Server) -> None:
         buses = f"i2c: {', '.join(board.i2c) or '-'}; spi: {', '.join(board.spi) or '-'}"
         click.echo(f"busbridge: serving board {board.name!r} on "
-                   f"{_hostport(server.host, server.port)} ({buses})", err=True)
+                   f"{hostport(server.host, server.port)} ({buses})", err=True)
         sec = server.security
         auth = [x for x, on in (("client certificates", sec.client_certs),
                                 ("tokens", bool(sec.tokens))) if on]
@@ -393,7 +271,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         raise ConfigError(str(e)) from None
     except OSError as e:
         board.close()
-        raise CliError(f"cannot listen on {_hostport(host, port)}: {_errmsg(e)}") from None
+        raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -533,14 +411,14 @@ def format_info(w: WelcomeInfo, url: str) -> list[str]:
 @click.pass_context
 def info(ctx: click.Context, as_json: bool) -> None:
     """Show the server's board, limits and each bus's capabilities."""
-    opts = _opts(ctx)
+    opts = options(ctx)
 
     async def go(client: AsyncClient) -> WelcomeInfo:
         assert client.welcome is not None
         return client.welcome
 
     async def go_addr(client: AsyncClient) -> tuple[WelcomeInfo, str]:
-        return await go(client), _hostport(*client.address)
+        return await go(client), hostport(*client.address)
 
     w, address = with_client(opts, go_addr)
     url = f"{address} (board {opts.board})" if opts.board else opts.url
@@ -590,7 +468,7 @@ def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, read
     0x50-0x5f (EEPROMs); -q / -r force one kind.  All probes are sent at
     once, pipelined on one connection.
     """
-    opts = _opts(ctx)
+    opts = options(ctx)
     if quick and readbyte:
         raise click.UsageError("different modes specified (-q and -r)")
     mode: Literal["auto", "quick", "read"] = "quick" if quick else "read" if readbyte else "auto"
@@ -600,7 +478,7 @@ def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, read
     try:
         lo, hi = detect_range(first, last, all_addrs=all_addrs)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
     how = {"quick": " using quick write commands", "read": " using receive byte commands",
            "auto": ""}[mode]
     if not yes and not confirm([
@@ -666,14 +544,14 @@ def _addr(text: str, all_addrs: bool) -> int:
     try:
         return parse_chip_address(text, all_addrs=all_addrs)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
 
 
 def _reg(text: str) -> int:
     try:
         return parse_number(text, "data address", 0xFF)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
 
 
 def _no_pec(mode: str) -> None:
@@ -728,7 +606,7 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
     a big-endian 16-bit register (TMP117 reg 0x0f = 0x0117) prints as
     0x1701.  For big-endian registers use `i2c transfer BUS w1@ADDR REG r2`.
     """
-    opts = _opts(ctx)
+    opts = options(ctx)
     a = _addr(addr, all_addrs)
     r = _reg(reg) if reg is not None else None
     m: str | None = None
@@ -737,7 +615,7 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
         try:
             m, n = parse_get_mode(mode, length)
         except I2CArgError as e:
-            raise _usage(e) from None
+            raise usage_error(e) from None
     what = "read byte" if m is None else _GET_MODES[m]
     where = "current data address" if r is None else f"data address {r:#04x}"
     if not yes and not confirm([
@@ -756,7 +634,7 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
             try:
                 await client.transfer(name, [write(a, [r])])
             except TransferError as e:
-                click.echo(f"Warning - write failed: {_errmsg(e)}", err=True)
+                click.echo(f"Warning - write failed: {errmsg(e)}", err=True)
             (data,) = await client.transfer(name, [read(a, 1)])
             return f"0x{data[0]:02x}"
         count = {"b": 1, "w": 2, "i": n}[m or "b"]
@@ -821,7 +699,7 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
     one transaction; c: a 1-byte read) and compares; -m MASK reads first
     and keeps the bits outside MASK.
     """
-    opts = _opts(ctx)
+    opts = options(ctx)
     a = _addr(addr, all_addrs)
     r = _reg(reg)
     try:
@@ -829,7 +707,7 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
         mask_v = None if mask is None else parse_number(mask, "mask",
                                                          0xFFFF if mode == "w" else 0xFF)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
     if mask_v == 0:
         raise click.UsageError("mask 0 would change nothing")
     if (mask_v is not None or readback) and mode == "i":
@@ -876,7 +754,7 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
         try:
             back = await get(client, name)
         except TransferError as e:
-            click.echo(f"Warning - readback failed: {_errmsg(e)}", err=True)
+            click.echo(f"Warning - readback failed: {errmsg(e)}", err=True)
             return None
         if back != v:
             return (f"Warning - data mismatch - wrote 0x{v:0{width}x}, "
@@ -916,11 +794,11 @@ def i2c_transfer(ctx: click.Context, yes: bool, all_addrs: bool, verbose: bool, 
     Example: busbridge i2c transfer -y 1 w1@0x48 0x0f r2    -> 0x01 0x17
              busbridge i2c transfer -y 1 w10@0x50 0x00 0x40 0x00+
     """
-    opts = _opts(ctx)
+    opts = options(ctx)
     try:
         msgs = parse_transfer(desc, all_addrs=all_addrs)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
     if not yes and not confirm([
         WARNING,
         f"I will send the following messages to i2c bus {bus} on {opts.url}:",
@@ -996,11 +874,11 @@ def spi_transfer(ctx: click.Context, speed_hz: int, mode: int, bits_per_word: in
       busbridge spi transfer 0 0 03000000 --rx 16
     HEXBYTES: 9f000000, 9f 00 00 00 or 0x9f 0x00.
     """
-    opts = _opts(ctx)
+    opts = options(ctx)
     try:
         tx = parse_hex_bytes(hexbytes)
     except I2CArgError as e:
-        raise _usage(e) from None
+        raise usage_error(e) from None
     if not tx and rx_len is None:
         raise click.UsageError("give HEXBYTES to send, --rx N to read, or both")
     mbits = (mode & 3) | (SpiMode.LSB_FIRST if lsb_first else 0) | (
@@ -1041,7 +919,7 @@ def demo(ctx: click.Context, listen: str) -> None:
     Scans, sensor and EEPROM access, SPI flash and loopback, a deliberate NACK,
     then latency and pipelined throughput.  Exit 0 if every step behaved.
     """
-    from .config import split_host_port
+    from ..config import split_host_port
     from .demo import run_demo
 
     try:
@@ -1049,9 +927,9 @@ def demo(ctx: click.Context, listen: str) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--listen") from None
     try:
-        ok = run_demo(host, port, echo=click.echo, quiet_server=_opts(ctx).verbose == 0)
+        ok = run_demo(host, port, echo=click.echo, quiet_server=options(ctx).verbose == 0)
     except OSError as e:
-        raise CliError(f"demo failed: {_errmsg(e)}") from None
+        raise CliError(f"demo failed: {errmsg(e)}") from None
     if not ok:
         ctx.exit(1)
 
@@ -1075,7 +953,7 @@ def demo(ctx: click.Context, listen: str) -> None:
 def bench(reps: int, quick: bool, json_path: str | None, plot_path: str | None,
           memory: int | None) -> None:
     """Measure the bridge against a bare uvloop echo in the same run; print ratios."""
-    from .bench import bench_command
+    from ..bench import bench_command
 
     bench_command(reps, quick, json_path, plot_path, memory)
 
@@ -1105,25 +983,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-from .vhost.cli import vhost_user  # noqa: E402
+from . import boards as _boards  # noqa: E402
+from . import lease as _lease  # noqa: E402
+from . import run as _run  # noqa: E402
+from . import token as _token  # noqa: E402
+from . import vhost as _vhost  # noqa: E402
 
-cli.add_command(vhost_user)
-
-from .dropin.cli import run as run_command  # noqa: E402
-
-cli.add_command(run_command)
-
-from .leasecli import lease  # noqa: E402
-
-cli.add_command(lease)
-
-from .mqtt.cli import boards as boards_command  # noqa: E402
-
-cli.add_command(boards_command)
-
-from .token_cli import token as token_command  # noqa: E402
-
-cli.add_command(token_command)
+for _command in (_vhost.vhost_user, _run.run, _lease.lease, _boards.boards, _token.token):
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":

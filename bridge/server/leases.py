@@ -31,7 +31,7 @@ from protocol.leases import (
     describe_scope,
 )
 
-from .logs import event
+from ..logs import event
 
 log = logging.getLogger("busbridge.leases")
 

@@ -21,8 +21,8 @@ from protocol.events import Error, Event, I2CRequest, SpiRequest
 from protocol.leases import LeaseRequest
 from protocol.limits import DEFAULT_LIMITS, Limits
 
+from ..logs import event
 from .acl import ClientAcl
-from .logs import event
 
 log = logging.getLogger("busbridge.server")
 

@@ -16,9 +16,9 @@ import click
 
 if TYPE_CHECKING:
     from ..config import Board, MqttSettings
+    from ..mqtt.discovery import BoardRecord
+    from ..mqtt.presence import Presence
     from ..server import Server
-    from .discovery import BoardRecord
-    from .presence import Presence
 
 INSTALL_HINT = "pip install 'busbridge[mqtt]'"
 
@@ -39,7 +39,7 @@ def need_aiomqtt(what: str) -> None:
 def resolve_board(board: str, broker: str | None, timeout: float) -> str:
     """HOST:PORT of ``board`` (synchronous; for commands that are not async)."""
     need_aiomqtt("--board")
-    from .discovery import resolve_url
+    from ..mqtt.discovery import resolve_url
 
     try:
         return resolve_url(board, broker, timeout=timeout)
@@ -89,7 +89,7 @@ def mqtt_settings(board: Board, broker: str | None, advertise: str | None) -> Mq
     try:
         data = {**(base.model_dump() if base is not None else {}), **updates}
         settings = MqttSettings.model_validate(data)
-        from .topics import BrokerAddress, Topics
+        from ..mqtt.topics import BrokerAddress, Topics
 
         BrokerAddress.parse(settings.broker).client_kwargs(settings.ca_file)  # TLS files too
         Topics(settings.prefix).board(board.name, "status")
@@ -112,7 +112,7 @@ async def serve_announced(settings: MqttSettings | None, description: str,
     def on_ready(server: Server) -> None:
         ready(server)
         if settings is not None:
-            from .presence import Presence
+            from ..mqtt.presence import Presence
 
             p = Presence(server, settings, description=description)
             p.start()
@@ -182,7 +182,7 @@ def format_table(rows: list[list[str]]) -> list[str]:
 def boards(ctx: click.Context, broker: str | None, show_all: bool, as_json: bool) -> None:
     """List the boards announced on the MQTT broker: name, address, buses, last health."""
     need_aiomqtt("busbridge boards")
-    from .discovery import run_sync, snapshot
+    from ..mqtt.discovery import run_sync, snapshot
 
     broker = broker or getattr(ctx.obj, "broker", None)
     timeout = float(getattr(ctx.obj, "timeout", 5.0))

@@ -27,9 +27,10 @@ import click
 from protocol.errors import ErrorCode
 from protocol.leases import MAX_LEASE_TTL, LeaseInfo
 
-from .client import AsyncClient, ConnectionLost, Lease, RemoteError
-from .dropin.session import ENV_LEASE, env_leases
-from .runtime import run as run_loop
+from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
+from ..dropin.session import ENV_LEASE, env_leases
+from ..runtime import run as run_loop
+from .common import CliError, ConnectError, Options, errmsg, options, with_client
 
 ENV_HOLDER = "BUSBRIDGE_HOLDER"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -166,7 +167,7 @@ def lease_take(ctx: click.Context, scope: str, ttl: int, holder: str | None, wai
     def waiting(msg: str) -> None:
         click.echo(f"busbridge: waiting up to {wait:g} s: {msg}", err=True)
 
-    got = with_client(_opts(ctx), lambda c: take(c, sc, ttl=ttl, holder=who, wait=wait,
+    got = with_client(options(ctx), lambda c: take(c, sc, ttl=ttl, holder=who, wait=wait,
                                                   on_wait=waiting))
     if as_json:
         click.echo(json.dumps({"token": got.token, "lease": got.info.to_map()}, indent=2))
@@ -190,7 +191,7 @@ def lease_renew(ctx: click.Context, tokens: tuple[str, ...], ttl: int | None) ->
     async def go(c: AsyncClient) -> list[LeaseInfo]:
         return [await c.lease_renew(t, ttl) for t in toks]
 
-    for info in with_client(_opts(ctx), go):
+    for info in with_client(options(ctx), go):
         click.echo(f"renewed {_describe(info)}")
 
 
@@ -204,7 +205,7 @@ def lease_release(ctx: click.Context, tokens: tuple[str, ...]) -> None:
     async def go(c: AsyncClient) -> list[bool]:
         return [await c.lease_release(t) for t in toks]
 
-    for i, released in enumerate(with_client(_opts(ctx), go)):
+    for i, released in enumerate(with_client(options(ctx), go)):
         click.echo(f"token {i + 1}: {'released' if released else 'no live lease (already gone)'}")
 
 
@@ -213,7 +214,7 @@ def lease_release(ctx: click.Context, tokens: tuple[str, ...]) -> None:
 @click.pass_context
 def lease_list(ctx: click.Context, as_json: bool) -> None:
     """Show every live lease on the board (holders and expiry; never tokens)."""
-    infos = with_client(_opts(ctx), lambda c: c.leases())
+    infos = with_client(options(ctx), lambda c: c.leases())
     if as_json:
         click.echo(json.dumps([x.to_map() for x in infos], indent=2))
         return
@@ -244,7 +245,7 @@ async def _connect(opts: Options) -> AsyncClient:
     except RemoteError as e:
         raise CliError(f"{opts.url} refused the connection: {e.message}") from None
     except OSError as e:
-        raise ConnectError(f"cannot connect to {opts.url}: {_errmsg(e)}") from None
+        raise ConnectError(f"cannot connect to {opts.url}: {errmsg(e)}") from None
 
 
 class _Holder:
@@ -275,7 +276,7 @@ class _Holder:
                         self.lost.add(lease.id)
                     _say(f"could not renew lease {lease.id} on {lease.info.scope}: {e.message}")
                 except (OSError, CliError) as e:  # board unreachable: retry at the next tick
-                    _say(f"could not renew lease {lease.id}: {_errmsg(e)}; retrying")
+                    _say(f"could not renew lease {lease.id}: {errmsg(e)}; retrying")
 
     async def release(self) -> None:
         for lease in self.held:
@@ -283,7 +284,7 @@ class _Holder:
                 await (await self.conn()).lease_release(lease)
             except (OSError, RemoteError, CliError) as e:
                 _say(f"could not release lease {lease.id} on {lease.info.scope} "
-                     f"({_errmsg(e)}): it ends at its TTL")
+                     f"({errmsg(e)}): it ends at its TTL")
         if self.client is not None:
             await self.client.close()
 
@@ -317,7 +318,7 @@ async def _hold_and_run(opts: Options, scopes: Sequence[Scope], ttl: int, wait: 
             except RemoteError as e:
                 raise CliError(e.message + (f" (waited {wait:g} s)" if wait else "")) from None
             except (ConnectionLost, OSError) as e:
-                raise CliError(_errmsg(e)) from None
+                raise CliError(errmsg(e)) from None
         env[ENV_LEASE] = ",".join(dict.fromkeys(
             [*env_leases(env), *(x.token for x in h.held)]))
         for x in h.held:
@@ -356,7 +357,3 @@ def hold_and_run(opts: Options, scopes: Sequence[str], ttl: int, wait: float, ho
     return run_loop(_hold_and_run(opts, parsed, ttl, wait, holder or default_holder(command),
                                   program, command, env))
 
-
-# Last, like bridge.cli's own command imports: bridge.cli imports this module at its
-# end, and everything above only uses these names when a command runs.
-from .cli import CliError, ConnectError, Options, _errmsg, _opts, with_client  # noqa: E402

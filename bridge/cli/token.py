@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .security import hash_token, new_token
+from ..server.auth import hash_token, new_token
 
 
 def _snippet(name: str, token: str) -> str:

@@ -50,13 +50,15 @@ from pydantic import (
 from protocol.limits import DEFAULT_PORT, MAX_BUS_NAME, MAX_TIMEOUT_MS
 from protocol.virtio import SpiConfig
 
-from .acl import AccessRule
-from .backends.base import I2CBackend, SpiBackend
-from .limits import LimitSettings
-from .security import TlsSettings, TokenSpec
-from .sim.i2c import I2CDevice, SimI2CBus
-from .sim.i2c_devices import EEPROM_MODELS, Eeprom24, RegisterMapDevice, eeprom_geometry_problem
-from .sim.spi import (
+from ..buses.base import I2CBackend, SpiBackend
+from ..buses.sim.i2c import I2CDevice, SimI2CBus
+from ..buses.sim.i2c_devices import (
+    EEPROM_MODELS,
+    Eeprom24,
+    RegisterMapDevice,
+    eeprom_geometry_problem,
+)
+from ..buses.sim.spi import (
     SIM_SPI_BITS_PER_WORD_MASK,
     SIM_SPI_MAX_DELAY_NS,
     SIM_SPI_MAX_FREQ_HZ,
@@ -64,7 +66,10 @@ from .sim.spi import (
     SimSpiBus,
     SpiDevice,
 )
-from .sim.spi_devices import LoopbackDevice, SpiNorFlash
+from ..buses.sim.spi_devices import LoopbackDevice, SpiNorFlash
+from ..server.acl import AccessRule
+from ..server.auth import TlsSettings, TokenSpec
+from ..server.guard import LimitSettings
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_REQUEST_TIMEOUT_MS = 1000
@@ -161,7 +166,7 @@ class _I2CDeviceSpec(BaseModel):
 
 
 class RegMapSpec(_I2CDeviceSpec):
-    """A :class:`~bridge.sim.i2c_devices.RegisterMapDevice`; register keys may be hex."""
+    """A :class:`~bridge.buses.sim.i2c_devices.RegisterMapDevice`; register keys may be hex."""
 
     type: Literal["regmap"]
     pointer_bits: Literal[8, 16] = 8
@@ -356,7 +361,7 @@ class NorFlashSpec(_SpiDeviceSpec):
         )
 
 
-from .sim.extra_devices import Lis3dhSpec, SpiRegMapSpec  # noqa: E402
+from ..buses.sim.extra_devices import Lis3dhSpec, SpiRegMapSpec  # noqa: E402
 
 SpiDeviceSpec = Annotated[
     LoopbackSpec | NorFlashSpec | SpiRegMapSpec | Lis3dhSpec, Field(discriminator="type")
@@ -439,7 +444,7 @@ class LinuxI2CBusSpec(BaseModel):
     force: bool = False
 
     def build(self) -> I2CBackend:
-        from .backends.linux_i2c import LinuxI2CBus
+        from ..buses.linux.i2c import LinuxI2CBus
 
         return LinuxI2CBus(
             self.name,
@@ -609,7 +614,7 @@ class LinuxSpiBusSpec(BaseModel):
         return self
 
     def build(self) -> SpiBackend:
-        from .backends.linux_spi import LINUX_MODE_FLAGS, LinuxSpiBus
+        from ..buses.linux.spi import LINUX_MODE_FLAGS, LinuxSpiBus
 
         cs = self.chip_selects()
         config = spi_config_of(self, self.cs_max_number or max(cs) + 1)

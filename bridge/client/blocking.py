@@ -31,8 +31,8 @@ from protocol.handshake import HelloInfo, WelcomeInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
-from . import __version__
-from .client import (
+from .. import __version__
+from .aio import (
     AsyncClient,
     ConnectionLost,
     RemoteError,
@@ -41,7 +41,7 @@ from .client import (
     encode_i2c,
     encode_spi,
 )
-from .security import ClientAuth
+from .auth import ClientAuth
 
 __all__ = ["BlockingClient"]
 

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from protocol.virtio import SpiConfig, SpiMode, SpiTransfer
 
-from . import linux_abi as abi
-from .base import BusError, SpiBackend
+from ..base import BusError, SpiBackend
+from . import abi
 
 #: Representable maxima of the spi_ioc_transfer delay fields, in ns.
 MAX_DELAY_USECS = 0xFFFF

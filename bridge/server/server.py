@@ -39,14 +39,14 @@ from protocol.handshake import LimitsInfo, WelcomeInfo
 from protocol.leases import LeaseRequest
 from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
 
-from . import __version__
+from .. import __version__
+from ..buses.base import I2CBackend, SpiBackend
+from ..logs import event
 from .acl import ANONYMOUS, Acl
-from .backends.base import I2CBackend, SpiBackend
+from .auth import ServerSecurity, check_exposure, is_loopback, peer_common_name
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
+from .guard import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
-from .limits import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
-from .logs import event
-from .security import ServerSecurity, check_exposure, is_loopback, peer_common_name
 
 log = logging.getLogger("busbridge.server")
 

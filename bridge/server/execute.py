@@ -24,8 +24,8 @@ from protocol.virtio import (
     check_spi_transfer,
 )
 
-from .backends.base import BusError, I2CBackend, SpiBackend
-from .logs import event
+from ..buses.base import BusError, I2CBackend, SpiBackend
+from ..logs import event
 
 log = logging.getLogger("busbridge.bus")
 

@@ -31,7 +31,7 @@ from protocol.virtio import (
     bytes_per_word,
 )
 
-from ..backends.base import BusError, SpiBackend
+from ..base import BusError, SpiBackend
 from .i2c import may_stall
 
 _LOOP = int(SpiMode.LOOP)

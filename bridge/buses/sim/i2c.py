@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
-from ..backends.base import BusError, I2CBackend
+from ..base import BusError, I2CBackend
 
 #: What the simulator offers: full I2C, 10-bit addressing, SMBus emulation.
 SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL

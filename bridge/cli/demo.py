@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from protocol.virtio import read, write
 
-from .cli import scan  # the CLI's pipelined i2cdetect
-from .client import AsyncClient, TransferError, spi_xfer
-from .config import Board, load_board
-from .runtime import have_uvloop, new_event_loop, run
-from .server import Server
+from ..client import AsyncClient, TransferError, spi_xfer
+from ..config import Board, load_board
+from ..runtime import have_uvloop, new_event_loop, run
+from ..server import Server
+from .main import scan  # the CLI's pipelined i2cdetect
 
 Echo = Callable[[str], object]
 

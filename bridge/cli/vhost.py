@@ -37,11 +37,11 @@ def vhost_user(ctx: click.Context, socket_path: str, connect: str | None, board:
         -device vhost-user-i2c-pci,chardev=vi2c
     """
     from ..client import parse_address
+    from ..client.auth import ClientAuth
     from ..logs import setup
-    from ..mqtt.cli import pick_target, resolve_board
     from ..runtime import run
-    from ..security import ClientAuth
-    from .agent import AgentError, run_agent
+    from ..vhost.agent import AgentError, run_agent
+    from .boards import pick_target, resolve_board
 
     # TLS / token: busbridge's --tls-* / --token-file options, else BUSBRIDGE_TLS* / _TOKEN*.
     auth = getattr(ctx.obj, "auth", None) or ClientAuth.from_env()

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from ..client import Client, RemoteError, parse_address
-from ..security import ClientAuth
-from .session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+from ..client.auth import ClientAuth
+from ..dropin.session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
 
-SHIM_DIR = Path(__file__).resolve().parent / "shim"
+SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 
 EPILOG = """\b
 Examples:
@@ -107,7 +107,7 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
     With --board, the name is resolved once, here, and COMMAND gets the address.
     """
-    from ..mqtt.cli import resolve_board
+    from .boards import resolve_board
 
     opts = ctx.obj
     timeout = float(getattr(opts, "timeout", 5.0))
@@ -129,8 +129,8 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")
     if leases:
-        from ..cli import Options
-        from ..leasecli import hold_and_run
+        from .common import Options
+        from .lease import hold_and_run
 
         host, port = parse_address(url)
         lease_opts = Options(url, host, port, timeout)

@@ -51,9 +51,9 @@ from protocol.virtio import (
     write,
 )
 
-from . import __version__
-from .runtime import new_event_loop
-from .security import ClientAuth
+from .. import __version__
+from ..runtime import new_event_loop
+from .auth import ClientAuth
 
 T = TypeVar("T")
 
@@ -361,7 +361,7 @@ class AsyncClient:
         ``broker`` defaults to ``$BUSBRIDGE_BROKER``, else localhost:1883; needs
         ``busbridge[mqtt]``.  An unknown or offline board raises ``OSError``.
         """
-        from .mqtt.discovery import resolve
+        from ..mqtt.discovery import resolve
 
         host, port = await resolve(board, broker, prefix=prefix, timeout=timeout)
         return await cls.connect(host, port, timeout=timeout, **kw)
@@ -719,7 +719,7 @@ class SyncClientBase:
                    timeout: float = 5.0, **kw: Any) -> Self:
         """Connect to a board by name, found in the MQTT broker's retained inventory
         (blocking :meth:`AsyncClient.connect_board`)."""
-        from .mqtt.discovery import resolve_sync
+        from ..mqtt.discovery import resolve_sync
 
         host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
         return cls(host, port, timeout=timeout, **kw)

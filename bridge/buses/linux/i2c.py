@@ -40,8 +40,8 @@ from protocol.handshake import (
 )
 from protocol.virtio import I2CMsg
 
-from . import linux_abi as abi
-from .base import BusError, I2CBackend
+from ..base import BusError, I2CBackend
+from . import abi
 
 log = logging.getLogger("busbridge.linux")
 

@@ -1,0 +1,1 @@
+"""The ``busbridge`` command: one module per command. Nothing imports this package."""

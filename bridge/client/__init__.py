@@ -1,0 +1,42 @@
+"""The client wing: everything a guest side needs to use a remote board's buses.
+
+:class:`AsyncClient` is the pipelined asyncio client, :class:`Client` a
+thread-backed synchronous wrapper around it, and :class:`BlockingClient` a
+synchronous client that does its I/O on the caller's thread (what the drop-in
+layers use). Nothing here imports the board side.
+"""
+
+from protocol.virtio import chain, read, write
+
+from .aio import (
+    AsyncClient,
+    BusBridgeError,
+    Client,
+    ConnectionLost,
+    Lease,
+    RemoteError,
+    TransferError,
+    parse_address,
+    spi_xfer,
+    split_host_port,
+)
+from .auth import ClientAuth
+from .blocking import BlockingClient
+
+__all__ = [
+    "AsyncClient",
+    "BlockingClient",
+    "BusBridgeError",
+    "Client",
+    "ClientAuth",
+    "ConnectionLost",
+    "Lease",
+    "RemoteError",
+    "TransferError",
+    "chain",
+    "parse_address",
+    "read",
+    "spi_xfer",
+    "split_host_port",
+    "write",
+]

@@ -1,0 +1,8 @@
+"""The board side: the asyncio server, how requests reach the buses, and who may do what.
+
+Nothing here imports the client wing; what both sides share is in ``protocol/``.
+"""
+
+from .server import READ_BUFFER, BoardLike, Server, serve
+
+__all__ = ["READ_BUFFER", "BoardLike", "Server", "serve"]
