@@ -13,9 +13,8 @@ import pytest
 
 from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
 from bridge.config import Board, board_from_toml_text
-from bridge.server import READ_BUFFER, Server
+from bridge.server import READ_BUFFER, LimitSettings, Server, ServerPolicy
 from bridge.server.auth import TokenSpec, build_server_security, hash_token
-from bridge.server.guard import LimitSettings
 from protocol import Connection, ErrorCode, Hello, HelloInfo, I2CRequest, Role, chain
 
 STALLING_BOARD = """
@@ -34,8 +33,8 @@ stall_s = 0.3
 
 
 async def start(board: Board, lim: LimitSettings, **kw: object) -> Server:
-    s = Server(board, host="127.0.0.1", port=0, limits=lim.protocol_limits(),
-               limit_settings=lim, **kw)  # type: ignore[arg-type]
+    s = Server(board, host="127.0.0.1", port=0,
+               policy=ServerPolicy(limit_settings=lim, **kw))  # type: ignore[arg-type]
     await s.start()
     return s
 

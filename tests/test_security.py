@@ -24,7 +24,7 @@ from bridge.cli.main import cli
 from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
 from bridge.client.auth import ClientAuth
 from bridge.config import Board, board_config_from_toml_text, load_board
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
 from bridge.server.auth import (
     InsecureListenError,
     TlsSettings,
@@ -35,8 +35,8 @@ from bridge.server.auth import (
     hash_token,
     is_loopback,
     new_token,
-    server_policy,
 )
+from bridge.server.settings import server_policy
 from protocol import ErrorCode
 
 BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
@@ -73,7 +73,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 async def start(board: Board, **kw: object) -> Server:
-    s = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(**kw))  # type: ignore[arg-type]
     await s.start()
     return s
 
@@ -332,13 +332,13 @@ def test_board_file_security_settings_resolve_relative_to_the_file(pki: Pki) -> 
     board = load_board(str(path))
     try:
         policy = server_policy(board.server, board.source)
-        sec = policy["security"]
+        sec = policy.security
         assert sec.ssl is not None
         assert sec.client_certs
         assert sec.tokens is not None
         assert sec.tokens.verify(TOKEN) == "ci"
-        assert policy["limit_settings"].max_clients == 8
-        assert policy["acl"] is not None
+        assert policy.limit_settings.max_clients == 8
+        assert policy.acl is not None
         check_exposure(board.server.host, sec.authenticated, sec.insecure)  # does not raise
     finally:
         board.close()
@@ -368,7 +368,7 @@ def secured_thread(pki: Pki) -> Iterator[Running]:
     """TLS with both client certificates and tokens, on a server thread."""
     tls = TlsSettings(cert=str(pki.server), key=str(pki.server))
     sec = build_server_security(tls, [TokenSpec(name="ci", hash=hash_token(TOKEN))], False)
-    running, t = start_server_thread(load_board(None), security=sec)
+    running, t = start_server_thread(load_board(None), policy=ServerPolicy(security=sec))
     try:
         yield running
     finally:
@@ -504,7 +504,7 @@ def test_insecure_flag_and_board_key_both_allow_an_unauthenticated_wide_listen()
         'name = "b"\n[server]\nlisten = "0.0.0.0:7707"\ninsecure = true\n')
     for settings, flag, allowed in ((plain.server, False, False), (plain.server, True, True),
                                     (opted.server, False, True)):
-        sec = server_policy(settings, insecure=flag)["security"]
+        sec = server_policy(settings, insecure=flag).security
         if allowed:
             check_exposure(settings.host, sec.authenticated, sec.insecure)  # never binds
         else:

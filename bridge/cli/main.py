@@ -219,7 +219,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     from ..config import BoardConfigError, load_board, split_host_port
     from ..server import Server
     from ..server import serve as serve_board
-    from ..server.auth import InsecureListenError, is_loopback, server_policy
+    from ..server.auth import InsecureListenError, is_loopback
+    from ..server.settings import server_policy
     from .boards import mqtt_settings, serve_announced
 
     if listen is not None:
@@ -264,8 +265,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
-            board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
-            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready))
+            board, host=host, port=port, policy=policy, request_timeout=timeout_s,
+            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s), ready))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None

@@ -69,7 +69,7 @@ from ..buses.sim.spi import (
 from ..buses.sim.spi_devices import LoopbackDevice, SpiNorFlash
 from ..server.acl import AccessRule
 from ..server.auth import TlsSettings, TokenSpec
-from ..server.guard import LimitSettings
+from ..server.settings import LimitSettings
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_REQUEST_TIMEOUT_MS = 1000

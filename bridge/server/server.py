@@ -37,7 +37,7 @@ from protocol.events import (
 )
 from protocol.handshake import LimitsInfo, WelcomeInfo
 from protocol.leases import LeaseRequest
-from protocol.limits import DEFAULT_LIMITS, DEFAULT_PORT, Limits
+from protocol.limits import DEFAULT_PORT
 
 from .. import __version__
 from ..buses.base import I2CBackend, SpiBackend
@@ -45,8 +45,9 @@ from ..logs import event
 from .acl import ANONYMOUS, Acl
 from .auth import ServerSecurity, check_exposure, is_loopback, peer_common_name
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
-from .guard import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
+from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
+from .settings import LimitSettings, ServerPolicy
 
 log = logging.getLogger("busbridge.server")
 
@@ -125,26 +126,24 @@ class Server:
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        limits: Limits = DEFAULT_LIMITS,
+        policy: ServerPolicy | None = None,
         request_timeout: float = 1.0,
         leases: LeaseTable | None = None,
-        security: ServerSecurity | None = None,
-        limit_settings: LimitSettings | None = None,
-        acl: Acl | None = None,
     ) -> None:
         self.board = board
         #: Who may use which bus; consulted before any request reaches a worker.
         self.leases = leases if leases is not None else LeaseTable()
         self._lease_timer: ExpiryTimer | None = None
-        self.security = security or ServerSecurity()
-        self.limit_settings = limit_settings or LimitSettings()
-        self.acl = acl
+        self.policy = policy = policy or ServerPolicy()
+        self.security: ServerSecurity = policy.security
+        self.limit_settings: LimitSettings = policy.limit_settings
+        self.acl: Acl | None = policy.acl
+        limits = self.limits = policy.limits
         #: Rate buckets of authenticated clients, by name (shared by their connections).
         self.buckets: dict[str, TokenBucket] = {}
         self._idle_sweep: asyncio.TimerHandle | None = None
         self.host = host
         self.port = port
-        self.limits = limits
         self.request_timeout = request_timeout
         self.stats = ServerStats()
         self.welcome = WelcomeInfo(
@@ -698,16 +697,12 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
-async def serve(board: BoardLike, *, host: str, port: int, request_timeout: float = 1.0,
-                max_lease_ttl: int = DEFAULT_MAX_TTL,
-                limits: Limits = DEFAULT_LIMITS,
-                ready: Callable[[Server], None] | None = None, **policy: Any) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully.
-
-    ``policy``: ``security``, ``limit_settings`` and ``acl``, as for :class:`Server`.
-    """
-    server = Server(board, host=host, port=port, request_timeout=request_timeout, limits=limits,
-                    leases=LeaseTable(max_ttl=max_lease_ttl), **policy)
+async def serve(board: BoardLike, *, host: str, port: int, policy: ServerPolicy | None = None,
+                request_timeout: float = 1.0, max_lease_ttl: int = DEFAULT_MAX_TTL,
+                ready: Callable[[Server], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    server = Server(board, host=host, port=port, policy=policy, request_timeout=request_timeout,
+                    leases=LeaseTable(max_ttl=max_lease_ttl))
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -716,3 +711,19 @@ async def serve(board: BoardLike, *, host: str, port: int, request_timeout: floa
     if ready is not None:
         ready(server)
     await server.serve_forever()
+
+
+def set_keepalive(transport: Any, limits: LimitSettings) -> None:
+    """Short TCP keepalive, so a peer that vanished (half-open TCP) is noticed."""
+    if not limits.keepalive_idle_s:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", limits.keepalive_idle_s),
+                        ("TCP_KEEPINTVL", limits.keepalive_interval_s),
+                        ("TCP_KEEPCNT", limits.keepalive_count)):
+        opt = getattr(socket, name, None)
+        if opt is not None:  # Linux has all three; others may lack some
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
