@@ -19,7 +19,10 @@ COMPILED = [
     "protocol/limits.py",
     "protocol/virtio.py",
     "bridge/server/execute.py",
+    "bridge/server/scheduling.py",
     "bridge/server/server.py",
+    "bridge/server/session.py",
+    "bridge/server/stats.py",
     "bridge/buses/sim/i2c.py",
     "bridge/buses/sim/i2c_devices.py",
 ]

@@ -1,6 +1,6 @@
 """The per-frame access and rate policy: the :class:`Guard` a session asks before it runs a frame.
 
-One guard per authenticated session, built at HELLO by :func:`make_guard` from
+One guard per session once its HELLO is accepted, built by :func:`make_guard` from
 the client's access rules and the server's :class:`~.settings.LimitSettings`:
 it stamps the session's last activity (idle timeout), takes a token from the
 client's rate bucket, and checks the access rules.  It exists only when one of
