@@ -17,7 +17,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -65,7 +65,9 @@ from .common import (
     confirm,
     errmsg,
     hostport,
+    need_aiomqtt,
     options,
+    pick_target,
     usage_error,
     with_client,
 )
@@ -84,6 +86,10 @@ from .i2ctools import (
     parse_transfer,
     probe_kind,
 )
+
+if TYPE_CHECKING:
+    from ..config import Board, MqttSettings
+    from ..mqtt.presence import Presence
 
 T = TypeVar("T")
 
@@ -161,8 +167,6 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
     busbridge --board lab-pi-3 info     a board found by name (MQTT)
     busbridge boards                    the boards online
     """
-    from .boards import pick_target
-
     logs.setup(verbose, json_format=log_json)
     try:
         host, port = parse_address(url)
@@ -217,10 +221,10 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     import ssl
 
     from ..config import BoardConfigError, load_board, split_host_port
+    from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
     from ..server.auth import InsecureListenError, is_loopback, server_policy
-    from .boards import mqtt_settings, serve_announced
 
     if listen is not None:
         try:
@@ -234,7 +238,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     if listen is None:
         host, port = board.server.host, board.server.port
     try:
-        announce = mqtt_settings(board, broker, advertise)
+        announce = _mqtt_settings(board, broker, advertise)
     except click.ClickException:
         board.close()
         raise
@@ -265,13 +269,35 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
             board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
-            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready))
+            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready, _announced))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None
+
+
+def _mqtt_settings(board: Board, broker: str | None, advertise: str | None
+                   ) -> MqttSettings | None:
+    """The board file's ``[mqtt]`` with ``--broker/--advertise`` applied, or None; usage errors."""
+    from ..mqtt.announce import announce_settings
+
+    if board.mqtt is None and broker is None:
+        if advertise is not None:
+            raise click.UsageError("--advertise needs a broker (--broker or [mqtt] broker)")
+        return None
+    try:
+        settings = announce_settings(board.name, board.mqtt, broker, advertise)
+    except (ValueError, OSError) as e:
+        raise click.UsageError(f"MQTT settings: {e}") from None
+    need_aiomqtt("announcing the board on MQTT ([mqtt] in the board file, or --broker)")
+    return settings
+
+
+def _announced(p: Presence) -> None:
+    click.echo(f"busbridge: announcing {p.server.board.name!r} as {p.address} on MQTT "
+               f"broker {p.broker} (topics {p.topic('+')})", err=True)
 
 
 # ---------------------------------------------------------------------------
