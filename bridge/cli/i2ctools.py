@@ -31,6 +31,9 @@ __all__ = [
     "ADDR_RANGE",
     "ALL_ADDR_RANGE",
     "DETECT_HEADER",
+    "GET_MODES",
+    "SET_MODES",
+    "SMBUS_BLOCK_MAX",
     "I2CArgError",
     "detect_range",
     "fill_data",
@@ -43,8 +46,10 @@ __all__ = [
     "parse_chip_address",
     "parse_data_byte",
     "parse_descriptor",
+    "parse_get_mode",
     "parse_hex_bytes",
     "parse_number",
+    "parse_set_args",
     "parse_transfer",
     "probe_kind",
 ]
@@ -246,6 +251,73 @@ def format_msgs(msgs: Sequence[I2CMsg], reads: Sequence[bytes] | None = None) ->
             line += f", buf {format_block(buf)}"
         out.append(line)
     return out
+
+
+# ---------------------------------------------------------------------------
+# i2cget / i2cset
+# ---------------------------------------------------------------------------
+
+#: I2C_SMBUS_BLOCK_MAX: the longest i2cget/i2cset block.
+SMBUS_BLOCK_MAX = 32
+
+
+def _no_pec(mode: str) -> None:
+    if len(mode) == 2 and mode[1] == "p":
+        raise I2CArgError(f"mode {mode!r}: PEC is not supported over virtio-i2c")
+
+
+#: i2cget's modes, named as its confirmation prompt names them.
+GET_MODES = {"b": "read byte data", "w": "read word data", "c": "write byte/read byte",
+             "i": "I2C block read"}
+
+
+def parse_get_mode(mode: str | None, length: str | None) -> tuple[str, int]:
+    """i2cget's ``[MODE [LENGTH]]`` after a REG → (mode, bytes to read for mode i)."""
+    m = mode or "b"
+    _no_pec(m)
+    if m[:1] == "s":
+        raise I2CArgError("mode 's' (SMBus block read) needs I2C_M_RECV_LEN, which "
+                          "virtio-i2c cannot express; use 'i' with a LENGTH")
+    if m not in GET_MODES:
+        raise I2CArgError(f"invalid mode {m!r} (b, w, c or i)")
+    if length is None:
+        return m, SMBUS_BLOCK_MAX
+    if m != "i":
+        raise I2CArgError("LENGTH is only for mode 'i'")
+    n = parse_number(length, "length")
+    if not 1 <= n <= SMBUS_BLOCK_MAX:
+        raise I2CArgError(f"length {length!r} out of range (1-{SMBUS_BLOCK_MAX})")
+    return m, n
+
+
+#: i2cset's modes, named as its confirmation prompt names them.
+SET_MODES = {"c": "short write", "b": "byte data", "w": "word data", "i": "I2C block write"}
+
+
+def parse_set_args(rest: Sequence[str]) -> tuple[list[int], str]:
+    """i2cset's ``[VALUE] ... [MODE]`` → (values, mode); MODE defaults from the value count."""
+    args = list(rest)
+    mode = None
+    if args and args[-1][:1].isalpha() and args[-1][:1] not in ("0",):
+        mode = args.pop()
+        _no_pec(mode)
+        if mode[:1] == "s":
+            raise I2CArgError("mode 's' (SMBus block write) is not supported; use 'i' "
+                              "(I2C block write) for the same bytes without the count")
+        if mode not in SET_MODES:
+            raise I2CArgError(f"invalid mode {mode!r} (c, b, w or i)")
+    if mode is None:
+        mode = "c" if not args else "b" if len(args) == 1 else ""
+        if not mode:
+            raise I2CArgError("several values need mode 'i' (I2C block write)")
+    if mode == "c" and args:
+        raise I2CArgError("mode 'c' takes no value")
+    if mode in ("b", "w") and len(args) != 1:
+        raise I2CArgError(f"mode {mode!r} takes exactly one value")
+    if mode == "i" and not 1 <= len(args) <= SMBUS_BLOCK_MAX:
+        raise I2CArgError(f"mode 'i' takes 1-{SMBUS_BLOCK_MAX} values")
+    top = 0xFFFF if mode == "w" else 0xFF
+    return [parse_number(v, "value", top) for v in args], mode
 
 
 # ---------------------------------------------------------------------------
