@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Literal
 
 import click
 
@@ -20,24 +19,25 @@ from protocol.handshake import (
     I2C_FUNC_SMBUS_READ_BYTE,
     I2CBusInfo,
 )
-from protocol.virtio import I2CMsg, read, write
+from protocol.virtio import read, write
 
 from ..client import AsyncClient, TransferError
 from .common import CONTEXT, CliError, Options, confirm, errmsg, options, usage_error, with_client
 from .i2ctools import (
     GET_MODES,
-    SET_MODES,
-    SMBUS_BLOCK_MAX,
     I2CArgError,
+    ProbeMode,
+    detect_mode,
     detect_range,
-    format_block,
     format_detect_grid,
     format_functionality,
+    format_get,
     format_msgs,
+    format_transfer,
     parse_chip_address,
     parse_get_mode,
     parse_number,
-    parse_set_args,
+    parse_set,
     parse_transfer,
     probe_kind,
 )
@@ -94,16 +94,15 @@ def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, read
     once, pipelined on one connection.
     """
     opts = options(ctx)
-    if quick and readbyte:
-        raise click.UsageError("different modes specified (-q and -r)")
-    mode: Literal["auto", "quick", "read"] = "quick" if quick else "read" if readbyte else "auto"
+    try:
+        mode = detect_mode(quick, readbyte)
+        if not funcs:
+            lo, hi = detect_range(first, last, all_addrs=all_addrs)
+    except I2CArgError as e:
+        raise usage_error(e) from None
     if funcs:
         _print_functionality(opts, bus)
         return
-    try:
-        lo, hi = detect_range(first, last, all_addrs=all_addrs)
-    except I2CArgError as e:
-        raise usage_error(e) from None
     how = {"quick": " using quick write commands", "read": " using receive byte commands",
            "auto": ""}[mode]
     if not yes and not confirm([
@@ -133,7 +132,7 @@ def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, read
 
 
 async def scan(client: AsyncClient, bus: str, addrs: Sequence[int],
-               mode: Literal["auto", "quick", "read"] = "auto") -> set[int]:
+               mode: ProbeMode = "auto") -> set[int]:
     """Probe ``addrs`` concurrently; a bus error (NACK) means absent, anything else raises."""
     limit = client.welcome.limits.max_in_flight if client.welcome is not None else 64
     sem = asyncio.Semaphore(max(1, min(limit, 128)))
@@ -207,7 +206,7 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
     a = _addr(addr, all_addrs)
     r = _reg(reg) if reg is not None else None
     m: str | None = None
-    n = SMBUS_BLOCK_MAX
+    n = 1
     if r is not None:
         try:
             m, n = parse_get_mode(mode, length)
@@ -222,25 +221,22 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
     ], default=True):
         return
 
-    async def go(client: AsyncClient) -> str:
+    async def go(client: AsyncClient) -> bytes:
         name, _ = _i2c_bus(client, bus)
         if r is None:
-            (data,) = await client.transfer(name, [read(a, 1)])
-            return f"0x{data[0]:02x}"
+            (data,) = await client.transfer(name, [read(a, n)])
+            return data
         if m == "c":
             try:
                 await client.transfer(name, [write(a, [r])])
             except TransferError as e:
                 click.echo(f"Warning - write failed: {errmsg(e)}", err=True)
-            (data,) = await client.transfer(name, [read(a, 1)])
-            return f"0x{data[0]:02x}"
-        count = {"b": 1, "w": 2, "i": n}[m or "b"]
-        (data,) = await client.transfer(name, [write(a, [r]), read(a, count)])
-        if m == "w":
-            return f"0x{int.from_bytes(data, 'little'):04x}"
-        return f"0x{data[0]:02x}" if m == "b" else format_block(data)
+            (data,) = await client.transfer(name, [read(a, n)])
+            return data
+        (data,) = await client.transfer(name, [write(a, [r]), read(a, n)])
+        return data
 
-    click.echo(with_client(opts, go))
+    click.echo(format_get(m, with_client(opts, go)))
 
 
 @i2c.command("set", context_settings=CONTEXT)
@@ -271,52 +267,32 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
     a = _addr(addr, all_addrs)
     r = _reg(reg)
     try:
-        values, mode = parse_set_args(rest)
-        mask_v = None if mask is None else parse_number(mask, "mask",
-                                                         0xFFFF if mode == "w" else 0xFF)
+        w = parse_set(a, r, rest, mask, readback)
     except I2CArgError as e:
         raise usage_error(e) from None
-    if mask_v == 0:
-        raise click.UsageError("mask 0 would change nothing")
-    if (mask_v is not None or readback) and mode == "i":
-        raise click.UsageError("-m and -r are not supported for block writes (mode i)")
-    # Mode c writes REG itself as the value (SMBus send byte), as i2cset does.
-    value = r if mode == "c" else values[0] if mode in ("b", "w") else -1
-    width = 4 if mode == "w" else 2
     eeprom = 0x50 <= a <= 0x57
-    data_text = (" ".join(f"0x{v:02x}" for v in values) if mode == "i"
-                 else f"0x{value:0{width}x}" + (" (masked)" if mask_v is not None else ""))
     if not yes and not confirm([
         WARNING,
         *(["DANGEROUS! Writing to a serial EEPROM on a memory DIMM may render your memory "
            "USELESS and make your system UNBOOTABLE!"] if eeprom else []),
         f"I will write to i2c bus {bus} on {opts.url}, chip address {a:#04x},",
-        ("" if mode == "c" else f"data address {r:#04x}, ")
-        + f"data {data_text}, mode {SET_MODES[mode]}.",
+        w.describe(),
     ], default=not eeprom):
         return
 
     async def get(client: AsyncClient, name: str) -> int:
-        if mode == "c":
-            (data,) = await client.transfer(name, [read(a, 1)])
-        else:
-            (data,) = await client.transfer(name, [write(a, [r]), read(a, width // 2)])
+        (data,) = await client.transfer(name, w.read_msgs())
         return int.from_bytes(data, "little")
 
     async def go(client: AsyncClient) -> str | None:
         name, _ = _i2c_bus(client, bus)
-        v = value
-        if mask_v is not None:
+        v = w.value
+        if w.mask is not None:
             old = await get(client, name)
-            v = (value & mask_v) | (old & ~mask_v)
-            if not yes and not confirm([
-                f"Old value 0x{old:0{width}x}, write mask 0x{mask_v:0{width}x}, "
-                f"will write 0x{v:0{width}x}"
-            ], default=True):
+            v = w.masked(old)
+            if not yes and not confirm([w.mask_line(old, v)], default=True):
                 return None
-        payload = ([v] if mode == "c" else [r, *values] if mode == "i"
-                   else [r, *v.to_bytes(width // 2, "little")])
-        await client.transfer(name, [write(a, payload)])
+        await client.transfer(name, [w.write_msg(v)])
         if not readback:
             return None
         try:
@@ -324,10 +300,7 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
         except TransferError as e:
             click.echo(f"Warning - readback failed: {errmsg(e)}", err=True)
             return None
-        if back != v:
-            return (f"Warning - data mismatch - wrote 0x{v:0{width}x}, "
-                    f"read back 0x{back:0{width}x}")
-        return f"Value 0x{v:0{width}x} written, readback matched"
+        return w.readback_line(v, back)
 
     line = with_client(opts, go)
     if line is not None:
@@ -380,12 +353,6 @@ def i2c_transfer(ctx: click.Context, yes: bool, all_addrs: bool, verbose: bool, 
         name, _binfo = _i2c_bus(client, bus)
         return await client.transfer(name, msgs)
 
-    lines = _transfer_lines(msgs, with_client(opts, go), verbose)
+    lines = format_transfer(msgs, with_client(opts, go), verbose)
     if lines:
         click.echo("\n".join(lines))
-
-
-def _transfer_lines(msgs: Sequence[I2CMsg], reads: Sequence[bytes], verbose: bool) -> list[str]:
-    if verbose:
-        return format_msgs(msgs, reads)
-    return [format_block(d) for d in reads if d]
