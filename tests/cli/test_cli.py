@@ -27,7 +27,7 @@ from bridge.cli.main import cli, main
 if TYPE_CHECKING:
     from conftest import Running
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
