@@ -281,9 +281,15 @@ GET_MODES = {"b": "read byte data", "w": "read word data", "c": "write byte/read
 SET_MODES = {"c": "short write", "b": "byte data", "w": "word data", "i": "I2C block write"}
 
 
-def _no_pec(mode: str) -> None:
+def _check_mode(mode: str, modes: dict[str, str], smbus_block: str) -> None:
+    """Refuse what virtio-i2c cannot express (PEC, SMBus block mode 's') and unknown modes."""
     if len(mode) == 2 and mode[1] == "p":
         raise I2CArgError(f"mode {mode!r}: PEC is not supported over virtio-i2c")
+    if mode[:1] == "s":
+        raise I2CArgError(smbus_block)
+    if mode not in modes:
+        *first, last = modes
+        raise I2CArgError(f"invalid mode {mode!r} ({', '.join(first)} or {last})")
 
 
 def parse_get_mode(mode: str | None, length: str | None) -> tuple[str, int]:
@@ -292,12 +298,8 @@ def parse_get_mode(mode: str | None, length: str | None) -> tuple[str, int]:
     b and c read 1 byte, w 2, i LENGTH (default 32).
     """
     m = mode or "b"
-    _no_pec(m)
-    if m[:1] == "s":
-        raise I2CArgError("mode 's' (SMBus block read) needs I2C_M_RECV_LEN, which "
-                          "virtio-i2c cannot express; use 'i' with a LENGTH")
-    if m not in GET_MODES:
-        raise I2CArgError(f"invalid mode {m!r} (b, w, c or i)")
+    _check_mode(m, GET_MODES, "mode 's' (SMBus block read) needs I2C_M_RECV_LEN, which "
+                "virtio-i2c cannot express; use 'i' with a LENGTH")
     if length is not None and m != "i":
         raise I2CArgError("LENGTH is only for mode 'i'")
     if m != "i":
@@ -328,12 +330,8 @@ def parse_set_args(rest: Sequence[str]) -> tuple[list[int], str]:
     mode = None
     if args and args[-1][:1].isalpha() and args[-1][:1] not in ("0",):
         mode = args.pop()
-        _no_pec(mode)
-        if mode[:1] == "s":
-            raise I2CArgError("mode 's' (SMBus block write) is not supported; use 'i' "
-                              "(I2C block write) for the same bytes without the count")
-        if mode not in SET_MODES:
-            raise I2CArgError(f"invalid mode {mode!r} (c, b, w or i)")
+        _check_mode(mode, SET_MODES, "mode 's' (SMBus block write) is not supported; use "
+                    "'i' (I2C block write) for the same bytes without the count")
     if mode is None:
         mode = "c" if not args else "b" if len(args) == 1 else ""
         if not mode:
