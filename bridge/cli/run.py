@@ -12,6 +12,8 @@ import click
 from ..client import Client, RemoteError, parse_address
 from ..client.auth import ClientAuth
 from ..dropin.session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+from .common import Options, resolve_board
+from .lease import hold_and_run
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 
@@ -107,8 +109,6 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
     With --board, the name is resolved once, here, and COMMAND gets the address.
     """
-    from .boards import resolve_board
-
     opts = ctx.obj
     timeout = float(getattr(opts, "timeout", 5.0))
     if url and board:
@@ -129,9 +129,6 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")
     if leases:
-        from .common import Options
-        from .lease import hold_and_run
-
         host, port = parse_address(url)
         lease_opts = Options(url, host, port, timeout)
         return hold_and_run(lease_opts, leases, lease_ttl, lease_wait, holder, program,
