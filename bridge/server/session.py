@@ -281,7 +281,7 @@ class Session(FramedProtocol):
         batch: list[bytes] = []
         self._batch = batch
         try:
-            i2c = self.scheduler.i2c
+            scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
                     guard = self.guard
@@ -290,7 +290,7 @@ class Session(FramedProtocol):
                     if self.leased and self._busy(ev.id, "i2c", ev.bus,
                                                   {m.addr for m in ev.msgs}):
                         continue
-                    i2c(self, ev)
+                    scheduler.i2c(self, ev)
                 elif isinstance(ev, ProtocolError):
                     self._refuse(ev)
                     if ev.fatal:
