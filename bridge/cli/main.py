@@ -991,6 +991,7 @@ from . import vhost as _vhost  # noqa: E402
 
 for _command in (_vhost.vhost_user, _run.run, _lease.lease, _boards.boards, _token.token):
     cli.add_command(_command)
+from .conformance import conformance as _conformance; cli.add_command(_conformance)  # noqa: E402, E702, I001
 
 
 if __name__ == "__main__":
