@@ -11,6 +11,7 @@ import contextlib
 import socket
 import ssl
 import time
+import warnings
 
 from ..board import EEPROM_SCRATCH_OFFSETS, Board, fresh_marker, holds, next_id
 from ..model import check_error, check_welcome, i2c_frame, rd, wr
@@ -29,8 +30,10 @@ def tls_11(ctx: Ctx) -> str:
     _need_tls(ctx)
     tctx = ctx.target.ssl_context()
     try:
-        tctx.minimum_version = ssl.TLSVersion.TLSv1
-        tctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # deprecated on purpose: that is what is refused
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tctx.minimum_version = ssl.TLSVersion.TLSv1
+            tctx.maximum_version = ssl.TLSVersion.TLSv1_1
     except (ValueError, ssl.SSLError) as e:
         raise Skip(f"this Python/OpenSSL cannot offer TLS 1.1 ({e})") from None
     raw = socket.create_connection((ctx.target.host, ctx.target.port), ctx.target.timeout)

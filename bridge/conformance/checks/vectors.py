@@ -229,6 +229,10 @@ def _judge_error(ctx: Ctx, v: Vector, obj: Any) -> str:
         live = ctx.recv(c, "ERROR unauthorized")
     elif code == "busy":
         return _live_busy(ctx, obj)
+    elif code == "denied" and ctx.policy.denied:
+        bus, _, addr = ctx.policy.denied.partition("@")
+        c = ctx.open()
+        live = ask(ctx, c, [2, obj[1], bus, [[out_hdr(addr7(int(addr, 0)), 0), b"\x00"]], None])
     else:
         raise Skip(f"valid ERROR {code}; pol.{code} provokes it when the policy is stated")
     lid, lcode, _ = check_error(live)
