@@ -47,11 +47,11 @@ class Vector:
 
 
 def section_at(text: str, pos: int) -> str:
-    """The number of the innermost heading before ``pos``, as ``§12.3``."""
+    """The number of the innermost heading before ``pos``, as ``§12.3`` (or ``preamble``)."""
     sec = ""
     for m in _HEADING.finditer(text, 0, pos):
         sec = m.group(2)
-    return f"§{sec}" if sec else "§?"
+    return f"§{sec}" if sec else "preamble"
 
 
 def parse_vectors(text: str) -> tuple[list[Vector], dict[str, bytes]]:

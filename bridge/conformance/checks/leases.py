@@ -87,6 +87,8 @@ def busy(ctx: Ctx) -> str:
         lease_id = res["leases"][0]["id"]
         if lease_id not in msg:
             raise Fail(f"the busy message does not name the lease id {lease_id}: {msg!r}")
+        if res["token"] in msg:
+            raise Fail("the busy message publishes the lease's token")
         mine = ask(ctx, holder, i2c_frame(next_id(), bus, [wr(addr)]))
         if mine.type != 4:
             raise Fail(f"the holder's own frame was refused: {mine.brief()}")

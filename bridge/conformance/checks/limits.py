@@ -176,6 +176,27 @@ def result_room(ctx: Ctx) -> str:
     return f"n={n}, R={total}: RESULT ({sum(map(len, r.reads))} bytes read); R+1: {over}"
 
 
+@check("lim.failures-fit", "§10 §4.5")
+def failures_fit(ctx: Ctx) -> str:
+    """At the RESULT-size boundary with every other read failing, the RESULT still fits."""
+    board = Board(ctx)
+    bus, addr, _, _ = board.sensor()
+    gone = board.absent(bus)
+    lim = ctx.limits
+    n = lim["max_requests"]
+    per = min(board.msg_len(bus), (lim["max_frame"] - 64 - 128 * n) // n)
+    if per < 1:
+        raise Skip("max_requests reads of 1 byte do not fit max_frame")
+    msgs = [rd(gone if i % 2 else addr, per) for i in range(n)]
+    c = ctx.open()
+    r = _accepted(ctx, c, i2c_frame(next_id(), bus, msgs), f"{n} reads of {per}, half failing")
+    longest = max((len(e[2].encode()) for e in r.failures), default=0)
+    if len(r.failures) != n // 2:
+        raise Fail(f"{len(r.failures)} failures entries for {n // 2} failed chains")
+    return (f"{n} reads of {per} bytes, {n // 2} failing: RESULT within max_frame, longest "
+            f"failure message {longest} bytes")
+
+
 @check("lim.in-flight", "§7 §10")
 def in_flight(ctx: Ctx) -> str:
     """max_in_flight + 1 frames in one write behind a long frame: the extra one is refused."""
