@@ -276,13 +276,19 @@ def check_result_shape(f: Frame) -> Result:
     return Result(rid, status, reads, failures)
 
 
-def check_i2c_result(f: Frame, rid: int, msgs: list[Msg]) -> Result:
-    """§4.5 and §8.1 for an I2C frame: statuses, reads and one failure per failed chain."""
+def _answer_to(f: Frame, rid: int, n: int, noun: str) -> Result:
+    """The RESULT of frame ``rid``, with one status byte for each of its ``n`` requests."""
     r = check_result_shape(f)
     if r.rid != rid:
         raise Violation(f"RESULT id {r.rid}, expected {rid}")
-    if len(r.status) != len(msgs):
-        raise Violation(f"§4.5: {len(r.status)} status bytes for {len(msgs)} requests")
+    if len(r.status) != n:
+        raise Violation(f"§4.5: {len(r.status)} status bytes for {n} {noun}")
+    return r
+
+
+def check_i2c_result(f: Frame, rid: int, msgs: list[Msg]) -> Result:
+    """§4.5 and §8.1 for an I2C frame: statuses, reads and one failure per failed chain."""
+    r = _answer_to(f, rid, len(msgs), "requests")
     if any(s not in (I2C_OK, I2C_ERR) for s in r.status):
         raise Violation(f"§4.5: I2C status {r.status.hex(' ')} not 0/1")
     reads = [m for m in msgs if m.is_read]
@@ -326,11 +332,7 @@ def is_deadline(r: Result) -> bool:
 
 def check_spi_result(f: Frame, rid: int, xfers: list[Xfer]) -> Result:
     """§4.5, §8.2: OK, PARAM_ERR (invalid 1, valid 2), bus failure or deadline."""
-    r = check_result_shape(f)
-    if r.rid != rid:
-        raise Violation(f"RESULT id {r.rid}, expected {rid}")
-    if len(r.status) != len(xfers):
-        raise Violation(f"§4.5: {len(r.status)} status bytes for {len(xfers)} transfers")
+    r = _answer_to(f, rid, len(xfers), "transfers")
     reading = [i for i, x in enumerate(xfers) if x.rx_len > 0]
     if len(r.reads) != len(reading):
         raise Violation(f"§4.5: {len(r.reads)} reads entries for {len(reading)} transfers "

@@ -177,14 +177,15 @@ class Ctx:
             raise Fail(str(e)) from None
 
     def expect_error(self, c: Conn, code: str, rid: int | set[int] | None, *,
-                     fatal: bool | None, what: str = "") -> tuple[int, str]:
+                     fatal: bool | None, what: str = "",
+                     timeout: float | None = None) -> tuple[int, str]:
         """Next frame is ERROR ``code`` with id ``rid`` (any of a set; None: any id).
 
         ``fatal`` True: the server then closes; False: the connection stays usable;
         None: either is accepted (SPEC.md does not say).  Returns (id, message).
         """
         label = f"ERROR {code}" + (f" for {what}" if what else "")
-        f = self.recv(c, label)
+        f = self.recv(c, label, timeout)
         try:
             got_id, got_code, msg = check_error(f)
         except Violation as e:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..board import EEPROM_SCRATCH_OFFSETS, Board, fresh_marker, holds, next_id
 from ..model import chain, check_error, i2c_frame, out_hdr, rd, wr
-from ..registry import Ctx, Fail, check
+from ..registry import Ctx, Fail, Skip, check
 from ..wire import Conn, frame, frame_body, pack
 
 
@@ -240,7 +240,6 @@ def unknown_bus_kind(ctx: Ctx) -> str:
     spi_names = {b["name"] for b in ctx.spi_buses()}
     names = [n for n in board.i2c_names() if n not in spi_names]
     if not names:
-        from ..registry import Skip
         raise Skip("every I2C bus name is also an SPI bus name")
     rid = next_id()
     head = bytes([0, 8]) + bytes(30)
@@ -306,7 +305,6 @@ def id_reuse(ctx: Ctx) -> str:
 def _ends_inside(ctx: Ctx, data: bytes, what: str) -> str:
     c = ctx.open()
     if c.tls:
-        from ..registry import Skip
         raise Skip("over TLS a half-close is not a clean end of stream")
     c.send_bytes(data)
     time.sleep(0.05)

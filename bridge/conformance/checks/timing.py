@@ -106,7 +106,7 @@ def segments(ctx: Ctx) -> str:
         kind = next(kinds)
         rid = next_id()
         if kind == "read":
-            data += frame(i2c_frame(rid, bus, [rd(present[0], 3)]))
+            data += frame(i2c_frame(rid, bus, [rd(present[0], 1)]))
         elif kind == "probe":
             data += frame(i2c_frame(rid, bus, [wr(board.absent(bus))]))
         elif kind == "spi" and sbus is not None:
@@ -128,7 +128,7 @@ def segments(ctx: Ctx) -> str:
             if kind == "ping":
                 check_pong(f, rid)
             elif kind == "read":
-                check_i2c_result(f, rid, [rd(present[0], 3)])
+                check_i2c_result(f, rid, [rd(present[0], 1)])
                 if f.obj[2] != b"\x00":
                     raise Fail(f"read of present {present[0]:#x} failed: {f.brief()}")
             elif kind == "probe":

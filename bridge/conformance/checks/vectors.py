@@ -37,6 +37,7 @@ from ..model import (
 from ..registry import PROVIDERS, Check, Ctx, Fail, Skip
 from ..spec import Vector, parse_vectors
 from ..wire import decode_body, frame
+from .leases import taken
 
 
 def _vectors(ctx: Ctx) -> dict[str, Vector]:
@@ -162,6 +163,12 @@ def _replay_lease(ctx: Ctx, v: Vector, obj: Any) -> str:
     c = ctx.open()
     f = ask(ctx, c, obj, f"the answer to {v.name}")
     op = obj[2]
+    bus = obj[3].get("bus")
+    if op == "take" and bus not in {b["name"] for b in ctx.i2c_buses() + ctx.spi_buses()}:
+        got_id, code, _ = check_error(f)
+        if (got_id, code) != (obj[1], "unknown-bus"):
+            raise Fail(f"bus {bus!r} is not on this board: expected ERROR unknown-bus {obj[1]}")
+        return f"bus {bus!r} not on this board: ERROR unknown-bus {obj[1]}"
     if op == "renew":
         ctx_id, code, _ = check_error(f)
         if (ctx_id, code) != (obj[1], "no-lease"):
@@ -242,7 +249,6 @@ def _judge_error(ctx: Ctx, v: Vector, obj: Any) -> str:
 
 
 def _live_busy(ctx: Ctx, obj: Any) -> str:
-    from .leases import taken
     board = Board(ctx)
     bus = board.need_i2c()
     addr = board.absent(bus)
