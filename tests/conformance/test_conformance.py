@@ -122,6 +122,22 @@ def test_command_exits_1_when_a_check_fails(tmp_path: Path) -> None:
     assert "hs.first-handshake" in out.stdout
 
 
+def test_the_kit_loads_no_project_code(default_server: Serve) -> None:
+    """Clean room: running checks imports neither protocol/ nor the client (nor the server)."""
+    code = (
+        "import sys\n"
+        "from bridge.conformance import Target, run_checks\n"
+        f"r = run_checks(Target('127.0.0.1', {default_server.port}), 'hs.welcome,vec.ping')\n"
+        "assert r.ok, r.results\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'protocol'\n"
+        "             or (m.startswith('bridge.') and not m.startswith('bridge.conformance'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_command_refuses_a_bad_address() -> None:
     out = _cli("no-port-here")
     assert out.returncode == 2

@@ -225,9 +225,12 @@ def in_flight(ctx: Ctx) -> str:
         raise Fail(f"{n + 1} frames sent in one write behind a {heavy.seconds * 1000:.0f} ms "
                    "frame, none refused: the server answered frames before reading the rest "
                    "(it never had max_in_flight frames accepted)")
+    if refused != [ids[-1]]:
+        raise Fail(f"refused {len(refused)} frames (first {refused[:3]}), expected only the "
+                   f"one beyond max_in_flight ({ids[-1]})")
     ctx.alive(c)
-    return (f"{n + 1} frames behind a {heavy.seconds * 1000:.0f} ms frame: "
-            f"{len(refused)} refused with limit-exceeded (ids {refused[:3]})")
+    return (f"{n + 1} frames behind a {heavy.seconds * 1000:.0f} ms frame: the first {n} "
+            "accepted, the last refused with limit-exceeded")
 
 
 @check("lim.id-max", "§4 §7 §10")
