@@ -126,5 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             os.dup2(devnull, sys.stdout.fileno())
         sys.exit(141)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
 if __name__ == "__main__":
     main()
