@@ -104,8 +104,9 @@ class Link:
             raise OSError(errno.EIO, str(e)) from None
 
     def _release(self, c: BlockingClient) -> None:
+        # Not checked for a close here (a select() per call): _acquire checks.
         with self._lock:
-            if len(self._idle) < MAX_IDLE and c.connected:
+            if len(self._idle) < MAX_IDLE:
                 self._idle.append(c)
                 return
         c.close()
