@@ -985,11 +985,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 from . import boards as _boards  # noqa: E402
 from . import lease as _lease  # noqa: E402
+from . import mount as _mount  # noqa: E402
 from . import run as _run  # noqa: E402
 from . import token as _token  # noqa: E402
 from . import vhost as _vhost  # noqa: E402
 
-for _command in (_vhost.vhost_user, _run.run, _lease.lease, _boards.boards, _token.token):
+for _command in (_vhost.vhost_user, _run.run, _lease.lease, _boards.boards, _token.token,
+                 _mount.mount):
     cli.add_command(_command)
 
 
