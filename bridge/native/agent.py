@@ -216,6 +216,7 @@ class Agent:
             return
         finally:
             conn.close()
+            self.link.done()
             for h, n in opened.items():  # the process ended with descriptors open
                 for _ in range(n):
                     with contextlib.suppress(OSError):

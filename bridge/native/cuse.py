@@ -279,10 +279,13 @@ def _rdwr(dev: I2cAdapter, arg: int, mem: Memory) -> tuple[int, bytes]:
     msgs = [MSG.unpack_from(raw, i * MSG.size) for i in range(n)]
     if any(length > abi.I2C_DEV_MAX_MSG_LEN for _, _, length, _ in msgs):
         raise OSError(errno.EINVAL, "message longer than 8192")
+    for _, flags, length, buf in msgs:  # named with the buffers: one retry fewer
+        if flags & I2C_M_RD and length:
+            mem.write_to(buf, length)
     bufs = mem.read([(buf, length) for _, _, length, buf in msgs if length])
     it = iter(bufs)
     todo: list[Msg] = []
-    for addr, flags, length, buf in msgs:
+    for addr, flags, length, _buf in msgs:
         data = next(it) if length else b""
         if flags & I2C_M_RECV_LEN:
             if not flags & I2C_M_RD or length < 1 or data[0] < 1 or \
@@ -293,8 +296,6 @@ def _rdwr(dev: I2cAdapter, arg: int, mem: Memory) -> tuple[int, bytes]:
             todo.append(Msg(addr, flags, length))
         else:
             todo.append(Msg(addr, flags, length, data))
-        if flags & I2C_M_RD and length:
-            mem.write_to(buf, length)
     mem.commit()
     done, got = dev.transfer(todo)
     # Every read buffer goes back (i2c-dev.c:298-305): new data for the messages that
@@ -398,12 +399,13 @@ def spi_ioctl(dev: SpiDevice, bufsiz: int, cmd: int, arg: int, mem: Memory) -> t
             tx_total += aligned
             if tx_total > bufsiz:
                 raise OSError(errno.EMSGSIZE, "tx over bufsiz")
+    for h in heads:
+        if h[1] and h[2]:
+            mem.write_to(h[1], h[2])
     txs = iter(mem.read([(h[0], h[2]) for h in heads if h[0] and h[2]]))
     xfers = []
     for h in heads:
         tx = (next(txs) if h[2] else b"") if h[0] else None
-        if h[1] and h[2]:
-            mem.write_to(h[1], h[2])
         xfers.append(Xfer(h[2], tx, bool(h[1]), h[3], h[4], h[5], h[6], h[7], h[8], h[9]))
     mem.commit()
     total, rx = dev.message(xfers)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -53,6 +54,9 @@ REMOTE_ERRNO: Mapping[ErrorCode, int] = {
 }
 #: Idle connections kept for the next caller.
 MAX_IDLE = 4
+#: A thread's own connection is checked for a close by the server (a select()) only
+#: after this long unused; a busy one is not checked call after call.
+RECHECK_AFTER_S = 1.0
 
 
 class Link:
@@ -73,6 +77,9 @@ class Link:
         self._lock = threading.Lock()
         self._welcome: WelcomeInfo | None = None
         self._said: set[str] = set()
+        #: Each serving thread (one per process of the command) keeps a connection
+        #: while it lives: no pool lock and no liveness check per call.
+        self._mine = threading.local()
 
     @property
     def where(self) -> str:
@@ -85,6 +92,12 @@ class Link:
         return BlockingClient.from_url(self.url, **kw)
 
     def _acquire(self) -> BlockingClient:
+        c: BlockingClient | None = getattr(self._mine, "client", None)
+        if c is not None:
+            self._mine.client = None
+            if time.monotonic() - self._mine.used < RECHECK_AFTER_S or c.connected:
+                return c
+            c.close()
         with self._lock:
             while self._idle:
                 c = self._idle.pop()
@@ -104,7 +117,16 @@ class Link:
             raise OSError(errno.EIO, str(e)) from None
 
     def _release(self, c: BlockingClient) -> None:
-        # Not checked for a close here (a select() per call): _acquire checks.
+        """Back to this thread; the pool gets it when the thread is done (``done``)."""
+        self._mine.client = c
+        self._mine.used = time.monotonic()
+
+    def done(self) -> None:
+        """The calling thread serves no more: its connection goes to the pool."""
+        c: BlockingClient | None = getattr(self._mine, "client", None)
+        self._mine.client = None
+        if c is None:
+            return
         with self._lock:
             if len(self._idle) < MAX_IDLE:
                 self._idle.append(c)

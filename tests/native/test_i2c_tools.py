@@ -16,7 +16,10 @@ from conftest import Running
 from bridge.client import Client
 from protocol.virtio import read, write
 
-from .conftest import need, run
+from .conftest import BUSBRIDGE, need, run
+
+#: `busbridge` as a shell command line (for a second, unleased run inside a script).
+BUSBRIDGE_CMD = " ".join(BUSBRIDGE[:2]) + " '" + BUSBRIDGE[2] + "'"
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +131,17 @@ def test_lease_held_by_someone_else_is_ebusy(board: Running) -> None:
             assert free.stdout.strip() == "0x1701"  # other addresses are not leased
         finally:
             other.lease_release(lease)
+
+
+def test_run_lease_covers_the_native_program(board: Running) -> None:
+    # run --lease takes the lease, and the agent presents its token: the program may use
+    # the address while anyone else gets EBUSY.
+    script = ("i2ctransfer -y 1 w3@0x50 0x07 0x00 0x99 && "
+              "i2ctransfer -y 1 w2@0x50 0x07 0x00 r1 && "
+              f"env -u BUSBRIDGE_LEASE {BUSBRIDGE_CMD} --connect {board.url} run -- "
+              "i2ctransfer -y 1 w2@0x50 0x07 0x00 r1 2>&1; true")
+    r = run(board, "sh", "-c", script, opts=("--lease", "i2c:1@0x50", "--lease-ttl", "30"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0x99"
+    assert any("Device or resource busy" in line for line in lines[1:])

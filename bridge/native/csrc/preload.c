@@ -204,9 +204,24 @@ static int call_locked(uint32_t op, uint32_t handle, const struct bb_buf *body,
 		return -ENODEV;
 	size_t blen = body ? body->len : 0;
 	uint32_t head[3] = {(uint32_t)(8 + blen), op, handle};
-	if (send_all(agent_fd, (unsigned char *)head, sizeof head) < 0 ||
-	    (blen && send_all(agent_fd, body->p, blen) < 0))
+	/* One sendmsg for head and body: one wake-up of the agent, not two. */
+	struct iovec iov[2] = {{head, sizeof head}, {blen ? body->p : NULL, blen}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = blen ? 2 : 1};
+	ssize_t sent = sendmsg(agent_fd, &mh, MSG_NOSIGNAL);
+	while (sent < 0 && errno == EINTR)
+		sent = sendmsg(agent_fd, &mh, MSG_NOSIGNAL);
+	if (sent < 0)
 		goto lost;
+	if ((size_t)sent < sizeof head + blen) { /* a short send: finish it piece by piece */
+		size_t done = (size_t)sent;
+		if (done < sizeof head) {
+			if (send_all(agent_fd, (unsigned char *)head + done, sizeof head - done) < 0)
+				goto lost;
+			done = sizeof head;
+		}
+		if (send_all(agent_fd, body->p + (done - sizeof head), blen - (done - sizeof head)) < 0)
+			goto lost;
+	}
 	if (!reply)
 		return 0;
 	uint32_t len;
@@ -843,66 +858,36 @@ static ssize_t do_pwrite(struct bb_file *f, const void *buf, size_t n)
 	return f->st->kind == BB_KIND_SPI ? -ESPIPE : do_write(f, buf, n);
 }
 
-EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(pread)(fd, buf, n, off);
-	ssize_t rc = off < 0 ? -EINVAL : do_pread(f, buf, n);
-	put(f);
-	return ret_errno(rc);
-}
+#define POSITIONED(name, bufdecl, offtype, op)                         \
+	EXPORT ssize_t name(int fd, bufdecl buf, size_t n, offtype off)  \
+	{                                                                \
+		struct bb_file *f = get(fd);                             \
+		if (!f)                                                  \
+			return REAL(name)(fd, buf, n, off);              \
+		ssize_t rc = off < 0 ? -EINVAL : op(f, buf, n);          \
+		put(f);                                                  \
+		return ret_errno(rc);                                    \
+	}
 
-EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(pread64)(fd, buf, n, off);
-	ssize_t rc = off < 0 ? -EINVAL : do_pread(f, buf, n);
-	put(f);
-	return ret_errno(rc);
-}
-
-EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(pwrite)(fd, buf, n, off);
-	ssize_t rc = off < 0 ? -EINVAL : do_pwrite(f, buf, n);
-	put(f);
-	return ret_errno(rc);
-}
-
-EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(pwrite64)(fd, buf, n, off);
-	ssize_t rc = off < 0 ? -EINVAL : do_pwrite(f, buf, n);
-	put(f);
-	return ret_errno(rc);
-}
+POSITIONED(pread, void *, off_t, do_pread)
+POSITIONED(pread64, void *, off64_t, do_pread)
+POSITIONED(pwrite, const void *, off_t, do_pwrite)
+POSITIONED(pwrite64, const void *, off64_t, do_pwrite)
 
 /* Both drivers set .llseek = no_llseek. */
-EXPORT off_t lseek(int fd, off_t off, int whence)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(lseek)(fd, off, whence);
-	put(f);
-	errno = ESPIPE;
-	return -1;
-}
+#define SEEK(name, offtype)                                      \
+	EXPORT offtype name(int fd, offtype off, int whence)     \
+	{                                                        \
+		struct bb_file *f = get(fd);                     \
+		if (!f)                                          \
+			return REAL(name)(fd, off, whence);      \
+		put(f);                                          \
+		errno = ESPIPE;                                  \
+		return -1;                                       \
+	}
 
-EXPORT off64_t lseek64(int fd, off64_t off, int whence)
-{
-	struct bb_file *f = get(fd);
-	if (!f)
-		return REAL(lseek64)(fd, off, whence);
-	put(f);
-	errno = ESPIPE;
-	return -1;
-}
+SEEK(lseek, off_t)
+SEEK(lseek64, off64_t)
 
 /* ------------------------------------------------------------------------ */
 /* Start-up, fork                                                            */
