@@ -35,7 +35,7 @@ COMPILED = [
 
 PRELOAD = Extension(
     "bridge.native.libbusbridge_preload",
-    sources=[f"bridge/native/csrc/{n}.c" for n in ("preload", "i2cdev", "spidev")],
+    sources=[f"bridge/native/csrc/{n}.c" for n in ("preload", "channel", "i2cdev", "spidev")],
     depends=["bridge/native/csrc/bb.h"],
     extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],

@@ -242,6 +242,10 @@ class Listener:
         self.agent = agent
         self.dir = tempfile.mkdtemp(prefix="busbridge-native-")  # mode 0700
         self.path = os.path.join(self.dir, "agent.sock")
+        if len(self.path.encode()) >= 100:  # sun_path holds 108 bytes; a long $TMPDIR
+            os.rmdir(self.dir)
+            self.dir = tempfile.mkdtemp(prefix="busbridge-native-", dir="/tmp")
+            self.path = os.path.join(self.dir, "agent.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
         self.sock.listen(64)

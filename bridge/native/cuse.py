@@ -45,6 +45,7 @@ FUSE_INTERRUPT, FUSE_IOCTL, FUSE_POLL = 36, 39, 40
 FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR = 7, 31
 CUSE_UNRESTRICTED_IOCTL = 1
 FUSE_IOCTL_RETRY = 1 << 2
+FUSE_IOCTL_32BIT = 1 << 3
 FUSE_IOCTL_MAX_IOV = 256
 FOPEN_NONSEEKABLE = 1 << 2
 
@@ -189,7 +190,10 @@ class CuseDevice:
             n = self._write(self.files[fh], data)
             self._reply(unique, 0, WRITE_OUT.pack(n, 0))
         elif opcode == FUSE_IOCTL:
-            fh, _flags, cmd, arg, in_size, out_size = IOCTL_IN.unpack_from(body)
+            fh, flags, cmd, arg, in_size, out_size = IOCTL_IN.unpack_from(body)
+            if flags & FUSE_IOCTL_32BIT:
+                # A 32-bit program: its i2c_msg, i2c_smbus_ioctl_data ... have other layouts.
+                raise OSError(errno.EOPNOTSUPP, "32-bit callers are not supported")
             mem = Memory(body[IOCTL_IN.size : IOCTL_IN.size + in_size], out_size)
             f = self.files[fh]
             try:

@@ -3,8 +3,7 @@
 The command runs as a child of this process, with ``LD_PRELOAD`` naming the
 library and ``BUSBRIDGE_NATIVE_SOCKET`` the agent's socket; this process serves
 the agent until the child exits and exits with its status.  Signals that would
-stop ``busbridge run`` (INT, TERM, HUP) are passed on to the child, which
-decides what they mean.
+stop ``busbridge run`` are left to the child, which decides what they mean.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from .agent import ENV_SOCKET, Agent, Listener
 
@@ -172,15 +172,22 @@ def serve_and_run(program: str, argv: Sequence[str], env: Mapping[str, str],
         if child is not None and child.poll() is None:
             child.send_signal(sig)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    old: dict[int, Any] = {}
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
         try:
             child = subprocess.Popen(list(argv), executable=program,
                                      env=child_env(env, library, listener.path))
         except OSError as e:
             raise SystemExit(f"busbridge run: {argv[0]}: {e.strerror or e}") from None
+        # Installed once the child runs (it must not inherit an ignored SIGINT).
+        # SIGINT from the terminal reaches the whole foreground process group, the
+        # child included: it is not passed on again (a program would see two Ctrl-Cs),
+        # only ignored here while the child decides.  TERM and HUP, usually sent to
+        # this process alone (a CI timeout), are passed on.
+        old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         code = child.wait()
         return code if code >= 0 else 128 - code
     finally:

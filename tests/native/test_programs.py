@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 from conftest import Running
 
-from .conftest import PROGRAMS, compile_c, need, run
+from .conftest import BUSBRIDGE, PROGRAMS, compile_c, need, run
 
 
 def test_c_program_with_i2c_rdwr_and_a_two_transfer_spi_message(board: Running,
@@ -85,3 +87,23 @@ def test_no_native_runs_the_program_without_the_library(board: Running) -> None:
         "LD_PRELOAD=")[1].splitlines()[0]
     with_lib = run(board, "env")
     assert "libbusbridge_preload.so" in with_lib.stdout
+
+
+def test_sigterm_reaches_the_command_and_its_status_comes_back(board: Running) -> None:
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    e = dict(os.environ)
+    proc = subprocess.Popen([*BUSBRIDGE, "--connect", board.url, "run", "--", sys.executable,
+                             "-c", child], stdout=subprocess.PIPE, text=True, env=e,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

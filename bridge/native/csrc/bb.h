@@ -1,7 +1,8 @@
 /* busbridge native preload: what the three source files share.
  *
- * preload.c  interposes libc (open, ioctl, read, write, close, dup, fcntl ...),
- *            keeps the table of emulated descriptors and talks to the agent;
+ * preload.c  interposes libc (open, ioctl, read, write, close, dup, fcntl ...)
+ *            and keeps the table of emulated descriptors;
+ * channel.c  the connection to the agent, and copies from/to the program's memory;
  * i2cdev.c   the ioctls, read and write of Linux drivers/i2c/i2c-dev.c;
  * spidev.c   the ioctls, read and write of Linux drivers/spi/spidev.c.
  *
@@ -68,6 +69,10 @@ struct bb_buf {
 void bb_put(struct bb_buf *b, const void *data, size_t n);
 void bb_put32(struct bb_buf *b, uint32_t v);
 void bb_put16(struct bb_buf *b, uint16_t v);
+
+/* Set up the channel for the agent at path; *id identifies it (our memfds). */
+int bb_channel_init(const char *path, uint32_t *id);
+void bb_channel_after_fork(void);
 
 /* Send one request (op + handle + body) and wait for its reply; returns 0 or
  * -errno for a failure to reach the agent.  reply->res is the operation's. */
