@@ -70,6 +70,7 @@ EXPECTED: dict[str, Any] = {
     "spi_ioctl_on_i2c": "ENOTTY",
     "getfl_accmode": 2,                        # O_RDWR as opened
     "poll": 5,                                 # POLLIN|POLLOUT at once (no poll method)
+    "epoll": "EPERM",                          # epoll_ctl: file_can_poll() is false
     "dup_shares_address": "0117",              # state lives in the open file
     "fork_child": 0,
     "exec_child": "0117",
@@ -93,6 +94,7 @@ EXPECTED: dict[str, Any] = {
     "spi_speed_after": 1_000_000,
     "spi_loopback": "11223344",
     "spi_loopback_total": 4,                   # spidev_message returns the total length
+    "spi_cs_change": 2,
     "spi_message_0": 0,                        # spidev.c:337, 500
     "spi_size_33": "EINVAL",                   # :334
     "spi_nr_7": "ENOTTY",                      # :328-331
@@ -128,3 +130,14 @@ def test_call_answers_as_the_kernel(results: dict[str, Any], name: str) -> None:
         assert got in ("EOPNOTSUPP", "ENOTSUP")
     else:
         assert got == want
+
+
+def test_every_spi_transfer_field_reaches_the_board(results: dict[str, Any],
+                                                    board: Running) -> None:
+    assert results["spi_cs_change"] == 2
+    log = board.board.spi["0"].log_snapshot()  # type: ignore[attr-defined]
+    (msg,) = [m for m in log if [t.tx for t in m.transfers] == [b"\xc5", b"\xc6"]]
+    first, last = (t.head for t in msg.transfers)
+    assert (msg.cs, first.cs_change, first.cs_delay_hold_ns) == (1, 1, 7000)
+    # The wire releases chip select after every message: the last cs_change is dropped.
+    assert (last.cs_change, last.word_delay_ns) == (0, 3000)

@@ -32,6 +32,9 @@ def test_c_program_with_i2c_rdwr_and_a_two_transfer_spi_message(board: Running,
     # ONE message on the remote bus, each transfer with its own clock and word size.
     assert [(t.head.freq, t.head.bits_per_word) for t in msg.transfers] == [
         (1_000_000, 8), (20_000_000, 16)]
+    first, second = (t.head for t in msg.transfers)
+    assert (first.cs_delay_hold_ns, first.word_delay_ns) == (5000, 2000)
+    assert (second.cs_delay_hold_ns, second.word_delay_ns) == (0, 0)
     assert msg.transfers[0].tx == b"\x9f"
     assert msg.transfers[1].rx_len == 4
 

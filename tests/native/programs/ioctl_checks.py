@@ -156,6 +156,9 @@ check("getfl_accmode", lambda: fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
 p = select.poll()
 p.register(fd, select.POLLIN | select.POLLOUT)
 check("poll", lambda: p.poll(0)[0][1] & (select.POLLIN | select.POLLOUT))
+ep = select.epoll()
+check("epoll", lambda: ep.register(fd, select.EPOLLIN))
+ep.close()
 
 # dup() and fork() share the open file's state (the slave address) as the kernel does.
 fd2 = os.dup(fd)
@@ -250,6 +253,11 @@ check("spi_loopback", lambda: (message([dict(tx_buf=ctypes.addressof(txb),
 check("spi_loopback_total", lambda: message([
     dict(tx_buf=ctypes.addressof(txb), len=2),
     dict(rx_buf=ctypes.addressof(rxb), len=2, speed_hz=2_000_000)]))
+c5 = ctypes.create_string_buffer(b"\xc5", 1)
+c6 = ctypes.create_string_buffer(b"\xc6", 1)
+check("spi_cs_change", lambda: message([
+    dict(tx_buf=ctypes.addressof(c5), len=1, cs_change=1, delay_usecs=7),
+    dict(tx_buf=ctypes.addressof(c6), len=1, word_delay_usecs=3, cs_change=1)]))
 check("spi_message_0", lambda: fcntl.ioctl(s, abi.SPI_IOC_MESSAGE(0), 0))
 check("spi_size_33", lambda: fcntl.ioctl(s, ioc(1, ord("k"), 0, 33), 0))
 check("spi_nr_7", lambda: fcntl.ioctl(s, ioc(1, ord("k"), 7, 32), 0))

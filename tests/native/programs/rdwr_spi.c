@@ -46,6 +46,8 @@ int main(void)
 	t[0].len = 1;
 	t[0].speed_hz = 1000000;
 	t[0].bits_per_word = 8;
+	t[0].delay_usecs = 5;
+	t[0].word_delay_usecs = 2;
 	t[1].rx_buf = (uintptr_t)rx;
 	t[1].len = 4;
 	t[1].speed_hz = 20000000;
