@@ -11,7 +11,10 @@ import click
 
 from ..client import Client, RemoteError, parse_address
 from ..client.auth import ClientAuth
-from ..dropin.session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+from ..dropin.session import BusMap
+from ..env import MAP as ENV_MAP
+from ..env import TIMEOUT as ENV_TIMEOUT
+from ..env import URL as ENV_URL
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 

@@ -16,13 +16,7 @@ from typing import Any
 
 from protocol.limits import MAX_TOKEN
 
-ENV_TLS = "BUSBRIDGE_TLS"
-ENV_TLS_CA = "BUSBRIDGE_TLS_CA"
-ENV_TLS_CERT = "BUSBRIDGE_TLS_CERT"
-ENV_TLS_KEY = "BUSBRIDGE_TLS_KEY"
-ENV_TLS_SERVER_NAME = "BUSBRIDGE_TLS_SERVER_NAME"
-ENV_TOKEN = "BUSBRIDGE_TOKEN"
-ENV_TOKEN_FILE = "BUSBRIDGE_TOKEN_FILE"
+from .. import env
 
 
 @dataclass(frozen=True)
@@ -70,19 +64,19 @@ class ClientAuth:
                 "token": self.token}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **override: Any) -> ClientAuth:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **override: Any) -> ClientAuth:
         """From ``BUSBRIDGE_TLS*`` / ``BUSBRIDGE_TOKEN[_FILE]``; ``override`` wins if not None."""
-        e = os.environ if env is None else env
-        token = e.get(ENV_TOKEN) or None
-        token_file = override.pop("token_file", None) or e.get(ENV_TOKEN_FILE)
+        e = os.environ if environ is None else environ
+        token = e.get(env.TOKEN) or None
+        token_file = override.pop("token_file", None) or e.get(env.TOKEN_FILE)
         if token_file and not override.get("token"):
             token = read_token_file(token_file)
         values: dict[str, Any] = {
-            "tls": e.get(ENV_TLS, "").lower() in ("1", "true", "yes", "on"),
-            "cafile": e.get(ENV_TLS_CA) or None,
-            "certfile": e.get(ENV_TLS_CERT) or None,
-            "keyfile": e.get(ENV_TLS_KEY) or None,
-            "server_hostname": e.get(ENV_TLS_SERVER_NAME) or None,
+            "tls": e.get(env.TLS, "").lower() in ("1", "true", "yes", "on"),
+            "cafile": e.get(env.TLS_CA) or None,
+            "certfile": e.get(env.TLS_CERT) or None,
+            "keyfile": e.get(env.TLS_KEY) or None,
+            "server_hostname": e.get(env.TLS_SERVER_NAME) or None,
             "token": token,
         }
         values.update({k: v for k, v in override.items() if v is not None})
@@ -92,11 +86,11 @@ class ClientAuth:
         """The environment that gives a child process (``busbridge run``) the same settings."""
         out: dict[str, str] = {}
         if self.uses_tls:
-            out[ENV_TLS] = "1"
-        for key, value in ((ENV_TLS_CA, self.cafile), (ENV_TLS_CERT, self.certfile),
-                           (ENV_TLS_KEY, self.keyfile),
-                           (ENV_TLS_SERVER_NAME, self.server_hostname),
-                           (ENV_TOKEN, self.token)):
+            out[env.TLS] = "1"
+        for key, value in ((env.TLS_CA, self.cafile), (env.TLS_CERT, self.certfile),
+                           (env.TLS_KEY, self.keyfile),
+                           (env.TLS_SERVER_NAME, self.server_hostname),
+                           (env.TOKEN, self.token)):
             if value:
                 out[key] = value
         return out

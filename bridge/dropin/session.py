@@ -23,6 +23,7 @@ from protocol.errors import ErrorCode
 from protocol.handshake import WelcomeInfo
 from protocol.leases import MAX_HELLO_LEASES, check_token
 
+from .. import env
 from ..client import Client, ConnectionLost, RemoteError, TransferError
 from ..client.auth import ClientAuth
 from ..client.blocking import BlockingClient
@@ -30,27 +31,19 @@ from ..client.blocking import BlockingClient
 Kind = Literal["i2c", "spi"]
 T = TypeVar("T")
 
-ENV_URL = "BUSBRIDGE_URL"
-ENV_MAP = "BUSBRIDGE_MAP"
-ENV_TIMEOUT = "BUSBRIDGE_TIMEOUT"
-ENV_BOARD = "BUSBRIDGE_BOARD"
-ENV_BROKER = "BUSBRIDGE_BROKER"
-#: Lease tokens (comma-separated) this process's connections present in HELLO.
-ENV_LEASE = "BUSBRIDGE_LEASE"
-
 
 def env_leases(environ: Mapping[str, str] | None = None) -> list[str]:
     """The lease tokens in ``$BUSBRIDGE_LEASE``; a bad entry is a ValueError that
     does not repeat it (it may be a mangled secret)."""
-    raw = (os.environ if environ is None else environ).get(ENV_LEASE, "")
+    raw = (os.environ if environ is None else environ).get(env.LEASE, "")
     tokens = [t for t in raw.replace(" ", ",").split(",") if t]
     for i, t in enumerate(tokens):
         if check_token(t) is not None:
-            raise ValueError(f"{ENV_LEASE}: entry {i + 1} is not a lease token "
+            raise ValueError(f"{env.LEASE}: entry {i + 1} is not a lease token "
                              "(expected tokens printed by `busbridge lease take`, "
                              "comma-separated)")
     if len(tokens) > MAX_HELLO_LEASES:
-        raise ValueError(f"{ENV_LEASE}: {len(tokens)} tokens; at most {MAX_HELLO_LEASES}")
+        raise ValueError(f"{env.LEASE}: {len(tokens)} tokens; at most {MAX_HELLO_LEASES}")
     return list(dict.fromkeys(tokens))
 
 
@@ -159,7 +152,7 @@ class Session:
                             self.url, timeout=self.timeout, name="busbridge-dropin",
                             leases=env_leases(), **auth)
                 except ImportError:
-                    raise OSError(errno.ENODEV, f"busbridge: {ENV_BOARD} needs the MQTT "
+                    raise OSError(errno.ENODEV, f"busbridge: {env.BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
                 except RemoteError as e:  # unauthorized, too many clients: not a driver bug
                     err = errno.EACCES if e.code == "unauthorized" else errno.EAGAIN
@@ -189,7 +182,7 @@ class Session:
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"No such file or directory (busbridge: remote {kind} bus {name!r} does not "
-                f"exist on {self.url}; it has {have}; map buses with --map/{ENV_MAP})",
+                f"exist on {self.url}; it has {have}; map buses with --map/{env.MAP})",
                 path,
             )
         return name
@@ -214,12 +207,12 @@ def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = Non
     global _session
     if bus_map is not None and not isinstance(bus_map, BusMap):
         bus_map = BusMap.parse(bus_map)
-    env_url = os.environ.get(ENV_URL, "")
+    env_url = os.environ.get(env.URL, "")
     if not url and not board and not env_url:
-        board = os.environ.get(ENV_BOARD) or None
+        board = os.environ.get(env.BOARD) or None
     s = Session("" if board else url or env_url or "127.0.0.1:7707", bus_map,
                 timeout=timeout if timeout is not None else _env_timeout(), client=client,
-                board=board, broker=broker or os.environ.get(ENV_BROKER) or None)
+                board=board, broker=broker or os.environ.get(env.BROKER) or None)
     with _session_lock:
         old, _session = _session, s
     if old is not None and old is not s:
@@ -228,11 +221,11 @@ def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = Non
 
 
 def _env_timeout() -> float:
-    raw = os.environ.get(ENV_TIMEOUT, "")
+    raw = os.environ.get(env.TIMEOUT, "")
     try:
         return float(raw) if raw else 5.0
     except ValueError:
-        raise ValueError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+        raise ValueError(f"{env.TIMEOUT}={raw!r} is not a number of seconds") from None
 
 
 def session() -> Session:
@@ -240,15 +233,15 @@ def session() -> Session:
     global _session
     with _session_lock:
         if _session is None:
-            url = os.environ.get(ENV_URL, "")
-            board = os.environ.get(ENV_BOARD, "") if not url else ""
+            url = os.environ.get(env.URL, "")
+            board = os.environ.get(env.BOARD, "") if not url else ""
             if not url and not board:
                 raise OSError(errno.ENODEV, f"busbridge: no server configured: set "
-                              f"{ENV_URL}=HOST:PORT (or {ENV_BOARD}=NAME) or call "
+                              f"{env.URL}=HOST:PORT (or {env.BOARD}=NAME) or call "
                               "bridge.dropin.connect()")
-            _session = Session(url, BusMap.parse([os.environ.get(ENV_MAP, "")]),
+            _session = Session(url, BusMap.parse([os.environ.get(env.MAP, "")]),
                                timeout=_env_timeout(), board=board or None,
-                               broker=os.environ.get(ENV_BROKER) or None)
+                               broker=os.environ.get(env.BROKER) or None)
         return _session
 
 

@@ -23,14 +23,12 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
+from .. import env
 from ..client import parse_address
 from .topics import DEFAULT_PREFIX, BrokerAddress, Topics, decode
 
 T = TypeVar("T")
 
-ENV_BOARD = "BUSBRIDGE_BOARD"
-ENV_BROKER = "BUSBRIDGE_BROKER"
-ENV_PREFIX = "BUSBRIDGE_MQTT_PREFIX"
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_TIMEOUT = 5.0
 #: Silence after which a lookup whose probe never came back takes what it has.
@@ -84,11 +82,11 @@ def broker_from_env(broker: str | BrokerAddress | None = None) -> BrokerAddress:
     """``broker``, else ``$BUSBRIDGE_BROKER``, else localhost:1883."""
     if isinstance(broker, BrokerAddress):
         return broker
-    return BrokerAddress.parse(broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER)
+    return BrokerAddress.parse(broker or os.environ.get(env.BROKER) or DEFAULT_BROKER)
 
 
 def prefix_from_env(prefix: str | None = None) -> str:
-    return prefix or os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX
+    return prefix or os.environ.get(env.MQTT_PREFIX) or DEFAULT_PREFIX
 
 
 async def snapshot(broker: str | BrokerAddress | None = None, *, prefix: str | None = None,
