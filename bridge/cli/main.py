@@ -216,7 +216,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     """
     import ssl
 
-    from ..config import BoardConfigError, load_board, split_host_port
+    from ..addresses import parse_host_port
+    from ..config import BoardConfigError, load_board
     from ..server import Server
     from ..server import serve as serve_board
     from ..server.auth import InsecureListenError, is_loopback, server_policy
@@ -224,7 +225,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     if listen is not None:
         try:
-            host, port = split_host_port(listen)
+            host, port = parse_host_port(listen)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
     try:
@@ -919,11 +920,11 @@ def demo(ctx: click.Context, listen: str) -> None:
     Scans, sensor and EEPROM access, SPI flash and loopback, a deliberate NACK,
     then latency and pipelined throughput.  Exit 0 if every step behaved.
     """
-    from ..config import split_host_port
+    from ..addresses import parse_host_port
     from .demo import run_demo
 
     try:
-        host, port = split_host_port(listen)
+        host, port = parse_host_port(listen)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--listen") from None
     try:

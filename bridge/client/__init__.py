@@ -8,6 +8,7 @@ layers use). Nothing here imports the board side.
 
 from protocol.virtio import chain, read, write
 
+from ..addresses import parse_address
 from .aio import (
     AsyncClient,
     BusBridgeError,
@@ -16,9 +17,7 @@ from .aio import (
     Lease,
     RemoteError,
     TransferError,
-    parse_address,
     spi_xfer,
-    split_host_port,
 )
 from .auth import ClientAuth
 from .blocking import BlockingClient
@@ -37,6 +36,5 @@ __all__ = [
     "parse_address",
     "read",
     "spi_xfer",
-    "split_host_port",
     "write",
 ]

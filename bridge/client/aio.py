@@ -52,6 +52,7 @@ from protocol.virtio import (
 )
 
 from .. import __version__
+from ..addresses import parse_address
 from ..runtime import new_event_loop
 from .auth import ClientAuth
 
@@ -151,36 +152,6 @@ def _raise_for_spi(result: Result) -> None:
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-def split_host_port(text: str) -> tuple[str, str]:
-    """``HOST[:PORT]`` or ``[v6]:PORT`` (a trailing ``/`` allowed) → ``(host, port text)``;
-    a bare IPv6 address has no port."""
-    s = text.rstrip("/")
-    if s.startswith("["):
-        host, _, rest = s[1:].partition("]")
-        return host, rest[1:] if rest.startswith(":") else ""
-    if s.count(":") == 1:
-        host, _, port = s.partition(":")
-        return host, port
-    return s, ""
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``HOST[:PORT]``, ``[v6]:PORT`` or ``tcp://HOST:PORT`` → ``(host, port)``."""
-    s = text.strip()
-    if s.startswith("tcp://"):
-        s = s[6:]
-    host, port = split_host_port(s)
-    if not host:
-        host = "127.0.0.1"
-    try:
-        p = int(port) if port else default_port
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}") from None
-    if not 0 < p < 65536:
-        raise ValueError(f"port out of range in {text!r}")
-    return host, p
 
 
 def spi_xfer(

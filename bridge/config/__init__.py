@@ -12,7 +12,6 @@ from .board import (
     default_board_text,
     load_board,
     load_board_config,
-    split_host_port,
 )
 
 __all__ = [
@@ -27,5 +26,4 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
-    "split_host_port",
 ]

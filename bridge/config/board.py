@@ -50,6 +50,7 @@ from pydantic import (
 from protocol.limits import DEFAULT_PORT, MAX_BUS_NAME, MAX_TIMEOUT_MS
 from protocol.virtio import SpiConfig
 
+from ..addresses import parse_host_port
 from ..buses.base import I2CBackend, SpiBackend
 from ..buses.sim.i2c import I2CDevice, SimI2CBus
 from ..buses.sim.i2c_devices import (
@@ -633,24 +634,6 @@ SpiBusSpec = Annotated[SimSpiBusSpec | LinuxSpiBusSpec, Field(discriminator="bac
 # ---------------------------------------------------------------------------
 
 
-def split_host_port(listen: str) -> tuple[str, int]:
-    """``"host:port"`` / ``"[v6]:port"`` -> (host, port)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{listen!r} must be host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{listen!r}: put an IPv6 address in brackets, [::1]:7707")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{listen!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{listen!r}: port {port} out of range")
-    return host, port
-
-
 class ServerSettings(BaseModel):
     """Server defaults a board file may carry; command-line options override them."""
 
@@ -670,16 +653,16 @@ class ServerSettings(BaseModel):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
-        split_host_port(v)
+        parse_host_port(v)
         return v
 
     @property
     def host(self) -> str:
-        return split_host_port(self.listen)[0]
+        return parse_host_port(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return split_host_port(self.listen)[1]
+        return parse_host_port(self.listen)[1]
 
     @property
     def request_timeout(self) -> float:
@@ -719,7 +702,7 @@ class MqttSettings(BaseModel):
     @classmethod
     def _check_advertise(cls, v: str) -> str:
         if v:
-            split_host_port(v)
+            parse_host_port(v)
         return v
 
 
@@ -928,5 +911,4 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
-    "split_host_port",
 ]

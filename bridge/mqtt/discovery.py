@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import aiomqtt
 
 from .. import env
-from ..client import parse_address
+from ..addresses import format_address, parse_address
 from .topics import DEFAULT_PREFIX, BrokerAddress, Topics, decode
 
 T = TypeVar("T")
@@ -202,4 +202,4 @@ def resolve_url(name: str, broker: str | BrokerAddress | None = None, *,
                 prefix: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
     """``HOST:PORT`` of board ``name``, from synchronous code."""
     host, port = resolve_sync(name, broker, prefix=prefix, timeout=timeout)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
