@@ -4,23 +4,21 @@
 thread-backed synchronous wrapper around it, and :class:`BlockingClient` a
 synchronous client that does its I/O on the caller's thread (what the drop-in
 layers use). Nothing here imports the board side.
+
+Modules: ``errors`` (what is raised), ``requests`` (frames and answers, shared by
+all three clients), ``pipeline`` (the asyncio connection), ``aio``, ``sync`` and
+``blocking`` (the clients), ``auth`` (TLS and token settings).
 """
 
 from protocol.virtio import chain, read, write
 
 from ..addresses import parse_address
-from .aio import (
-    AsyncClient,
-    BusBridgeError,
-    Client,
-    ConnectionLost,
-    Lease,
-    RemoteError,
-    TransferError,
-    spi_xfer,
-)
+from .aio import AsyncClient
 from .auth import ClientAuth
 from .blocking import BlockingClient
+from .errors import BusBridgeError, ConnectionLost, RemoteError, TransferError
+from .requests import Lease, spi_xfer
+from .sync import Client
 
 __all__ = [
     "AsyncClient",

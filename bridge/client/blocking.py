@@ -32,16 +32,10 @@ from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from .. import __version__
-from .aio import (
-    AsyncClient,
-    ConnectionLost,
-    RemoteError,
-    SyncClientBase,
-    answer_wait,
-    encode_i2c,
-    encode_spi,
-)
 from .auth import ClientAuth
+from .errors import ConnectionLost, RemoteError
+from .requests import answer_wait, check_answer, encode_i2c, encode_spi
+from .sync import SyncClientBase
 
 __all__ = ["BlockingClient"]
 
@@ -180,7 +174,7 @@ class BlockingClient(SyncClientBase):
         with self._lock:
             rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
             ev = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
-        return ev if type(ev) is Result else AsyncClient._result(ev)
+        return ev if type(ev) is Result else check_answer(ev)
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
@@ -188,7 +182,7 @@ class BlockingClient(SyncClientBase):
         with self._lock:
             rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
             answer = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
-        return answer if type(answer) is Result else AsyncClient._result(answer)
+        return answer if type(answer) is Result else check_answer(answer)
 
     def ping(self) -> float:
         """Round-trip time in seconds."""
