@@ -5,6 +5,15 @@ thread-backed synchronous wrapper around it, and :class:`BlockingClient` a
 synchronous client that does its I/O on the caller's thread (what the drop-in
 layers use). Nothing here imports the board side.
 
+Errors: everything the clients raise is a :class:`BusBridgeError` —
+:class:`TransferError` (also ``OSError``: the bus failed, with the board's errno),
+:class:`RemoteError` (the server refused a frame), :class:`ConnectionLost` (also
+``ConnectionError``), :class:`RequestTimeout` and :class:`ConnectTimeout` (also
+``TimeoutError``), :class:`InvalidRequest` (also ``ValueError``: refused before
+sending).  Only what the operating system raises while connecting (refused,
+unreachable, ``ssl.SSLError``) passes through as it is; see
+:mod:`bridge.client.errors`.  Nothing is ever re-sent.
+
 Modules: ``errors`` (what is raised), ``requests`` (frames and answers, shared by
 all three clients), ``pipeline`` (the asyncio connection), ``aio``, ``sync`` and
 ``blocking`` (the clients), ``auth`` (TLS and token settings).
@@ -16,7 +25,15 @@ from ..addresses import parse_address
 from .aio import AsyncClient
 from .auth import ClientAuth
 from .blocking import BlockingClient
-from .errors import BusBridgeError, ConnectionLost, RemoteError, TransferError
+from .errors import (
+    BusBridgeError,
+    ConnectionLost,
+    ConnectTimeout,
+    InvalidRequest,
+    RemoteError,
+    RequestTimeout,
+    TransferError,
+)
 from .requests import Lease, spi_xfer
 from .sync import Client
 
@@ -26,9 +43,12 @@ __all__ = [
     "BusBridgeError",
     "Client",
     "ClientAuth",
+    "ConnectTimeout",
     "ConnectionLost",
+    "InvalidRequest",
     "Lease",
     "RemoteError",
+    "RequestTimeout",
     "TransferError",
     "chain",
     "parse_address",

@@ -29,9 +29,8 @@ from protocol.leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
-from ..addresses import parse_address
 from .auth import ClientAuth
-from .errors import BusBridgeError, RemoteError
+from .errors import BusBridgeError, InvalidRequest, RemoteError
 from .pipeline import Pipeline
 from .requests import (
     Lease,
@@ -41,6 +40,7 @@ from .requests import (
     encode_spi,
     raise_for_i2c,
     raise_for_spi,
+    server_address,
     spi_xfer,
 )
 
@@ -90,7 +90,7 @@ class AsyncClient(Pipeline):
 
     @classmethod
     async def connect_url(cls, url: str, **kw: Any) -> AsyncClient:
-        host, port = parse_address(url)
+        host, port = server_address(url)
         return await cls.connect(host, port, **kw)
 
     @classmethod
@@ -148,7 +148,7 @@ class AsyncClient(Pipeline):
         try:
             msgs = [I2CMsg.from_out_hdr(h, b) for h, b in requests]
         except Exception as e:
-            raise ValueError(f"bad virtio-i2c request: {e}") from None
+            raise InvalidRequest(f"bad virtio-i2c request: {e}") from None
         return await self.i2c(bus, msgs, timeout=timeout)
 
     async def spi(

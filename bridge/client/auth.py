@@ -17,6 +17,7 @@ from typing import Any
 from protocol.limits import MAX_TOKEN
 
 from .. import env
+from .errors import InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ClientAuth:
 
     def __post_init__(self) -> None:
         if self.token is not None and not 0 < len(self.token) <= MAX_TOKEN:
-            raise ValueError(f"a token must be 1..{MAX_TOKEN} characters")
+            raise InvalidRequest(f"a token must be 1..{MAX_TOKEN} characters")
 
     def __repr__(self) -> str:
         return (f"ClientAuth(tls={self.uses_tls}, cafile={self.cafile!r}, "
@@ -102,5 +103,5 @@ def read_token_file(path: str) -> str:
     except OSError as e:
         raise OSError(e.errno, f"cannot read token file {path}: {e.strerror}") from None
     if not token:
-        raise ValueError(f"token file {path} is empty")
+        raise InvalidRequest(f"token file {path} is empty")
     return token

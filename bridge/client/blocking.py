@@ -11,7 +11,8 @@ the same errors and the same bus-call API as ``Client``.
 
 Calls are serialised by a lock (several threads may share one client, one
 request at a time).  Nothing is ever re-sent: a request whose answer does not
-come in time raises ``TimeoutError`` and its late answer is dropped.
+come in time raises :class:`~bridge.client.RequestTimeout` (a ``TimeoutError``)
+and its late answer is dropped.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from protocol.virtio import I2CMsg, SpiTransfer
 
 from .. import __version__
 from .auth import ClientAuth
-from .errors import ConnectionLost, RemoteError
-from .requests import answer_wait, check_answer, encode_i2c, encode_spi
+from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
+from .requests import answer_wait, check_answer, encode, encode_i2c, encode_spi
 from .sync import SyncClientBase
 
 __all__ = ["BlockingClient"]
@@ -57,7 +58,7 @@ class BlockingClient(SyncClientBase):
         try:
             sock = socket.create_connection((host, port), timeout)
         except TimeoutError:
-            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+            raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.auth.ssl_context()
         if ctx is not None:
@@ -77,10 +78,16 @@ class BlockingClient(SyncClientBase):
 
     def _handshake(self, name: str, leases: Sequence[str]) -> WelcomeInfo:
         hello = HelloInfo(client=name, token=self.auth.token, leases=list(leases))
-        self._send(self.conn.send(Hello(hello)))
+        self._send(encode(self.conn, Hello(hello)))
         deadline = time.monotonic() + self.timeout
         while True:
-            for ev in self._read(deadline, "the server's WELCOME"):
+            try:
+                events = self._read(deadline, "WELCOME")
+            except RequestTimeout:
+                host, port = self.address
+                raise ConnectTimeout(_errno.ETIMEDOUT, f"no WELCOME from {host}:{port} in time"
+                                     ) from None
+            for ev in events:
                 if isinstance(ev, Welcome):
                     return ev.info
                 if isinstance(ev, Error) and ev.id == 0:
@@ -162,9 +169,9 @@ class BlockingClient(SyncClientBase):
         return ConnectionLost(f"not connected to {host}:{port}"
                               + (f" ({self._closed_why})" if self._closed_why else ""))
 
-    def _timeout(self, what: str) -> TimeoutError:
+    def _timeout(self, what: str) -> RequestTimeout:
         host, port = self.address
-        return TimeoutError(_errno.ETIMEDOUT, f"no {what} from {host}:{port} in time; the "
+        return RequestTimeout(_errno.ETIMEDOUT, f"no {what} from {host}:{port} in time; the "
                             "request's effect is unknown and it was not re-sent")
 
     # -- bus calls (the same as Client's) ------------------------------------------
@@ -189,7 +196,7 @@ class BlockingClient(SyncClientBase):
         with self._lock:
             t0 = time.monotonic()
             rid = self.conn.next_id()
-            self._roundtrip(rid, self.conn.send(Ping(rid)), self.timeout)
+            self._roundtrip(rid, encode(self.conn, Ping(rid)), self.timeout)
             return time.monotonic() - t0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -206,7 +213,7 @@ class BlockingClient(SyncClientBase):
             while sock.fileno() >= 0 and select.select([sock], [], [], 0)[0]:
                 try:
                     self._read(time.monotonic() + 0.05, "data")  # readable: no real wait
-                except (ConnectionLost, TimeoutError):
+                except (ConnectionLost, RequestTimeout):
                     break
                 sock = self._sock
                 if sock is None:

@@ -15,7 +15,7 @@ import errno as _errno
 from collections.abc import Sequence
 from typing import Any
 
-from protocol.connection import Connection, LocalProtocolError, Role
+from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
 from protocol.handshake import HelloInfo, WelcomeInfo
@@ -23,7 +23,8 @@ from protocol.leases import LeaseRequest, LeaseResult
 
 from .. import __version__
 from .auth import ClientAuth
-from .errors import ConnectionLost, RemoteError
+from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
+from .requests import encode
 
 __all__ = ["Pipeline"]
 
@@ -88,13 +89,17 @@ class Pipeline:
                 loop.create_connection(lambda: _ClientProtocol(self), host, port, **tls),
                 self.timeout)
         except TimeoutError:
-            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+            raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
         self._gone = loop.create_future()  # resolved by connection_lost
         hello = HelloInfo(client=self.name, token=self.auth.token, leases=self.lease_tokens)
-        self._transport.write(self.conn.send(Hello(hello)))
         try:
+            self._transport.write(encode(self.conn, Hello(hello)))
             self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)
+        except TimeoutError:
+            transport.abort()
+            raise ConnectTimeout(_errno.ETIMEDOUT, f"no WELCOME from {host}:{port} in time"
+                                 ) from None
         except BaseException:
             transport.abort()
             raise
@@ -193,10 +198,7 @@ class Pipeline:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
-        try:
-            data = self.conn.send(ev)
-        except LocalProtocolError as e:
-            raise ValueError(str(e)) from None
+        data = encode(self.conn, ev)
         return await self._start(ev.id, data, self.timeout if timeout is None else timeout)
 
     def _flush(self) -> None:
@@ -217,7 +219,7 @@ class Pipeline:
             if deadline <= now:
                 # The id stays in flight in the connection; a late answer is dropped.
                 del pending[rid]
-                fut.set_exception(TimeoutError(
+                fut.set_exception(RequestTimeout(
                     _errno.ETIMEDOUT,
                     f"no answer from {host}:{port} in time; the request's effect is "
                     "unknown and it was not re-sent"))
@@ -244,7 +246,12 @@ class Pipeline:
             self._transport.abort()
         if self._gone is not None and not self._gone.done():
             # Until connection_lost has run, the old connection could still fail requests.
-            await asyncio.wait_for(asyncio.shield(self._gone), self.timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._gone), self.timeout)
+            except TimeoutError:
+                host, port = self.address
+                raise ConnectTimeout(_errno.ETIMEDOUT, f"the connection to {host}:{port} "
+                                     "did not close in time; call reconnect again") from None
         self.conn = Connection(Role.CLIENT)
         self.welcome = None
         self._closed_exc = None

@@ -17,10 +17,11 @@ from protocol.events import Error, Event, Result, SpiRequest
 from protocol.leases import LeaseInfo
 from protocol.virtio import I2CMsg, I2CStatus, SpiResult, SpiTransfer, SpiTransferHead
 
-from .errors import RemoteError, TransferError
+from ..addresses import parse_address
+from .errors import InvalidRequest, RemoteError, TransferError
 
-__all__ = ["Lease", "answer_wait", "check_answer", "encode_i2c", "encode_spi",
-           "raise_for_i2c", "raise_for_spi", "spi_xfer"]
+__all__ = ["Lease", "answer_wait", "check_answer", "encode", "encode_i2c", "encode_spi",
+           "raise_for_i2c", "raise_for_spi", "server_address", "spi_xfer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,15 @@ def spi_xfer(
     return SpiTransfer(head, data, rx_len)
 
 
+def server_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST[:PORT]`` / ``tcp://HOST:PORT`` (port 7707 by default);
+    a malformed one raises :class:`InvalidRequest`."""
+    try:
+        return parse_address(url)
+    except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+
+
 # ---------------------------------------------------------------------------
 # Frames out
 # ---------------------------------------------------------------------------
@@ -79,7 +89,7 @@ def spi_xfer(
 
 def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
                timeout: float | None, chained: bool) -> tuple[int, bytes]:
-    """A fresh request id and the I2C frame; limits broken locally raise ``ValueError``.
+    """A fresh request id and the I2C frame; limits broken locally raise :class:`InvalidRequest`.
 
     ``timeout`` (s) goes to the server as the request's deadline.  Shared by both
     clients, so they agree on ids, deadlines and local refusals.
@@ -89,7 +99,7 @@ def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
         return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
                                   _server_ms(timeout), chained)
     except LocalProtocolError as e:
-        raise ValueError(str(e)) from None
+        raise InvalidRequest(str(e)) from None
 
 
 def encode_spi(conn: Connection, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
@@ -102,10 +112,16 @@ def encode_spi(conn: Connection, bus: str | int, cs: int, transfers: Sequence[Sp
     )
     ev = SpiRequest(conn.next_id(), bus if type(bus) is str else str(bus), cs, ts,
                     _server_ms(timeout))
+    return ev.id, encode(conn, ev)
+
+
+def encode(conn: Connection, ev: Event) -> bytes:
+    """The frame of any other event (HELLO, PING, a lease request); what the protocol
+    refuses to send raises :class:`InvalidRequest`."""
     try:
-        return ev.id, conn.send(ev)
+        return conn.send(ev)
     except LocalProtocolError as e:
-        raise ValueError(str(e)) from None
+        raise InvalidRequest(str(e)) from None
 
 
 def _server_ms(timeout: float | None) -> int | None:

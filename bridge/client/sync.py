@@ -22,11 +22,17 @@ from protocol.leases import LeaseInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
-from ..addresses import parse_address
 from ..runtime import new_event_loop
 from .aio import AsyncClient
 from .errors import ConnectionLost
-from .requests import Lease, check_answer, raise_for_i2c, raise_for_spi, spi_xfer
+from .requests import (
+    Lease,
+    check_answer,
+    raise_for_i2c,
+    raise_for_spi,
+    server_address,
+    spi_xfer,
+)
 
 T = TypeVar("T")
 
@@ -52,7 +58,7 @@ class SyncClientBase:
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> Self:
-        host, port = parse_address(url)
+        host, port = server_address(url)
         return cls(host, port, **kw)
 
     @classmethod
