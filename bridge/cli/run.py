@@ -51,7 +51,7 @@ def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
     """Fail before starting the program if the server or a mapped bus is missing."""
     try:
         host, port = parse_address(url)
-        with Client(host, port, timeout=timeout, name="busbridge-run", **auth.kwargs()) as c:
+        with Client(host, port, timeout=timeout, name="busbridge-run", auth=auth) as c:
             w = c.welcome
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None

@@ -20,7 +20,6 @@ connection itself (handshake, requests in flight, deadlines) is
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -64,39 +63,37 @@ class AsyncClient(Pipeline):
         timeout: float = 5.0,
         name: str = "",
         leases: Sequence[str] = (),
-        tls: bool | ssl.SSLContext = False,
-        cafile: str | None = None,
-        certfile: str | None = None,
-        keyfile: str | None = None,
-        server_hostname: str | None = None,
-        token: str | None = None,
+        auth: ClientAuth | None = None,
     ) -> AsyncClient:
         """Connect and complete the handshake (raises ``OSError`` on failure).
 
         ``leases``: tokens of leases held elsewhere (e.g. by ``busbridge run
         --lease``) that this connection may use.
 
-        TLS is on with ``tls=True`` (system CAs), an ``ssl.SSLContext``, or when
-        ``cafile`` (the CA that signed the server's certificate) or ``certfile``
-        (this client's certificate, for mutual TLS) is given. ``token`` (an access
-        token, not a lease token) is sent in HELLO to servers that require one. A
-        server that refuses raises :class:`RemoteError` (``unauthorized``) or, for a
-        refused certificate, ``ssl.SSLError`` / :class:`ConnectionLost`.
+        ``auth``: TLS and the access token (not a lease token), e.g.
+        ``ClientAuth(cafile="lab-ca.pem", token=...)`` or ``ClientAuth.from_env()``;
+        none by default.  A server that refuses raises :class:`RemoteError`
+        (``unauthorized``) or, for a refused certificate, ``ssl.SSLError`` /
+        :class:`ConnectionLost`.
         """
-        auth = ClientAuth(tls, cafile, certfile, keyfile, server_hostname, token)
         self = cls(timeout=timeout, name=name, leases=leases, auth=auth)
         await self._open(host, port)
         return self
 
     @classmethod
-    async def connect_url(cls, url: str, **kw: Any) -> AsyncClient:
+    async def connect_url(cls, url: str, *, timeout: float = 5.0, name: str = "",
+                          leases: Sequence[str] = (), auth: ClientAuth | None = None
+                          ) -> AsyncClient:
+        """:meth:`connect` to ``HOST[:PORT]`` (port 7707 by default)."""
         host, port = server_address(url)
-        return await cls.connect(host, port, **kw)
+        return await cls.connect(host, port, timeout=timeout, name=name, leases=leases,
+                                 auth=auth)
 
     @classmethod
     async def connect_board(cls, board: str, broker: str | None = None, *,
-                            prefix: str | None = None, timeout: float = 5.0,
-                            **kw: Any) -> AsyncClient:
+                            prefix: str | None = None, timeout: float = 5.0, name: str = "",
+                            leases: Sequence[str] = (), auth: ClientAuth | None = None
+                            ) -> AsyncClient:
         """Connect to a board by name, found in the MQTT broker's retained inventory.
 
         ``broker`` defaults to ``$BUSBRIDGE_BROKER``, else localhost:1883; needs
@@ -105,7 +102,8 @@ class AsyncClient(Pipeline):
         from ..mqtt.discovery import resolve
 
         host, port = await resolve(board, broker, prefix=prefix, timeout=timeout)
-        return await cls.connect(host, port, timeout=timeout, **kw)
+        return await cls.connect(host, port, timeout=timeout, name=name, leases=leases,
+                                 auth=auth)
 
     # -- starting a request without awaiting it ---------------------------------------
 

@@ -12,7 +12,6 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from protocol.limits import MAX_TOKEN
 
@@ -58,30 +57,27 @@ class ClientAuth:
             ctx.load_cert_chain(self.certfile, self.keyfile)
         return ctx
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``AsyncClient.connect`` / ``Client``."""
-        return {"tls": self.tls, "cafile": self.cafile, "certfile": self.certfile,
-                "keyfile": self.keyfile, "server_hostname": self.server_hostname,
-                "token": self.token}
-
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **override: Any) -> ClientAuth:
-        """From ``BUSBRIDGE_TLS*`` / ``BUSBRIDGE_TOKEN[_FILE]``; ``override`` wins if not None."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 tls: bool | ssl.SSLContext | None = None, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 server_hostname: str | None = None, token: str | None = None,
+                 token_file: str | None = None) -> ClientAuth:
+        """From ``BUSBRIDGE_TLS*`` / ``BUSBRIDGE_TOKEN[_FILE]`` (``environ`` defaults to
+        ``os.environ``); an argument that is not None wins over its variable, as a
+        command-line option wins over the environment."""
         e = os.environ if environ is None else environ
-        token = e.get(env.TOKEN) or None
-        token_file = override.pop("token_file", None) or e.get(env.TOKEN_FILE)
-        if token_file and not override.get("token"):
-            token = read_token_file(token_file)
-        values: dict[str, Any] = {
-            "tls": e.get(env.TLS, "").lower() in ("1", "true", "yes", "on"),
-            "cafile": e.get(env.TLS_CA) or None,
-            "certfile": e.get(env.TLS_CERT) or None,
-            "keyfile": e.get(env.TLS_KEY) or None,
-            "server_hostname": e.get(env.TLS_SERVER_NAME) or None,
-            "token": token,
-        }
-        values.update({k: v for k, v in override.items() if v is not None})
-        return cls(**values)
+
+        def pick(arg: str | None, var: str) -> str | None:
+            return arg if arg is not None else e.get(var) or None
+
+        if token is None:
+            token_file = pick(token_file, env.TOKEN_FILE)
+            token = read_token_file(token_file) if token_file else e.get(env.TOKEN) or None
+        on = e.get(env.TLS, "").lower() in ("1", "true", "yes", "on")
+        return cls(tls=on if tls is None else tls, cafile=pick(cafile, env.TLS_CA),
+                   certfile=pick(certfile, env.TLS_CERT), keyfile=pick(keyfile, env.TLS_KEY),
+                   server_hostname=pick(server_hostname, env.TLS_SERVER_NAME), token=token)
 
     def env(self) -> dict[str, str]:
         """The environment that gives a child process (``busbridge run``) the same settings."""

@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
@@ -46,10 +45,10 @@ class BlockingClient(SyncClientBase):
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
-                 **auth: Any) -> None:
+                 auth: ClientAuth | None = None) -> None:
         self.timeout = timeout
         self.address = (host, port)
-        self.auth = ClientAuth(**auth)
+        self.auth = auth or ClientAuth()
         self.conn = Connection(Role.CLIENT)
         self._lock = threading.Lock()
         self._buf = bytearray(65536)

@@ -24,6 +24,7 @@ from protocol.virtio import I2CMsg, SpiTransfer
 
 from ..runtime import new_event_loop
 from .aio import AsyncClient
+from .auth import ClientAuth
 from .errors import ConnectionLost
 from .requests import (
     Lease,
@@ -53,23 +54,29 @@ class SyncClientBase:
     their two primitives, :meth:`_i2c_result` and :meth:`spi`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 timeout: float = 5.0, **kw: Any) -> None:
+                 timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
+                 auth: ClientAuth | None = None) -> None:
+        """Connect and complete the handshake; the arguments mean what they mean for
+        :meth:`AsyncClient.connect <bridge.client.AsyncClient.connect>`."""
         raise NotImplementedError  # pragma: no cover - the subclasses connect
 
     @classmethod
-    def from_url(cls, url: str, **kw: Any) -> Self:
+    def from_url(cls, url: str, *, timeout: float = 5.0, name: str = "",
+                 leases: Sequence[str] = (), auth: ClientAuth | None = None) -> Self:
+        """Connect to ``HOST[:PORT]`` (port 7707 by default)."""
         host, port = server_address(url)
-        return cls(host, port, **kw)
+        return cls(host, port, timeout=timeout, name=name, leases=leases, auth=auth)
 
     @classmethod
     def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
-                   timeout: float = 5.0, **kw: Any) -> Self:
+                   timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
+                   auth: ClientAuth | None = None) -> Self:
         """Connect to a board by name, found in the MQTT broker's retained inventory
         (blocking :meth:`AsyncClient.connect_board`)."""
         from ..mqtt.discovery import resolve_sync
 
         host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
-        return cls(host, port, timeout=timeout, **kw)
+        return cls(host, port, timeout=timeout, name=name, leases=leases, auth=auth)
 
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
@@ -115,8 +122,7 @@ class Client(SyncClientBase):
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
-                 **auth: Any) -> None:
-        """``auth``: the TLS and token options of :meth:`AsyncClient.connect`."""
+                 auth: ClientAuth | None = None) -> None:
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
                                         daemon=True)
@@ -124,7 +130,7 @@ class Client(SyncClientBase):
         try:
             self._client: AsyncClient = self._call(
                 AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases,
-                                    **auth))
+                                    auth=auth))
         except BaseException:
             self._stop_loop()
             raise

@@ -142,15 +142,15 @@ class Session:
             if self._client is None or self._pid != os.getpid():
                 # A forked child must not share its parent's socket: open its own.
                 try:
-                    auth = ClientAuth.from_env().kwargs()
+                    auth = ClientAuth.from_env()
                     if self.board:
                         self._client = BlockingClient.from_board(
                             self.board, self.broker, timeout=self.timeout,
-                            name="busbridge-dropin", leases=env_leases(), **auth)
+                            name="busbridge-dropin", leases=env_leases(), auth=auth)
                     else:
                         self._client = BlockingClient.from_url(
                             self.url, timeout=self.timeout, name="busbridge-dropin",
-                            leases=env_leases(), **auth)
+                            leases=env_leases(), auth=auth)
                 except ImportError:
                     raise OSError(errno.ENODEV, f"busbridge: {env.BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
