@@ -89,22 +89,6 @@ class AsyncClient(Pipeline):
         return await cls.connect(host, port, timeout=timeout, name=name, leases=leases,
                                  auth=auth)
 
-    @classmethod
-    async def connect_board(cls, board: str, broker: str | None = None, *,
-                            prefix: str | None = None, timeout: float = 5.0, name: str = "",
-                            leases: Sequence[str] = (), auth: ClientAuth | None = None
-                            ) -> AsyncClient:
-        """Connect to a board by name, found in the MQTT broker's retained inventory.
-
-        ``broker`` defaults to ``$BUSBRIDGE_BROKER``, else localhost:1883; needs
-        ``busbridge[mqtt]``.  An unknown or offline board raises ``OSError``.
-        """
-        from ..mqtt.discovery import resolve
-
-        host, port = await resolve(board, broker, prefix=prefix, timeout=timeout)
-        return await cls.connect(host, port, timeout=timeout, name=name, leases=leases,
-                                 auth=auth)
-
     # -- starting a request without awaiting it ---------------------------------------
 
     def start_i2c(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,

@@ -67,17 +67,6 @@ class SyncClientBase:
         host, port = server_address(url)
         return cls(host, port, timeout=timeout, name=name, leases=leases, auth=auth)
 
-    @classmethod
-    def from_board(cls, board: str, broker: str | None = None, *, prefix: str | None = None,
-                   timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
-                   auth: ClientAuth | None = None) -> Self:
-        """Connect to a board by name, found in the MQTT broker's retained inventory
-        (blocking :meth:`AsyncClient.connect_board`)."""
-        from ..mqtt.discovery import resolve_sync
-
-        host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
-        return cls(host, port, timeout=timeout, name=name, leases=leases, auth=auth)
-
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
         raise NotImplementedError  # pragma: no cover

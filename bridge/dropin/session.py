@@ -27,6 +27,7 @@ from .. import env
 from ..client import Client, ConnectionLost, RemoteError, TransferError
 from ..client.auth import ClientAuth
 from ..client.blocking import BlockingClient
+from ..client.requests import server_address
 
 Kind = Literal["i2c", "spi"]
 T = TypeVar("T")
@@ -144,13 +145,16 @@ class Session:
                 try:
                     auth = ClientAuth.from_env()
                     if self.board:
-                        self._client = BlockingClient.from_board(
-                            self.board, self.broker, timeout=self.timeout,
-                            name="busbridge-dropin", leases=env_leases(), auth=auth)
+                        # Imported here: the MQTT lookup needs the optional aiomqtt.
+                        from ..mqtt.discovery import resolve_sync
+
+                        host, port = resolve_sync(self.board, self.broker,
+                                                  timeout=self.timeout)
                     else:
-                        self._client = BlockingClient.from_url(
-                            self.url, timeout=self.timeout, name="busbridge-dropin",
-                            leases=env_leases(), auth=auth)
+                        host, port = server_address(self.url)
+                    self._client = BlockingClient(host, port, timeout=self.timeout,
+                                                  name="busbridge-dropin",
+                                                  leases=env_leases(), auth=auth)
                 except ImportError:
                     raise OSError(errno.ENODEV, f"busbridge: {env.BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
