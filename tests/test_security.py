@@ -248,14 +248,6 @@ def test_token_store_checks_every_hash_and_never_keeps_the_token() -> None:
     assert TOKEN not in repr(ClientAuth(token=TOKEN))
 
 
-def test_client_auth_from_env_reads_the_token_file(tmp_path: Path) -> None:
-    f = tmp_path / "token"
-    f.write_text(TOKEN + "\n")
-    auth = ClientAuth.from_env({"BUSBRIDGE_TOKEN_FILE": str(f), "BUSBRIDGE_TLS_CA": "/ca.pem"})
-    assert (auth.token, auth.cafile, auth.uses_tls) == (TOKEN, "/ca.pem", True)
-    assert auth.env()["BUSBRIDGE_TOKEN"] == TOKEN
-
-
 # -- listening beyond loopback ------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from conftest import Running, start_server_thread, stop_server_thread
 from bridge.cli.run import SHIM_DIR
 from bridge.config import load_board
 
-BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 PROGRAM = """\
@@ -48,7 +48,7 @@ out["loopback"] = dev.xfer2([1, 2, 3])
 print(json.dumps(out))
 """
 
-DOCS = Path(__file__).parents[1] / "docs" / "ci.md"
+DOCS = Path(__file__).parents[2] / "docs" / "ci.md"
 
 
 def docs_example() -> str:
