@@ -1,7 +1,9 @@
 """What every ``busbridge`` command shares: the global options, the error style, a client.
 
 Errors are one line on stderr, never a traceback: exit 1 for anything the board
-or server refused, 2 for a bad command line.
+or server refused, 2 for a bad command line.  Naming a board (``--board``)
+needs the ``mqtt`` extra, which is imported only when a board is named, so a
+guest install without it keeps every other command.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..runtime import run
 T = TypeVar("T")
 
 DEFAULT_URL = f"localhost:{DEFAULT_PORT}"
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+INSTALL_HINT = "pip install 'busbridge[mqtt]'"
 
 
 # ---------------------------------------------------------------------------
@@ -116,8 +120,6 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
 
 async def resolve_board_address(opts: Options) -> tuple[str, int]:
     """``--board``: the board's address from the broker, or a one-line error."""
-    from .boards import need_aiomqtt
-
     assert opts.board
     need_aiomqtt("--board")
     from ..mqtt.discovery import resolve
@@ -128,6 +130,45 @@ async def resolve_board_address(opts: Options) -> tuple[str, int]:
         raise ConnectError(e.strerror or str(e)) from None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--broker") from None
+
+
+def resolve_board(board: str, broker: str | None, timeout: float) -> str:
+    """HOST:PORT of ``board`` (synchronous; for commands that are not async)."""
+    need_aiomqtt("--board")
+    from ..mqtt.discovery import resolve_url
+
+    try:
+        return resolve_url(board, broker, timeout=timeout)
+    except OSError as e:
+        raise click.ClickException(e.strerror or str(e)) from None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--broker") from None
+
+
+def need_aiomqtt(what: str) -> None:
+    """A one-line error instead of an ImportError when the ``mqtt`` extra is missing."""
+    try:
+        import aiomqtt  # noqa: F401
+    except ImportError:
+        raise click.ClickException(f"{what} needs the MQTT client: {INSTALL_HINT}") from None
+
+
+def pick_target(ctx: click.Context, url_param: str, board: str | None) -> str | None:
+    """Which of ``--connect`` and ``--board`` applies: the command line beats the environment.
+
+    Both on the command line is a usage error; both from the environment means
+    the board (a lab-wide ``BUSBRIDGE_BOARD`` is the more specific setting).
+    """
+    if not board:
+        return None
+    src_url = ctx.get_parameter_source(url_param)
+    src_board = ctx.get_parameter_source("board")
+    cmdline = click.core.ParameterSource.COMMANDLINE
+    if src_url == cmdline and src_board == cmdline:
+        raise click.UsageError("give --connect HOST:PORT or --board NAME, not both")
+    if src_url == cmdline:
+        return None
+    return board
 
 
 def confirm(lines: Sequence[str], default: bool) -> bool:

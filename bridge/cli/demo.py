@@ -18,14 +18,20 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import click
 
 from protocol.virtio import read, write
 
 from ..client import AsyncClient, TransferError, spi_xfer
-from ..config import Board, load_board
 from ..runtime import have_uvloop, new_event_loop, run
 from ..server import Server
-from .main import scan  # the CLI's pipelined i2cdetect
+from .common import CONTEXT, CliError, errmsg, options
+from .i2c import scan  # the pipelined i2cdetect
+
+if TYPE_CHECKING:
+    from ..config import Board
 
 Echo = Callable[[str], object]
 
@@ -361,6 +367,8 @@ def run_demo(host: str = "127.0.0.1", port: int = 0, echo: Echo = print,
 
 
 def _run_demo(host: str, port: int, echo: Echo) -> bool:
+    from ..config import load_board  # the board schema: only this command needs it
+
     board = load_board(None)
     st = ServerThread(board, host, port)
     server = st.start()
@@ -391,3 +399,27 @@ def _run_demo(host: str, port: int, echo: Echo) -> bool:
     else:
         echo(f"All {len(steps)} steps behaved as expected ({elapsed:.2f} s).")
     return not failed
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--listen", metavar="HOST:PORT", default="127.0.0.1:0", show_default=True,
+              help="Where the in-process server listens (port 0: any free port).")
+@click.pass_context
+def demo(ctx: click.Context, listen: str) -> None:
+    """Serve the simulated board in-process and tour it over real TCP.
+
+    Scans, sensor and EEPROM access, SPI flash and loopback, a deliberate NACK,
+    then latency and pipelined throughput.  Exit 0 if every step behaved.
+    """
+    from ..addresses import parse_host_port
+
+    try:
+        host, port = parse_host_port(listen)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--listen") from None
+    try:
+        ok = run_demo(host, port, echo=click.echo, quiet_server=options(ctx).verbose == 0)
+    except OSError as e:
+        raise CliError(f"demo failed: {errmsg(e)}") from None
+    if not ok:
+        ctx.exit(1)

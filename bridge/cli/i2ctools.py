@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from protocol import handshake as _hs
@@ -31,20 +32,31 @@ __all__ = [
     "ADDR_RANGE",
     "ALL_ADDR_RANGE",
     "DETECT_HEADER",
+    "GET_MODES",
+    "SET_MODES",
+    "SMBUS_BLOCK_MAX",
     "I2CArgError",
+    "ProbeMode",
+    "SetArgs",
+    "detect_mode",
     "detect_range",
     "fill_data",
     "format_block",
     "format_detect_grid",
     "format_functionality",
+    "format_get",
     "format_hex",
     "format_msgs",
+    "format_transfer",
     "functionality_names",
     "parse_chip_address",
     "parse_data_byte",
     "parse_descriptor",
+    "parse_get_mode",
     "parse_hex_bytes",
     "parse_number",
+    "parse_set",
+    "parse_set_args",
     "parse_transfer",
     "probe_kind",
 ]
@@ -248,12 +260,184 @@ def format_msgs(msgs: Sequence[I2CMsg], reads: Sequence[bytes] | None = None) ->
     return out
 
 
+def format_transfer(msgs: Sequence[I2CMsg], reads: Sequence[bytes], verbose: bool) -> list[str]:
+    """What i2ctransfer prints after the transaction: each read as a line, or every message (-v)."""
+    if verbose:
+        return format_msgs(msgs, reads)
+    return [format_block(d) for d in reads if d]
+
+
+# ---------------------------------------------------------------------------
+# i2cget / i2cset
+# ---------------------------------------------------------------------------
+
+#: I2C_SMBUS_BLOCK_MAX: the longest i2cget/i2cset block.
+SMBUS_BLOCK_MAX = 32
+
+#: i2cget's modes, named as its confirmation prompt names them.
+GET_MODES = {"b": "read byte data", "w": "read word data", "c": "write byte/read byte",
+             "i": "I2C block read"}
+#: i2cset's modes, named as its confirmation prompt names them.
+SET_MODES = {"c": "short write", "b": "byte data", "w": "word data", "i": "I2C block write"}
+
+
+def _check_mode(mode: str, modes: dict[str, str], smbus_block: str) -> None:
+    """Refuse what virtio-i2c cannot express (PEC, SMBus block mode 's') and unknown modes."""
+    if len(mode) == 2 and mode[1] == "p":
+        raise I2CArgError(f"mode {mode!r}: PEC is not supported over virtio-i2c")
+    if mode[:1] == "s":
+        raise I2CArgError(smbus_block)
+    if mode not in modes:
+        *first, last = modes
+        raise I2CArgError(f"invalid mode {mode!r} ({', '.join(first)} or {last})")
+
+
+def parse_get_mode(mode: str | None, length: str | None) -> tuple[str, int]:
+    """i2cget's ``[MODE [LENGTH]]`` after a REG → (mode, bytes to read).
+
+    b and c read 1 byte, w 2, i LENGTH (default 32).
+    """
+    m = mode or "b"
+    _check_mode(m, GET_MODES, "mode 's' (SMBus block read) needs I2C_M_RECV_LEN, which "
+                "virtio-i2c cannot express; use 'i' with a LENGTH")
+    if length is not None and m != "i":
+        raise I2CArgError("LENGTH is only for mode 'i'")
+    if m != "i":
+        return m, 2 if m == "w" else 1
+    if length is None:
+        return m, SMBUS_BLOCK_MAX
+    n = parse_number(length, "length")
+    if not 1 <= n <= SMBUS_BLOCK_MAX:
+        raise I2CArgError(f"length {length!r} out of range (1-{SMBUS_BLOCK_MAX})")
+    return m, n
+
+
+def format_get(mode: str | None, data: bytes) -> str:
+    """What i2cget prints: ``0x17``; a word in SMBus order (little-endian), ``0x1701``; a block.
+
+    ``mode`` None is a read without REG (SMBus receive byte).
+    """
+    if mode == "w":
+        return f"0x{int.from_bytes(data, 'little'):04x}"
+    if mode == "i":
+        return format_block(data)
+    return f"0x{data[0]:02x}"
+
+
+def parse_set_args(rest: Sequence[str]) -> tuple[list[int], str]:
+    """i2cset's ``[VALUE] ... [MODE]`` → (values, mode); MODE defaults from the value count."""
+    args = list(rest)
+    mode = None
+    if args and args[-1][:1].isalpha() and args[-1][:1] not in ("0",):
+        mode = args.pop()
+        _check_mode(mode, SET_MODES, "mode 's' (SMBus block write) is not supported; use "
+                    "'i' (I2C block write) for the same bytes without the count")
+    if mode is None:
+        mode = "c" if not args else "b" if len(args) == 1 else ""
+        if not mode:
+            raise I2CArgError("several values need mode 'i' (I2C block write)")
+    if mode == "c" and args:
+        raise I2CArgError("mode 'c' takes no value")
+    if mode in ("b", "w") and len(args) != 1:
+        raise I2CArgError(f"mode {mode!r} takes exactly one value")
+    if mode == "i" and not 1 <= len(args) <= SMBUS_BLOCK_MAX:
+        raise I2CArgError(f"mode 'i' takes 1-{SMBUS_BLOCK_MAX} values")
+    top = 0xFFFF if mode == "w" else 0xFF
+    return [parse_number(v, "value", top) for v in args], mode
+
+
+@dataclass(frozen=True)
+class SetArgs:
+    """What one i2cset command line writes to chip ``addr``: every mode is ONE write message.
+
+    Mode c writes REG itself as the value (SMBus send byte), as i2cset does;
+    a readback (``-r``, and ``-m``'s first read) reads the register as the mode
+    wrote it: b/w write REG and read in one transaction, c reads 1 byte.
+    """
+
+    addr: int
+    reg: int
+    mode: str
+    values: tuple[int, ...]
+    mask: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the value: 2 for a word, else 1."""
+        return 2 if self.mode == "w" else 1
+
+    @property
+    def value(self) -> int:
+        """The value a b/w/c write stores (before a mask); -1 for a block."""
+        return self.reg if self.mode == "c" else self.values[0] if self.mode != "i" else -1
+
+    def hex(self, v: int) -> str:
+        return f"0x{v:0{2 * self.size}x}"
+
+    def describe(self) -> str:
+        """The confirmation prompt's second line: ``data address 0x0f, data 0x12, mode ...``."""
+        data = (" ".join(f"0x{v:02x}" for v in self.values) if self.mode == "i"
+                else self.hex(self.value) + (" (masked)" if self.mask is not None else ""))
+        return (("" if self.mode == "c" else f"data address {self.reg:#04x}, ")
+                + f"data {data}, mode {SET_MODES[self.mode]}.")
+
+    def masked(self, old: int) -> int:
+        """The value to write: the bits of MASK from VALUE, the others kept from ``old``."""
+        assert self.mask is not None
+        return (self.value & self.mask) | (old & ~self.mask)
+
+    def write_msg(self, v: int) -> I2CMsg:
+        """The one write message storing ``v`` (``v`` is ignored for a block write)."""
+        payload = ([v] if self.mode == "c" else [self.reg, *self.values] if self.mode == "i"
+                   else [self.reg, *v.to_bytes(self.size, "little")])
+        return write(self.addr, payload)
+
+    def read_msgs(self) -> list[I2CMsg]:
+        """The messages that read the register back; their one read is little-endian."""
+        if self.mode == "c":
+            return [read(self.addr, 1)]
+        return [write(self.addr, [self.reg]), read(self.addr, self.size)]
+
+    def mask_line(self, old: int, v: int) -> str:
+        """The second prompt of ``-m``: what was read and what will be written."""
+        assert self.mask is not None
+        return (f"Old value {self.hex(old)}, write mask {self.hex(self.mask)}, "
+                f"will write {self.hex(v)}")
+
+    def readback_line(self, v: int, back: int) -> str:
+        """i2cset -r's verdict on stdout."""
+        if back != v:
+            return f"Warning - data mismatch - wrote {self.hex(v)}, read back {self.hex(back)}"
+        return f"Value {self.hex(v)} written, readback matched"
+
+
+def parse_set(addr: int, reg: int, rest: Sequence[str], mask: str | None,
+              readback: bool) -> SetArgs:
+    """i2cset's ``[-m MASK] [-r] ... REG [VALUE]... [MODE]`` → what to write and check."""
+    values, mode = parse_set_args(rest)
+    mask_v = None if mask is None else parse_number(mask, "mask", 0xFFFF if mode == "w" else 0xFF)
+    if mask_v == 0:
+        raise I2CArgError("mask 0 would change nothing")
+    if (mask_v is not None or readback) and mode == "i":
+        raise I2CArgError("-m and -r are not supported for block writes (mode i)")
+    return SetArgs(addr, reg, mode, tuple(values), mask_v)
+
+
 # ---------------------------------------------------------------------------
 # i2cdetect
 # ---------------------------------------------------------------------------
 
 DETECT_HEADER = "     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f"
 ProbeKind = Literal["quick", "read"]
+#: How i2cdetect probes: each address its own way (``auto``), or all one way (-q, -r).
+ProbeMode = Literal["auto", "quick", "read"]
+
+
+def detect_mode(quick: bool, readbyte: bool) -> ProbeMode:
+    """i2cdetect's ``-q`` / ``-r``: one kind of probe for every address, or neither."""
+    if quick and readbyte:
+        raise I2CArgError("different modes specified (-q and -r)")
+    return "quick" if quick else "read" if readbyte else "auto"
 
 
 def detect_range(
@@ -270,7 +454,7 @@ def detect_range(
     return a, b
 
 
-def probe_kind(addr: int, mode: Literal["auto", "quick", "read"] = "auto") -> ProbeKind:
+def probe_kind(addr: int, mode: ProbeMode = "auto") -> ProbeKind:
     """i2cdetect's default: a 1-byte read where a quick write is known to hurt
     (0x30-0x37, 0x50-0x5f: EEPROMs, whose write-protect a quick write can trip), else quick."""
     if mode != "auto":

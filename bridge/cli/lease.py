@@ -32,9 +32,8 @@ from ..dropin.session import env_leases
 from ..env import HOLDER as ENV_HOLDER
 from ..env import LEASE as ENV_LEASE
 from ..runtime import run as run_loop
-from .common import CliError, ConnectError, Options, errmsg, options, with_client
+from .common import CONTEXT, CliError, ConnectError, Options, errmsg, options, with_client
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: Longest pause between two attempts while waiting for a busy scope (s).
 MAX_BACKOFF = 2.0
 

@@ -15,6 +15,8 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
+from .common import Options, resolve_board
+from .lease import hold_and_run
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 
@@ -110,8 +112,6 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
     With --board, the name is resolved once, here, and COMMAND gets the address.
     """
-    from .boards import resolve_board
-
     opts = ctx.obj
     timeout = float(getattr(opts, "timeout", 5.0))
     if url and board:
@@ -132,9 +132,6 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")
     if leases:
-        from .common import Options
-        from .lease import hold_and_run
-
         host, port = parse_address(url)
         lease_opts = Options(url, host, port, timeout)
         return hold_and_run(lease_opts, leases, lease_ttl, lease_wait, holder, program,

@@ -6,6 +6,8 @@ import click
 
 from protocol.limits import DEFAULT_PORT
 
+from .common import pick_target, resolve_board
+
 
 @click.command("vhost-user", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", "socket_path", required=True, metavar="PATH",
@@ -41,7 +43,6 @@ def vhost_user(ctx: click.Context, socket_path: str, connect: str | None, board:
     from ..logs import setup
     from ..runtime import run
     from ..vhost.agent import AgentError, run_agent
-    from .boards import pick_target, resolve_board
 
     # TLS / token: busbridge's --tls-* / --token-file options, else BUSBRIDGE_TLS* / _TOKEN*.
     auth = getattr(ctx.obj, "auth", None) or ClientAuth.from_env()

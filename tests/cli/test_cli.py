@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
-import bridge.cli.main
-from bridge.cli.i2ctools import I2CArgError
-from bridge.cli.main import cli, main, parse_set_args
+import bridge.cli.info
+from bridge.cli.i2ctools import I2CArgError, parse_set_args
+from bridge.cli.main import cli, main
 
 if TYPE_CHECKING:
     from conftest import Running
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -427,7 +427,7 @@ def test_main_is_quiet_on_ctrl_c(monkeypatch: pytest.MonkeyPatch,
     def interrupted(*_a: Any, **_k: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bridge.cli.main, "with_client", interrupted)
+    monkeypatch.setattr(bridge.cli.info, "with_client", interrupted)
     with pytest.raises(SystemExit) as e:
         main(["info"])
     assert e.value.code == 130

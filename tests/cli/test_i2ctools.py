@@ -9,19 +9,24 @@ from hypothesis import strategies as st
 from bridge.cli.i2ctools import (
     DETECT_HEADER,
     I2CArgError,
+    detect_mode,
     detect_range,
     fill_data,
     format_block,
     format_detect_grid,
     format_functionality,
+    format_get,
     format_hex,
     format_msgs,
+    format_transfer,
     functionality_names,
     parse_chip_address,
     parse_data_byte,
     parse_descriptor,
+    parse_get_mode,
     parse_hex_bytes,
     parse_number,
+    parse_set,
     parse_transfer,
     probe_kind,
 )
@@ -199,6 +204,80 @@ def test_output_formats() -> None:
     ]
 
 
+def test_transfer_output_prints_reads_or_every_message() -> None:
+    msgs = [write(0x48, [0x0F]), read(0x48, 2), read(0x48, 0)]
+    reads = [b"\x01\x17", b""]
+    assert format_transfer(msgs, reads, verbose=False) == ["0x01 0x17"]
+    assert format_transfer(msgs, reads, verbose=True) == [
+        "msg 0: addr 0x48, write, len 1, buf 0x0f",
+        "msg 1: addr 0x48, read, len 2, buf 0x01 0x17",
+        "msg 2: addr 0x48, read, len 0",
+    ]
+
+
+# ---------------------------------------------------------------------------
+# i2cget / i2cset
+# ---------------------------------------------------------------------------
+
+
+def test_get_mode_says_how_many_bytes_to_read() -> None:
+    assert parse_get_mode(None, None) == ("b", 1)
+    assert parse_get_mode("w", None) == ("w", 2)
+    assert parse_get_mode("c", None) == ("c", 1)
+    assert parse_get_mode("i", None) == ("i", 32)
+    assert parse_get_mode("i", "4") == ("i", 4)
+    for mode, length, match in (("b", "4", "only for mode 'i'"), ("i", "33", "out of range"),
+                                ("s", None, "I2C_M_RECV_LEN"), ("wp", None, "PEC"),
+                                ("x", None, "invalid mode")):
+        with pytest.raises(I2CArgError, match=match):
+            parse_get_mode(mode, length)
+
+
+def test_get_output_is_i2cget_s() -> None:
+    assert format_get(None, b"\x17") == "0x17"
+    assert format_get("b", b"\x01") == "0x01"
+    assert format_get("w", b"\x01\x17") == "0x1701"  # SMBus order: little-endian
+    assert format_get("i", b"\x01\x17\x00") == "0x01 0x17 0x00"
+
+
+def test_set_writes_one_message_per_mode() -> None:
+    b = parse_set(0x48, 0x02, ["0x12"], None, False)
+    assert (b.mode, b.value, b.write_msg(b.value)) == ("b", 0x12, write(0x48, [0x02, 0x12]))
+    w = parse_set(0x48, 0x02, ["0x1234", "w"], None, False)
+    assert w.write_msg(w.value) == write(0x48, [0x02, 0x34, 0x12])
+    assert w.read_msgs() == [write(0x48, [0x02]), read(0x48, 2)]
+    c = parse_set(0x48, 0x0F, [], None, True)
+    assert c.write_msg(c.value) == write(0x48, [0x0F])  # REG itself is the byte sent
+    assert c.read_msgs() == [read(0x48, 1)]
+    i = parse_set(0x50, 0x00, ["1", "2", "3", "i"], None, False)
+    assert i.write_msg(i.value) == write(0x50, [0x00, 1, 2, 3])
+    assert i.describe() == "data address 0x00, data 0x01 0x02 0x03, mode I2C block write."
+    assert c.describe() == "data 0x0f, mode short write."
+
+
+def test_set_mask_keeps_the_other_bits() -> None:
+    m = parse_set(0x48, 0x02, ["0xabcd", "w"], "0x00ff", True)
+    assert m.masked(0x1234) == 0x12CD
+    assert m.describe() == "data address 0x02, data 0xabcd (masked), mode word data."
+    assert m.mask_line(0x1234, 0x12CD) == \
+        "Old value 0x1234, write mask 0x00ff, will write 0x12cd"
+    assert m.readback_line(0x12CD, 0x12CD) == "Value 0x12cd written, readback matched"
+    assert m.readback_line(0x12CD, 0x1234) == \
+        "Warning - data mismatch - wrote 0x12cd, read back 0x1234"
+
+
+@pytest.mark.parametrize(("rest", "mask", "readback", "match"), [
+    (["0x12"], "0", False, "mask 0"),
+    (["0x12"], "0x100", False, "out of range"),
+    (["1", "2", "i"], "0xff", False, "block writes"),
+    (["1", "2", "i"], None, True, "block writes"),
+])
+def test_bad_set_arguments(rest: list[str], mask: str | None, readback: bool,
+                           match: str) -> None:
+    with pytest.raises(I2CArgError, match=match):
+        parse_set(0x48, 0x02, rest, mask, readback)
+
+
 # ---------------------------------------------------------------------------
 # i2cdetect
 # ---------------------------------------------------------------------------
@@ -215,6 +294,14 @@ def test_detect_range() -> None:
         detect_range("0x40", "0x30")
     with pytest.raises(I2CArgError, match="LAST"):
         detect_range("0x40", "0x78")
+
+
+def test_detect_mode_is_one_kind_or_each_its_own() -> None:
+    assert detect_mode(False, False) == "auto"
+    assert detect_mode(True, False) == "quick"
+    assert detect_mode(False, True) == "read"
+    with pytest.raises(I2CArgError, match="different modes"):
+        detect_mode(True, True)
 
 
 def test_probe_kind_is_i2cdetect_default() -> None:

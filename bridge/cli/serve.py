@@ -1,0 +1,135 @@
+"""``busbridge serve``: a board's buses on the network, announced on MQTT if asked.
+
+The command only reads options and prints; the server (:mod:`bridge.server`)
+serves, and :mod:`bridge.mqtt.announce` runs the board's presence beside it.
+Heavy imports wait until the command runs, so ``busbridge --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from protocol.limits import MAX_TIMEOUT_MS
+
+from ..runtime import run
+from .common import CONTEXT, CliError, ConfigError, errmsg, hostport, need_aiomqtt
+
+if TYPE_CHECKING:
+    from ..config import Board, MqttSettings
+    from ..mqtt.presence import Presence
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", metavar="BOARD.TOML", default=None,
+              help="Board description; default: the built-in simulated board.")
+@click.option("--listen", metavar="HOST:PORT", default=None,
+              help="Address to listen on (port 0: any free port); default: the board "
+                   "file's [server] listen, else 127.0.0.1:7707.")
+@click.option("--request-timeout", type=click.IntRange(1, MAX_TIMEOUT_MS), metavar="MS",
+              default=None, help="Deadline of a request without its own; default: the "
+                                 "board file's [server] request_timeout_ms, else 1000.")
+@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
+              help="Announce the board on this MQTT broker (overrides [mqtt] broker).")
+@click.option("--advertise", metavar="HOST:PORT", default=None,
+              help="Address clients should dial, as announced (overrides [mqtt] advertise).")
+@click.option("--tls-cert", "cert", metavar="PEM", default=None,
+              help="Server certificate (chain); default: the board file's [server.tls] cert.")
+@click.option("--tls-key", "key", metavar="PEM", default=None, help="Key of --tls-cert.")
+@click.option("--tls-client-ca", "client_ca", metavar="PEM", default=None,
+              help="Require client certificates signed by this CA (mutual TLS).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Allow a non-loopback --listen without authentication (trusted networks "
+                   "only).")
+def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
+          broker: str | None, advertise: str | None, cert: str | None, key: str | None,
+          client_ca: str | None, insecure: bool) -> None:
+    """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
+
+    With a broker ([mqtt] in the board file, or --broker) the board announces
+    itself: retained status/inventory/health, offline through its last will.
+    A non-loopback --listen needs authentication (client certificates or tokens,
+    see docs/security.md) or --insecure.
+    """
+    import ssl
+
+    from ..addresses import parse_host_port
+    from ..config import BoardConfigError, load_board
+    from ..mqtt.announce import serve_announced
+    from ..server import Server
+    from ..server import serve as serve_board
+    from ..server.auth import InsecureListenError, is_loopback, server_policy
+
+    if listen is not None:
+        try:
+            host, port = parse_host_port(listen)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--listen") from None
+    try:
+        board = load_board(config_path)
+    except BoardConfigError as e:
+        raise ConfigError(str(e)) from None
+    if listen is None:
+        host, port = board.server.host, board.server.port
+    try:
+        announce = _mqtt_settings(board, broker, advertise)
+    except click.ClickException:
+        board.close()
+        raise
+    timeout_s = (request_timeout / 1000 if request_timeout is not None
+                 else board.server.request_timeout)
+    try:
+        policy = server_policy(board.server, board.source, cert=cert, key=key,
+                               client_ca=client_ca, insecure=insecure)
+    except (ValueError, OSError, ssl.SSLError) as e:
+        board.close()
+        raise ConfigError(f"TLS: {errmsg(e)}") from None
+
+    def ready(server: Server) -> None:
+        buses = f"i2c: {', '.join(board.i2c) or '-'}; spi: {', '.join(board.spi) or '-'}"
+        click.echo(f"busbridge: serving board {board.name!r} on "
+                   f"{hostport(server.host, server.port)} ({buses})", err=True)
+        sec = server.security
+        auth = [x for x, on in (("client certificates", sec.client_certs),
+                                ("tokens", bool(sec.tokens))) if on]
+        click.echo(f"busbridge: {'TLS' if sec.ssl else 'no TLS'}; authentication: "
+                   f"{' or '.join(auth) or 'none'}"
+                   + ("; access rules: " + str(len(server.acl.rules)) if server.acl else ""),
+                   err=True)
+        if not auth and not is_loopback(server.host):
+            click.echo("busbridge: WARNING: no authentication (insecure): anyone who can "
+                       "reach this port can drive the buses", err=True)
+
+    try:
+        run(serve_announced(announce, board.description, lambda on_ready: serve_board(
+            board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
+            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready, _announced))
+    except InsecureListenError as e:
+        board.close()
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        board.close()
+        raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None
+
+
+def _mqtt_settings(board: Board, broker: str | None, advertise: str | None
+                   ) -> MqttSettings | None:
+    """The board file's ``[mqtt]`` with ``--broker/--advertise`` applied, or None; usage errors."""
+    from ..mqtt.announce import announce_settings
+
+    if board.mqtt is None and broker is None:
+        if advertise is not None:
+            raise click.UsageError("--advertise needs a broker (--broker or [mqtt] broker)")
+        return None
+    try:
+        settings = announce_settings(board.name, board.mqtt, broker, advertise)
+    except (ValueError, OSError) as e:
+        raise click.UsageError(f"MQTT settings: {e}") from None
+    need_aiomqtt("announcing the board on MQTT ([mqtt] in the board file, or --broker)")
+    return settings
+
+
+def _announced(p: Presence) -> None:
+    click.echo(f"busbridge: announcing {p.server.board.name!r} as {p.address} on MQTT "
+               f"broker {p.broker} (topics {p.topic('+')})", err=True)
