@@ -15,8 +15,10 @@ unreachable, ``ssl.SSLError``) passes through as it is; see
 :mod:`bridge.client.errors`.  Nothing is ever re-sent.
 
 Modules: ``errors`` (what is raised), ``requests`` (frames and answers, shared by
-all three clients), ``pipeline`` (the asyncio connection), ``aio``, ``sync`` and
-``blocking`` (the clients), ``auth`` (TLS and token settings).
+all three clients), ``auth`` (TLS and token settings), ``pipeline`` (the asyncio
+connection) under ``aio`` (:class:`AsyncClient`) under ``threaded`` (:class:`Client`);
+``sync`` (what the synchronous clients share) under ``threaded`` and ``blocking``
+(:class:`BlockingClient`, which needs no event loop).
 """
 
 from protocol.virtio import chain, read, write
@@ -35,7 +37,7 @@ from .errors import (
     TransferError,
 )
 from .requests import Lease, spi_xfer
-from .sync import Client
+from .threaded import Client
 
 __all__ = [
     "AsyncClient",
