@@ -64,8 +64,16 @@ class Client(SyncClientBase):
             raise
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        fut: CFuture[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            fut: CFuture[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop was closed
+            coro.close()
+            raise self._closed() from None
         return fut.result()
+
+    def _closed(self) -> ConnectionLost:
+        host, port = self._client.address
+        return ConnectionLost(f"not connected to {host}:{port} (the client was closed)")
 
     @property
     def welcome(self) -> WelcomeInfo:
@@ -91,9 +99,7 @@ class Client(SyncClientBase):
         try:
             self._loop.call_soon_threadsafe(start)
         except RuntimeError:  # the loop was closed
-            host, port = self._client.address
-            raise ConnectionLost(f"not connected to {host}:{port} (the client was closed)"
-                                 ) from None
+            raise self._closed() from None
         return done.result()
 
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,

@@ -16,6 +16,7 @@ from bridge.client import (
     BusBridgeError,
     Client,
     ClientAuth,
+    ConnectionLost,
     ConnectTimeout,
     InvalidRequest,
     RequestTimeout,
@@ -73,3 +74,17 @@ async def test_a_server_that_never_welcomes_is_a_connect_timeout(
         assert isinstance(e, TimeoutError)
         assert e.errno == errno.ETIMEDOUT
         assert "WELCOME" in str(e)
+
+
+@pytest.mark.parametrize("cls", [Client, BlockingClient])
+def test_every_call_on_a_closed_client_is_connection_lost(
+        server_thread: Any, cls: type[Client] | type[BlockingClient]) -> None:
+    c = cls.from_url(server_thread.url)
+    c.close()
+    with pytest.raises(ConnectionLost, match="not connected"):
+        c.transfer("1", [read(0x48, 1)])
+    with pytest.raises(ConnectionLost, match="not connected"):
+        c.ping()
+    if isinstance(c, Client):
+        with pytest.raises(ConnectionLost, match="not connected"):
+            c.leases()
