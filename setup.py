@@ -20,6 +20,7 @@ COMPILED = [
     "protocol/virtio.py",
     "bridge/server/execute.py",
     "bridge/server/server.py",
+    "bridge/buses/sim/common.py",
     "bridge/buses/sim/i2c.py",
     "bridge/buses/sim/i2c_devices.py",
 ]

@@ -1,6 +1,6 @@
 """The bridge against a bare uvloop echo, in one run: ``python benchmarks/bench.py``.
 
-Same as ``busbridge bench``; see ``bridge/bench.py`` for what is measured.
+Same as ``busbridge bench``; see ``bridge/bench/`` for what is measured.
 """
 
 import sys

@@ -24,7 +24,7 @@ import time
 import timeit
 from collections.abc import Callable
 
-from bridge.bench import _REG_READ, bench_board_text
+from bridge.bench.workload import REG_READ, bench_board_text
 from bridge.client import AsyncClient
 from bridge.config import board_from_toml_text
 from bridge.runtime import new_event_loop
@@ -43,7 +43,7 @@ from protocol import (
 def parts() -> dict[str, Callable[[], object]]:
     board = board_from_toml_text(bench_board_text(1), "<bench>")
     bus = board.i2c["1"]
-    msgs = tuple(_REG_READ)
+    msgs = tuple(REG_READ)
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
     server.handshaken = True
     welcome = Welcome(WelcomeInfo(limits=LimitsInfo(**DEFAULT_LIMITS.as_dict())))
@@ -82,13 +82,13 @@ async def round_trips(n: int, profile: bool) -> float:
     c = await AsyncClient.connect("127.0.0.1", server.port)
     try:
         for _ in range(500):
-            await c.transfer("1", _REG_READ)
+            await c.transfer("1", REG_READ)
         prof = cProfile.Profile() if profile else None
         if prof:
             prof.enable()
         t0 = time.perf_counter()
         for _ in range(n):
-            await c.transfer("1", _REG_READ)
+            await c.transfer("1", REG_READ)
         dt = time.perf_counter() - t0
         if prof:
             prof.disable()

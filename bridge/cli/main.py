@@ -24,6 +24,7 @@ from ..client.auth import ClientAuth
 from .bench import bench
 from .boards import boards
 from .common import CONTEXT, DEFAULT_URL, Options, pick_target
+from .conformance import conformance
 from .demo import demo
 from .i2c import i2c
 from .info import info
@@ -97,7 +98,8 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
                       board, broker, auth)
 
 
-for _command in (serve, info, i2c, spi, demo, bench, lease, run, vhost_user, boards, token):
+for _command in (serve, info, i2c, spi, demo, bench, lease, run, vhost_user, boards, token,
+                 conformance):
     cli.add_command(_command)
 
 

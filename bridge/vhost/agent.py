@@ -8,17 +8,17 @@ import signal
 
 from ..client.auth import ClientAuth
 from .backend import VhostUserBackend
-from .device import Device
-from .i2c import I2CDevice
+from .device import VirtioDevice
+from .i2c import VirtioI2CDevice
 from .link import Link
-from .spi import SpiDevice
+from .spi import VirtioSpiDevice
 
 
 class AgentError(Exception):
     pass
 
 
-async def make_device(link: Link, bus: str, kind: str) -> Device:
+async def make_device(link: Link, bus: str, kind: str) -> VirtioDevice:
     """Connect, check the bus exists, and build the device from what the board advertises."""
     try:
         welcome = await link.start()
@@ -28,12 +28,12 @@ async def make_device(link: Link, bus: str, kind: str) -> Device:
         if welcome.i2c_bus(bus) is None:
             raise AgentError(f"the board has no I2C bus {bus!r} (I2C buses: "
                              f"{', '.join(b.name for b in welcome.i2c) or 'none'})")
-        return I2CDevice(link, bus)
+        return VirtioI2CDevice(link, bus)
     info = welcome.spi_bus(bus)
     if info is None:
         raise AgentError(f"the board has no SPI bus {bus!r} (SPI buses: "
                          f"{', '.join(b.name for b in welcome.spi) or 'none'})")
-    return SpiDevice(link, bus, info.config)
+    return VirtioSpiDevice(link, bus, info.config)
 
 
 async def run_agent(socket_path: str, host: str, port: int, bus: str, kind: str, *,

@@ -17,8 +17,8 @@ import socket
 from collections.abc import Callable
 
 from ..logs import event
-from . import messages as vu
-from .device import Device
+from . import messages
+from .device import VirtioDevice
 from .memory import GuestMemory, GuestMemoryError
 from .messages import Req
 from .virtqueue import ChainError, Virtqueue
@@ -36,7 +36,7 @@ class VhostUserError(Exception):
 class Session:
     """State of one front-end connection."""
 
-    def __init__(self, device: Device, sock: socket.socket, n_queues: int = 1) -> None:
+    def __init__(self, device: VirtioDevice, sock: socket.socket, n_queues: int = 1) -> None:
         self.device = device
         self.sock = sock
         self.loop = asyncio.get_running_loop()
@@ -44,7 +44,7 @@ class Session:
         self.queues = [Virtqueue(i) for i in range(n_queues)]
         self.features = 0
         self.protocol_features = 0
-        self.messages: list[str] = []  # names seen, kept short, for diagnostics
+        self.seen: list[str] = []  # request names seen, kept short, for diagnostics
 
     # -- socket I/O -------------------------------------------------------------
 
@@ -67,7 +67,7 @@ class Session:
         while len(buf) < n:
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(
-                    n - len(buf), socket.CMSG_SPACE(vu.MAX_FDS * 4))
+                    n - len(buf), socket.CMSG_SPACE(messages.MAX_FDS * 4))
             except BlockingIOError:
                 await self._readable()
                 continue
@@ -84,9 +84,9 @@ class Session:
     async def receive(self) -> tuple[int, int, bytes, list[int]]:
         fds: list[int] = []
         try:
-            head = await self._recv(vu.HEADER_SIZE, fds)
-            request, flags, size = vu.HEADER.unpack(head)
-            if size > vu.MAX_PAYLOAD:
+            head = await self._recv(messages.HEADER_SIZE, fds)
+            request, flags, size = messages.HEADER.unpack(head)
+            if size > messages.MAX_PAYLOAD:
                 raise VhostUserError(f"message {request} with a {size}-byte payload")
             payload = await self._recv(size, fds) if size else b""
         except BaseException:
@@ -116,8 +116,8 @@ class Session:
             name = Req(request).name
         except ValueError:
             name = str(request)
-        if len(self.messages) < 200:
-            self.messages.append(name)
+        if len(self.seen) < 200:
+            self.seen.append(name)
         event(log, logging.DEBUG, "vhost-user message", request=name, size=len(payload),
               fds=len(fds))
         handler: Callable[[bytes, list[int]], object] | None = getattr(
@@ -141,12 +141,12 @@ class Session:
             ok = False
             event(log, logging.WARNING, "vhost-user message failed", request=name, error=str(e))
         if answer is not None:
-            await self.send(vu.reply(request, answer))
-        elif request in vu.REPLYING:
+            await self.send(messages.reply(request, answer))
+        elif request in messages.REPLYING:
             # Must answer something or QEMU waits forever.
-            await self.send(vu.reply(request, vu.U64.pack(0)))
-        elif flags & vu.FLAG_NEED_REPLY:
-            await self.send(vu.reply(request, vu.U64.pack(0 if ok else 1)))
+            await self.send(messages.reply(request, messages.U64.pack(0)))
+        elif flags & messages.FLAG_NEED_REPLY:
+            await self.send(messages.reply(request, messages.U64.pack(0 if ok else 1)))
 
     async def close(self) -> None:
         for vq in self.queues:
@@ -165,7 +165,7 @@ class Session:
     def _u64(payload: bytes) -> int:
         if len(payload) < 8:
             raise VhostUserError("payload too short for a u64")
-        return int(vu.U64.unpack_from(payload)[0])
+        return int(messages.U64.unpack_from(payload)[0])
 
     def _remap(self) -> None:
         for vq in self.queues:
@@ -178,13 +178,13 @@ class Session:
 
     def _set_fd(self, payload: bytes, fds: list[int], attr: str) -> Virtqueue:
         value = self._u64(payload)
-        vq = self._vq(value & vu.VRING_FILE_INDEX_MASK)
+        vq = self._vq(value & messages.VRING_FILE_INDEX_MASK)
         old = getattr(vq, attr)
         if attr == "kick_fd" and old is not None:
             self.loop.remove_reader(old)
         if old is not None:
             os.close(old)
-        new = None if value & vu.VRING_FILE_NOFD or not fds else fds.pop(0)
+        new = None if value & messages.VRING_FILE_NOFD or not fds else fds.pop(0)
         for fd in fds:
             os.close(fd)
         setattr(vq, attr, new)
@@ -230,25 +230,25 @@ class Session:
     # -- handlers ------------------------------------------------------------------------------
 
     def _h_get_features(self, payload: bytes, fds: list[int]) -> bytes:
-        return vu.U64.pack(self.device.features)
+        return messages.U64.pack(self.device.features)
 
     def _h_set_features(self, payload: bytes, fds: list[int]) -> None:
         self.features = self._u64(payload)
         for vq in self.queues:
-            vq.event_idx = bool(self.features & vu.F_EVENT_IDX)
-            vq.indirect = bool(self.features & vu.F_INDIRECT_DESC)
+            vq.event_idx = bool(self.features & messages.F_EVENT_IDX)
+            vq.indirect = bool(self.features & messages.F_INDIRECT_DESC)
 
     def _h_get_protocol_features(self, payload: bytes, fds: list[int]) -> bytes:
-        return vu.U64.pack(self.device.protocol_features)
+        return messages.U64.pack(self.device.protocol_features)
 
     def _h_set_protocol_features(self, payload: bytes, fds: list[int]) -> None:
         self.protocol_features = self._u64(payload) & self.device.protocol_features
 
     def _h_get_queue_num(self, payload: bytes, fds: list[int]) -> bytes:
-        return vu.U64.pack(len(self.queues))
+        return messages.U64.pack(len(self.queues))
 
     def _h_get_max_mem_slots(self, payload: bytes, fds: list[int]) -> bytes:
-        return vu.U64.pack(vu.MAX_MEM_SLOTS)
+        return messages.U64.pack(messages.MAX_MEM_SLOTS)
 
     def _h_set_owner(self, payload: bytes, fds: list[int]) -> None:
         pass
@@ -263,7 +263,7 @@ class Session:
 
     def _h_set_mem_table(self, payload: bytes, fds: list[int]) -> None:
         try:
-            regions = vu.parse_mem_table(payload)
+            regions = messages.parse_mem_table(payload)
             if len(fds) != len(regions):
                 raise VhostUserError(f"memory table of {len(regions)} regions came with "
                                      f"{len(fds)} fds (is the guest memory share=on?)")
@@ -277,19 +277,19 @@ class Session:
         self._remap()
 
     def _h_add_mem_reg(self, payload: bytes, fds: list[int]) -> None:
-        if len(payload) < 8 + vu.MEM_REGION.size or len(fds) != 1:
+        if len(payload) < 8 + messages.MEM_REGION.size or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             raise VhostUserError("ADD_MEM_REG needs one region and one fd")
-        self.mem.add(vu.Region.unpack_from(payload, 8), fds[0])
+        self.mem.add(messages.Region.unpack_from(payload, 8), fds[0])
         self._remap()
 
     def _h_rem_mem_reg(self, payload: bytes, fds: list[int]) -> None:
         for fd in fds:
             os.close(fd)
-        if len(payload) < 8 + vu.MEM_REGION.size:
+        if len(payload) < 8 + messages.MEM_REGION.size:
             raise VhostUserError("REM_MEM_REG without a region")
-        region = vu.Region.unpack_from(payload, 8)
+        region = messages.Region.unpack_from(payload, 8)
         for vq in self.queues:
             if vq.mem is not None:
                 vq.unmap()
@@ -297,29 +297,29 @@ class Session:
         self._remap()
 
     def _h_set_vring_num(self, payload: bytes, fds: list[int]) -> None:
-        index, num = vu.VRING_STATE.unpack_from(payload)
+        index, num = messages.VRING_STATE.unpack_from(payload)
         self._vq(index).size = num
 
     def _h_set_vring_base(self, payload: bytes, fds: list[int]) -> None:
-        index, num = vu.VRING_STATE.unpack_from(payload)
+        index, num = messages.VRING_STATE.unpack_from(payload)
         vq = self._vq(index)
         vq.last_avail = num & 0xFFFF
 
     def _h_set_vring_addr(self, payload: bytes, fds: list[int]) -> None:
-        a = vu.VringAddr.unpack(payload)
+        a = messages.VringAddr.unpack(payload)
         vq = self._vq(a.index)
         vq.desc_addr, vq.used_addr, vq.avail_addr = a.desc, a.used, a.avail
         vq.map(self.mem)
 
     async def _h_get_vring_base(self, payload: bytes, fds: list[int]) -> bytes:
-        index, _ = vu.VRING_STATE.unpack_from(payload)
+        index, _ = messages.VRING_STATE.unpack_from(payload)
         vq = self._vq(index)
         await self._stop(vq)
         vq.enabled = False
         if vq.kick_fd is not None:
             os.close(vq.kick_fd)
             vq.kick_fd = None
-        return vu.VRING_STATE.pack(index, vq.last_avail)
+        return messages.VRING_STATE.pack(index, vq.last_avail)
 
     def _h_set_vring_kick(self, payload: bytes, fds: list[int]) -> None:
         vq = self._set_fd(payload, fds, "kick_fd")
@@ -327,7 +327,7 @@ class Session:
             os.set_blocking(vq.kick_fd, False)
             self.loop.add_reader(vq.kick_fd, self._on_kick, vq)
         vq.started = True
-        if not self.features & vu.F_PROTOCOL_FEATURES:
+        if not self.features & messages.F_PROTOCOL_FEATURES:
             vq.enabled = True
         if vq.mem is None:
             self._remap()
@@ -340,16 +340,16 @@ class Session:
         self._set_fd(payload, fds, "err_fd")
 
     def _h_set_vring_enable(self, payload: bytes, fds: list[int]) -> None:
-        index, num = vu.VRING_STATE.unpack_from(payload)
+        index, num = messages.VRING_STATE.unpack_from(payload)
         vq = self._vq(index)
         vq.enabled = bool(num)
         self.process(vq)
 
     def _h_get_config(self, payload: bytes, fds: list[int]) -> bytes:
-        offset, size, flags = vu.CONFIG_HEAD.unpack_from(payload)
+        offset, size, flags = messages.CONFIG_HEAD.unpack_from(payload)
         space = self.device.config()
         data = space[offset:offset + size].ljust(size, b"\0")
-        return vu.CONFIG_HEAD.pack(offset, size, flags) + data
+        return messages.CONFIG_HEAD.pack(offset, size, flags) + data
 
     def _h_set_config(self, payload: bytes, fds: list[int]) -> None:
         pass  # read-only config space: the spec asks drivers not to write it
@@ -361,13 +361,13 @@ class Session:
     _h_set_log_fd = _h_set_slave_req_fd
 
     def _h_get_status(self, payload: bytes, fds: list[int]) -> bytes:
-        return vu.U64.pack(0)
+        return messages.U64.pack(0)
 
 
 class VhostUserBackend:
     """Listen on ``path`` and serve one front end at a time, forever."""
 
-    def __init__(self, device: Device, path: str) -> None:
+    def __init__(self, device: VirtioDevice, path: str) -> None:
         self.device = device
         self.path = path
         self.sessions = 0
@@ -411,7 +411,7 @@ class VhostUserBackend:
                 finally:
                     conn.close()
                 event(log, logging.INFO, "front end gone", socket=self.path,
-                      messages=len(session.messages))
+                      messages=len(session.seen))
         finally:
             self.close()
 

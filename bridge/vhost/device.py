@@ -1,7 +1,7 @@
 """What a virtio device behind the vhost-user socket must provide.
 
 The base class owns the one promise the guest depends on: every chain handed
-to :meth:`Device.handle` is completed, whatever goes wrong (Linux's I2C and
+to :meth:`VirtioDevice.handle` is completed, whatever goes wrong (Linux's I2C and
 SPI drivers wait without a timeout).
 """
 
@@ -18,7 +18,10 @@ from .virtqueue import Chain, Virtqueue
 log = logging.getLogger("busbridge.vhost")
 
 
-class Device:
+class VirtioDevice:
+    """One virtio device on the vhost-user socket: its IDs, features and config space,
+    and what becomes of the chains its queue hands over."""
+
     device_id = 0
     features = 0
     protocol_features = 0

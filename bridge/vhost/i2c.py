@@ -22,7 +22,7 @@ from protocol.virtio import (
 )
 
 from ..logs import event
-from .device import Device
+from .device import VirtioDevice
 from .link import Link
 from .messages import (
     F_EVENT_IDX,
@@ -71,7 +71,9 @@ def parse_i2c(chain: Chain) -> tuple[I2CMsg | None, int, str | None]:
     return msg, flags, None
 
 
-class I2CDevice(Device):
+class VirtioI2CDevice(VirtioDevice):
+    """A virtio-i2c adapter (VIRTIO_ID_I2C_ADAPTER) whose transactions run on ``bus``."""
+
     device_id = VIRTIO_ID_I2C_ADAPTER
     features = (F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_EVENT_IDX
                 | VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)

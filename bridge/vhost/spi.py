@@ -21,7 +21,7 @@ from protocol.virtio import (
 )
 
 from ..logs import event
-from .device import Device
+from .device import VirtioDevice
 from .link import Link
 from .messages import (
     F_EVENT_IDX,
@@ -56,7 +56,9 @@ def parse_spi(chain: Chain) -> tuple[SpiTransfer | None, str | None]:
     return SpiTransfer(head, tx if tx else None, chain.out_len - 1), None
 
 
-class SpiDevice(Device):
+class VirtioSpiDevice(VirtioDevice):
+    """A virtio-spi controller (VIRTIO_ID_SPI) advertising the board's ``config`` for ``bus``."""
+
     device_id = VIRTIO_ID_SPI
     features = F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_EVENT_IDX
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIG | PF_CONFIGURE_MEM_SLOTS

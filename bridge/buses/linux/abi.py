@@ -6,7 +6,7 @@ transfer per call and has no per-transfer ``cs_change``, delays or
 ``word_delay``; smbus2 would do, but its ``i2c_rdwr`` hides how the request
 reaches the kernel, and going through one layer for every ioctl is what lets
 the tests record the exact bytes the kernel would receive.  The layouts are
-checked against the kernel's own headers by ``tests/test_linux_abi.py``.
+checked against the kernel's own headers by ``tests/buses/test_linux_abi.py``.
 
 Everything here is native-endian and native-sized, like the kernel's structs.
 """

@@ -14,38 +14,31 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, TypedDict
 
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
 from ..base import BusError, I2CBackend
+from .common import DEFAULT_LOG_SIZE, I2CLogEntry, may_stall, outcome
 
 #: What the simulator offers: full I2C, 10-bit addressing, SMBus emulation.
 SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL
 
-DEFAULT_LOG_SIZE = 1024
 
+class I2CDeviceOptions(TypedDict, total=False):
+    """What every simulated I2C device takes besides its address: its name and fault knobs.
 
-class Stalling(Protocol):
-    """A simulated device with the ``stall_s`` fault knob (I2C and SPI alike)."""
-
-    stall_s: float
-
-
-def may_stall(timing: bool, devices: Iterable[Stalling]) -> bool:
-    """A bus's ``may_block``: only simulated wire time and device stalls sleep.
-
-    Asked for every request the server may run inline, so a plain loop: a
-    generator for ``any()`` costs more than the scan.
+    The board-file specs hand these over as one dict.  The device classes
+    spell them out in their signatures: mypyc (setup.py) miscompiles
+    ``**kw: Unpack[...]``.
     """
-    if timing:
-        return True
-    for d in devices:  # noqa: SIM110
-        if d.stall_s > 0:
-            return True
-    return False
+
+    ten_bit: bool
+    name: str
+    nack: bool
+    nack_after_bytes: int | None
+    stall_s: float
 
 
 class I2CDevice:
@@ -125,40 +118,6 @@ class I2CDevice:
 
     def describe(self) -> str:
         return f"{self.name} at {format_i2c_addr(self.address, self.ten_bit)}"
-
-
-@dataclass(frozen=True, slots=True)
-class I2CLogEntry:
-    """One transaction as the bus saw it.
-
-    ``msgs`` are the messages handed to the bus (a whole chain, even if it
-    failed part-way); ``reads`` the data of the reads that completed;
-    ``errno``/``index``/``error`` the outcome (errno 0 = success).
-    """
-
-    seq: int
-    msgs: tuple[I2CMsg, ...]
-    reads: tuple[bytes, ...]
-    errno: int = 0
-    index: int | None = None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.errno == 0
-
-    def describe(self) -> list[str]:
-        """One line per message, i2ctransfer style, with the bytes moved."""
-        out: list[str] = []
-        reads = iter(self.reads)
-        for i, m in enumerate(self.msgs):
-            if self.index is not None and i >= self.index:
-                out.append(f"{m.describe()} {'FAILED' if i == self.index else 'not run'}")
-            elif m.is_read:
-                out.append(f"{m.describe()} -> {next(reads, b'').hex(' ')}")
-            else:
-                out.append(f"{m.describe()} {m.data.hex(' ')}".rstrip())
-        return out
 
 
 class SimI2CBus(I2CBackend):
@@ -279,16 +238,9 @@ class SimI2CBus(I2CBackend):
                 d.stop()
         self._seq += 1
         if self.log.maxlen:
-            self.log.append(
-                I2CLogEntry(
-                    self._seq,
-                    tuple(msgs),
-                    tuple(reads),
-                    failure.errno if failure else 0,
-                    failure.index if failure else None,
-                    failure.message if failure else "",
-                )
-            )
+            errno_, index, error = outcome(failure)
+            self.log.append(I2CLogEntry(self._seq, tuple(msgs), tuple(reads),
+                                        errno=errno_, index=index, error=error))
         if self.timing:
             clocks = 1  # STOP
             for m in msgs:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TypedDict
 
 from protocol.virtio import (
     SPI_MF_CPHA_0,
@@ -32,12 +32,10 @@ from protocol.virtio import (
 )
 
 from ..base import BusError, SpiBackend
-from .i2c import may_stall
+from .common import DEFAULT_LOG_SIZE, SpiLogEntry, may_stall, outcome
 
 _LOOP = int(SpiMode.LOOP)
 _LSB_FIRST = int(SpiMode.LSB_FIRST)
-
-DEFAULT_LOG_SIZE = 1024
 
 #: 8, 16 and 32 bits per word (mask bit n = n + 1 bits).
 SIM_SPI_BITS_PER_WORD_MASK = (1 << 7) | (1 << 15) | (1 << 31)
@@ -71,6 +69,19 @@ def sim_spi_config(cs_max_number: int = 1, **overrides: int) -> SpiConfig:
     }
     fields.update(overrides)
     return SpiConfig(**fields)
+
+
+class SpiDeviceOptions(TypedDict, total=False):
+    """What every simulated SPI device takes: its name and fault knobs (see :class:`SpiDevice`).
+
+    Devices pass them on with ``**options: Unpack[SpiDeviceOptions]``, and the
+    board-file specs hand them over as one dict.
+    """
+
+    name: str
+    fail: bool
+    fail_index: int
+    stall_s: float
 
 
 class SpiDevice:
@@ -109,39 +120,6 @@ class SpiDevice:
 
 class FloatingMiso(SpiDevice):
     """What an empty chip select reads: nobody drives MISO, the pull-up gives 0xFF."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpiLogEntry:
-    """One SPI message as the bus saw it; ``errno`` 0 means success."""
-
-    seq: int
-    cs: int
-    transfers: tuple[SpiTransfer, ...]
-    rx: tuple[bytes, ...]
-    errno: int = 0
-    index: int | None = None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.errno == 0
-
-    def describe(self) -> list[str]:
-        out: list[str] = []
-        rx = iter(self.rx)
-        for i, t in enumerate(self.transfers):
-            line = f"cs{self.cs} t{i}"
-            if t.tx is not None:
-                line += f" tx {t.tx.hex(' ')}"
-            if self.index is not None and i >= self.index:
-                line += " FAILED" if i == self.index else " not run"
-            elif t.rx_len:
-                line += f" rx {next(rx, b'').hex(' ')}"
-            if t.head.cs_change:
-                line += " cs_change"
-            out.append(line)
-        return out
 
 
 _BITREV = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
@@ -287,17 +265,9 @@ class SimSpiBus(SpiBackend):
             dev.deselect()
         self._seq += 1
         if self.log.maxlen:
-            self.log.append(
-                SpiLogEntry(
-                    self._seq,
-                    cs,
-                    tuple(transfers),
-                    tuple(rx),
-                    failure.errno if failure else 0,
-                    failure.index if failure else None,
-                    failure.message if failure else "",
-                )
-            )
+            errno_, index, error = outcome(failure)
+            self.log.append(SpiLogEntry(self._seq, cs, tuple(transfers), tuple(rx),
+                                        errno=errno_, index=index, error=error))
         if self.timing:
             time.sleep(self._wire_time(transfers))
         if failure is not None:

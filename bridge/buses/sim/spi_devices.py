@@ -1,11 +1,12 @@
-"""Simulated SPI targets: a loopback plug and a JEDEC SPI NOR flash."""
+"""Simulated SPI targets: a loopback plug, a JEDEC SPI NOR flash and a generic register chip."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Unpack
 
-from .spi import SpiDevice
+from .spi import SpiDevice, SpiDeviceOptions
 
 
 class LoopbackDevice(SpiDevice):
@@ -57,18 +58,15 @@ class SpiNorFlash(SpiDevice):
     def __init__(
         self,
         *,
-        name: str = "",
         size: int = 4 * 1024 * 1024,
         jedec_id: bytes = b"\xef\x40\x16",
         device_id: int = 0x15,
         page_size: int = 256,
         program_time_s: float = 0.0,
         erase_time_s: float = 0.0,
-        fail: bool = False,
-        fail_index: int = 0,
-        stall_s: float = 0.0,
+        **options: Unpack[SpiDeviceOptions],
     ) -> None:
-        super().__init__(name=name, fail=fail, fail_index=fail_index, stall_s=stall_s)
+        super().__init__(**options)
         if size <= 0 or size % 4096 or size > 1 << 24:
             raise ValueError(f"{self.name}: size {size} must be a multiple of 4 KiB up to 16 MiB")
         if page_size <= 0 or page_size & (page_size - 1) or size % page_size:
@@ -237,3 +235,73 @@ class SpiNorFlash(SpiDevice):
         self.wel = False
         if duration > 0:
             self._busy_until = time.monotonic() + duration
+
+
+class SpiRegisterDevice(SpiDevice):
+    """An 8-bit register file behind an address byte, the protocol of most SPI sensors.
+
+    The first byte of a CS frame is a register address with a read/write bit
+    (and on ST parts an auto-increment bit); the bytes after it are register
+    values, read or written.
+
+    ``rw_bit`` in the address byte selects reading when set (ST, Bosch) or
+    writing when set (``read_when_set=False``: Maxim, e.g. MAX31856).  With
+    ``increment_bit`` (ST's MS bit) the address advances after each value
+    only if that bit is set; without it the address always advances.
+    ``read_only`` registers ignore writes.  MISO is 0xFF while the address
+    byte is clocked in.
+    """
+
+    def __init__(
+        self,
+        *,
+        registers: Mapping[int, int] | None = None,
+        read_only: Iterable[int] = (),
+        rw_bit: int = 0x80,
+        read_when_set: bool = True,
+        increment_bit: int | None = None,
+        **options: Unpack[SpiDeviceOptions],
+    ) -> None:
+        super().__init__(**options)
+        self.registers: dict[int, int] = {r & 0xFF: v & 0xFF for r, v in (registers or {}).items()}
+        self.read_only = set(read_only)
+        self.rw_bit = rw_bit
+        self.read_when_set = read_when_set
+        self.increment_bit = increment_bit
+        self.addr_mask = 0xFF & ~rw_bit & ~(increment_bit or 0)
+        self._addr: int | None = None
+        self._reading = False
+        self._increment = True
+
+    def get(self, reg: int) -> int:
+        """A register as a bus read would return it (no side effects)."""
+        return self.registers.get(reg, 0)
+
+    def put(self, reg: int, value: int) -> None:
+        """A bus write of one register (read-only ones ignore it)."""
+        if reg not in self.read_only:
+            self.registers[reg] = value & 0xFF
+
+    def select(self) -> None:
+        self._addr = None
+
+    def deselect(self) -> None:
+        self._addr = None
+
+    def exchange(self, mosi: bytes) -> bytes:
+        out = bytearray()
+        for b in mosi:
+            if self._addr is None:
+                self._reading = bool(b & self.rw_bit) == self.read_when_set
+                self._increment = self.increment_bit is None or bool(b & self.increment_bit)
+                self._addr = b & self.addr_mask
+                out.append(0xFF)
+                continue
+            if self._reading:
+                out.append(self.get(self._addr))
+            else:
+                self.put(self._addr, b)
+                out.append(0xFF)
+            if self._increment:
+                self._addr = (self._addr + 1) & self.addr_mask
+        return bytes(out)

@@ -1,4 +1,5 @@
-"""The simulated SPI register chips added for the drop-in tests, built from board TOML."""
+"""The simulated SPI register chips (spi_regmap, lis3dh) built from board TOML, through the
+drop-in spidev they were added for."""
 
 from __future__ import annotations
 

@@ -584,7 +584,7 @@ def test_open_hint_names_the_fix_for_permissions() -> None:
 
 
 def test_example_board_file_is_valid() -> None:
-    path = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "board-linux.toml"
+    path = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "board-linux.toml"
     cfg = board_config_from_toml_text(path.read_text(), str(path))
     assert [b.backend for b in cfg.i2c] == ["linux", "linux"]
     assert cfg.spi[0].chip_selects() == {0: "/dev/spidev0.0", 1: "/dev/spidev0.1"}  # type: ignore[union-attr]

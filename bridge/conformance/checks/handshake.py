@@ -1,0 +1,286 @@
+"""Handshake and version (SPEC.md §4.1, §4.2, §6), including what may come before HELLO."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..board import Board, next_id
+from ..model import check_pong, check_welcome, i2c_frame, rd
+from ..registry import DROP, Ctx, Fail, Skip, check
+from ..wire import PING, PONG, Conn, frame, frame_body, pack
+
+
+def _refused(ctx: Ctx, obj: Any, code: str, what: str, raw: bytes | None = None) -> str:
+    """A fresh connection sends ``obj`` first; expects a fatal ERROR ``code`` with id 0."""
+    c = ctx.raw()
+    c.send_bytes(raw if raw is not None else frame(obj))
+    _, msg = ctx.expect_error(c, code, 0, fatal=True, what=what)
+    return f"ERROR {code} id 0 ({msg!r}), then closed"
+
+
+def _welcomed(ctx: Ctx, hello: dict[str, Any] | None = None, raw: bytes | None = None) -> Conn:
+    c = ctx.raw()
+    c.send_bytes(raw if raw is not None else frame([0, 0, hello]))
+    f = ctx.recv(c, "WELCOME")
+    check_welcome(f)
+    return c
+
+
+@check("hs.welcome", "§4.2 §6")
+def welcome(ctx: Ctx) -> str:
+    """HELLO is answered by a WELCOME with version 1, typed buses and all five limits."""
+    _welcomed(ctx, ctx.hello_map())
+    lim = ctx.limits
+    return (f"{len(ctx.i2c_buses())} I2C, {len(ctx.spi_buses())} SPI buses; limits "
+            + ", ".join(f"{k}={lim[k]}" for k in sorted(lim)))
+
+
+@check("hs.version-missing", "§4.1")
+def version_missing(ctx: Ctx) -> str:
+    """A HELLO without ``version`` is version 1."""
+    _welcomed(ctx, ctx.hello_map(version=DROP))
+    return "HELLO without version: WELCOME"
+
+
+@check("hs.unknown-keys", "§3 §4.1")
+def unknown_keys(ctx: Ctx) -> str:
+    """Unknown HELLO keys are ignored and keys may come in any order."""
+    m = ctx.hello_map()
+    reordered = {"x-future": [1, {"a": b"\x00"}], **{k: m[k] for k in reversed(list(m))}}
+    _welcomed(ctx, reordered)
+    return "keys reversed plus an unknown key: WELCOME"
+
+
+@check("hs.int-width", "§3")
+def int_width(ctx: Ctx) -> str:
+    """Any width encoding of an integer is accepted (version as ``cd 00 01``, id as ``ce``)."""
+    rest = ctx.hello_map(version=DROP)
+    body = b"\x93\xcc\x00\xce\x00\x00\x00\x00" + bytes([0x80 | (len(rest) + 1)]) + \
+        pack("version") + b"\xcd\x00\x01" + b"".join(pack(k) + pack(v) for k, v in rest.items())
+    c = _welcomed(ctx, raw=frame_body(body))
+    rid = next_id()
+    bus = Board(ctx).need_i2c()
+    wide = b"\x95\xd0\x02\xce" + rid.to_bytes(4, "big") + pack(bus) + \
+        pack([[b"\xee\x00\x00\x00\x02\x00\x00\x00", 0]]) + b"\xcd\x03\xe8"
+    c.send_bytes(frame_body(wide))
+    f = ctx.recv(c, "a RESULT for an I2C frame with wide integers")
+    if f.type != 4 or f.id != rid:
+        raise Fail(f"I2C frame with int8/uint32/uint16 encodings: got {f.brief()}")
+    return "HELLO with uint8/uint32/uint16 encodings accepted; I2C frame too"
+
+
+@check("hs.version-2", "§6 §9")
+def version_2(ctx: Ctx) -> str:
+    """A HELLO with version 2 gets a fatal ``unsupported-version``."""
+    return _refused(ctx, [0, 0, ctx.hello_map(version=2)], "unsupported-version", "version 2")
+
+
+@check("hs.version-0", "§6 §9")
+def version_0(ctx: Ctx) -> str:
+    """Version 0 is not 1 either."""
+    return _refused(ctx, [0, 0, ctx.hello_map(version=0)], "unsupported-version", "version 0")
+
+
+@check("hs.not-a-map", "§6 §9")
+def not_a_map(ctx: Ctx) -> str:
+    """A HELLO whose item 2 is not a map is a fatal ``malformed``."""
+    return _refused(ctx, [0, 0, "hello"], "malformed", "HELLO with a str for its map")
+
+
+@check("hs.short-hello", "§4 §6 §9")
+def short_hello(ctx: Ctx) -> str:
+    """``[0]`` (one item) is an invalid HELLO: fatal ``malformed``, id 0."""
+    return _refused(ctx, [0], "malformed", "the 1-item HELLO [0]")
+
+
+@check("hs.long-hello", "§4 §6 §9")
+def long_hello(ctx: Ctx) -> str:
+    """A HELLO with 4 items is an invalid HELLO: fatal ``malformed``, id 0."""
+    return _refused(ctx, [0, 0, ctx.hello_map(), 1], "malformed", "a 4-item HELLO")
+
+
+@check("hs.client-256", "§4.1 §10")
+def client_256(ctx: Ctx) -> str:
+    """``client`` of 256 characters is accepted; 257 is a fatal ``malformed``."""
+    _welcomed(ctx, ctx.hello_map(client="c" * 256))
+    r = _refused(ctx, [0, 0, ctx.hello_map(client="c" * 257)], "malformed", "client of 257")
+    return f"256: WELCOME; 257: {r}"
+
+
+@check("hs.client-type", "§4.1 §6")
+def client_type(ctx: Ctx) -> str:
+    """``client`` that is not a str is a wrong type: fatal ``malformed``."""
+    return _refused(ctx, [0, 0, ctx.hello_map(client=5)], "malformed", "client = 5")
+
+
+@check("hs.token-257", "§4.1 §6 §10")
+def token_257(ctx: Ctx) -> str:
+    """A ``token`` of 257 characters is a too-long token: fatal ``malformed``."""
+    return _refused(ctx, [0, 0, ctx.hello_map(token="t" * 257)], "malformed", "token of 257")
+
+
+@check("hs.token-empty", "§4.1 §6")
+def token_empty(ctx: Ctx) -> str:
+    """A ``token`` of 0 characters is outside 1..256: fatal ``malformed``."""
+    return _refused(ctx, [0, 0, ctx.hello_map(token="")], "malformed", 'token ""')
+
+
+@check("hs.token-nil", "§4.1 §6")
+def token_nil(ctx: Ctx) -> str:
+    """``token: nil`` is a wrong type (senders never send nil): fatal ``malformed``."""
+    return _refused(ctx, [0, 0, ctx.hello_map(token=None)], "malformed", "token nil")
+
+
+@check("hs.token-ignored", "§4.1 §6")
+def token_ignored(ctx: Ctx) -> str:
+    """A server without tokens ignores a well-formed ``token`` (256 characters)."""
+    if ctx.target.token is not None:
+        raise Skip("the target requires a token; sec.* checks cover a wrong one")
+    _welcomed(ctx, ctx.hello_map(token="t" * 256))
+    return "token of 256 characters on a server without tokens: WELCOME"
+
+
+def _lease_token(n: int, ch: str = "k") -> str:
+    return (ch * n)[:n]
+
+
+@check("hs.leases-16", "§4.1")
+def leases_16(ctx: Ctx) -> str:
+    """16 unknown lease tokens of 16 and 128 characters are ignored; 17 are ``malformed``."""
+    toks = [_lease_token(16, chr(ord("a") + i)) for i in range(15)] + [_lease_token(128)]
+    _welcomed(ctx, ctx.hello_map(leases=toks))
+    r = _refused(ctx, [0, 0, ctx.hello_map(leases=[*toks, "z" * 16])], "malformed",
+                 "17 lease tokens")
+    return f"16 tokens: WELCOME; 17: {r}"
+
+
+@check("hs.lease-token-length", "§4.1")
+def lease_token_length(ctx: Ctx) -> str:
+    """A lease token of 15 or 129 characters makes the HELLO ``malformed`` (fatal)."""
+    a = _refused(ctx, [0, 0, ctx.hello_map(leases=["s" * 15])], "malformed", "15-char token")
+    _refused(ctx, [0, 0, ctx.hello_map(leases=["s" * 129])], "malformed", "129-char token")
+    return f"15 and 129 characters: {a}"
+
+
+@check("hs.lease-token-ascii", "§4.1")
+def lease_token_ascii(ctx: Ctx) -> str:
+    """A lease token with a non-printable or non-ASCII character is ``malformed`` (fatal)."""
+    _refused(ctx, [0, 0, ctx.hello_map(leases=["abcdefgh\x01jklmnop"])], "malformed",
+             "a token with \\x01")
+    return _refused(ctx, [0, 0, ctx.hello_map(leases=["abcdefghéjklmnop"])], "malformed",
+                    "a token with é")
+
+
+@check("hs.second-hello", "§6 §9")
+def second_hello(ctx: Ctx) -> str:
+    """A second HELLO is a fatal ``malformed`` with id 0."""
+    c = ctx.open()
+    c.send([0, 0, ctx.hello_map()])
+    _, msg = ctx.expect_error(c, "malformed", 0, fatal=True, what="a second HELLO")
+    return f"ERROR malformed id 0 ({msg!r}), then closed"
+
+
+@check("hs.i2c-before-hello", "§6 §9 §12.15")
+def i2c_before_hello(ctx: Ctx) -> str:
+    """An I2C frame before HELLO: fatal ``handshake-required``, id 0."""
+    bus = Board(ctx).need_i2c()
+    return _refused(ctx, i2c_frame(next_id(), bus, [rd(0x48, 1)]), "handshake-required",
+                    "an I2C frame before HELLO")
+
+
+@check("hs.spi-before-hello", "§6 §9")
+def spi_before_hello(ctx: Ctx) -> str:
+    """An SPI frame before HELLO: fatal ``handshake-required``, id 0."""
+    return _refused(ctx, [3, next_id(), "0", 0, [[bytes(32), None, 1]], None],
+                    "handshake-required", "an SPI frame before HELLO")
+
+
+@check("hs.lease-before-hello", "§6 §9")
+def lease_before_hello(ctx: Ctx) -> str:
+    """A LEASE frame before HELLO: fatal ``handshake-required``, id 0."""
+    return _refused(ctx, [8, next_id(), "list", {}], "handshake-required",
+                    "a LEASE frame before HELLO")
+
+
+@check("hs.result-before-hello", "§6 §9")
+def result_before_hello(ctx: Ctx) -> str:
+    """A client-sent RESULT before HELLO: fatal ``malformed``, id 0 (fatal errors carry 0)."""
+    return _refused(ctx, [4, 1, b"\x00", [], []], "malformed", "a RESULT before HELLO")
+
+
+@check("hs.unknown-type-before-hello", "§6 §9")
+def unknown_type_before_hello(ctx: Ctx) -> str:
+    """Frame type 10 before HELLO: fatal ``malformed``, id 0."""
+    return _refused(ctx, [10, 1], "malformed", "frame type 10 before HELLO")
+
+
+@check("hs.welcome-from-client", "§6 §9")
+def welcome_from_client(ctx: Ctx) -> str:
+    """A client-sent WELCOME before HELLO: fatal ``malformed``, id 0."""
+    return _refused(ctx, [1, 0, {"version": 1}], "malformed", "a WELCOME from the client")
+
+
+@check("hs.ping-before-hello", "§4.7 §6")
+def ping_before_hello(ctx: Ctx) -> str:
+    """PING before HELLO is answered with PONG; the handshake still works afterwards."""
+    c = ctx.raw()
+    c.send([PING, 77])
+    check_pong(ctx.recv(c, "PONG to a PING before HELLO"), 77)
+    c.send([0, 0, ctx.hello_map()])
+    check_welcome(ctx.recv(c, "WELCOME after the PING"))
+    return "PONG 77, then WELCOME"
+
+
+@check("hs.pong-before-hello", "§4.7 §6")
+def pong_before_hello(ctx: Ctx) -> str:
+    """A PONG before HELLO is not answered and does not end the connection."""
+    c = ctx.raw()
+    c.send([PONG, 5])
+    c.send([PING, 6])
+    f = ctx.recv(c, "PONG 6")
+    check_pong(f, 6)
+    c.send([0, 0, ctx.hello_map()])
+    check_welcome(ctx.recv(c, "WELCOME"))
+    return "no answer to the PONG; PING 6 answered next; WELCOME"
+
+
+@check("hs.garbage-before-hello", "§6 §9")
+def garbage_before_hello(ctx: Ctx) -> str:
+    """A body that is not msgpack before HELLO: ``malformed`` with id 0 (fatal or not)."""
+    c = ctx.raw()
+    c.send_bytes(frame_body(b"\xc1\xc1\xc1"))
+    return _either(ctx, c, "a non-msgpack body before HELLO")
+
+
+@check("hs.empty-frame-before-hello", "§2 §6 §9")
+def empty_before_hello(ctx: Ctx) -> str:
+    """A frame with length 0 before HELLO: ``malformed`` with id 0 (fatal or not)."""
+    c = ctx.raw()
+    c.send_bytes(b"\x00\x00\x00\x00")
+    return _either(ctx, c, "an empty frame before HELLO")
+
+
+def _either(ctx: Ctx, c: Conn, what: str) -> str:
+    """SPEC.md does not say whether this is fatal: accept both, report which."""
+    ctx.expect_error(c, "malformed", 0, fatal=None, what=what)
+    try:
+        c.send([0, 0, ctx.hello_map()])
+        f = c.recv(ctx.target.timeout)
+    except Exception:
+        return "ERROR malformed id 0, then closed (fatal)"
+    check_welcome(f)
+    return "ERROR malformed id 0, connection kept (non-fatal), HELLO then accepted"
+
+
+@check("hs.pipelined-hello", "§6")
+def pipelined_hello(ctx: Ctx) -> str:
+    """A request sent right behind HELLO (same write) is accepted and answered."""
+    bus = Board(ctx).need_i2c()
+    rid = next_id()
+    c = ctx.raw()
+    c.send_bytes(frame([0, 0, ctx.hello_map()]) + frame(i2c_frame(rid, bus, [rd(0x08, 0)])))
+    check_welcome(ctx.recv(c, "WELCOME"))
+    f = ctx.recv(c, "the RESULT of the pipelined request")
+    if f.type != 4 or f.id != rid:
+        raise Fail(f"expected RESULT {rid}, got {f.brief()}")
+    return "WELCOME, then the RESULT"
