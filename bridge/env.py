@@ -39,6 +39,12 @@ TLS_SERVER_NAME = "BUSBRIDGE_TLS_SERVER_NAME"
 TOKEN = "BUSBRIDGE_TOKEN"
 #: File holding the access token (wins over ``BUSBRIDGE_TOKEN``).
 TOKEN_FILE = "BUSBRIDGE_TOKEN_FILE"
+#: Socket of the ``busbridge run`` agent that native programs' ioctls go to (set by
+#: ``busbridge run``, read by the preload library).
+NATIVE_SOCKET = "BUSBRIDGE_NATIVE_SOCKET"
+#: Path of the preload library to use instead of the one built with the package.
+PRELOAD_LIBRARY = "BUSBRIDGE_PRELOAD_LIBRARY"
 
-__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "MAP", "MQTT_PREFIX", "TIMEOUT", "TLS",
-           "TLS_CA", "TLS_CERT", "TLS_KEY", "TLS_SERVER_NAME", "TOKEN", "TOKEN_FILE", "URL"]
+__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "MAP", "MQTT_PREFIX", "NATIVE_SOCKET",
+           "PRELOAD_LIBRARY", "TIMEOUT", "TLS", "TLS_CA", "TLS_CERT", "TLS_KEY",
+           "TLS_SERVER_NAME", "TOKEN", "TOKEN_FILE", "URL"]

@@ -29,6 +29,7 @@ from .demo import demo
 from .i2c import i2c
 from .info import info
 from .lease import lease
+from .mount import mount
 from .run import run
 from .serve import serve
 from .spi import spi
@@ -99,7 +100,7 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
 
 
 for _command in (serve, info, i2c, spi, demo, bench, lease, run, vhost_user, boards, token,
-                 conformance):
+                 conformance, mount):
     cli.add_command(_command)
 
 

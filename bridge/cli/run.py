@@ -99,17 +99,23 @@ def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
 @click.option("--holder", default=None, metavar="TEXT",
               help="Holder name shown to others in busy errors (default: $BUSBRIDGE_HOLDER, "
               "else user@host, pid and command).")
+@click.option("--native/--no-native", default=True, show_default=True,
+              help="Also give native programs (C, Rust, Node, i2c-tools) the remote "
+              "/dev/i2c-N and /dev/spidevB.C through an LD_PRELOAD library (docs/native.md).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, url: str | None, board: str | None, broker: str | None,
         maps: tuple[str, ...],
         check: bool, leases: tuple[str, ...], lease_ttl: int, lease_wait: float,
-        holder: str | None, command: tuple[str, ...]) -> int | None:
-    """Run COMMAND with smbus2, spidev and Blinka's board/busio on the remote buses.
+        holder: str | None, native: bool, command: tuple[str, ...]) -> int | None:
+    """Run COMMAND with smbus2, spidev, Blinka's board/busio and /dev/i2c-N, /dev/spidevB.C
+    on the remote buses.
 
     Inside COMMAND, `import smbus2`, `import spidev`, `import board`, `busio`
     and `digitalio` load busbridge's drop-in modules (a directory put first
-    on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses.
+    on PYTHONPATH), so SMBus(1) and SpiDev(0, 0) talk to the server's buses;
+    native programs (i2cget, C, Rust, Node) opening /dev/i2c-N or
+    /dev/spidevB.C get the remote devices through an LD_PRELOAD library.
     With --board, the name is resolved once, here, and COMMAND gets the address.
     """
     opts = ctx.obj
@@ -131,11 +137,19 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     program = shutil.which(command[0], path=env.get("PATH"))
     if program is None:
         raise click.ClickException(f"{command[0]}: command not found")
+    from ..native.launch import prepare, serve_and_run
+
+    library = prepare(program, native)
     if leases:
         host, port = parse_address(url)
         lease_opts = Options(url, host, port, timeout)
+        if library is not None:  # the agent starts once the leases' tokens are in env
+            program, command = sys.executable, (sys.executable, "-m", "bridge.native.launch",
+                                                program, *command)
         return hold_and_run(lease_opts, leases, lease_ttl, lease_wait, holder, program,
                             command, env)
+    if library is not None:
+        return serve_and_run(program, command, env, library)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(program, list(command), env)

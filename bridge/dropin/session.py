@@ -103,6 +103,18 @@ class BusMap:
         return table.get(str(local), str(local))
 
 
+def target_address(url: str, board: str | None, broker: str | None,
+                   timeout: float) -> tuple[str, int]:
+    """Where to connect: the board's address as the MQTT broker has it now when
+    ``board`` is set (asked again at every connect, so a board that came back on
+    another address is found), else ``url``."""
+    if board:
+        from ..mqtt.discovery import resolve_sync  # here: it needs the optional aiomqtt
+
+        return resolve_sync(board, broker, timeout=timeout)
+    return server_address(url)
+
+
 #: What the drop-in layers call: a bus-call API over one connection.
 AnyClient = Client | BlockingClient
 
@@ -143,18 +155,12 @@ class Session:
             if self._client is None or self._pid != os.getpid():
                 # A forked child must not share its parent's socket: open its own.
                 try:
-                    auth = ClientAuth.from_env()
-                    if self.board:
-                        # Imported here: the MQTT lookup needs the optional aiomqtt.
-                        from ..mqtt.discovery import resolve_sync
-
-                        host, port = resolve_sync(self.board, self.broker,
-                                                  timeout=self.timeout)
-                    else:
-                        host, port = server_address(self.url)
+                    host, port = target_address(self.url, self.board, self.broker,
+                                                self.timeout)
                     self._client = BlockingClient(host, port, timeout=self.timeout,
                                                   name="busbridge-dropin",
-                                                  leases=env_leases(), auth=auth)
+                                                  leases=env_leases(),
+                                                  auth=ClientAuth.from_env())
                 except ImportError:
                     raise OSError(errno.ENODEV, f"busbridge: {env.BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None

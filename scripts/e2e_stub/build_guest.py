@@ -94,7 +94,8 @@ def module_closure(moddir: Path, wanted: list[str]) -> list[Path]:
     return order
 
 
-def build(out: Path, pkg: str, version: str) -> None:
+def build(out: Path, pkg: str, version: str, init: Path = INIT,
+          wanted: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="busbridge-e2e-stub-") as tmp:
         t = Path(tmp)
         log(f"downloading {pkg} {version} (about 70 MB)")
@@ -105,7 +106,7 @@ def build(out: Path, pkg: str, version: str) -> None:
         run(["dpkg", "-x", str(deb), str(x)])
         vmlinuz = next((x / "boot").glob("vmlinuz-*"))
         kver = vmlinuz.name.removeprefix("vmlinuz-")
-        mods = module_closure(x / "lib" / "modules" / kver, WANTED)
+        mods = module_closure(x / "lib" / "modules" / kver, wanted or WANTED)
         log(f"kernel {kver}; modules: {' '.join(m.stem for m in mods)}")
 
         root = t / "root"
@@ -121,7 +122,7 @@ def build(out: Path, pkg: str, version: str) -> None:
             shutil.copy2(m, root / "mods" / name)
             load.append(name)
         (root / "mods" / "order").write_text("\n".join(load) + "\n")
-        shutil.copy2(INIT, root / "init")
+        shutil.copy2(init, root / "init")
         (root / "init").chmod(0o755)
 
         log("packing the initramfs")
@@ -154,7 +155,12 @@ def main() -> None:
                                       "depends on)")
     ap.add_argument("--check", action="store_true",
                     help="only print the build directory if it is already built; exit 1 if not")
+    ap.add_argument("--init", type=Path, default=INIT,
+                    help="the guest's /init (default: the i2c-stub board server's)")
+    ap.add_argument("--extra-modules", default="",
+                    help="more stock kernel modules to load, comma-separated (e.g. cuse)")
     args = ap.parse_args()
+    extra = [m for m in args.extra_modules.split(",") if m]
     for tool in ("apt-get", "apt-cache", "dpkg", "modinfo", "cpio", "gzip"):
         if args.check and tool not in ("apt-cache",):
             continue
@@ -165,7 +171,10 @@ def main() -> None:
     pkg, version = kernel_package(args.package)
     h = hashlib.sha256()
     bb = BUSYBOX.read_bytes() if BUSYBOX.exists() else b""
-    for part in (Path(__file__).read_bytes(), INIT.read_bytes(), f"{pkg}={version}".encode(), bb):
+    parts = [Path(__file__).read_bytes(), args.init.read_bytes(), f"{pkg}={version}".encode(), bb]
+    if extra:
+        parts.append(",".join(extra).encode())
+    for part in parts:
         h.update(hashlib.sha256(part).digest())
     out = cache_root() / h.hexdigest()[:16]
     if (out / "manifest.json").exists():
@@ -174,7 +183,7 @@ def main() -> None:
         log(f"not built ({pkg} {version}): run scripts/e2e_stub/build_guest.py")
         sys.exit(1)
     else:
-        build(out, pkg, version)
+        build(out, pkg, version, args.init, WANTED + extra)
         log(f"built: {out}")
     print(out)
 
