@@ -1,4 +1,4 @@
-"""TLS and tokens as clients use them: certificate checks, token files, the CLI,
+"""TLS and tokens as clients use them: certificate checks, the CLI,
 ``busbridge run`` and the vhost-user link, against a real server on 127.0.0.1.
 
 Certificates come from throwaway CAs made by ``trustme`` (the ``pki`` fixture of
@@ -33,24 +33,13 @@ BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 async def test_tls_client_refuses_a_server_it_does_not_trust(tls_server: Server) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        await AsyncClient.connect("127.0.0.1", tls_server.port, tls=True)
+        await AsyncClient.connect("127.0.0.1", tls_server.port, auth=ClientAuth(tls=True))
 
 
 async def test_tls_server_name_is_checked(tls_server: Server, pki: Pki) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        await AsyncClient.connect("127.0.0.1", tls_server.port, cafile=str(pki.ca),
-                                  server_hostname="lab-pi.example")
-
-
-# -- tokens ----------------------------------------------------------------------------------
-
-
-def test_client_auth_from_env_reads_the_token_file(tmp_path: Path) -> None:
-    f = tmp_path / "token"
-    f.write_text(TOKEN + "\n")
-    auth = ClientAuth.from_env({"BUSBRIDGE_TOKEN_FILE": str(f), "BUSBRIDGE_TLS_CA": "/ca.pem"})
-    assert (auth.token, auth.cafile, auth.uses_tls) == (TOKEN, "/ca.pem", True)
-    assert auth.env()["BUSBRIDGE_TOKEN"] == TOKEN
+        await AsyncClient.connect("127.0.0.1", tls_server.port, auth=ClientAuth(
+            cafile=str(pki.ca), server_hostname="lab-pi.example"))
 
 
 # -- the CLI and the drop-in layers as clients -----------------------------------------------

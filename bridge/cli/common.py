@@ -94,7 +94,7 @@ def with_client(opts: Options, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
             host, port = await resolve_board_address(opts)
         try:
             client = await AsyncClient.connect(host, port, timeout=opts.timeout,
-                                               leases=env_leases(), **opts.auth.kwargs())
+                                               leases=env_leases(), auth=opts.auth)
         except RemoteError as e:
             raise CliError(f"{opts.url} refused the connection: {e.message}") from None
         except OSError as e:

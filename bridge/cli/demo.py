@@ -411,10 +411,10 @@ def demo(ctx: click.Context, listen: str) -> None:
     Scans, sensor and EEPROM access, SPI flash and loopback, a deliberate NACK,
     then latency and pipelined throughput.  Exit 0 if every step behaved.
     """
-    from ..config import split_host_port
+    from ..addresses import parse_host_port
 
     try:
-        host, port = split_host_port(listen)
+        host, port = parse_host_port(listen)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--listen") from None
     try:

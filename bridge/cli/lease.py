@@ -28,11 +28,12 @@ from protocol.errors import ErrorCode
 from protocol.leases import MAX_LEASE_TTL, LeaseInfo
 
 from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
-from ..dropin.session import ENV_LEASE, env_leases
+from ..dropin.session import env_leases
+from ..env import HOLDER as ENV_HOLDER
+from ..env import LEASE as ENV_LEASE
 from ..runtime import run as run_loop
 from .common import CONTEXT, CliError, ConnectError, Options, errmsg, options, with_client
 
-ENV_HOLDER = "BUSBRIDGE_HOLDER"
 #: Longest pause between two attempts while waiting for a busy scope (s).
 MAX_BACKOFF = 2.0
 

@@ -9,7 +9,10 @@ import threading
 import click
 
 from ..client.auth import ClientAuth
-from ..dropin.session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+from ..dropin.session import BusMap
+from ..env import MAP as ENV_MAP
+from ..env import TIMEOUT as ENV_TIMEOUT
+from ..env import URL as ENV_URL
 
 EPILOG = """\b
 Examples:

@@ -11,7 +11,10 @@ import click
 
 from ..client import Client, RemoteError, parse_address
 from ..client.auth import ClientAuth
-from ..dropin.session import ENV_MAP, ENV_TIMEOUT, ENV_URL, BusMap
+from ..dropin.session import BusMap
+from ..env import MAP as ENV_MAP
+from ..env import TIMEOUT as ENV_TIMEOUT
+from ..env import URL as ENV_URL
 from .common import Options, resolve_board
 from .lease import hold_and_run
 
@@ -50,7 +53,7 @@ def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
     """Fail before starting the program if the server or a mapped bus is missing."""
     try:
         host, port = parse_address(url)
-        with Client(host, port, timeout=timeout, name="busbridge-run", **auth.kwargs()) as c:
+        with Client(host, port, timeout=timeout, name="busbridge-run", auth=auth) as c:
             w = c.welcome
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None

@@ -54,7 +54,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     """
     import ssl
 
-    from ..config import BoardConfigError, load_board, split_host_port
+    from ..addresses import parse_host_port
+    from ..config import BoardConfigError, load_board
     from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
@@ -63,7 +64,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     if listen is not None:
         try:
-            host, port = split_host_port(listen)
+            host, port = parse_host_port(listen)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
     try:

@@ -12,17 +12,11 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from protocol.limits import MAX_TOKEN
 
-ENV_TLS = "BUSBRIDGE_TLS"
-ENV_TLS_CA = "BUSBRIDGE_TLS_CA"
-ENV_TLS_CERT = "BUSBRIDGE_TLS_CERT"
-ENV_TLS_KEY = "BUSBRIDGE_TLS_KEY"
-ENV_TLS_SERVER_NAME = "BUSBRIDGE_TLS_SERVER_NAME"
-ENV_TOKEN = "BUSBRIDGE_TOKEN"
-ENV_TOKEN_FILE = "BUSBRIDGE_TOKEN_FILE"
+from .. import env
+from .errors import InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class ClientAuth:
 
     def __post_init__(self) -> None:
         if self.token is not None and not 0 < len(self.token) <= MAX_TOKEN:
-            raise ValueError(f"a token must be 1..{MAX_TOKEN} characters")
+            raise InvalidRequest(f"a token must be 1..{MAX_TOKEN} characters")
 
     def __repr__(self) -> str:
         return (f"ClientAuth(tls={self.uses_tls}, cafile={self.cafile!r}, "
@@ -63,40 +57,37 @@ class ClientAuth:
             ctx.load_cert_chain(self.certfile, self.keyfile)
         return ctx
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``AsyncClient.connect`` / ``Client``."""
-        return {"tls": self.tls, "cafile": self.cafile, "certfile": self.certfile,
-                "keyfile": self.keyfile, "server_hostname": self.server_hostname,
-                "token": self.token}
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **override: Any) -> ClientAuth:
-        """From ``BUSBRIDGE_TLS*`` / ``BUSBRIDGE_TOKEN[_FILE]``; ``override`` wins if not None."""
-        e = os.environ if env is None else env
-        token = e.get(ENV_TOKEN) or None
-        token_file = override.pop("token_file", None) or e.get(ENV_TOKEN_FILE)
-        if token_file and not override.get("token"):
-            token = read_token_file(token_file)
-        values: dict[str, Any] = {
-            "tls": e.get(ENV_TLS, "").lower() in ("1", "true", "yes", "on"),
-            "cafile": e.get(ENV_TLS_CA) or None,
-            "certfile": e.get(ENV_TLS_CERT) or None,
-            "keyfile": e.get(ENV_TLS_KEY) or None,
-            "server_hostname": e.get(ENV_TLS_SERVER_NAME) or None,
-            "token": token,
-        }
-        values.update({k: v for k, v in override.items() if v is not None})
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 tls: bool | ssl.SSLContext | None = None, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 server_hostname: str | None = None, token: str | None = None,
+                 token_file: str | None = None) -> ClientAuth:
+        """From ``BUSBRIDGE_TLS*`` / ``BUSBRIDGE_TOKEN[_FILE]`` (``environ`` defaults to
+        ``os.environ``); an argument that is not None wins over its variable, as a
+        command-line option wins over the environment."""
+        e = os.environ if environ is None else environ
+
+        def pick(arg: str | None, var: str) -> str | None:
+            return arg if arg is not None else e.get(var) or None
+
+        if token is None:
+            token_file = pick(token_file, env.TOKEN_FILE)
+            token = read_token_file(token_file) if token_file else e.get(env.TOKEN) or None
+        on = e.get(env.TLS, "").lower() in ("1", "true", "yes", "on")
+        return cls(tls=on if tls is None else tls, cafile=pick(cafile, env.TLS_CA),
+                   certfile=pick(certfile, env.TLS_CERT), keyfile=pick(keyfile, env.TLS_KEY),
+                   server_hostname=pick(server_hostname, env.TLS_SERVER_NAME), token=token)
 
     def env(self) -> dict[str, str]:
         """The environment that gives a child process (``busbridge run``) the same settings."""
         out: dict[str, str] = {}
         if self.uses_tls:
-            out[ENV_TLS] = "1"
-        for key, value in ((ENV_TLS_CA, self.cafile), (ENV_TLS_CERT, self.certfile),
-                           (ENV_TLS_KEY, self.keyfile),
-                           (ENV_TLS_SERVER_NAME, self.server_hostname),
-                           (ENV_TOKEN, self.token)):
+            out[env.TLS] = "1"
+        for key, value in ((env.TLS_CA, self.cafile), (env.TLS_CERT, self.certfile),
+                           (env.TLS_KEY, self.keyfile),
+                           (env.TLS_SERVER_NAME, self.server_hostname),
+                           (env.TOKEN, self.token)):
             if value:
                 out[key] = value
         return out
@@ -108,5 +99,5 @@ def read_token_file(path: str) -> str:
     except OSError as e:
         raise OSError(e.errno, f"cannot read token file {path}: {e.strerror}") from None
     if not token:
-        raise ValueError(f"token file {path} is empty")
+        raise InvalidRequest(f"token file {path} is empty")
     return token

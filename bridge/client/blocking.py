@@ -11,7 +11,8 @@ the same errors and the same bus-call API as ``Client``.
 
 Calls are serialised by a lock (several threads may share one client, one
 request at a time).  Nothing is ever re-sent: a request whose answer does not
-come in time raises ``TimeoutError`` and its late answer is dropped.
+come in time raises :class:`~bridge.client.RequestTimeout` (a ``TimeoutError``)
+and its late answer is dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
@@ -32,16 +32,10 @@ from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from .. import __version__
-from .aio import (
-    AsyncClient,
-    ConnectionLost,
-    RemoteError,
-    SyncClientBase,
-    answer_wait,
-    encode_i2c,
-    encode_spi,
-)
 from .auth import ClientAuth
+from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
+from .requests import answer_wait, check_answer, encode, encode_i2c, encode_spi
+from .sync import SyncClientBase
 
 __all__ = ["BlockingClient"]
 
@@ -51,10 +45,10 @@ class BlockingClient(SyncClientBase):
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
-                 **auth: Any) -> None:
+                 auth: ClientAuth | None = None) -> None:
         self.timeout = timeout
         self.address = (host, port)
-        self.auth = ClientAuth(**auth)
+        self.auth = auth or ClientAuth()
         self.conn = Connection(Role.CLIENT)
         self._lock = threading.Lock()
         self._buf = bytearray(65536)
@@ -63,7 +57,7 @@ class BlockingClient(SyncClientBase):
         try:
             sock = socket.create_connection((host, port), timeout)
         except TimeoutError:
-            raise TimeoutError(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+            raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.auth.ssl_context()
         if ctx is not None:
@@ -83,10 +77,16 @@ class BlockingClient(SyncClientBase):
 
     def _handshake(self, name: str, leases: Sequence[str]) -> WelcomeInfo:
         hello = HelloInfo(client=name, token=self.auth.token, leases=list(leases))
-        self._send(self.conn.send(Hello(hello)))
+        self._send(encode(self.conn, Hello(hello)))
         deadline = time.monotonic() + self.timeout
         while True:
-            for ev in self._read(deadline, "the server's WELCOME"):
+            try:
+                events = self._read(deadline, "WELCOME")
+            except RequestTimeout:
+                host, port = self.address
+                raise ConnectTimeout(_errno.ETIMEDOUT, f"no WELCOME from {host}:{port} in time"
+                                     ) from None
+            for ev in events:
                 if isinstance(ev, Welcome):
                     return ev.info
                 if isinstance(ev, Error) and ev.id == 0:
@@ -168,9 +168,9 @@ class BlockingClient(SyncClientBase):
         return ConnectionLost(f"not connected to {host}:{port}"
                               + (f" ({self._closed_why})" if self._closed_why else ""))
 
-    def _timeout(self, what: str) -> TimeoutError:
+    def _timeout(self, what: str) -> RequestTimeout:
         host, port = self.address
-        return TimeoutError(_errno.ETIMEDOUT, f"no {what} from {host}:{port} in time; the "
+        return RequestTimeout(_errno.ETIMEDOUT, f"no {what} from {host}:{port} in time; the "
                             "request's effect is unknown and it was not re-sent")
 
     # -- bus calls (the same as Client's) ------------------------------------------
@@ -180,7 +180,7 @@ class BlockingClient(SyncClientBase):
         with self._lock:
             rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
             ev = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
-        return ev if type(ev) is Result else AsyncClient._result(ev)
+        return ev if type(ev) is Result else check_answer(ev)
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,
             timeout: float | None = None) -> Result:
@@ -188,14 +188,14 @@ class BlockingClient(SyncClientBase):
         with self._lock:
             rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
             answer = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
-        return answer if type(answer) is Result else AsyncClient._result(answer)
+        return answer if type(answer) is Result else check_answer(answer)
 
     def ping(self) -> float:
         """Round-trip time in seconds."""
         with self._lock:
             t0 = time.monotonic()
             rid = self.conn.next_id()
-            self._roundtrip(rid, self.conn.send(Ping(rid)), self.timeout)
+            self._roundtrip(rid, encode(self.conn, Ping(rid)), self.timeout)
             return time.monotonic() - t0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -212,7 +212,7 @@ class BlockingClient(SyncClientBase):
             while sock.fileno() >= 0 and select.select([sock], [], [], 0)[0]:
                 try:
                     self._read(time.monotonic() + 0.05, "data")  # readable: no real wait
-                except (ConnectionLost, TimeoutError):
+                except (ConnectionLost, RequestTimeout):
                     break
                 sock = self._sock
                 if sock is None:

@@ -20,7 +20,7 @@ from .board import (
     load_board,
     load_board_config,
 )
-from .settings import MqttSettings, ServerSettings, split_host_port
+from .settings import MqttSettings, ServerSettings
 
 __all__ = [
     "Board",
@@ -34,5 +34,4 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
-    "split_host_port",
 ]

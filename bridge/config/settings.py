@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from protocol.limits import DEFAULT_PORT, MAX_TIMEOUT_MS
 
+from ..addresses import parse_host_port
 from ..server.acl import AccessRule
 from ..server.auth import TlsSettings, TokenSpec
 from ..server.settings import LimitSettings
@@ -19,24 +20,6 @@ from .fields import STRICT
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_REQUEST_TIMEOUT_MS = 1000
-
-
-def split_host_port(listen: str) -> tuple[str, int]:
-    """``"host:port"`` / ``"[v6]:port"`` -> (host, port)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{listen!r} must be host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{listen!r}: put an IPv6 address in brackets, [::1]:7707")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{listen!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{listen!r}: port {port} out of range")
-    return host, port
 
 
 class ServerSettings(BaseModel):
@@ -58,16 +41,16 @@ class ServerSettings(BaseModel):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
-        split_host_port(v)
+        parse_host_port(v)
         return v
 
     @property
     def host(self) -> str:
-        return split_host_port(self.listen)[0]
+        return parse_host_port(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return split_host_port(self.listen)[1]
+        return parse_host_port(self.listen)[1]
 
     @property
     def request_timeout(self) -> float:
@@ -107,5 +90,5 @@ class MqttSettings(BaseModel):
     @classmethod
     def _check_advertise(cls, v: str) -> str:
         if v:
-            split_host_port(v)
+            parse_host_port(v)
         return v

@@ -23,34 +23,28 @@ from protocol.errors import ErrorCode
 from protocol.handshake import WelcomeInfo
 from protocol.leases import MAX_HELLO_LEASES, check_token
 
+from .. import env
 from ..client import Client, ConnectionLost, RemoteError, TransferError
 from ..client.auth import ClientAuth
 from ..client.blocking import BlockingClient
+from ..client.requests import server_address
 
 Kind = Literal["i2c", "spi"]
 T = TypeVar("T")
-
-ENV_URL = "BUSBRIDGE_URL"
-ENV_MAP = "BUSBRIDGE_MAP"
-ENV_TIMEOUT = "BUSBRIDGE_TIMEOUT"
-ENV_BOARD = "BUSBRIDGE_BOARD"
-ENV_BROKER = "BUSBRIDGE_BROKER"
-#: Lease tokens (comma-separated) this process's connections present in HELLO.
-ENV_LEASE = "BUSBRIDGE_LEASE"
 
 
 def env_leases(environ: Mapping[str, str] | None = None) -> list[str]:
     """The lease tokens in ``$BUSBRIDGE_LEASE``; a bad entry is a ValueError that
     does not repeat it (it may be a mangled secret)."""
-    raw = (os.environ if environ is None else environ).get(ENV_LEASE, "")
+    raw = (os.environ if environ is None else environ).get(env.LEASE, "")
     tokens = [t for t in raw.replace(" ", ",").split(",") if t]
     for i, t in enumerate(tokens):
         if check_token(t) is not None:
-            raise ValueError(f"{ENV_LEASE}: entry {i + 1} is not a lease token "
+            raise ValueError(f"{env.LEASE}: entry {i + 1} is not a lease token "
                              "(expected tokens printed by `busbridge lease take`, "
                              "comma-separated)")
     if len(tokens) > MAX_HELLO_LEASES:
-        raise ValueError(f"{ENV_LEASE}: {len(tokens)} tokens; at most {MAX_HELLO_LEASES}")
+        raise ValueError(f"{env.LEASE}: {len(tokens)} tokens; at most {MAX_HELLO_LEASES}")
     return list(dict.fromkeys(tokens))
 
 
@@ -109,6 +103,18 @@ class BusMap:
         return table.get(str(local), str(local))
 
 
+def target_address(url: str, board: str | None, broker: str | None,
+                   timeout: float) -> tuple[str, int]:
+    """Where to connect: the board's address as the MQTT broker has it now when
+    ``board`` is set (asked again at every connect, so a board that came back on
+    another address is found), else ``url``."""
+    if board:
+        from ..mqtt.discovery import resolve_sync  # here: it needs the optional aiomqtt
+
+        return resolve_sync(board, broker, timeout=timeout)
+    return server_address(url)
+
+
 #: What the drop-in layers call: a bus-call API over one connection.
 AnyClient = Client | BlockingClient
 
@@ -149,17 +155,14 @@ class Session:
             if self._client is None or self._pid != os.getpid():
                 # A forked child must not share its parent's socket: open its own.
                 try:
-                    auth = ClientAuth.from_env().kwargs()
-                    if self.board:
-                        self._client = BlockingClient.from_board(
-                            self.board, self.broker, timeout=self.timeout,
-                            name="busbridge-dropin", leases=env_leases(), **auth)
-                    else:
-                        self._client = BlockingClient.from_url(
-                            self.url, timeout=self.timeout, name="busbridge-dropin",
-                            leases=env_leases(), **auth)
+                    host, port = target_address(self.url, self.board, self.broker,
+                                                self.timeout)
+                    self._client = BlockingClient(host, port, timeout=self.timeout,
+                                                  name="busbridge-dropin",
+                                                  leases=env_leases(),
+                                                  auth=ClientAuth.from_env())
                 except ImportError:
-                    raise OSError(errno.ENODEV, f"busbridge: {ENV_BOARD} needs the MQTT "
+                    raise OSError(errno.ENODEV, f"busbridge: {env.BOARD} needs the MQTT "
                                   "client: pip install 'busbridge[mqtt]'") from None
                 except RemoteError as e:  # unauthorized, too many clients: not a driver bug
                     err = errno.EACCES if e.code == "unauthorized" else errno.EAGAIN
@@ -189,7 +192,7 @@ class Session:
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"No such file or directory (busbridge: remote {kind} bus {name!r} does not "
-                f"exist on {self.url}; it has {have}; map buses with --map/{ENV_MAP})",
+                f"exist on {self.url}; it has {have}; map buses with --map/{env.MAP})",
                 path,
             )
         return name
@@ -214,12 +217,12 @@ def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = Non
     global _session
     if bus_map is not None and not isinstance(bus_map, BusMap):
         bus_map = BusMap.parse(bus_map)
-    env_url = os.environ.get(ENV_URL, "")
+    env_url = os.environ.get(env.URL, "")
     if not url and not board and not env_url:
-        board = os.environ.get(ENV_BOARD) or None
+        board = os.environ.get(env.BOARD) or None
     s = Session("" if board else url or env_url or "127.0.0.1:7707", bus_map,
                 timeout=timeout if timeout is not None else _env_timeout(), client=client,
-                board=board, broker=broker or os.environ.get(ENV_BROKER) or None)
+                board=board, broker=broker or os.environ.get(env.BROKER) or None)
     with _session_lock:
         old, _session = _session, s
     if old is not None and old is not s:
@@ -228,11 +231,11 @@ def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = Non
 
 
 def _env_timeout() -> float:
-    raw = os.environ.get(ENV_TIMEOUT, "")
+    raw = os.environ.get(env.TIMEOUT, "")
     try:
         return float(raw) if raw else 5.0
     except ValueError:
-        raise ValueError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+        raise ValueError(f"{env.TIMEOUT}={raw!r} is not a number of seconds") from None
 
 
 def session() -> Session:
@@ -240,15 +243,15 @@ def session() -> Session:
     global _session
     with _session_lock:
         if _session is None:
-            url = os.environ.get(ENV_URL, "")
-            board = os.environ.get(ENV_BOARD, "") if not url else ""
+            url = os.environ.get(env.URL, "")
+            board = os.environ.get(env.BOARD, "") if not url else ""
             if not url and not board:
                 raise OSError(errno.ENODEV, f"busbridge: no server configured: set "
-                              f"{ENV_URL}=HOST:PORT (or {ENV_BOARD}=NAME) or call "
+                              f"{env.URL}=HOST:PORT (or {env.BOARD}=NAME) or call "
                               "bridge.dropin.connect()")
-            _session = Session(url, BusMap.parse([os.environ.get(ENV_MAP, "")]),
+            _session = Session(url, BusMap.parse([os.environ.get(env.MAP, "")]),
                                timeout=_env_timeout(), board=board or None,
-                               broker=os.environ.get(ENV_BROKER) or None)
+                               broker=os.environ.get(env.BROKER) or None)
         return _session
 
 

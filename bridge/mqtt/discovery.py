@@ -8,6 +8,11 @@ after :data:`QUIET` seconds without a message instead.)  A board whose status is
 inventory has not arrived yet (it is announcing right now) is waited for, up to
 the timeout.  Errors are ``OSError``s with an errno, so callers that expect a
 connection failure (drop-in drivers, the CLI) handle them unchanged.
+
+Connecting by name is :func:`connect_board` (an :class:`~bridge.client.AsyncClient`)
+or :func:`connect_board_sync` (a thread-backed :class:`~bridge.client.Client`); any
+other client takes the address :func:`resolve_sync` returns.  The client does not
+know about the broker: this module depends on it, not the reverse.
 """
 
 from __future__ import annotations
@@ -17,20 +22,19 @@ import concurrent.futures as cf
 import errno
 import os
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiomqtt
 
-from ..client import parse_address
+from .. import env
+from ..addresses import format_address, parse_address
+from ..client import AsyncClient, Client, ClientAuth
 from .topics import DEFAULT_PREFIX, BrokerAddress, Topics, decode
 
 T = TypeVar("T")
 
-ENV_BOARD = "BUSBRIDGE_BOARD"
-ENV_BROKER = "BUSBRIDGE_BROKER"
-ENV_PREFIX = "BUSBRIDGE_MQTT_PREFIX"
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_TIMEOUT = 5.0
 #: Silence after which a lookup whose probe never came back takes what it has.
@@ -84,11 +88,11 @@ def broker_from_env(broker: str | BrokerAddress | None = None) -> BrokerAddress:
     """``broker``, else ``$BUSBRIDGE_BROKER``, else localhost:1883."""
     if isinstance(broker, BrokerAddress):
         return broker
-    return BrokerAddress.parse(broker or os.environ.get(ENV_BROKER) or DEFAULT_BROKER)
+    return BrokerAddress.parse(broker or os.environ.get(env.BROKER) or DEFAULT_BROKER)
 
 
 def prefix_from_env(prefix: str | None = None) -> str:
-    return prefix or os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX
+    return prefix or os.environ.get(env.MQTT_PREFIX) or DEFAULT_PREFIX
 
 
 async def snapshot(broker: str | BrokerAddress | None = None, *, prefix: str | None = None,
@@ -204,4 +208,30 @@ def resolve_url(name: str, broker: str | BrokerAddress | None = None, *,
                 prefix: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
     """``HOST:PORT`` of board ``name``, from synchronous code."""
     host, port = resolve_sync(name, broker, prefix=prefix, timeout=timeout)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
+
+
+async def connect_board(board: str, broker: str | BrokerAddress | None = None, *,
+                        prefix: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                        name: str = "", leases: Sequence[str] = (),
+                        auth: ClientAuth | None = None) -> AsyncClient:
+    """:meth:`AsyncClient.connect <bridge.client.AsyncClient.connect>` to the board
+    named ``board``, found in the broker's retained inventory.
+
+    ``broker`` defaults to ``$BUSBRIDGE_BROKER``, else localhost:1883; an unknown
+    or offline board raises :class:`DiscoveryError` (an ``OSError``).
+    """
+    host, port = await resolve(board, broker, prefix=prefix, timeout=timeout)
+    return await AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases,
+                                     auth=auth)
+
+
+def connect_board_sync(board: str, broker: str | BrokerAddress | None = None, *,
+                       prefix: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                       name: str = "", leases: Sequence[str] = (),
+                       auth: ClientAuth | None = None) -> Client:
+    """:func:`connect_board` for synchronous code: a thread-backed
+    :class:`~bridge.client.Client` (for a ``BlockingClient``, pass it the address
+    :func:`resolve_sync` returns)."""
+    host, port = resolve_sync(board, broker, prefix=prefix, timeout=timeout)
+    return Client(host, port, timeout=timeout, name=name, leases=leases, auth=auth)

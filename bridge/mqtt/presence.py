@@ -22,7 +22,8 @@ from typing import Any
 import aiomqtt
 
 from .. import __version__
-from ..config import MqttSettings, split_host_port
+from ..addresses import format_address, parse_host_port
+from ..config import MqttSettings
 from ..logs import event
 from ..server import Server
 from .topics import SCHEMA, BrokerAddress, Topics, decode, encode, utc_iso
@@ -49,15 +50,11 @@ def advertised_address(settings: MqttSettings | None, host: str, port: int) -> s
     name stands in for it.
     """
     if settings is not None and settings.advertise:
-        adv_host, adv_port = split_host_port(settings.advertise)
-        return _hostport(adv_host, adv_port or port)
+        adv_host, adv_port = parse_host_port(settings.advertise)
+        return format_address(adv_host, adv_port or port)
     if host in ("", "0.0.0.0", "::"):
         host = socket.getfqdn()
-    return _hostport(host, port)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
 
 
 def _devices(backend: object) -> list[dict[str, Any]] | None:
@@ -89,7 +86,7 @@ def inventory(server: Server, address: str, description: str = "") -> dict[str, 
     return {
         "schema": SCHEMA, "board": w.board, "description": description,
         "version": __version__, "server": w.server, "protocol": w.version,
-        "address": address, "listen": _hostport(server.host, server.port),
+        "address": address, "listen": format_address(server.host, server.port),
         "limits": w.limits.model_dump(), "i2c": i2c, "spi": spi, "at": utc_iso(),
     }
 

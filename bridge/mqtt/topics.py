@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from ..client import split_host_port
+from ..addresses import split_host_port
 
 SCHEMA = 1
 DEFAULT_PREFIX = "busbridge"

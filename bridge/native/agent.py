@@ -23,7 +23,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from ..dropin.session import ENV_MAP, BusMap
+from ..dropin.session import BusMap
+from ..env import MAP as ENV_MAP
 from . import wire
 from .i2cdev import I2C_M_RD, I2cAdapter, Msg
 from .link import Link
@@ -31,7 +32,6 @@ from .spidev import SpiDevice, Xfer
 
 log = logging.getLogger("busbridge.native")
 
-ENV_SOCKET = "BUSBRIDGE_NATIVE_SOCKET"
 Device = I2cAdapter | SpiDevice
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .agent import ENV_SOCKET, Agent, Listener
+from ..env import NATIVE_SOCKET as ENV_SOCKET
+from ..env import PRELOAD_LIBRARY as ENV_LIBRARY
+from .agent import Agent, Listener
 
 log = logging.getLogger("busbridge.native")
 
 HERE = Path(__file__).resolve().parent
 LIBRARY_NAME = "libbusbridge_preload.so"
-ENV_LIBRARY = "BUSBRIDGE_PRELOAD_LIBRARY"
 
 
 def library_path() -> Path | None:

@@ -38,7 +38,11 @@ from protocol.virtio import I2CMsg, SpiTransfer
 
 from ..client import BlockingClient, ConnectionLost, RemoteError
 from ..client.auth import ClientAuth
-from ..dropin.session import ENV_BOARD, ENV_BROKER, ENV_TIMEOUT, ENV_URL, env_leases
+from ..dropin.session import env_leases, target_address
+from ..env import BOARD as ENV_BOARD
+from ..env import BROKER as ENV_BROKER
+from ..env import TIMEOUT as ENV_TIMEOUT
+from ..env import URL as ENV_URL
 
 log = logging.getLogger("busbridge.native")
 T = TypeVar("T")
@@ -70,7 +74,7 @@ class Link:
             self.url = "127.0.0.1:7707"
         raw = env.get(ENV_TIMEOUT, "")
         self.timeout = float(raw) if raw else 5.0
-        self._auth = ClientAuth.from_env(env).kwargs()
+        self._auth = ClientAuth.from_env(env)
         self._leases = env_leases(env)
         self._name = name
         self._idle: list[BlockingClient] = []
@@ -86,10 +90,9 @@ class Link:
         return self.url or f"board {self.board}"
 
     def _open(self) -> BlockingClient:
-        kw = dict(timeout=self.timeout, name=self._name, leases=self._leases, **self._auth)
-        if self.board:
-            return BlockingClient.from_board(self.board, self.broker, **kw)
-        return BlockingClient.from_url(self.url, **kw)
+        host, port = target_address(self.url, self.board or None, self.broker, self.timeout)
+        return BlockingClient(host, port, timeout=self.timeout, name=self._name,
+                              leases=self._leases, auth=self._auth)
 
     def _acquire(self) -> BlockingClient:
         c: BlockingClient | None = getattr(self._mine, "client", None)

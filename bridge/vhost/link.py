@@ -39,8 +39,7 @@ class Link:
     async def start(self) -> WelcomeInfo:
         """First connection: failures raise, so a mistyped address is reported at once."""
         self._client = await AsyncClient.connect(self.host, self.port, timeout=self.timeout,
-                                                 name="busbridge-vhost-user",
-                                                 **self.auth.kwargs())
+                                                 name="busbridge-vhost-user", auth=self.auth)
         assert self._client.welcome is not None
         self.welcome = self._client.welcome
         return self.welcome
@@ -59,8 +58,7 @@ class Link:
                                      f"next attempt in {self._next_try - loop.time():.1f} s")
             try:
                 c = await AsyncClient.connect(self.host, self.port, timeout=self.timeout,
-                                              name="busbridge-vhost-user",
-                                              **self.auth.kwargs())
+                                              name="busbridge-vhost-user", auth=self.auth)
             except (OSError, ConnectionError) as e:
                 self._next_try = loop.time() + self._backoff
                 self._backoff = min(self._backoff * 2, self.backoff_max)

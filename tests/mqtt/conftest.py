@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -123,6 +124,13 @@ class ThreadBoard:
 @pytest.fixture
 def board_thread(mosquitto: Mosquitto) -> Iterator[ThreadBoard]:
     """An announced board on its own thread and loop, for synchronous clients and the CLI."""
+    with announced_board_thread(mosquitto) as board:
+        yield board
+
+
+@contextlib.contextmanager
+def announced_board_thread(mosquitto: Mosquitto) -> Iterator[ThreadBoard]:
+    """The default simulated board, served and announced until the block ends."""
     loop = new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,18 @@ from click.testing import CliRunner
 from bridge import dropin
 from bridge.cli.main import cli
 from bridge.cli.vhost import vhost_user
-from bridge.client import AsyncClient, Client, read, write
-from bridge.mqtt.discovery import DiscoveryError, resolve, snapshot
+from bridge.client import Client, read, write
+from bridge.mqtt.discovery import (
+    DiscoveryError,
+    connect_board,
+    connect_board_sync,
+    resolve,
+    snapshot,
+)
 from bridge.mqtt.presence import Presence
 from bridge.server import Server
 
-from .conftest import Mosquitto, ThreadBoard
+from .conftest import Mosquitto, ThreadBoard, announced_board_thread
 
 BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
@@ -27,7 +34,7 @@ async def test_second_client_finds_the_board_by_name_and_reads_a_register(
         announced: tuple[Server, Presence], mosquitto: Mosquitto) -> None:
     server, _ = announced
     assert await resolve("busbridge-sim", mosquitto.url) == ("127.0.0.1", server.port)
-    async with await AsyncClient.connect_board("busbridge-sim", mosquitto.url) as c:
+    async with await connect_board("busbridge-sim", mosquitto.url) as c:
         (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
     assert data == b"\x01\x17"  # TMP117 device-ID register, through the resolved address
 
@@ -50,7 +57,7 @@ async def test_offline_board_is_a_clear_error_with_last_seen(
     assert msg.startswith("board 'busbridge-sim' is offline (last seen 20")
     assert msg.endswith("; shutdown)")
     with pytest.raises(OSError, match="is offline"):
-        await AsyncClient.connect_board("busbridge-sim", mosquitto.url)
+        await connect_board("busbridge-sim", mosquitto.url)
 
 
 async def test_no_broker_is_a_clear_error(mosquitto: Mosquitto) -> None:
@@ -60,7 +67,7 @@ async def test_no_broker_is_a_clear_error(mosquitto: Mosquitto) -> None:
 
 
 def test_sync_client_from_board(board_thread: ThreadBoard, mosquitto: Mosquitto) -> None:
-    with Client.from_board(board_thread.name, mosquitto.url) as c:
+    with connect_board_sync(board_thread.name, mosquitto.url) as c:
         assert c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)]) == [b"\x01\x17"]
 
 
@@ -158,6 +165,30 @@ def test_dropin_reads_board_from_environment(board_thread: ThreadBoard, mosquitt
         dropin.disconnect()
         with pytest.raises(OSError, match="no board named 'nope'"):
             dropin.SMBus(1)
+    finally:
+        dropin.disconnect()
+
+
+def test_dropin_finds_a_restarted_board_at_its_new_address(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUSBRIDGE_URL", raising=False)
+    monkeypatch.setenv("BUSBRIDGE_BROKER", mosquitto.url)
+    dropin.disconnect()
+    try:
+        with announced_board_thread(mosquitto) as first:
+            monkeypatch.setenv("BUSBRIDGE_BOARD", first.name)
+            bus = dropin.SMBus(1)
+            assert bus.read_word_data(0x48, 0x0F) == 0x1701
+            old_port = first.server.port
+        with socket.socket() as squatter:  # the old port stays taken: the board must move
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", old_port))
+            with announced_board_thread(mosquitto) as second:
+                assert second.server.port != old_port
+                # The old connection is gone; the same SMBus object reconnects by name.
+                assert bus.read_word_data(0x48, 0x0F) == 0x1701
+                assert len(second.server.sessions) == 1  # the drop-in, on the new port
+        bus.close()
     finally:
         dropin.disconnect()
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.client import AsyncClient, RemoteError, read, spi_xfer, write
+from bridge.client import AsyncClient, ClientAuth, RemoteError, read, spi_xfer, write
 from bridge.config import Board
 from bridge.server import Server, ServerPolicy
 from bridge.server.acl import AccessRule, Acl
@@ -37,13 +37,15 @@ async def acl_server(board: Board) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def ci(acl_server: Server) -> AsyncIterator[AsyncClient]:
-    async with await AsyncClient.connect("127.0.0.1", acl_server.port, token=CI) as c:
+    async with await AsyncClient.connect("127.0.0.1", acl_server.port,
+                                         auth=ClientAuth(token=CI)) as c:
         yield c
 
 
 @pytest.fixture
 async def admin(acl_server: Server) -> AsyncIterator[AsyncClient]:
-    async with await AsyncClient.connect("127.0.0.1", acl_server.port, token=ADMIN) as c:
+    async with await AsyncClient.connect("127.0.0.1", acl_server.port,
+                                         auth=ClientAuth(token=ADMIN)) as c:
         yield c
 
 

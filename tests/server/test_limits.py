@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
+from bridge.client import AsyncClient, ClientAuth, ConnectionLost, RemoteError, read, write
 from bridge.config import Board, board_from_toml_text
 from bridge.server import READ_BUFFER, LimitSettings, Server, ServerPolicy
 from bridge.server.auth import TokenSpec, build_server_security, hash_token
@@ -125,7 +125,7 @@ async def test_rate_limit_refuses_at_once_and_per_client(board: Board,
     s = await start(board, LimitSettings(rate=1, burst=3),
                     security=build_server_security(None, tokens, False))
     stop.append(s)
-    ci = await connect(s, token="t" * 40)
+    ci = await connect(s, auth=ClientAuth(token="t" * 40))
     t0 = time.monotonic()
     results = await asyncio.gather(*(ci.transfer("1", [read(0x48, 1)]) for _ in range(6)),
                                    return_exceptions=True)
@@ -133,7 +133,7 @@ async def test_rate_limit_refuses_at_once_and_per_client(board: Board,
     refused = [r for r in results if isinstance(r, RemoteError)]
     assert [r.code for r in refused] == [ErrorCode.RATE_LIMITED] * 3
     assert "client 'ci' is over its request rate (1/s, burst 3)" in refused[0].message
-    ci2 = await connect(s, token="t" * 40)  # same client name: same bucket
+    ci2 = await connect(s, auth=ClientAuth(token="t" * 40))  # same client name: same bucket
     with pytest.raises(RemoteError, match="rate"):
         await works(ci2)
     await ci.close()

@@ -65,7 +65,7 @@ async def device_id(c: AsyncClient) -> bytes:
 
 async def test_tls_round_trip_with_the_servers_ca(tls_server: Server, pki: Pki) -> None:
     async with await AsyncClient.connect("127.0.0.1", tls_server.port,
-                                         cafile=str(pki.ca)) as c:
+                                         auth=ClientAuth(cafile=str(pki.ca))) as c:
         assert await device_id(c) == b"\x01\x17"
         assert c._transport is not None
         assert c._transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
@@ -79,8 +79,8 @@ async def test_plain_client_gets_nothing_from_a_tls_server(tls_server: Server) -
 async def test_mtls_accepts_a_client_certificate_and_names_the_client_by_cn(
     mtls_server: Server, pki: Pki,
 ) -> None:
-    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
-                                         certfile=str(pki.client)) as c:
+    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, auth=ClientAuth(
+            cafile=str(pki.ca), certfile=str(pki.client))) as c:
         assert await device_id(c) == b"\x01\x17"
         assert [s.client for s in mtls_server.sessions] == ["ci-runner"]
 
@@ -92,15 +92,15 @@ async def test_mtls_refuses_clients_without_a_trusted_certificate(
     certfile = None if cert is None else str(pki.stranger)
 
     async def connect_and_ping() -> None:
-        c = await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
-                                      certfile=certfile, timeout=3.0)
+        c = await AsyncClient.connect("127.0.0.1", mtls_server.port, auth=ClientAuth(
+            cafile=str(pki.ca), certfile=certfile), timeout=3.0)
         await c.ping()  # TLS 1.3 reports the refusal on the first read
 
     with pytest.raises((ssl.SSLError, ConnectionLost, ConnectionResetError)):
         await connect_and_ping()
     # ...and a client with a good certificate is still served.
-    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, cafile=str(pki.ca),
-                                         certfile=str(pki.client)) as ok:
+    async with await AsyncClient.connect("127.0.0.1", mtls_server.port, auth=ClientAuth(
+            cafile=str(pki.ca), certfile=str(pki.client))) as ok:
         assert await device_id(ok) == b"\x01\x17"
 
 
@@ -108,14 +108,16 @@ async def test_mtls_refuses_clients_without_a_trusted_certificate(
 
 
 async def test_right_token_is_accepted_and_names_the_client(token_server: Server) -> None:
-    async with await AsyncClient.connect("127.0.0.1", token_server.port, token=TOKEN) as c:
+    async with await AsyncClient.connect("127.0.0.1", token_server.port,
+                                         auth=ClientAuth(token=TOKEN)) as c:
         assert await device_id(c) == b"\x01\x17"
         assert [s.client for s in token_server.sessions] == ["ci"]
 
 
 async def test_wrong_token_is_refused_with_unauthorized(token_server: Server) -> None:
     with pytest.raises(RemoteError) as e:
-        await AsyncClient.connect("127.0.0.1", token_server.port, token="guess")
+        await AsyncClient.connect("127.0.0.1", token_server.port,
+                                  auth=ClientAuth(token="guess"))
     assert e.value.code == ErrorCode.UNAUTHORIZED
     assert e.value.message == "invalid token"
 
@@ -128,10 +130,12 @@ async def test_missing_token_is_refused_with_unauthorized(token_server: Server) 
 
 
 async def test_a_refused_client_does_not_disturb_a_connected_one(token_server: Server) -> None:
-    async with await AsyncClient.connect("127.0.0.1", token_server.port, token=TOKEN) as c:
+    async with await AsyncClient.connect("127.0.0.1", token_server.port,
+                                         auth=ClientAuth(token=TOKEN)) as c:
         for bad in ("guess", None):
             with pytest.raises(RemoteError):
-                await AsyncClient.connect("127.0.0.1", token_server.port, token=bad)
+                await AsyncClient.connect("127.0.0.1", token_server.port,
+                                          auth=ClientAuth(token=bad))
         assert await device_id(c) == b"\x01\x17"
 
 
@@ -162,10 +166,11 @@ async def test_tokens_are_never_logged(board: Board, caplog: pytest.LogCaptureFi
     specs = [TokenSpec(name="ci", hash=hash_token(TOKEN))]
     s = await start(board, security=build_server_security(None, specs, False))
     try:
-        async with await AsyncClient.connect("127.0.0.1", s.port, token=TOKEN) as c:
+        async with await AsyncClient.connect("127.0.0.1", s.port,
+                                             auth=ClientAuth(token=TOKEN)) as c:
             await device_id(c)
         with pytest.raises(RemoteError):
-            await AsyncClient.connect("127.0.0.1", s.port, token=OTHER_TOKEN)
+            await AsyncClient.connect("127.0.0.1", s.port, auth=ClientAuth(token=OTHER_TOKEN))
     finally:
         await s.close(grace=1.0)
     text = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
@@ -190,7 +195,8 @@ async def test_an_overlong_token_is_malformed_and_not_echoed(token_server: Serve
 
     secret = "s" * 300
     with pytest.raises(ValueError, match=r"1\.\.256"):  # the client refuses to send it
-        await AsyncClient.connect("127.0.0.1", token_server.port, token=secret)
+        await AsyncClient.connect("127.0.0.1", token_server.port,
+                                  auth=ClientAuth(token=secret))
     body = msgpack.packb([0, 0, {"version": 1, "client": "x", "token": secret}])
     reader, writer = await asyncio.open_connection("127.0.0.1", token_server.port)
     writer.write(len(body).to_bytes(4, "big") + body)

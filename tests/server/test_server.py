@@ -11,11 +11,10 @@ import time
 import msgpack
 import pytest
 
-from bridge.client import AsyncClient, Client, ConnectionLost, RemoteError, TransferError, spi_xfer
+from bridge.client import AsyncClient, RemoteError, TransferError, spi_xfer
 from bridge.config import Board
 from bridge.server import Server
 from protocol import (
-    I2C_FLAGS_FAIL_NEXT,
     ErrorCode,
     I2CMsg,
     I2CStatus,
@@ -86,15 +85,6 @@ async def test_independent_chains_in_one_frame_run_in_order(client: AsyncClient)
     assert await read_reg(client, TLOW) != 0x0A0B
 
 
-async def test_convenient_transfer_raises_oserror_with_board_errno(client: AsyncClient) -> None:
-    with pytest.raises(TransferError) as ei:
-        await client.transfer("1", [write(ABSENT, [0]), read(ABSENT, 1)])
-    assert isinstance(ei.value, OSError)
-    assert ei.value.errno == errno.ENXIO
-    assert "0x51" in str(ei.value)
-    assert "bus 1" in str(ei.value)
-
-
 async def test_zero_length_probe_and_quick_read(client: AsyncClient) -> None:
     present = await client.i2c("1", [write(TMP117)])
     absent = await client.i2c("1", [write(ABSENT)])
@@ -104,14 +94,6 @@ async def test_zero_length_probe_and_quick_read(client: AsyncClient) -> None:
     assert absent.failures[0].errno == errno.ENXIO
     assert quick_read.status == b"\x00"
     assert quick_read.reads == [b""]
-
-
-async def test_raw_out_hdr_level(client: AsyncClient) -> None:
-    hdr_w = struct.pack("<HHI", TMP117 << 1, 0, I2C_FLAGS_FAIL_NEXT)
-    hdr_r = struct.pack("<HHI", TMP117 << 1, 0, 0x2)
-    result = await client.i2c_raw("1", [(hdr_w, b"\x0f"), (hdr_r, 2)])
-    assert result.status == b"\x00\x00"
-    assert result.reads == [b"\x01\x17"]
 
 
 async def test_ten_bit_address(client: AsyncClient, board: Board) -> None:
@@ -372,26 +354,6 @@ async def test_request_before_hello_is_refused(server: Server) -> None:
     assert rest == b""
 
 
-async def test_lost_connection_fails_in_flight_requests(
-    server: Server, board: Board
-) -> None:
-    c = await AsyncClient.connect(server.host, server.port)
-    board.i2c["1"].device(TMP117).stall_s = 0.3
-    try:
-        fut = asyncio.ensure_future(c.i2c("1", [write(TMP117)]))
-        await asyncio.sleep(0.05)
-        for s in list(server.sessions):
-            s.transport.abort()
-        with pytest.raises(ConnectionLost, match="not re-sent"):
-            await fut
-        with pytest.raises(ConnectionLost):
-            await c.i2c("1", [write(TMP117)])
-    finally:
-        board.i2c["1"].device(TMP117).stall_s = 0
-        await c.close()
-    await asyncio.sleep(0.4)
-
-
 async def test_graceful_shutdown_completes_in_flight_requests(board: Board) -> None:
     server = Server(board, host="127.0.0.1", port=0)
     await server.start()
@@ -405,11 +367,3 @@ async def test_graceful_shutdown_completes_in_flight_requests(board: Board) -> N
     finally:
         board.i2c["1"].device(TMP117).stall_s = 0
         await c.close()
-
-
-def test_sync_client_from_threads(server_thread: object) -> None:
-    url = server_thread.url  # type: ignore[attr-defined]
-    with Client.from_url(url) as c:
-        assert c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) == [b"\x01\x17"]
-        assert c.xfer(0, 1, b"\x01\x02\x03") == b"\x01\x02\x03"
-        assert c.ping() < 1.0

@@ -27,7 +27,7 @@ from bridge.config import Board, load_board
 from bridge.dropin.smbus import I2cFunc, SMBus, _crc8, i2c_msg
 from protocol.handshake import I2C_FUNC_I2C
 
-BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 BME280, MCP9808, EEPROM = 0x76, 0x18, 0x50
 
 

@@ -14,7 +14,7 @@ import trustme
 from conftest import start_server_thread, stop_server_thread
 
 from bridge.buses.sim import RegisterMapDevice
-from bridge.client import ConnectionLost, RemoteError, TransferError, spi_xfer
+from bridge.client import ClientAuth, ConnectionLost, RemoteError, TransferError, spi_xfer
 from bridge.client.blocking import BlockingClient
 from bridge.config import load_board
 from bridge.server import LimitSettings, ServerPolicy
@@ -115,9 +115,10 @@ def test_tls_with_the_servers_ca(tmp_path: Path) -> None:
     sec = build_server_security(TlsSettings(cert=pem, key=pem), [], False)
     running, t = start_server_thread(load_board(None), policy=ServerPolicy(security=sec))
     try:
-        with BlockingClient(running.host, running.port, cafile=str(tmp_path / "ca.pem")) as c:
+        with BlockingClient(running.host, running.port,
+                            auth=ClientAuth(cafile=str(tmp_path / "ca.pem"))) as c:
             assert c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) == [b"\x01\x17"]
         with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
-            BlockingClient(running.host, running.port, tls=True)
+            BlockingClient(running.host, running.port, auth=ClientAuth(tls=True))
     finally:
         stop_server_thread(running, t)

@@ -18,7 +18,7 @@ from bridge.buses.sim.spi import SimSpiBus
 from bridge.config import Board
 from bridge.dropin.spidev import SpiDev
 
-BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 LOOPBACK, LIS3DH = 0, 1
 
 

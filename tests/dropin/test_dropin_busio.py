@@ -25,7 +25,7 @@ from bridge.dropin import board, digitalio
 from bridge.dropin.busio import I2C, SPI
 from protocol.virtio import SpiMode
 
-BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 MCP9808, EEPROM, BME280 = 0x18, 0x50, 0x76
 
 

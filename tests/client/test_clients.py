@@ -1,0 +1,74 @@
+"""What the clients add over the wire, against a real server on 127.0.0.1: bus errors
+raised with the board's errno, the raw virtio level, lost connections, threads
+sharing one Client, and TLS/token settings taken from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import struct
+from pathlib import Path
+
+import pytest
+
+from bridge.client import AsyncClient, Client, ClientAuth, ConnectionLost, TransferError
+from bridge.config import Board
+from bridge.server import Server
+from protocol import I2C_FLAGS_FAIL_NEXT, read, write
+
+TMP117 = 0x48
+ABSENT = 0x51
+TOKEN = "tok-" + "x" * 40
+
+
+async def test_convenient_transfer_raises_oserror_with_board_errno(client: AsyncClient) -> None:
+    with pytest.raises(TransferError) as ei:
+        await client.transfer("1", [write(ABSENT, [0]), read(ABSENT, 1)])
+    assert isinstance(ei.value, OSError)
+    assert ei.value.errno == errno.ENXIO
+    assert "0x51" in str(ei.value)
+    assert "bus 1" in str(ei.value)
+
+
+async def test_raw_out_hdr_level(client: AsyncClient) -> None:
+    hdr_w = struct.pack("<HHI", TMP117 << 1, 0, I2C_FLAGS_FAIL_NEXT)
+    hdr_r = struct.pack("<HHI", TMP117 << 1, 0, 0x2)
+    result = await client.i2c_raw("1", [(hdr_w, b"\x0f"), (hdr_r, 2)])
+    assert result.status == b"\x00\x00"
+    assert result.reads == [b"\x01\x17"]
+
+
+async def test_lost_connection_fails_in_flight_requests(
+    server: Server, board: Board
+) -> None:
+    c = await AsyncClient.connect(server.host, server.port)
+    board.i2c["1"].device(TMP117).stall_s = 0.3
+    try:
+        fut = asyncio.ensure_future(c.i2c("1", [write(TMP117)]))
+        await asyncio.sleep(0.05)
+        for s in list(server.sessions):
+            s.transport.abort()
+        with pytest.raises(ConnectionLost, match="not re-sent"):
+            await fut
+        with pytest.raises(ConnectionLost):
+            await c.i2c("1", [write(TMP117)])
+    finally:
+        board.i2c["1"].device(TMP117).stall_s = 0
+        await c.close()
+    await asyncio.sleep(0.4)
+
+
+def test_sync_client_from_threads(server_thread: object) -> None:
+    url = server_thread.url  # type: ignore[attr-defined]
+    with Client.from_url(url) as c:
+        assert c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) == [b"\x01\x17"]
+        assert c.xfer(0, 1, b"\x01\x02\x03") == b"\x01\x02\x03"
+        assert c.ping() < 1.0
+
+
+def test_client_auth_from_env_reads_the_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    auth = ClientAuth.from_env({"BUSBRIDGE_TOKEN_FILE": str(f), "BUSBRIDGE_TLS_CA": "/ca.pem"})
+    assert (auth.token, auth.cafile, auth.uses_tls) == (TOKEN, "/ca.pem", True)
+    assert auth.env()["BUSBRIDGE_TOKEN"] == TOKEN
