@@ -1,7 +1,7 @@
 #!/bin/sh
 # Guest /init: load the stock kernel's modules, create an i2c-stub adapter, then
 # run the busbridge board server from the host's (read-only, 9p) file tree
-# against its /dev/i2c-N: bus "stub", and bus "virtio" on the i2c-virtio adapter
+# against its /dev/i2c-N: bus "stub", and bus "1" on the i2c-virtio adapter
 # when QEMU gives the guest a vhost-user-i2c-pci device.  Settings arrive as
 # environment variables through the kernel command line (unknown name=value
 # parameters go to init):
@@ -61,8 +61,10 @@ description = "i2c-stub (SMBus only)"
 EOF
 if [ -n "$vbus" ]; then
   cat >> /host/dev/busbridge/board.toml <<EOF
+# Named like the far end's bus (the simulated board's "1": TMP117 @0x48, EEPROM @0x50),
+# so the conformance kit's device checks find the devices they know.
 [[i2c]]
-name = "virtio"
+name = "1"
 backend = "linux"
 device = "/dev/$vbus"
 description = "i2c-virtio (full I2C, through QEMU's vhost-user-i2c-pci)"

@@ -27,15 +27,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from conformance.test_conformance import CHECK_IDS, judge
 from conftest import Running
 
 from bridge.buses.sim import I2CLogEntry, SimI2CBus
 from bridge.client import Client, TransferError, parse_address
+from bridge.conformance import Report, Target, run_checks
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C
 from protocol.virtio import I2CMsg, chain, read, write
 
 from .board_guest import (
     GUEST_LIFETIME_S,
+    KNOWN_ON_LINUX,
     BoardGuest,
     LogWatch,
     board_guest,
@@ -51,7 +54,7 @@ from .guest import agent, which
 
 pytestmark = pytest.mark.slow
 
-BUS = "virtio"  # the guest server's bus on /dev/i2c-N of the i2c-virtio adapter
+BUS = "1"  # the guest server's bus on /dev/i2c-N of the i2c-virtio adapter
 HOST_BUS = "1"  # the simulated bus behind it: 24C32 EEPROM @0x50, TMP117 @0x48
 ABSENT = 0x33
 
@@ -230,3 +233,17 @@ def test_guest_server_keeps_the_stub_bus_working_alongside(ch: Chain) -> None:
     with ch.guest.client() as c:
         c.transfer("stub", [write(0x48, [0x10, 0x34, 0x12])])
         assert c.transfer("stub", [write(0x48, [0x10]), read(0x48, 2)]) == [b"\x34\x12"]
+
+
+# -- the conformance kit against the guest's server --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(ch: Chain) -> Report:
+    return run_checks(Target("127.0.0.1", ch.guest.port, timeout=30.0))
+
+
+@pytest.mark.parametrize("check_id", CHECK_IDS)
+def test_conformance_kit_against_the_guest_server(report: Report, check_id: str) -> None:
+    """The kit's device checks find the far end's TMP117 and EEPROM on the guest's bus "1"."""
+    judge(report, check_id, KNOWN_ON_LINUX)

@@ -31,15 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conformance.test_conformance import CHECK_IDS, judge
 from conftest import Running
 
 from bridge.buses.sim import SimSpiBus, SpiLogEntry
 from bridge.client import TransferError, spi_xfer
+from bridge.conformance import Report, Target, run_checks
 from protocol.virtio import SpiResult, SpiTransfer
 
 from .board_guest import (
     GUEST_LIFETIME_S,
     GUEST_REQUEST_TIMEOUT_MS,
+    KNOWN_ON_LINUX,
     BoardGuest,
     LogWatch,
     board_guest,
@@ -283,3 +286,25 @@ def test_message_boundaries_are_invisible_to_the_agent(ch: Chain) -> None:
 
     print("\n" + show("gap between transfers of one message", intra))
     print(show("gap between back-to-back one-transfer messages", inter))
+
+
+# -- the conformance kit against the guest's server --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(ch: Chain) -> Report:
+    return run_checks(Target("127.0.0.1", ch.guest.port, timeout=30.0))
+
+
+KNOWN_ON_SPIDEV = {
+    **KNOWN_ON_LINUX,
+    "lim.spi-len": "the kit expects a bus to loop back max_spi_len (65536) bytes; spidev takes "
+                   "at most its bufsiz (4096) per message, so the Linux backend refuses the "
+                   "transfer with PARAM_ERR before the kernel (docs/board.md)",
+}
+
+
+@pytest.mark.parametrize("check_id", CHECK_IDS)
+def test_conformance_kit_against_the_guest_server(report: Report, check_id: str) -> None:
+    """The kit's SPI device checks find the far end's flash and loopback on bus "0"."""
+    judge(report, check_id, KNOWN_ON_SPIDEV)
