@@ -36,8 +36,6 @@ from .events import (
 )
 from .handshake import HelloInfo, WelcomeInfo
 from .leases import (
-    FRAME_LEASE,
-    FRAME_LEASE_RESULT,
     LeaseRequest,
     LeaseResult,
     decode_lease,
@@ -152,9 +150,9 @@ def encode_body(event: Event) -> bytes:
     if isinstance(event, Pong):
         return _packb([int(FrameType.PONG), event.id])
     if isinstance(event, LeaseRequest):
-        return _packb([FRAME_LEASE, event.id, event.op.value, event.params()])
+        return _packb([int(FrameType.LEASE), event.id, event.op.value, event.params()])
     if isinstance(event, LeaseResult):
-        return _packb([FRAME_LEASE_RESULT, event.id, event.to_map()])
+        return _packb([int(FrameType.LEASE_RESULT), event.id, event.to_map()])
     if isinstance(event, Hello):
         return _packb([int(FrameType.HELLO), 0, event.info.model_dump()])
     if isinstance(event, Welcome):
@@ -602,7 +600,7 @@ class Connection:
             return Ping(_check_id(f[1]))
         if t == FrameType.PONG:
             return Pong(_check_id(f[1]))
-        if t == FRAME_LEASE:
+        if t == FrameType.LEASE:
             if not self.handshaken:
                 raise _bad(ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first", fatal=True)
             lease = decode_lease(f)
@@ -646,7 +644,7 @@ class Connection:
             return Pong(_check_id(f[1]))
         if t == FrameType.PING:
             return Ping(_check_id(f[1]))
-        if t == FRAME_LEASE_RESULT:
+        if t == FrameType.LEASE_RESULT:
             lres = decode_lease_result(f)
             self._settle(lres.id)
             return lres

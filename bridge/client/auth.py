@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.limits import MAX_TOKEN
+from protocol.limits import MAX_ACCESS_TOKEN
 
 ENV_TLS = "BUSBRIDGE_TLS"
 ENV_TLS_CA = "BUSBRIDGE_TLS_CA"
@@ -41,8 +41,8 @@ class ClientAuth:
     token: str | None = None
 
     def __post_init__(self) -> None:
-        if self.token is not None and not 0 < len(self.token) <= MAX_TOKEN:
-            raise ValueError(f"a token must be 1..{MAX_TOKEN} characters")
+        if self.token is not None and not 0 < len(self.token) <= MAX_ACCESS_TOKEN:
+            raise ValueError(f"a token must be 1..{MAX_ACCESS_TOKEN} characters")
 
     def __repr__(self) -> str:
         return (f"ClientAuth(tls={self.uses_tls}, cafile={self.cafile!r}, "
