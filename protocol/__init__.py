@@ -4,8 +4,8 @@ Sans-I/O: no sockets, no asyncio, no files.  See ``SPEC.md`` for the wire
 format byte by byte.
 """
 
-from .connection import NEED_DATA, Connection, LocalProtocolError, Role, encode_body, frame
-from .errors import ErrorCode, ProtocolError
+from .connection import NEED_DATA, Connection, Role, encode_body, frame
+from .errors import ErrorCode, LocalProtocolError, ProtocolError, ProtocolViolation
 from .events import (
     Error,
     Event,
@@ -68,6 +68,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "ProtocolViolation",
     "Result",
     "Role",
     "SpiBusInfo",

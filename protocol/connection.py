@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgpack
 
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .events import (
     Error,
     Event,
@@ -68,6 +68,9 @@ from .virtio import (
     encode_i2c_addr,
 )
 
+# Callers import LocalProtocolError from here as well as from its home, errors.py.
+__all__ = ["NEED_DATA", "Connection", "LocalProtocolError", "Role", "encode_body", "frame"]
+
 
 class Role(Enum):
     CLIENT = "client"
@@ -81,10 +84,6 @@ class _NeedData:
 
 #: Returned by :meth:`Connection.next_event` when a whole frame has not arrived.
 NEED_DATA: Final = _NeedData()
-
-
-class LocalProtocolError(Exception):
-    """The caller asked to send something the protocol or the peer's limits forbid."""
 
 
 # ---------------------------------------------------------------------------
