@@ -55,6 +55,17 @@ class I2CRequest:
 
 
 @dataclass(slots=True)
+class ChainedI2CRequest(I2CRequest):
+    """An I2C request whose messages are ONE combined transaction, whatever their flags.
+
+    It goes out with FAIL_NEXT set on all messages but the last, as
+    :func:`~protocol.virtio.chain` would mark them, without building new
+    messages (the clients' ``transfer()``, a hot path).  Only a client sends
+    it; the server receives a plain :class:`I2CRequest` with those flags.
+    """
+
+
+@dataclass(slots=True)
 class SpiRequest:
     """One SPI message: ordered transfers on one chip select, CS per ``cs_change``."""
 

@@ -2,8 +2,9 @@
 
 Leases travel on the data path (never through the MQTT broker) so that the
 server that executes the requests is also the one authority on who may send
-them.  Hand-checked like the other request frames, with one precise message
-per mistake; the semantics (conflicts, expiry) live with the server.
+them.  Their frames are hand-checked here like the other request frames (which
+are in :mod:`protocol.codec`, which also encodes these), with one precise
+message per mistake; the semantics (conflicts, expiry) live with the server.
 """
 
 from __future__ import annotations

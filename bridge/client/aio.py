@@ -29,9 +29,11 @@ from typing import Any, Self, TypeVar
 from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
+    ChainedI2CRequest,
     Error,
     Event,
     Hello,
+    I2CRequest,
     Ping,
     Pong,
     Result,
@@ -234,8 +236,9 @@ def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
     """
     rid = conn.next_id()
     try:
-        return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
-                                  _server_ms(timeout), chained)
+        request = ChainedI2CRequest if chained else I2CRequest
+        return rid, conn.send(request(rid, bus if type(bus) is str else str(bus), tuple(msgs),
+                                      _server_ms(timeout)))
     except LocalProtocolError as e:
         raise ValueError(str(e)) from None
 
