@@ -160,7 +160,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def send(self, ev: Event) -> None:
         if not self.open or self.transport.is_closing():
-            self.conn.in_flight.discard(getattr(ev, "id", 0))
+            self.conn.withdraw(getattr(ev, "id", 0))
             return
         try:
             data = self.conn.send(ev)
@@ -182,13 +182,14 @@ class FramedProtocol(asyncio.BufferedProtocol):
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:
                     f.message = _short(f.message)
+        result = Result(rid, status, reads, failures)
         if self.open and self._batch is not None:
             try:
-                self._batch.append(self.conn.send_result(rid, status, reads, failures))
+                self._batch.append(self.conn.send(result))
             except LocalProtocolError:
-                self.send(Result(rid, status, reads, failures))  # answers INTERNAL
+                self.send(result)  # answers INTERNAL
         else:
-            self.send(Result(rid, status, reads, failures))
+            self.send(result)
         if self.eof and not self.conn.in_flight:
             self.close()  # half-closed by the client and all answered
 
