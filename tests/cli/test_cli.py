@@ -178,8 +178,8 @@ def test_set_then_get(server_thread: Running) -> None:
     assert ok(server_thread, "i2c", "set", "-y", "1", "0x48", "0x02", "0x1234", "w") == ""
     assert ok(server_thread, "i2c", "get", "-y", "1", "0x48", "0x02", "w") == "0x1234\n"
     # i2cset word order on the wire: low byte first, so the big-endian register holds 0x3412.
-    tmp117 = server_thread.board.i2c["1"].device(0x48)  # type: ignore[attr-defined]
-    assert tmp117.get(0x02) == 0x3412
+    tmp117 = server_thread.board.i2c["1"].device(0x48).model  # type: ignore[attr-defined]
+    assert tmp117.peek(0x02) == 0x3412
 
 
 def test_set_byte_is_one_write_message(server_thread: Running) -> None:
@@ -212,8 +212,8 @@ def test_set_prompt_defaults_like_i2cset(server_thread: Running) -> None:
     assert r.exit_code == 0
     assert "Continue? [Y/n]" in r.stderr
     assert "Aborting on user request." in r.stderr
-    tmp117 = server_thread.board.i2c["1"].device(0x48)  # type: ignore[attr-defined]
-    assert tmp117.get(0x02) == 0x6000  # untouched
+    tmp117 = server_thread.board.i2c["1"].device(0x48).model  # type: ignore[attr-defined]
+    assert tmp117.peek(0x02) == 0x6000  # untouched
     # EEPROM addresses default to no, with i2cset's warning.
     r = bb(server_thread, "i2c", "set", "1", "0x50", "0x00", "0x00", input="\n")
     assert r.exit_code == 0
@@ -275,7 +275,7 @@ def test_transfer_suffixes_write_the_eeprom(server_thread: Running) -> None:
 def test_transfer_several_reads_print_one_line_each(server_thread: Running) -> None:
     out = ok(server_thread, "i2c", "transfer", "-y", "1", "w1@0x48", "0x0f", "r2",
              "w1", "0x01", "r2")
-    assert out == "0x01 0x17\n0x02 0x20\n"
+    assert out == "0x01 0x17\n0x22 0x20\n"  # configuration 0x0220 with Data_Ready set
 
 
 def test_transfer_ten_bit(server_thread: Running) -> None:

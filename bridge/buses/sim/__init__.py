@@ -9,10 +9,10 @@ Build one by hand from these classes, or from a board TOML with
 - ``common``: what both buses share (the stall check, the transaction log's entries)
 """
 
-from .chips import Lis3dh
+from .chips import Lis3dh, Tmp117
 from .common import I2CLogEntry, LogEntry, SpiLogEntry
 from .i2c import SIM_I2C_FUNCTIONALITY, I2CDevice, I2CDeviceOptions, SimI2CBus
-from .i2c_devices import EEPROM_MODELS, Eeprom24, RegisterMapDevice
+from .i2c_devices import EEPROM_MODELS, Eeprom24, ModelDevice, RegisterMapDevice
 from .spi import FloatingMiso, SimSpiBus, SpiDevice, SpiDeviceOptions, sim_spi_config
 from .spi_devices import LoopbackDevice, SpiNorFlash, SpiRegisterDevice
 
@@ -27,6 +27,7 @@ __all__ = [
     "Lis3dh",
     "LogEntry",
     "LoopbackDevice",
+    "ModelDevice",
     "RegisterMapDevice",
     "SimI2CBus",
     "SimSpiBus",
@@ -35,5 +36,6 @@ __all__ = [
     "SpiLogEntry",
     "SpiNorFlash",
     "SpiRegisterDevice",
+    "Tmp117",
     "sim_spi_config",
 ]

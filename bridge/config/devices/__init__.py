@@ -20,8 +20,12 @@ from .base import I2CDeviceSpecBase, SpiDeviceSpecBase
 from .i2c import EepromSpec, RegMapSpec
 from .lis3dh import Lis3dhSpec
 from .spi import LoopbackSpec, NorFlashSpec, SpiRegMapSpec
+from .tmp117 import Tmp117Spec
 
-I2CDeviceSpec = Annotated[RegMapSpec | EepromSpec, Field(discriminator="type")]
+I2CDeviceSpec = Annotated[
+    RegMapSpec | EepromSpec | Tmp117Spec,
+    Field(discriminator="type"),
+]
 
 SpiDeviceSpec = Annotated[
     LoopbackSpec | NorFlashSpec | SpiRegMapSpec | Lis3dhSpec, Field(discriminator="type")
@@ -38,4 +42,5 @@ __all__ = [
     "SpiDeviceSpec",
     "SpiDeviceSpecBase",
     "SpiRegMapSpec",
+    "Tmp117Spec",
 ]

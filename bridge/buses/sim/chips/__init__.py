@@ -10,5 +10,6 @@ catches it).
 """
 
 from .lis3dh import Lis3dh
+from .tmp117 import Tmp117
 
-__all__ = ["Lis3dh"]
+__all__ = ["Lis3dh", "Tmp117"]
