@@ -103,11 +103,12 @@ def test_info_json(server_thread: Running) -> None:
 def test_detect_grid_bus_1(server_thread: Running) -> None:
     lines = ok(server_thread, "i2c", "detect", "-y", "1").splitlines()
     assert lines[0] == "     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f"
-    assert lines[5] == "40: -- -- -- -- -- -- -- -- 48 -- -- -- -- -- -- -- "
+    assert lines[5] == "40: 40 -- -- -- 44 -- -- -- 48 -- -- -- -- -- -- -- "
     assert lines[6] == "50: 50 -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- "
     cells = [c for line in lines[1:] for c in re.findall(r"([0-9a-f-]{2}) ", line[4:])]
-    assert sorted(c for c in cells if c != "--") == ["48", "50"]
-    assert cells.count("--") == 0x70 - 2
+    found = ["20", "3c", "40", "44", "48", "50", "68", "76"]  # the default board's bus 1
+    assert sorted(c for c in cells if c != "--") == found
+    assert cells.count("--") == 0x70 - len(found)
 
 
 def test_detect_all_and_range(server_thread: Running) -> None:

@@ -9,6 +9,7 @@ import pytest
 from bridge.buses.sim import (
     Eeprom24,
     LoopbackDevice,
+    Mcp9808,
     ModelDevice,
     RegisterMapDevice,
     SimI2CBus,
@@ -67,8 +68,9 @@ def test_default_board_contents() -> None:
     bus2 = board.i2c["2"]
     assert isinstance(bus2, SimI2CBus)
     mcp = bus2.device(0x18)
-    assert isinstance(mcp, RegisterMapDevice)
-    assert (mcp.get(0x06), mcp.get(0x07)) == (0x0054, 0x0400)
+    assert isinstance(mcp, ModelDevice)
+    assert isinstance(mcp.model, Mcp9808)
+    assert (mcp.model.peek(0x06), mcp.model.peek(0x07)) == (0x0054, 0x0400)
     assert bus2.device(0x2A5, ten_bit=True).ten_bit
 
     spi = board.spi["0"]

@@ -53,6 +53,8 @@ class Quantity:
     default: Value
     type: ValueType = "float"
     doc: str = ""
+    #: False for what the chip only reports (a display's contrast, an expander's outputs).
+    settable: bool = True
 
     def check(self, value: object) -> Value:
         """``value`` converted to this quantity's type; ValueError if it does not fit."""
@@ -77,7 +79,8 @@ class Quantity:
 
     def describe(self) -> dict[str, Value]:
         return {"name": self.name, "unit": self.unit, "min": self.min, "max": self.max,
-                "type": self.type, "default": self.default, "doc": self.doc}
+                "type": self.type, "default": self.default, "doc": self.doc,
+                "settable": self.settable}
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,9 @@ class SimModel:
         sets 31.25 °C and reads gets 31.25 °C), and every later conversion does too.
         All names are checked before any is applied.  Returns :meth:`get`."""
         checked = {k: self._quantity(k).check(v) for k, v in values.items()}
+        fixed = [k for k in checked if not self._quantities[k].settable]
+        if fixed:
+            raise ValueError(f"{self.name}: {fixed[0]} is reported by the chip, not set")
         with self.lock:
             self.update()
             for k, v in checked.items():
@@ -322,13 +328,16 @@ class SimModel:
                     self.sources[k] = Constant(float(v))
                 self.values[k] = v
             self.on_values(set(checked))
-            return self.get()
+            return self._snapshot()
 
     def get(self) -> dict[str, Value]:
         """Every quantity as the chip holds it now (after the latest conversion)."""
         with self.lock:
             self.update()
-            return {q.name: self.current(q.name) for q in self.QUANTITIES}
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Value]:
+        return {q.name: self.current(q.name) for q in self.QUANTITIES}
 
     def inject(self, fault: str, **params: object) -> None:
         """Inject ``fault`` (see :meth:`faults`); ValueError if unknown or badly parameterised."""
@@ -350,6 +359,7 @@ class SimModel:
     # -- for subclasses -------------------------------------------------------------
 
     def current(self, name: str) -> Value:
+        """What ``get`` reports for ``name``; chips override it for what they compute."""
         return self.values[name]
 
     def measure(self, name: str) -> float:

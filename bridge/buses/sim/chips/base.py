@@ -157,7 +157,8 @@ class RegisterChip(I2CChip):
     A read latches a register's value at its first byte, so a 16-bit result
     never tears; a fully read register moves the pointer on by
     :meth:`next_reg` (default: the next register; no-increment chips return
-    the same one).  Writes of partial values are dropped at STOP.
+    the same one), and so does a written one unless ``WRITE_PAIRS`` (Bosch:
+    register, value, register, value ...).  Partial values are dropped at STOP.
     """
 
     POINTER_BYTES: ClassVar[int] = 1
@@ -166,6 +167,8 @@ class RegisterChip(I2CChip):
     ORDER: ClassVar[Literal["big", "little"]] = "big"
     RESET: ClassVar[Mapping[int, int]] = {}
     READ_ONLY: ClassVar[frozenset[int]] = frozenset()
+    #: Writes are (pointer, value) pairs rather than one pointer and consecutive values.
+    WRITE_PAIRS: ClassVar[bool] = False
 
     def __init__(self, address: int | None, *, registers: Mapping[int, int] | None = None,
                  extra: tuple[int, ...] = (), ten_bit: bool = False, name: str = "",
@@ -247,7 +250,11 @@ class RegisterChip(I2CChip):
                     continue
                 value = int.from_bytes(self._wbuf, self.ORDER)
                 self._wbuf.clear()
-                self.pointer = self.next_reg(reg)
+                if self.WRITE_PAIRS:
+                    self._ptr_left = self.POINTER_BYTES
+                    self._ptr_acc = 0
+                else:
+                    self.pointer = self.next_reg(reg)
                 self.write_reg(reg, value)
             return len(data)
 
@@ -294,6 +301,15 @@ class SpiRegisterFront(SpiRegisterDevice):
         super().__init__(rw_bit=rw_bit, read_when_set=read_when_set,
                          increment_bit=increment_bit, **options)
         self.model = model
+
+    @property
+    def registers(self) -> dict[int, int]:
+        """The model's registers (as the generic SPI register device names them)."""
+        return self.model.regs
+
+    @registers.setter
+    def registers(self, value: dict[int, int]) -> None:
+        pass  # the base class's initial table; the model has the real one
 
     def select(self) -> None:
         super().select()

@@ -98,7 +98,7 @@ class Tmp117(RegisterChip):
 
     def update(self) -> None:
         if self.conv.poll():
-            self.conversion_index = self.conv.count - 1
+            self.conversion_index = self.conv.count
             self._latch()
             if self._config()[0] == MOD_OS:  # one-shot ends in shutdown
                 self.regs[CONFIG] = (self.regs[CONFIG] & ~(3 << 10)) | (MOD_SD << 10)
