@@ -158,3 +158,30 @@ def test_24c32_adafruit_and_at24cxxx(bench: Bench) -> None:
             out["at24"] = "".join(a.readChar(0x200 + i) for i in range(9))
     """)
     assert got == {"adafruit": "hello", "len": 4096, "at24": "busbridge"}
+
+
+def test_w25q32_over_spidev_polls_wip(bench: Bench) -> None:
+    """No Blinka-compatible SPI flash driver exists on PyPI: the JEDEC protocol over spidev,
+    as flashrom-style code does it, with the program time set through test control."""
+    flash = bench.board.spi["0"]
+    from bridge.buses.sim.control import find
+
+    ctl = find(bench.board.i2c, bench.board.spi, "spi", "0", 0)
+    ctl.set(program_time_s=0.05)
+    got = bench.run("""
+        import time, spidev
+        with driver("spidev (JEDEC commands)"):
+            d = spidev.SpiDev()
+            d.open(0, 0)
+            out["jedec"] = d.xfer2([0x9F, 0, 0, 0])[1:]
+            d.xfer2([0x06])
+            d.xfer2([0x02, 0x00, 0x10, 0x00, 0xDE, 0xAD])
+            polls = 0
+            while d.xfer2([0x05, 0])[1] & 1:  # WIP
+                polls += 1
+                time.sleep(0.005)
+            out["polled"] = polls > 0
+            out["data"] = d.xfer2([0x03, 0x00, 0x10, 0x00, 0, 0])[4:]
+    """)
+    assert got == {"jedec": [0xEF, 0x40, 0x16], "polled": True, "data": [0xDE, 0xAD]}
+    assert bytes(flash.device(0).memory[0x1000:0x1002]) == b"\xde\xad"  # type: ignore[attr-defined]

@@ -31,6 +31,21 @@ def test_tmp117_adafruit_and_sparkfun(bench: Bench) -> None:
     assert bench.chip("1", 0x48).peek(0x01) & 0x0002 == 0  # type: ignore[attr-defined]
 
 
+def test_a_hanging_driver_fails_fast_and_names_the_line(bench: Bench) -> None:
+    """With conversions stuck, Adafruit's TMP117 waits for Data_Ready for ever, as it did
+    on the old static model: the harness stops it and shows where it waits."""
+    bench.chip("1", 0x48).inject("stuck")
+    proc = bench.child("""
+        import board, adafruit_tmp117
+        with driver("adafruit-circuitpython-tmp117"):
+            adafruit_tmp117.TMP117(board.I2C())
+    """, timeout_s=3)
+    assert proc.returncode != 0
+    assert "--- driver adafruit-circuitpython-tmp117" in proc.stderr
+    assert "Timeout" in proc.stderr
+    assert "_set_mode_and_wait_for_measurement" in proc.stderr
+
+
 def test_mcp9808_adafruit(bench: Bench) -> None:
     bench.chip("2", 0x18).set(temperature=-7.25)
     got = bench.run("""
