@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
+
+from bridge.native.launch import library_path
 
 from .conftest import Bench
 
@@ -113,6 +116,32 @@ def test_sht31_adafruit_single_and_periodic(bench: Bench) -> None:
         assert t == pytest.approx(27.25, abs=0.01), name
         assert h == pytest.approx(33.5, abs=0.01), name
     assert got["heater"] is True
+
+
+def test_sht31_sensirions_own_driver_on_dev_i2c(bench: Bench) -> None:
+    """sensirion-i2c-sht3x opens /dev/i2c-1 itself (os.open, ioctl, os.read/os.write):
+    busbridge run serves that through its native preload library."""
+    if library_path() is None:
+        if os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1":
+            pytest.fail("the native preload library was not built")
+        pytest.skip("the native preload library was not built (pip install -e . with gcc)")
+    bench.chip("1", 0x44).set(temperature=-12.5, humidity=91.0)
+    got = bench.run("""
+        from sensirion_i2c_driver import LinuxI2cTransceiver, I2cConnection, CrcCalculator
+        from sensirion_driver_adapters.i2c_adapter.i2c_channel import I2cChannel
+        from sensirion_i2c_sht3x.device import Sht3xDevice
+        from sensirion_i2c_sht3x.commands import Repeatability
+        with driver("sensirion-i2c-sht3x"):
+            with LinuxI2cTransceiver("/dev/i2c-1") as tr:
+                ch = I2cChannel(I2cConnection(tr), slave_address=0x44,
+                                crc=CrcCalculator(8, 0x31, 0xFF, 0x0))
+                s = Sht3xDevice(ch)
+                t, h = s.measure_single_shot(Repeatability.HIGH, False)
+                out["values"] = [t.value, h.value]
+                out["reset_seen"] = bool(s.read_status_register().system_reset_detected)
+    """)
+    assert got["values"] == pytest.approx([-12.5, 91.0], abs=0.01)
+    assert got["reset_seen"] is True
 
 
 def test_lis3dh_adafruit_on_i2c(bench: Bench) -> None:
