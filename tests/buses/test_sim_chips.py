@@ -362,6 +362,9 @@ def test_ds3231_runs_and_keeps_the_written_time(clock: Clock) -> None:
     clock.advance(7.4)
     assert rd(bus, 0x68, 0, 7) == b"\x02\x00\x00\x04\x01\x81\x00"  # 2100, century bit
     assert chip.get()["time"] == "2100-01-01T00:00:02"
+    with pytest.raises(ValueError, match=r"2000\.\.2199"):
+        chip.set(time="1999-12-31T23:59:59", temperature=30.0)
+    assert chip.get()["temperature"] == 25.0  # nothing applied
     chip.set(time="2026-02-28T12:00:00")
     wr(bus, 0x68, b"\x0e\x3c")  # CONV
     assert rd(bus, 0x68, 0x0F, 1)[0] & 0x04  # BSY

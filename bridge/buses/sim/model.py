@@ -301,7 +301,7 @@ class SimModel:
                     q.check(v)
                 self.sources[key] = src
             else:
-                self.values[key] = q.check(spec)
+                self.values[key] = self.validate(key, q.check(spec))
         self.conversion_index = 0
 
     # -- the control API ----------------------------------------------------------
@@ -317,7 +317,7 @@ class SimModel:
         read them at once, as if the last conversion had measured them (a test that
         sets 31.25 °C and reads gets 31.25 °C), and every later conversion does too.
         All names are checked before any is applied.  Returns :meth:`get`."""
-        checked = {k: self._quantity(k).check(v) for k, v in values.items()}
+        checked = {k: self.validate(k, self._quantity(k).check(v)) for k, v in values.items()}
         fixed = [k for k in checked if not self._quantities[k].settable]
         if fixed:
             raise ValueError(f"{self.name}: {fixed[0]} is reported by the chip, not set")
@@ -367,6 +367,11 @@ class SimModel:
         v = self.sources[name].value(self.conversion_index)
         self.values[name] = v
         return v
+
+    def validate(self, name: str, value: Value) -> Value:
+        """A value beyond its type and range check (a date the chip can hold), normalised;
+        ValueError if the chip cannot take it."""
+        return value
 
     def update(self) -> None:
         """Catch up with the clock (conversions completed, modes ended); called under the lock."""

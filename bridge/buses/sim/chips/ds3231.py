@@ -77,6 +77,11 @@ class Ds3231(RegisterChip):
     def next_reg(self, reg: int) -> int:
         return (reg + 1) % 0x13
 
+    def validate(self, name: str, value: Value) -> Value:
+        if name == "time":
+            return parse_time(str(value)).isoformat()  # "now" is now, at the set
+        return value
+
     def now(self) -> dt.datetime:
         t = self.stopped_at if self.stopped_at is not None else self.clock()
         return self.base + dt.timedelta(seconds=int(t - self.t0))
@@ -109,7 +114,7 @@ class Ds3231(RegisterChip):
 
     def on_values(self, names: Iterable[str]) -> None:
         if "time" in names:
-            when = parse_time(str(self.values["time"]))
+            when = dt.datetime.fromisoformat(str(self.values["time"]))
             self._rebase(when, when.isoweekday())
         if "temperature" in names:
             self._latch_temperature()
