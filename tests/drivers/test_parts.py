@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from .conftest import Bench
@@ -33,16 +35,20 @@ def test_ina219_adafruit(bench: Bench) -> None:
         import time, board, adafruit_ina219
         with driver("adafruit-circuitpython-ina219"):
             ina = adafruit_ina219.INA219(board.I2C())
-            time.sleep(0.01)  # a conversion with the calibration the constructor wrote
-            out["v"], out["ma"] = ina.bus_voltage, ina.current
-            out["ready"] = ina.conversion_ready
-            out["w"] = ina.power
+            # One triggered conversion with the calibration the constructor wrote, so
+            # CNVR's set and clear are the driver's doing, not a continuous cycle's.
+            ina.mode = adafruit_ina219.Mode.SANDBVOLT_TRIGGERED
+            deadline = time.monotonic() + 10
+            while not ina.conversion_ready:
+                assert time.monotonic() < deadline, "CNVR never set"
+                time.sleep(0.001)
+            out["v"], out["ma"], out["w"] = ina.bus_voltage, ina.current, ina.power
             out["ready_after_power"] = ina.conversion_ready  # reading power clears CNVR
     """)
     assert got["v"] == pytest.approx(12.0, abs=0.004)
     assert got["ma"] == pytest.approx(250.0, abs=0.1)
     assert got["w"] == pytest.approx(3.0, abs=0.01)
-    assert (got["ready"], got["ready_after_power"]) == (True, False)
+    assert got["ready_after_power"] is False
 
 
 def test_pca9685_adafruit_and_pca9685_smbus2(bench: Bench) -> None:
@@ -93,6 +99,7 @@ def test_mcp23017_adafruit_and_mcp23017(bench: Bench) -> None:
 
 def test_ds3231_adafruit(bench: Bench) -> None:
     rtc = bench.chip("1", 0x68)
+    started = time.monotonic()
     rtc.set(time="2031-05-06T07:08:09", temperature=21.75)
     got = bench.run("""
         import time, board, adafruit_ds3231
@@ -104,9 +111,10 @@ def test_ds3231_adafruit(bench: Bench) -> None:
             d.datetime = time.struct_time((2040, 2, 29, 23, 59, 58, 2, -1, -1))
             out["lost_power"] = d.lost_power
     """)
+    elapsed = time.monotonic() - started
     y, mo, d, h, mi, s = got["read"]
     assert (y, mo, d, h, mi) == (2031, 5, 6, 7, 8)
-    assert s in (9, 10, 11)  # the clock runs
+    assert 9 <= s <= 9 + elapsed + 1  # the clock runs (from the set to the driver's read)
     assert got["temp"] == 21.75
     assert rtc.get()["time"][:16] in ("2040-02-29T23:59", "2040-03-01T00:00")
 
@@ -167,7 +175,7 @@ def test_w25q32_over_spidev_polls_wip(bench: Bench) -> None:
     from bridge.buses.sim.control import find
 
     ctl = find(bench.board.i2c, bench.board.spi, "spi", "0", 0)
-    ctl.set(program_time_s=0.05)
+    ctl.set(program_time_s=0.5)  # long enough that the first poll sees WIP on a busy host
     got = bench.run("""
         import time, spidev
         with driver("spidev (JEDEC commands)"):

@@ -300,6 +300,7 @@ class SimModel:
                 for v in _sample_values(src):
                     q.check(v)
                 self.sources[key] = src
+                self.values[key] = src.value(0)
             else:
                 self.values[key] = self.validate(key, q.check(spec))
         self.conversion_index = 0
