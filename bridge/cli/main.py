@@ -2,7 +2,7 @@
 
 Every command lives in its own module of this package (``serve``, ``info``,
 ``i2c``, ``spi``, ``demo``, ``bench``, ``lease``, ``run``, ``vhost-user``,
-``boards``, ``token``) and is only registered here.  The global options
+``boards``, ``token``, ``conformance``, ``mount``) and is only registered here.  The global options
 (--connect/--board, TLS, token, timeout, logging) are read once into an
 :class:`~bridge.cli.common.Options` that subcommands find in the click context.
 Errors are one line on stderr, never a traceback: exit 1 for anything the board

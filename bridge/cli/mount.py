@@ -38,7 +38,7 @@ def mount(ctx: click.Context, url: str | None, maps: tuple[str, ...]) -> int:
     """
     from ..native.agent import Agent
     from ..native.cuse import start
-    from ..native.link import Link
+    from ..native.link import ClientPool
 
     opts = ctx.obj
     url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
@@ -55,7 +55,7 @@ def mount(ctx: click.Context, url: str | None, maps: tuple[str, ...]) -> int:
     if not os.path.exists("/dev/cuse"):
         raise click.ClickException("/dev/cuse does not exist: load the kernel's CUSE module "
                                    "(modprobe cuse) or use `busbridge run` (LD_PRELOAD)")
-    agent = Agent(Link(env, name="busbridge-mount"), bus_map)
+    agent = Agent(ClientPool(env, name="busbridge-mount"), bus_map)
     try:
         welcome = agent.link.welcome()
     except OSError as e:

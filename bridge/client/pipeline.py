@@ -18,13 +18,13 @@ from typing import Any
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
-from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.handshake import WelcomeInfo
 from protocol.leases import LeaseRequest, LeaseResult
 
 from .. import __version__
 from .auth import ClientAuth
 from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
-from .requests import encode
+from .requests import check_timeout, encode, hello_info
 
 __all__ = ["Pipeline"]
 
@@ -59,7 +59,7 @@ class Pipeline:
 
     def __init__(self, *, timeout: float = 5.0, name: str = "",
                  leases: Sequence[str] = (), auth: ClientAuth | None = None) -> None:
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.auth = auth or ClientAuth()
         self.name = name or f"busbridge-client/{__version__}"
         #: Lease tokens presented in HELLO: this connection may use what they lease.
@@ -92,7 +92,7 @@ class Pipeline:
             raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         self._transport = transport
         self._gone = loop.create_future()  # resolved by connection_lost
-        hello = HelloInfo(client=self.name, token=self.auth.token, leases=self.lease_tokens)
+        hello = hello_info(self.name, self.auth.token, self.lease_tokens)
         try:
             self._transport.write(encode(self.conn, Hello(hello)))
             self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)

@@ -13,9 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from protocol.limits import DEFAULT_PORT, MAX_TIMEOUT_MS
 
 from ..addresses import parse_host_port
-from ..server.acl import AccessRule
-from ..server.auth import TlsSettings, TokenSpec
-from ..server.settings import LimitSettings
+from ..server.settings import AccessRule, LimitSettings, TlsSettings, TokenSpec
 from .fields import STRICT
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

@@ -30,7 +30,7 @@ import aiomqtt
 
 from .. import env
 from ..addresses import format_address, parse_address
-from ..client import AsyncClient, Client, ClientAuth
+from ..client import AsyncClient, BusBridgeError, Client, ClientAuth
 from .topics import DEFAULT_PREFIX, BrokerAddress, Topics, decode
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT = 5.0
 QUIET = 0.5
 
 
-class DiscoveryError(OSError):
+class DiscoveryError(BusBridgeError, OSError):
     """A board name that cannot be turned into an address (or no broker to ask)."""
 
 

@@ -108,10 +108,10 @@ def test_token_new_gives_a_token_file_and_board_lines_that_accept_it(tmp_path: P
 
 
 async def test_vhost_user_link_authenticates_too(token_server: Server) -> None:
-    from bridge.vhost.link import Link
+    from bridge.vhost.link import ServerLink
 
-    link = Link("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
+    link = ServerLink("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
     assert (await link.start()).board == "busbridge-sim"
     await link.close()
     with pytest.raises(RemoteError, match="requires a token"):
-        await Link("127.0.0.1", token_server.port).start()
+        await ServerLink("127.0.0.1", token_server.port).start()
