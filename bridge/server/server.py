@@ -47,6 +47,7 @@ from .auth import ServerSecurity, check_exposure, is_loopback, peer_common_name
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
 from .guard import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
+from .tlsgate import TlsGate
 
 log = logging.getLogger("busbridge.server")
 
@@ -168,6 +169,7 @@ class Server:
         self._idle = asyncio.Event()
         self._idle.set()
         self._server: asyncio.Server | None = None
+        self.tls_gate: TlsGate | None = None
         self.closing = False
         self._closed = asyncio.Event()
 
@@ -177,9 +179,11 @@ class Server:
         sec, lim = self.security, self.limit_settings
         check_exposure(self.host, sec.authenticated, sec.insecure)  # before anything binds
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Session(self), self.host, self.port, ssl=sec.ssl,
-            ssl_handshake_timeout=lim.handshake_timeout_s if sec.ssl else None)
+        factory: Callable[[], asyncio.BaseProtocol] = lambda: _Session(self)  # noqa: E731
+        if sec.ssl is not None:  # handshakes run (and refusals are logged) by the gate
+            self.tls_gate = TlsGate(factory, sec.ssl, lim.handshake_timeout_s)
+            factory = self.tls_gate
+        self._server = await loop.create_server(factory, self.host, self.port)
         sock = cast(Any, self._server).sockets[0].getsockname()
         self.port = sock[1]
         self._lease_timer = ExpiryTimer(self.leases, loop)
@@ -232,6 +236,8 @@ class Server:
             self._idle_sweep.cancel()
         if self._server is not None:
             self._server.close()
+        if self.tls_gate is not None:
+            self.tls_gate.close()
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
