@@ -107,7 +107,7 @@ def test_compose_services_and_their_command_lines() -> None:
     assert host_path(services["mosquitto"], "/mosquitto/config/mosquitto.conf").is_file()
     job = services["ci-job"]
     run = check_cli(job["entrypoint"] + job["command"])
-    assert run.params["board"] == board_cfg.name
+    assert run.params["conn_board"] == board_cfg.name  # `run --board`, its own option
     assert job["environment"]["BUSBRIDGE_BROKER"].split(":")[0] == "mosquitto"
     assert job["depends_on"]["board"]["condition"] == "service_healthy"
     check_cli(dockerfile_json("HEALTHCHECK"))

@@ -82,7 +82,14 @@ def test_cli_board_option_and_env(board_thread: ThreadBoard, mosquitto: Mosquitt
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["board"] == board_thread.name
-    assert info["url"] == f"127.0.0.1:{board_thread.server.port} (board {board_thread.name})"
+    assert info["url"] == f"127.0.0.1:{board_thread.server.port}"
+    assert info["found_as"] == {"board": board_thread.name, "broker": mosquitto.url}
+    # The same options after the subcommand (issue 17 item 11), text output with one note.
+    r = CliRunner().invoke(cli, ["info", "--broker", mosquitto.url, "--board",
+                                 board_thread.name])
+    assert r.exit_code == 0, r.output
+    assert (f"at 127.0.0.1:{board_thread.server.port} (protocol 1; found by name "
+            f"{board_thread.name!r} on the MQTT broker)\n") in r.output
     # ...but --connect on the command line beats BUSBRIDGE_BOARD from the environment.
     r = CliRunner().invoke(cli, ["--connect", "127.0.0.1:1", "info"], env=env)
     assert r.exit_code == 1
@@ -93,7 +100,7 @@ def test_cli_unknown_board_and_both_targets(board_thread: ThreadBoard,
                                             mosquitto: Mosquitto) -> None:
     r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "--board", "nope", "info"])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"busbridge: no board named 'nope' on the MQTT broker at "
+    assert r.output.strip() == (f"busbridge: error: no board named 'nope' on the MQTT broker at "
                                 f"{mosquitto.url}; online boards: {board_thread.name}")
     r = CliRunner().invoke(cli, ["--connect", "x:1", "--board", "nope", "info"])
     assert r.exit_code == 2
