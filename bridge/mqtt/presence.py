@@ -92,17 +92,11 @@ def inventory(server: Server, address: str, description: str = "") -> dict[str, 
 
 
 def health(server: Server, started: float) -> dict[str, Any]:
-    """Counters since start: the server's totals and each bus's requests and errors."""
-    st = server.stats
-    buses: dict[str, dict[str, dict[str, int]]] = {"i2c": {}, "spi": {}}
-    for (kind, name), worker in server.workers.items():
-        buses[kind][name] = {"requests": worker.requests, "errors": worker.errors}
+    """Counters since start (:class:`~bridge.server.stats.ServerStats`): totals, then per bus."""
     return {
         "schema": SCHEMA, "board": server.board.name, "at": utc_iso(),
         "uptime_s": round(time.monotonic() - started, 3),
-        "clients": len(server.sessions), "connections": st.connections,
-        "requests": st.requests, "errors": st.errors, "timeouts": st.timeouts,
-        "i2c": buses["i2c"], "spi": buses["spi"],
+        "clients": len(server.sessions), **server.stats.snapshot(),
     }
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
-import dataclasses
 import logging
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from protocol.connection import Connection, LocalProtocolError, Role
@@ -47,6 +46,8 @@ from .auth import ServerSecurity, check_exposure, is_loopback, peer_common_name
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
 from .guard import CLOSED, Guard, LimitSettings, TokenBucket, make_guard, set_keepalive
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseError, LeaseTable
+from .reqlog import RequestLog
+from .stats import BusCounts, ServerStats
 from .tlsgate import TlsGate
 
 log = logging.getLogger("busbridge.server")
@@ -67,13 +68,12 @@ class BoardLike(Protocol):
 class BusWorker:
     """One thread per bus: serialises it and keeps blocking ioctls off the loop."""
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, counts: BusCounts | None = None) -> None:
         self.label = f"{kind} bus {name}"
         #: Jobs submitted and not yet settled on the loop; inline runs wait for 0.
         self.pending = 0
-        #: Requests for this bus and those answered with a failure (MQTT health).
-        self.requests = 0
-        self.errors = 0
+        #: This bus's requests and their outcomes (the server's ServerStats holds them).
+        self.counts = counts if counts is not None else BusCounts()
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
@@ -106,15 +106,6 @@ class _Job:
         else:
             n, n_reads = len(r.transfers), sum(1 for t in r.transfers if t.rx_len)
         return timed_out(n, n_reads, isinstance(r, SpiRequest), self.where, started)
-
-
-@dataclass
-class ServerStats:
-    connections: int = 0
-    requests: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    by_bus: dict[str, int] = field(default_factory=dict)
 
 
 class Server:
@@ -157,9 +148,9 @@ class Server:
         )
         self.workers: dict[tuple[str, str], BusWorker] = {}
         for name in board.i2c:
-            self.workers["i2c", name] = BusWorker("i2c", name)
+            self.workers["i2c", name] = BusWorker("i2c", name, self.stats.bus("i2c", name))
         for name in board.spi:
-            self.workers["spi", name] = BusWorker("spi", name)
+            self.workers["spi", name] = BusWorker("spi", name, self.stats.bus("spi", name))
         #: Bus name -> (backend, worker): one lookup on the hot path.
         self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker]] = {
             name: (b, self.workers["i2c", name]) for name, b in board.i2c.items()
@@ -252,7 +243,7 @@ class Server:
             w.shutdown(wait=False)
         self.board.close()
         self._closed.set()
-        event(log, logging.INFO, "stopped", **dataclasses.asdict(self.stats))
+        event(log, logging.INFO, "stopped", **self.stats.stop_line())
 
     # -- job bookkeeping -----------------------------------------------------
 
@@ -306,6 +297,8 @@ class _Session(asyncio.BufferedProtocol):
         self.client = ANONYMOUS  # token name or certificate CN once HELLO is accepted
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
+        #: -vv: one DEBUG line per request, written when it is answered.
+        self.reqlog = RequestLog(self) if log.isEnabledFor(logging.DEBUG) else None
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -385,7 +378,7 @@ class _Session(asyncio.BufferedProtocol):
             try:
                 self.conn.next_event()
             except ProtocolError as e:
-                self.server.stats.errors += 1
+                self.server.stats.protocol_errors += 1
                 event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
                       code=str(e.code), reason=e.message, fatal=True)
                 self.send(Error(0, e.code, e.message))
@@ -421,6 +414,8 @@ class _Session(asyncio.BufferedProtocol):
     # -- sending ---------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
+        if self.reqlog is not None:
+            self.reqlog.answered(ev)
         if not self.open or self.transport.is_closing():
             self.conn.in_flight.discard(getattr(ev, "id", 0))
             return
@@ -437,7 +432,7 @@ class _Session(asyncio.BufferedProtocol):
             self.transport.write(data)
 
     def _refuse(self, e: ProtocolError) -> None:
-        self.server.stats.errors += 1
+        self.server.stats.protocol_errors += 1
         event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
               peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message, fatal=e.fatal)
         self.send(Error(e.request_id, e.code, e.message))
@@ -451,44 +446,52 @@ class _Session(asyncio.BufferedProtocol):
 
     def _i2c(self, ev: I2CRequest) -> None:
         """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
+        if self.reqlog is not None:
+            self.reqlog.arrived(ev)
         if self.leased and self._lease_refused(ev):
             return
         route = self.server.i2c_routes.get(ev.bus)
         if route is None:
+            self.server.stats.unknown_bus += 1
             self._unknown_bus(ev.id, "I2C", ev.bus, self.server.board.i2c)
-        elif self.server.closing:
+            return
+        backend, worker = route
+        counts = worker.counts
+        counts.requests += 1
+        if self.server.closing:
+            counts.refused += 1
             self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+        elif not worker.pending and not backend.may_block:
+            status, reads, failures = run_i2c(backend, ev.msgs)
+            if failures:
+                counts.failed(failures)
+            self._answer_parts(ev.id, status, reads, failures)
         else:
-            backend, worker = route
-            self.server.stats.requests += 1
-            worker.requests += 1
-            if not worker.pending and not backend.may_block:
-                status, reads, failures = run_i2c(backend, ev.msgs)
-                if failures:
-                    worker.errors += 1
-                self._answer_parts(ev.id, status, reads, failures)
-            else:
-                self._submit(ev, worker, run_i2c, (backend, ev.msgs))
+            self._submit(ev, worker, run_i2c, (backend, ev.msgs))
 
     def _dispatch(self, ev: Event) -> None:
         if self.guard is not None and self.guard.refuse(self, ev):
+            self._count_refused(ev)
             return
         server = self.server
         if type(ev) is I2CRequest:
             self._i2c(ev)
         elif isinstance(ev, SpiRequest):
+            if self.reqlog is not None:
+                self.reqlog.arrived(ev)
             if self.leased and self._lease_refused(ev):
                 return
             spi_backend = server.board.spi.get(ev.bus)
             if spi_backend is None:
+                server.stats.unknown_bus += 1
                 self._unknown_bus(ev.id, "SPI", ev.bus, server.board.spi)
                 return
+            worker = server.workers["spi", ev.bus]
+            worker.counts.requests += 1
             if server.closing:
+                worker.counts.refused += 1
                 self.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
                 return
-            worker = server.workers["spi", ev.bus]
-            server.stats.requests += 1
-            worker.requests += 1
             refused = check_spi(spi_backend, ev.cs, ev.transfers)
             if refused is not None:
                 # Touches no bus, but queues behind earlier requests to keep their order.
@@ -521,9 +524,23 @@ class _Session(asyncio.BufferedProtocol):
             return False
         if why is None:
             return False
-        self.server.stats.errors += 1
+        self._count_refused(ev)
         self.send(Error(ev.id, ErrorCode.BUSY, why))
         return True
+
+    def _count_refused(self, ev: Event) -> None:
+        """A request frame answered with an ERROR before it reached its bus."""
+        stats = self.server.stats
+        if isinstance(ev, I2CRequest | SpiRequest):
+            worker = self.server.workers.get(("i2c" if type(ev) is I2CRequest else "spi",
+                                              ev.bus))
+            if worker is None:
+                stats.unknown_bus += 1
+            else:
+                worker.counts.requests += 1
+                worker.counts.refused += 1
+        elif isinstance(ev, LeaseRequest):
+            stats.lease_refused += 1
 
     def _lease(self, ev: LeaseRequest) -> None:
         board = self.server.board
@@ -531,10 +548,11 @@ class _Session(asyncio.BufferedProtocol):
             buses: Mapping[str, object] = board.i2c if ev.kind == "i2c" else board.spi
             spi = board.spi.get(ev.bus) if ev.kind == "spi" else None
             if ev.bus not in buses:
+                self.server.stats.lease_refused += 1
                 self._unknown_bus(ev.id, ev.kind.upper(), ev.bus, buses)
                 return
             if spi is not None and ev.cs is not None and ev.cs >= spi.config.cs_max_number:
-                self.server.stats.errors += 1
+                self.server.stats.lease_refused += 1
                 self.send(Error(ev.id, ErrorCode.BAD_REQUEST,
                                 f"spi bus {ev.bus} has chip selects 0.."
                                 f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
@@ -544,7 +562,7 @@ class _Session(asyncio.BufferedProtocol):
             res = self.server.leases.handle(ev, self.lease_tokens, holder=self.client_name
                                             or f"client at {host}", peer=host)
         except LeaseError as e:
-            self.server.stats.errors += 1
+            self.server.stats.lease_refused += 1
             self.send(Error(ev.id, e.code, e.message))
             return
         if res.token is not None:
@@ -584,7 +602,7 @@ class _Session(asyncio.BufferedProtocol):
 
     def close_with(self, code: ErrorCode, message: str) -> None:
         """Send a fatal ERROR, stop decoding and close (answers already made go first)."""
-        self.server.stats.errors += 1
+        self.server.stats.protocol_errors += 1
         self.send(Error(0, code, message))
         if self._batch:
             self.transport.write(b"".join(self._batch))
@@ -611,7 +629,6 @@ class _Session(asyncio.BufferedProtocol):
 
     def _unknown_bus(self, rid: int, kind: str, bus: str, known: Mapping[str, object]) -> None:
         have = ", ".join(repr(k) for k in known) or "none"
-        self.server.stats.errors += 1
         self.send(Error(rid, ErrorCode.UNKNOWN_BUS,
                         f"no {kind} bus {bus!r} on board {self.server.board.name!r} "
                         f"({kind} buses: {have})"))
@@ -657,7 +674,7 @@ class _Session(asyncio.BufferedProtocol):
         assert job.future is not None
         started = not job.future.cancel()
         job.answered = True
-        self.server.stats.timeouts += 1
+        job.worker.counts.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=self.peer, started=started)
         self._answer(job.request.id, job.expired(started), job.worker)
@@ -665,13 +682,14 @@ class _Session(asyncio.BufferedProtocol):
     def _answer(self, rid: int, outcome: Outcome, worker: BusWorker | None = None) -> None:
         status, reads, failures = outcome
         if failures and worker is not None:
-            worker.errors += 1
+            worker.counts.failed(failures)
         self._answer_parts(rid, status, reads, failures)
 
     def _answer_parts(self, rid: int, status: bytes, reads: list[bytes],
                       failures: list[Failure]) -> None:
+        if self.reqlog is not None:
+            self.reqlog.answered(Result(rid, status, reads, failures))
         if failures:
-            self.server.stats.errors += 1
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:
                     f.message = _short(f.message)

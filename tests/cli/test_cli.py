@@ -299,7 +299,7 @@ def test_an_address_above_0x7f_needs_the_explicit_10_bit_form(server_thread: Run
         assert "as an 8-bit address (R/W bit included) it is 7-bit 0x48" in err
         assert "@t0x090" in err
         assert ("i2c:1@t0x090" in err) == ("i2c:1@0x90" in args)
-    assert server_thread.server.stats.requests == 0
+    assert server_thread.server.stats.totals()["requests"] == 0
     assert not server_thread.server.leases.snapshot()
 
 

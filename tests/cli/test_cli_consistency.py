@@ -198,7 +198,8 @@ def test_every_error_has_the_one_prefix(args: list[str]) -> None:
 
 
 def test_log_json_is_pure_json_with_iso_timestamps() -> None:
-    proc = subprocess.Popen([*BUSBRIDGE, "--log-json", "-v", "serve", "--listen",
+    """Also: -vv logs each request when answered, and the stop line counts per bus."""
+    proc = subprocess.Popen([*BUSBRIDGE, "--log-json", "-vv", "serve", "--listen",
                              "127.0.0.1:0"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=subprocess_env())
@@ -211,9 +212,10 @@ def test_log_json_is_pure_json_with_iso_timestamps() -> None:
         while not any(r.get("msg", "").startswith("serving board") for r in records):
             records.append(json.loads(lines.get(timeout=30)))
         listen = next(r["listen"] for r in records if "listen" in r and "board" in r)
-        info = subprocess.run([*BUSBRIDGE, "--log-json", "--connect", listen, "info"],
-                              capture_output=True, text=True, timeout=60, env=subprocess_env())
-        assert info.returncode == 0, info.stderr
+        for args in (["info"], ["i2c", "get", "-y", "1", "0x48", "0x0f", "w"],
+                     ["i2c", "get", "-y", "1\n\x1b[2J", "0x48", "0x0f", "w"]):
+            subprocess.run([*BUSBRIDGE, "--log-json", "--connect", listen, *args],
+                           capture_output=True, text=True, timeout=60, env=subprocess_env())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -225,7 +227,16 @@ def test_log_json_is_pure_json_with_iso_timestamps() -> None:
     assert all(ISO.fullmatch(r["ts"]) for r in records)
     msgs = [r["msg"] for r in records]
     assert any(m.startswith("serving board 'busbridge-sim' on 127.0.0.1:") for m in msgs)
-    assert "stopped" in msgs
+    requests = [r for r in records if r["msg"] == "request"]
+    assert [(r["bus"], r["what"], r["outcome"]) for r in requests] == [
+        ("i2c:1", "w1@0x48 r2@0x48", "ok"),
+        ("i2c:1\n\x1b[2J", "w1@0x48 r2@0x48",
+         "unknown-bus: no I2C bus '1\\n\\x1b[2J' on board 'busbridge-sim' (I2C buses: '1', '2')")]
+    assert all(r["level"] == "debug" and r["peer"].startswith("127.0.0.1:") for r in requests)
+    (stopped,) = [r for r in records if r["msg"] == "stopped"]
+    assert stopped["by_bus"]["i2c:1"] == {"requests": 1, "errors": 0, "nacks": 0,
+                                          "refused": 0, "timeouts": 0}
+    assert (stopped["requests"], stopped["refused"]) == (2, 1)  # the unknown bus: refused
     err = invoke("--log-json", "--connect", f"127.0.0.1:{closed_port()}", "info")
     (record,) = [json.loads(x) for x in err.stderr.splitlines()]
     assert (record["level"], record["exit_code"]) == ("error", 1)
