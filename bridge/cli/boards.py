@@ -47,7 +47,8 @@ def board_rows(records: list[BoardRecord], now: float | None = None) -> list[lis
         buses = r.buses()
         rows.append([
             r.name, "online" if r.online else (r.status or {}).get("state", "?"),
-            r.address or "-", ",".join(buses["i2c"]) or "-", ",".join(buses["spi"]) or "-",
+            ",".join(r.addresses) or "-", ",".join(buses["i2c"]) or "-",
+            ",".join(buses["spi"]) or "-",
             _uptime(float(h["uptime_s"])) if "uptime_s" in h else "-",
             str(h.get("requests", "-")), str(h.get("errors", "-")), _age(r.last_seen, now),
         ])

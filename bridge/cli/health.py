@@ -50,7 +50,7 @@ async def _answer(host: str, port: int, timeout: float, auth: ClientAuth) -> str
         client = await AsyncClient.connect(host, port, timeout=timeout, auth=auth,
                                            name="busbridge-health")
     except RemoteError as e:
-        return f"busbridge server, refused this check: {e.message}"
+        return f"busbridge server, refused this check: {e}"
     try:
         w = client.welcome
         assert w is not None

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
                                  "board file's [server] request_timeout_ms, else 1000.")
 @click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
               help="Announce the board on this MQTT broker (overrides [mqtt] broker).")
-@click.option("--advertise", metavar="HOST:PORT", default=None,
-              help="Address clients should dial, as announced (overrides [mqtt] advertise).")
+@click.option("--advertise", metavar="HOST:PORT[,HOST:PORT...]", default=None,
+              help="Address clients should dial, as announced (overrides [mqtt] advertise); "
+                   "several for clients on different networks, the first a client can "
+                   "resolve is dialled.")
 @click.option("--tls-cert", "cert", metavar="PEM", default=None,
               help="Server certificate (chain); default: the board file's [server.tls] cert.")
 @click.option("--tls-key", "key", metavar="PEM", default=None, help="Key of --tls-cert.")
@@ -136,5 +138,6 @@ def _mqtt_settings(board: Board, broker: str | None, advertise: str | None
 
 
 def _announced(p: Presence) -> None:
-    logs.say(f"announcing {p.server.board.name!r} as {p.address} on MQTT broker {p.broker} "
-             f"(topics {p.topic('+')})", address=p.address, broker=str(p.broker))
+    logs.say(f"announcing {p.server.board.name!r} as {', '.join(p.addresses)} on MQTT "
+             f"broker {p.broker} (topics {p.topic('+')})", addresses=p.addresses,
+             broker=str(p.broker))

@@ -229,3 +229,67 @@ def test_guest_commands_do_not_import_aiomqtt() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+async def _announce(mosquitto: Mosquitto, board_name: str, advertise: str
+                    ) -> tuple[Server, Presence]:
+    from bridge.config import load_board
+
+    from .conftest import fast_settings, wait_for
+
+    board = load_board(None)
+    board.name = board_name
+    server = Server(board, host="127.0.0.1", port=0)
+    await server.start()
+    presence = Presence(server, fast_settings(mosquitto.url, advertise=advertise.format(
+        port=server.port)))
+    presence.start()
+    await wait_for(lambda: presence.connects >= 1, what="the board to announce itself")
+    return server, presence
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    import asyncio
+
+    r = await asyncio.to_thread(CliRunner().invoke, cli, list(args))
+    return r.exit_code, r.output
+
+
+async def test_a_board_on_two_networks_is_found_from_either(mosquitto: Mosquitto) -> None:
+    """Issue 17 item 4: a compose board advertises its service name for the compose network
+    and 127.0.0.1 for the host; from here only the second resolves, and is dialled."""
+    server, presence = await _announce(mosquitto, "lab-two-nets",
+                                       "board.invalid:{port},127.0.0.1:{port}")
+    try:
+        assert await resolve("lab-two-nets", mosquitto.url) == ("127.0.0.1", server.port)
+        code, out = await _cli("--broker", mosquitto.url, "--board", "lab-two-nets", "info",
+                               "--json")
+        assert code == 0, out
+        assert json.loads(out)["url"] == f"127.0.0.1:{server.port}"
+        code, out = await _cli("boards", "--json", "--broker", mosquitto.url)
+        (rec,) = [b for b in json.loads(out) if b["name"] == "lab-two-nets"]
+        assert rec["addresses"] == [f"board.invalid:{server.port}", f"127.0.0.1:{server.port}"]
+        assert rec["address"] == f"board.invalid:{server.port}"  # older clients: the first
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)
+
+
+async def test_a_board_address_that_fails_here_is_named(mosquitto: Mosquitto) -> None:
+    server, presence = await _announce(mosquitto, "lab-elsewhere", "board.invalid:{port}")
+    try:
+        code, out = await _cli("--broker", mosquitto.url, "--board", "lab-elsewhere", "info")
+        assert code == 1
+        assert out.startswith(f"busbridge: error: cannot connect to board lab-elsewhere at "
+                              f"board.invalid:{server.port} (its address on the broker): ")
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)
+    server, presence = await _announce(mosquitto, "lab-nowhere", "a.invalid:1,b.invalid:2")
+    try:
+        with pytest.raises(DiscoveryError, match=r"advertises a\.invalid:1, b\.invalid:2; "
+                                                 r"none resolves here \(a\.invalid:1: "):
+            await resolve("lab-nowhere", mosquitto.url)
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)
