@@ -24,7 +24,7 @@ from .common import (
     options,
     resolve_board,
 )
-from .lease import hold_and_run
+from .lease import default_holder, hold_and_run
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 
@@ -138,6 +138,7 @@ def run(ctx: click.Context, maps: tuple[str, ...], check: bool, leases: tuple[st
     if leases:
         host, port = parse_address(url)
         lease_opts = dataclasses.replace(opts, url=url, host=host, port=port, board=None)
+        holder = holder or default_holder(command)  # the user's command, not the wrapper
         if library is not None:  # the agent starts once the leases' tokens are in env
             program, command = sys.executable, (sys.executable, "-m", "bridge.native.launch",
                                                 program, *command)

@@ -123,9 +123,12 @@ def test_connect_goes_before_or_after_the_command(name: str, where: str,
     port = closed_port()
     args = [a.replace("{tmp}", str(tmp_path)) for a in CONNECTING[name]]
     conn = ["--connect", f"127.0.0.1:{port}", "--timeout", "2"]
-    r = invoke(*(conn + args if where == "before" else args + conn))
-    if name == "run":  # `run`'s options end where COMMAND begins: before the --
-        r = invoke(*(conn + args if where == "before" else ["run", *conn, *args[1:]]))
+    if where == "before":
+        r = invoke(*conn, *args)
+    elif name == "run":  # `run`'s options end where COMMAND begins: before the --
+        r = invoke("run", *conn, *args[1:])
+    else:
+        r = invoke(*args, *conn)
     out = r.stdout + r.stderr
     assert "No such option" not in out
     assert f"127.0.0.1:{port}" in out, out
