@@ -12,10 +12,13 @@ echo "compiling the hot path with mypyc (about a minute)"
 BUSBRIDGE_COMPILE=1 python setup.py -q build_ext --inplace >build.log 2>&1 || {
     tail -40 build.log; exit 1; }
 PYTHONPATH="$work" python - <<'PY'
-import bridge.server.server, protocol.connection
-for m in (protocol.connection, bridge.server.server):
+import importlib
+hot = [importlib.import_module(name) for name in
+       ("protocol.codec", "protocol.connection", "bridge.server.session",
+        "bridge.server.scheduling")]
+for m in hot:
     assert m.__file__.endswith(".so"), f"{m.__name__} is not the compiled module: {m.__file__}"
-print("compiled:", protocol.connection.__file__, bridge.server.server.__file__)
+print("compiled:", *(m.__file__ for m in hot))
 PY
 PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider
 PYTHONPATH="$work" python -m bridge.cli bench --quick

@@ -64,7 +64,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
-    from ..server.auth import InsecureListenError, is_loopback, server_policy
+    from ..server.auth import InsecureListenError, is_loopback
+    from ..server.settings import server_policy
 
     if listen is not None:
         try:
@@ -110,8 +111,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
-            board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
-            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready, _announced))
+            board, host=host, port=port, policy=policy, request_timeout=timeout_s,
+            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s), ready, _announced))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None

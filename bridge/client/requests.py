@@ -13,7 +13,7 @@ import errno as _errno
 from collections.abc import Sequence
 
 from protocol.connection import Connection, LocalProtocolError
-from protocol.events import Error, Event, Result, SpiRequest
+from protocol.events import ChainedI2CRequest, Error, Event, I2CRequest, Result, SpiRequest
 from protocol.leases import LeaseInfo
 from protocol.virtio import I2CMsg, I2CStatus, SpiResult, SpiTransfer, SpiTransferHead
 
@@ -96,8 +96,9 @@ def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
     """
     rid = conn.next_id()
     try:
-        return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
-                                  _server_ms(timeout), chained)
+        request = ChainedI2CRequest if chained else I2CRequest
+        return rid, conn.send(request(rid, bus if type(bus) is str else str(bus), tuple(msgs),
+                                      _server_ms(timeout)))
     except LocalProtocolError as e:
         raise InvalidRequest(str(e)) from None
 

@@ -15,7 +15,7 @@ from protocol.limits import DEFAULT_PORT, MAX_TIMEOUT_MS
 from ..addresses import parse_host_port
 from ..server.acl import AccessRule
 from ..server.auth import TlsSettings, TokenSpec
-from ..server.guard import LimitSettings
+from ..server.settings import LimitSettings
 from .fields import STRICT
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

@@ -24,7 +24,7 @@ from bridge.client import AsyncClient, BlockingClient, ConnectionLost, ConnectTi
 from bridge.client.auth import ClientAuth
 from bridge.client.diagnose import NotBusbridge, TLSMismatch
 from bridge.config import Board
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
 from bridge.server.auth import TlsSettings, build_server_security
 from bridge.server.tlsgate import RefusalLog
 
@@ -42,8 +42,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 async def _serve(board: Board, tls: TlsSettings | None) -> Server:
-    s = Server(board, host="127.0.0.1", port=0,
-               security=build_server_security(tls, [], False) if tls else None)
+    policy = ServerPolicy(security=build_server_security(tls, [], False)) if tls else None
+    s = Server(board, host="127.0.0.1", port=0, policy=policy)
     await s.start()
     return s
 
