@@ -125,10 +125,11 @@ def find_engine() -> Engine:
     if exe is None:
         missing(f"no docker client (run {PREPARE} as root: it installs docker.io)")
         raise AssertionError
-    p = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                       text=True, timeout=60, check=False)
+    p = subprocess.run([exe, "version", "--format", "{{.Server.Version}}"],
+                       capture_output=True, text=True, timeout=60, check=False)
     if p.returncode != 0:
-        missing(f"no Docker engine answers ({p.stderr.strip()[:200]}); run {PREPARE}")
+        why = [line for line in p.stderr.splitlines() if line.strip()][-1:] or ["no answer"]
+        missing(f"no Docker engine answers ({why[0].strip()[:200]}); run {PREPARE}")
     engine = Engine(exe)
     engine.figures["engine"] = p.stdout.strip()
     for image in BASE_IMAGES:
