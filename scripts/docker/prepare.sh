@@ -11,9 +11,12 @@
 #      An image already under either tag that is not a stand-in (the real one, on a machine
 #      with Docker Hub) is used as it is.
 #
-# The debootstrap root is cached as a tarball in ${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}/
-# docker/KEY/ (outside the clone, like the kernels), so later runs only `docker import` it.
-# Prints what it does; exits non-zero with the reason when it cannot (never silently).
+# The debootstrap root and the Mosquitto stand-in are cached as tarballs in
+# ${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}/docker/KEY/ (outside the clone, like the
+# kernels), so later runs only `docker import` / `docker load` them.  The images this run
+# puts into the engine are listed in $STATE/made-images for scripts/docker/stop.sh to
+# remove again.  Prints what it does; exits non-zero with the reason when it cannot
+# (never silently).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}
@@ -108,12 +111,24 @@ else
         --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
         --change "LABEL $label=1 $label.key=$key" \
         "$tarball" "$base_tag" >/dev/null
+    echo "$base_tag" >>"$state/made-images"
 fi
 
+mkey=$( { echo "$key"; cat "$here/mosquitto/Dockerfile"; } | sha256sum | cut -c1-16)
+mtar=$cache/docker/$key/mosquitto-$mkey.tar
 if present "$mosquitto_tag" && ! is_stand_in "$mosquitto_tag"; then
     say "$mosquitto_tag: using the image already there (not a stand-in)"
+elif present "$mosquitto_tag" && [ "$("$docker" image inspect --format "{{index .Config.Labels \"$label.mosquitto\"}}" "$mosquitto_tag")" = "$mkey" ]; then
+    say "$mosquitto_tag: stand-in already there"
+elif [ -f "$mtar" ]; then
+    say "$mosquitto_tag stand-in: docker load $mtar"
+    "$docker" load -q -i "$mtar" >/dev/null
+    echo "$mosquitto_tag" >>"$state/made-images"
 else
     say "$mosquitto_tag stand-in: Debian's mosquitto on $base_tag (scripts/docker/mosquitto/)"
-    "$docker" build -q --label "$label=1" -t "$mosquitto_tag" "$here/mosquitto" >/dev/null
+    DOCKER_BUILDKIT=0 "$docker" build -q --label "$label=1" --label "$label.mosquitto=$mkey" \
+        -t "$mosquitto_tag" "$here/mosquitto" >/dev/null
+    "$docker" save -o "$mtar.tmp" "$mosquitto_tag" && mv "$mtar.tmp" "$mtar"
+    echo "$mosquitto_tag" >>"$state/made-images"
 fi
 say "ready: $base_tag, $mosquitto_tag"

@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# Stop the dockerd that scripts/docker/prepare.sh started (and only that one): by the pid
-# it recorded, SIGTERM, then up to 30 s for it to stop its containers and exit.
+# Undo scripts/docker/prepare.sh: remove the stand-in images it put into the engine (they
+# stay cached as tarballs under BUSBRIDGE_CACHE), then stop the dockerd it started (and
+# only that one: by the pid it recorded; SIGTERM, then up to 30 s to stop its containers).
 set -euo pipefail
 cache=${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}
 state=${BUSBRIDGE_DOCKER_STATE:-$cache/docker/state}
+docker=${DOCKER:-/usr/bin/docker}
+label=org.busbridge.stand-in
+if [ -f "$state/made-images" ]; then
+    for image in $(sort -u "$state/made-images"); do
+        # Only a stand-in: never an image someone else put under the same tag meanwhile.
+        if [ "$("$docker" image inspect --format "{{index .Config.Labels \"$label\"}}" \
+                "$image" 2>/dev/null)" = 1 ]; then
+            echo "docker-stop: removing the stand-in $image (cached under $cache/docker)" >&2
+            "$docker" rmi "$image" >/dev/null || true
+        fi
+    done
+    rm -f "$state/made-images"
+fi
 pidfile=$state/dockerd.started
 [ -f "$pidfile" ] || exit 0
 pid=$(cat "$pidfile")
