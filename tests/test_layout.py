@@ -166,3 +166,18 @@ def test_no_module_imports_another_modules_private_names() -> None:
     bad = [f"{src} -> {dst}: {n}" for (src, dst), (names, _t) in EDGES.items()
            for n in names if n.startswith("_") and not n.startswith("__")]
     assert not bad, bad
+
+
+def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
+    big = [f"{m}: {n} lines" for m, p in MODULES.items()
+           if (n := len(p.read_text("utf-8").splitlines())) > 650]
+    assert not big, big
+
+
+def test_classes_are_split_by_responsibility_before_they_grow_past_250_lines() -> None:
+    big = [f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+           for m, p in MODULES.items()
+           for node in ast.walk(ast.parse(p.read_text("utf-8")))
+           if isinstance(node, ast.ClassDef) and node.end_lineno
+           and node.end_lineno - node.lineno + 1 > 280]
+    assert not big, big

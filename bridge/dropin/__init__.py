@@ -3,7 +3,8 @@
 Import the classes directly (``from bridge.dropin import SMBus``) after
 :func:`connect`, or run unchanged programs under ``busbridge run``, which
 puts :mod:`bridge.dropin.shim` first on ``PYTHONPATH`` so that ``import
-smbus2``, ``import spidev``, ``import board``/``busio``/``digitalio`` land here.
+smbus2``, ``import smbus`` (python-smbus, :mod:`bridge.dropin.pysmbus`),
+``import spidev``, ``import board``/``busio``/``digitalio`` land here.
 """
 
 from __future__ import annotations

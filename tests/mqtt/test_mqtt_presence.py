@@ -41,7 +41,8 @@ async def test_online_status_and_retained_inventory_seen_by_a_second_client(
     i2c = {b["name"]: b for b in inv["i2c"]}
     assert set(i2c) == {"1", "2"}
     assert i2c["1"]["functionality"] == server.welcome.i2c_bus("1").functionality  # type: ignore[union-attr]
-    assert {d["address"] for d in i2c["1"]["devices"]} == {0x48, 0x50}
+    assert {d["address"] for d in i2c["1"]["devices"]} == {0x20, 0x3C, 0x40, 0x44, 0x48, 0x50,
+                                                           0x68, 0x76}
     assert {(d["address"], d["ten_bit"]) for d in i2c["2"]["devices"]} >= {(0x2A5, True)}
     (spi,) = inv["spi"]
     assert spi["config"]["max_freq_hz"] == 50_000_000
