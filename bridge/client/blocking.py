@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno as _errno
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from .. import __version__
+from . import diagnose
 from .auth import ClientAuth
 from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
 from .requests import (
@@ -62,6 +64,7 @@ class BlockingClient(SyncClientBase):
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._closed_why = ""
+        self._head: bytearray | None = bytearray()  # the peer's first bytes, until WELCOME
         try:
             sock = socket.create_connection((host, port), timeout)
         except TimeoutError:
@@ -71,15 +74,25 @@ class BlockingClient(SyncClientBase):
         if ctx is not None:
             try:
                 sock = ctx.wrap_socket(sock, server_hostname=self.auth.server_hostname or host)
+            except ssl.SSLError as e:
+                sock.close()
+                raise diagnose.tls_error(host, port, e, self.auth) from None
             except BaseException:
                 sock.close()
                 raise
         self._sock: socket.socket | None = sock
         try:
             self.welcome = self._handshake(name or f"busbridge-client/{__version__}", leases)
+        except (ConnectTimeout, ConnectionLost, ssl.SSLError) as e:
+            self._drop("")
+            better = diagnose.explain_sync(host, port, bytes(self._head or b""), self.auth,
+                                           timeout, timed_out=isinstance(e, ConnectTimeout),
+                                           exc=e.__context__ or e)
+            raise (better or e) from None
         except BaseException:
             self._drop("")
             raise
+        self._head = None
 
     # -- the wire ----------------------------------------------------------------
 
@@ -125,6 +138,8 @@ class BlockingClient(SyncClientBase):
         except OSError as e:
             self._drop(str(e))
             raise self._lost() from None
+        if self._head is not None and len(self._head) < diagnose.HEAD:
+            self._head += self._view[:min(n, diagnose.HEAD - len(self._head))]
         try:
             items = self.conn.receive(self._view[:n] if n else b"")
         except ProtocolError as e:
