@@ -68,6 +68,12 @@ class I2CBackend(ABC):
         bus has nothing queued.  Real buses block (ioctls): keep the default."""
         return True
 
+    def wire_time(self, msgs: Sequence[I2CMsg]) -> float | None:
+        """Seconds ``msgs`` need on the wire as one transaction, if the adapter knows
+        its clock (:mod:`~bridge.buses.wiretime`); None if it does not.  The server
+        never starts a transaction that cannot end before its frame's deadline."""
+        return None
+
     def info(self) -> I2CBusInfo:
         return I2CBusInfo(
             name=self.name,
@@ -103,6 +109,10 @@ class SpiBackend(ABC):
     def may_block(self) -> bool:
         """See :attr:`I2CBackend.may_block`."""
         return True
+
+    def wire_time(self, transfers: Sequence[SpiTransfer]) -> float | None:
+        """See :meth:`I2CBackend.wire_time`; ``transfers`` are one message."""
+        return None
 
     def check(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[str | None]:
         """Why each transfer must get PARAM_ERR beyond what ``config`` can say, or None.

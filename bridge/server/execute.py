@@ -96,17 +96,9 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     status = bytearray(n)
     reads = []
     failures = []
-    start = 0
-    while start < n:
-        # The chain runs to the first message without FAIL_NEXT (the decoder
-        # guarantees the frame's last message closes one).
-        end = start
-        while end < n - 1 and msgs[end].flags & FAIL_NEXT:
-            end += 1
-        end += 1
+    for start, end in i2c_chains(msgs):
         chain = msgs[start:end] if start or end < n else msgs
         _run_chain(backend, msgs, chain, start, status, reads, failures)
-        start = end
     return bytes(status), reads, failures
 
 
@@ -215,12 +207,121 @@ def run_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> O
     return bytes(len(transfers)), data, []
 
 
-def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool) -> Outcome:
-    """The answer for a request whose deadline passed."""
+class Work:
+    """A request as a bus worker runs it: in steps, each one transaction.
+
+    Between two steps the worker may run another client's work (§8.1 promises
+    atomicity per chain, not per frame) and checks the frame's deadline.  Runs
+    on the bus's worker thread, one step at a time.
+    """
+
+
+    def wire_time(self) -> float | None:
+        """The next step's wire time, if the bus knows its clock."""
+        return None
+
+    def step(self) -> bool:
+        """Run the next step; True when there is none left."""
+        return True
+
+    def outcome(self) -> Outcome:
+        raise NotImplementedError
+
+
+class Answered(Work):
+    """An outcome known without the bus (an SPI PARAM_ERR) that waits its turn."""
+
+
+    def __init__(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+
+    def outcome(self) -> Outcome:
+        return self._outcome
+
+
+class I2CWork(Work):
+    """An I2C frame, one chain per step; a frame of one chain takes the fast path."""
+
+
+    def __init__(self, backend: I2CBackend, msgs: Sequence[I2CMsg]) -> None:
+        self.backend = backend
+        self.msgs = msgs
+        self.chains = i2c_chains(msgs)
+        self.status = bytearray(len(msgs))
+        self.reads: list[bytes] = []
+        self.failures: list[Failure] = []
+        self._next = 0
+        self._done: Outcome | None = None
+
+    def wire_time(self) -> float | None:
+        start, end = self.chains[self._next]
+        return self.backend.wire_time(self.msgs[start:end])
+
+    def step(self) -> bool:
+        if len(self.chains) == 1:
+            self._done = run_i2c(self.backend, self.msgs)
+            return True
+        start, end = self.chains[self._next]
+        _run_chain(self.backend, self.msgs, self.msgs[start:end], start, self.status,
+                   self.reads, self.failures)
+        self._next += 1
+        return self._next == len(self.chains)
+
+    def outcome(self) -> Outcome:
+        if self._done is not None:
+            return self._done
+        return bytes(self.status), self.reads, self.failures
+
+
+class SpiWork(Work):
+    """An SPI message (already checked): one step."""
+
+
+    def __init__(self, backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> None:
+        self.backend = backend
+        self.cs = cs
+        self.transfers = transfers
+        self._done: Outcome | None = None
+
+    def wire_time(self) -> float | None:
+        return self.backend.wire_time(self.transfers)
+
+    def step(self) -> bool:
+        self._done = run_spi(self.backend, self.cs, self.transfers)
+        return True
+
+    def outcome(self) -> Outcome:
+        assert self._done is not None
+        return self._done
+
+
+def i2c_chains(msgs: Sequence[I2CMsg]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each chain: it runs to the first message without FAIL_NEXT."""
+    chains = []
+    start = 0
+    for i, m in enumerate(msgs):
+        if not m.flags & FAIL_NEXT:
+            chains.append((start, i + 1))
+            start = i + 1
+    if start < len(msgs):  # the decoder refuses a frame that ends inside a chain
+        chains.append((start, len(msgs)))
+    return chains
+
+
+def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
+              doomed: bool = False) -> Outcome:
+    """The answer for a request whose deadline passed, or that could not end before it
+    (``doomed``: its next transaction's wire time exceeds what is left)."""
     st = int(SpiResult.TRANS_ERR) if spi else _ERR
-    why = ("deadline passed while on the bus; its effect is unknown and it is not retried"
-           if started else "deadline passed before it reached the bus; it never will")
+    if doomed:
+        why = ("its next transaction needs longer on the wire than is left before its deadline"
+               + ("; what ran before is not retried" if started else "; it never runs"))
+    elif started:
+        why = "deadline passed while on the bus; its effect is unknown and it is not retried"
+    else:
+        why = "deadline passed before it reached the bus; it never will"
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["Outcome", "check_spi", "run_i2c", "run_spi", "timed_out"]
+__all__ = ["Answered", "I2CWork", "Outcome", "SpiWork", "Work", "check_spi", "i2c_chains",
+           "run_i2c", "run_spi", "timed_out"]

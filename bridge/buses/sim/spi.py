@@ -32,6 +32,7 @@ from protocol.virtio import (
 )
 
 from ..base import BusError, SpiBackend
+from ..wiretime import spi_wire_time
 from .common import DEFAULT_LOG_SIZE, SpiLogEntry, may_stall, outcome
 
 _LOOP = int(SpiMode.LOOP)
@@ -286,14 +287,9 @@ class SimSpiBus(SpiBackend):
             miso = (bytes(miso) + b"\xff" * len(mosi))[: len(mosi)]
         return from_wire(bytes(miso), h.bits_per_word, lsb)
 
+    def wire_time(self, transfers: Sequence[SpiTransfer]) -> float | None:
+        """With ``timing``, the time a message sleeps (its wire time); else None."""
+        return self._wire_time(transfers) if self.timing else None
+
     def _wire_time(self, transfers: Sequence[SpiTransfer]) -> float:
-        ns = 0.0
-        default_hz = self.config.max_freq_hz or SIM_SPI_MAX_FREQ_HZ
-        for t in transfers:
-            h = t.head
-            words = t.length // bytes_per_word(h.bits_per_word)
-            ns += words * h.bits_per_word * 1e9 / (h.freq or default_hz)
-            ns += max(words - 1, 0) * h.word_delay_ns + h.cs_setup_ns + h.cs_delay_hold_ns
-            if h.cs_change:
-                ns += h.cs_change_delay_inactive_ns
-        return ns / 1e9
+        return spi_wire_time(transfers, self.config.max_freq_hz or SIM_SPI_MAX_FREQ_HZ)
