@@ -45,10 +45,18 @@ from protocol.events import Error, I2CRequest, SpiRequest
 from protocol.virtio import SpiTransfer
 
 from ..buses.base import I2CBackend, SpiBackend
-from ..buses.wiretime import i2c_clocks
 from ..logs import event
 from .buswork import DONE, QUEUED, BusWorker, Job, Requester
-from .execute import Answered, I2CWork, Outcome, SpiWork, Work, check_spi, run_i2c, run_spi
+from .execute import (
+    Answered,
+    I2CWork,
+    Outcome,
+    SpiWork,
+    Work,
+    check_spi,
+    run_i2c_within,
+    run_spi,
+)
 from .settings import DEFAULT_MAX_TIMEOUT_MS
 from .stats import ServerStats
 
@@ -141,13 +149,15 @@ class Scheduler:
             backend, worker = route
             self.stats.requests += 1
             worker.requests += 1
-            if not worker.pending and not backend.may_block:
-                clocks = i2c_clocks(ev.msgs)
-                timeout = ev.timeout_ms
-                if (clocks <= INLINE_CLOCKS and clocks <= self.inline_left
-                        and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
-                    self.inline_left -= clocks
-                    status, reads, failures = run_i2c(backend, ev.msgs)
+            timeout = ev.timeout_ms
+            if (not worker.pending and not backend.may_block
+                    and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
+                left = self.inline_left
+                done = run_i2c_within(backend, ev.msgs, left if left < INLINE_CLOCKS
+                                      else INLINE_CLOCKS)
+                if done is not None:
+                    status, reads, failures, clocks = done
+                    self.inline_left = left - clocks
                     if failures:
                         worker.errors += 1
                     requester.answer(ev.id, status, reads, failures)
