@@ -32,6 +32,10 @@ log = logging.getLogger("busbridge.bus")
 
 Outcome = tuple[bytes, list[bytes], list[Failure]]
 
+#: A request's fixed cost in the work estimate of an inline run, in bus clocks: the
+#: simulator spends about as long on each request (checks, hooks, log) as on 3 bytes.
+REQUEST_CLOCKS = 32
+
 _ERR = int(I2CStatus.ERR)
 FAIL_NEXT = I2C_FLAGS_FAIL_NEXT
 M_RD = I2C_FLAGS_M_RD
@@ -68,11 +72,12 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
 
 def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
                    max_clocks: int) -> tuple[bytes, list[bytes], list[Failure], int] | None:
-    """:func:`run_i2c` and the frame's wire work in clocks, unless that exceeds
-    ``max_clocks`` (0: no limit): then nothing runs and the answer is None.
+    """:func:`run_i2c` and the frame's estimated work, unless that exceeds ``max_clocks``
+    (0: no limit): then nothing runs and the answer is None.
 
-    The event loop's inline runs call this: the estimate shares the fast path's
-    one pass over the messages (SPEC §7 bounds inline work by it).
+    The work is the frame's bus clock cycles (:func:`~bridge.buses.wiretime.i2c_clocks`)
+    plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
+    estimate shares the fast path's one pass over the messages.
     """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
@@ -81,7 +86,9 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     want: list[int] = []
     one_chain = True
     last = n - 1
-    clocks = 1  # i2c_clocks(), on the way: a START and the address per message, a STOP
+    # The work estimate, on the way: i2c_clocks() (a START and the address per message,
+    # a STOP) and REQUEST_CLOCKS per message.
+    clocks = 1
     for i, m in enumerate(msgs):
         flags = m.flags
         if flags & M_RD:
@@ -89,13 +96,13 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
             want.append(size)
         else:
             size = len(m.data)
-        clocks += 10 + 9 * size
+        clocks += 10 + REQUEST_CLOCKS + 9 * size
         if size > limit or (m.ten_bit and not ten_ok) or (i < last and not flags & FAIL_NEXT):
             one_chain = False
             break
     if max_clocks:
         if not one_chain:
-            clocks = i2c_clocks(msgs)
+            clocks = i2c_clocks(msgs) + REQUEST_CLOCKS * n
         if clocks > max_clocks:
             return None
     if one_chain:
@@ -344,5 +351,5 @@ def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["Answered", "I2CWork", "Outcome", "SpiWork", "Work", "check_spi", "i2c_chains",
-           "run_i2c", "run_i2c_within", "run_spi", "timed_out"]
+__all__ = ["REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork", "Work", "check_spi",
+           "i2c_chains", "run_i2c", "run_i2c_within", "run_spi", "timed_out"]

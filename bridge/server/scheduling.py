@@ -8,8 +8,8 @@ chain, an SPI message) at a time, and keeps each client's own order.
 A frame runs inline on the event loop instead, saving two thread hand-offs,
 only when all of these hold: its bus has nothing queued or running, its
 backend cannot block (``may_block`` false: the simulated buses without
-timing), its estimated work is at most ``INLINE_CLOCKS`` bus clock cycles
-(about 0.2 ms of simulator CPU), the read it came in has not used up
+timing), its estimated work is at most ``INLINE_CLOCKS`` (about 0.1 ms of
+simulator CPU at most), the read it came in has not used up
 ``INLINE_CLOCKS_PER_READ``, and its ``timeout_ms`` (if any) is at least
 ``INLINE_MIN_TIMEOUT_MS``.  That bounds what one frame, and one read of a
 connection, can hold the loop (every other bus, connection, PING, handshake
@@ -48,6 +48,7 @@ from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
 from .buswork import DONE, QUEUED, BusWorker, Job, Requester
 from .execute import (
+    REQUEST_CLOCKS,
     Answered,
     I2CWork,
     Outcome,
@@ -63,9 +64,10 @@ from .stats import ServerStats
 log = logging.getLogger("busbridge.server")
 
 #: A frame runs inline on the event loop only if its estimated work is at most this
-#: many bus clock cycles (:mod:`~bridge.buses.wiretime`; SPI: 8 per byte).  The
-#: simulator spends at most about 0.2 µs of CPU per clock (its slowest devices,
-#: measured), so an inline frame holds the loop for at most about 0.2 ms.
+#: many clocks: its bus clock cycles (:mod:`~bridge.buses.wiretime`; SPI: 8 per byte)
+#: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
+#: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
+#: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
 INLINE_CLOCKS = 1024
 #: Inline work per read of one connection; past it, that read's frames queue.
 INLINE_CLOCKS_PER_READ = 8 * INLINE_CLOCKS
@@ -75,7 +77,7 @@ INLINE_MIN_TIMEOUT_MS = 10
 #: worker running simulated (Python) bus work holds the GIL until the loop
 #: thread has waited this long, at each of the loop's few GIL hand-backs per
 #: wake-up; CPython's default 5 ms would make it the loop's latency.
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.0002
 
 
 class BoardLike(Protocol):
@@ -301,8 +303,9 @@ class Scheduler:
 
 
 def spi_clocks(transfers: Sequence[SpiTransfer]) -> int:
-    """Clock cycles of one SPI message for the inline estimate: 8 per byte, CS edges."""
+    """The inline work estimate of one SPI message, in clocks: 8 per byte, CS edges, and
+    ``REQUEST_CLOCKS`` per transfer (like :func:`~.execute.run_i2c_within` for I2C)."""
     clocks = 0
     for t in transfers:
-        clocks += 2 + 8 * t.length
+        clocks += 2 + REQUEST_CLOCKS + 8 * t.length
     return clocks
