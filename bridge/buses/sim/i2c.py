@@ -21,7 +21,14 @@ from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
 from ..base import BusError, I2CBackend
 from ..wiretime import i2c_wire_time
-from .common import DEFAULT_LOG_SIZE, I2CLogEntry, may_stall, outcome
+from .common import (
+    DEFAULT_LOG_SIZE,
+    YIELD_BYTES,
+    I2CLogEntry,
+    let_others_run,
+    may_stall,
+    outcome,
+)
 
 #: What the simulator offers: full I2C, 10-bit addressing, SMBus emulation.
 SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL
@@ -229,6 +236,7 @@ class SimI2CBus(I2CBackend):
         touched: list[I2CDevice] = []
         failure: BusError | None = None
         run_msg = self._run_msg
+        moved = 0
         try:
             for i, m in enumerate(msgs):
                 if touched:
@@ -236,6 +244,10 @@ class SimI2CBus(I2CBackend):
                         if d.custom_restart:
                             d.restart()
                 run_msg(i, m, touched, reads)
+                moved += len(m.data) + m.length
+                if moved > YIELD_BYTES:
+                    moved = 0
+                    let_others_run()
         except BusError as e:
             failure = e
         finally:
