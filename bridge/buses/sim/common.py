@@ -19,8 +19,8 @@ from ..base import BusError
 #: Transactions a simulated bus remembers by default (``log_size``; 0 turns the log off).
 DEFAULT_LOG_SIZE = 1024
 
-#: Bytes a simulated bus moves between two offers of the GIL to other threads.
-YIELD_BYTES = 512
+#: A simulated bus offers the GIL to other threads after each message longer than this.
+YIELD_BYTES = 128
 
 
 def let_others_run() -> None:

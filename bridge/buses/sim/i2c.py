@@ -236,7 +236,6 @@ class SimI2CBus(I2CBackend):
         touched: list[I2CDevice] = []
         failure: BusError | None = None
         run_msg = self._run_msg
-        moved = 0
         try:
             for i, m in enumerate(msgs):
                 if touched:
@@ -244,10 +243,6 @@ class SimI2CBus(I2CBackend):
                         if d.custom_restart:
                             d.restart()
                 run_msg(i, m, touched, reads)
-                moved += len(m.data) + m.length
-                if moved > YIELD_BYTES:
-                    moved = 0
-                    let_others_run()
         except BusError as e:
             failure = e
         finally:
@@ -283,8 +278,12 @@ class SimI2CBus(I2CBackend):
             if len(data) != n:  # SDA floats high past what the device drives
                 data = (bytes(data) + b"\xff" * n)[:n]
             reads.append(data if type(data) is bytes else bytes(data))
+            if n > YIELD_BYTES:
+                let_others_run()
             return
         data = m.data
+        if len(data) > YIELD_BYTES:
+            let_others_run()  # before the write: raising a NACK below skips the end
         limit = dev.nack_after_bytes
         if limit is not None and len(data) > limit:
             data = data[:limit]
