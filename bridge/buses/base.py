@@ -114,6 +114,12 @@ class SpiBackend(ABC):
         """See :meth:`I2CBackend.wire_time`; ``transfers`` are one message."""
         return None
 
+    def bulk(self, cs: int) -> bool:
+        """Whether a message to ``cs`` costs this backend little per byte (no Python
+        work per byte, as for a loopback): the server's estimate of the work of a
+        message it may run inline then counts its transfers more than its bytes."""
+        return False
+
     def check(self, cs: int, transfers: Sequence[SpiTransfer]) -> list[str | None]:
         """Why each transfer must get PARAM_ERR beyond what ``config`` can say, or None.
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 from protocol.virtio import (
     SPI_MF_CPHA_0,
@@ -100,6 +100,11 @@ class SpiDevice:
     them with its lock held.
     """
 
+    #: Whether ``exchange`` does Python work for every byte (most devices do); a
+    #: device that answers in a few bulk operations sets it False, so the server
+    #: may run long messages to it on its event loop (SPEC §7's inline bound).
+    per_byte: ClassVar[bool] = True
+
     def __init__(
         self, *, name: str = "", fail: bool = False, fail_index: int = 0, stall_s: float = 0.0
     ) -> None:
@@ -121,6 +126,8 @@ class SpiDevice:
 
 class FloatingMiso(SpiDevice):
     """What an empty chip select reads: nobody drives MISO, the pull-up gives 0xFF."""
+
+    per_byte = False
 
 
 _BITREV = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
@@ -286,6 +293,9 @@ class SimSpiBus(SpiBackend):
         if len(miso) != len(mosi):  # MISO floats past what the device drives
             miso = (bytes(miso) + b"\xff" * len(mosi))[: len(mosi)]
         return from_wire(bytes(miso), h.bits_per_word, lsb)
+
+    def bulk(self, cs: int) -> bool:
+        return not self._devices.get(cs, self._floating).per_byte
 
     def wire_time(self, transfers: Sequence[SpiTransfer]) -> float | None:
         """With ``timing``, the time a message sleeps (its wire time); else None."""
