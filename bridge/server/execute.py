@@ -36,6 +36,13 @@ Outcome = tuple[bytes, list[bytes], list[Failure]]
 #: simulator spends about as long on each request (checks, hooks, log) as on 3 bytes.
 REQUEST_CLOCKS = 32
 
+#: A frame runs inline on the event loop only if its estimated work is at most this
+#: many clocks: its bus clock cycles (:mod:`~bridge.buses.wiretime`; SPI: 8 per byte)
+#: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
+#: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
+#: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
+INLINE_CLOCKS = 1024
+
 _ERR = int(I2CStatus.ERR)
 FAIL_NEXT = I2C_FLAGS_FAIL_NEXT
 M_RD = I2C_FLAGS_M_RD
@@ -73,7 +80,8 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
 def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
                    max_clocks: int) -> tuple[bytes, list[bytes], list[Failure], int] | None:
     """:func:`run_i2c` and the frame's estimated work, unless that exceeds ``max_clocks``
-    (0: no limit): then nothing runs and the answer is None.
+    or ``INLINE_CLOCKS`` (``max_clocks`` 0: no limit at all): then nothing runs and the
+    answer is None.
 
     The work is the frame's bus clock cycles (:func:`~bridge.buses.wiretime.i2c_clocks`)
     plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
@@ -103,7 +111,7 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     if max_clocks:
         if not one_chain:
             clocks = i2c_clocks(msgs) + REQUEST_CLOCKS * n
-        if clocks > max_clocks:
+        if clocks > max_clocks or clocks > INLINE_CLOCKS:
             return None
     if one_chain:
         try:
@@ -351,5 +359,6 @@ def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork", "Work", "check_spi",
-           "i2c_chains", "run_i2c", "run_i2c_within", "run_spi", "timed_out"]
+__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork",
+           "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
+           "timed_out"]

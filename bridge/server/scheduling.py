@@ -48,6 +48,7 @@ from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
 from .buswork import DONE, QUEUED, BusWorker, Job, Requester
 from .execute import (
+    INLINE_CLOCKS,
     REQUEST_CLOCKS,
     Answered,
     I2CWork,
@@ -63,12 +64,6 @@ from .stats import ServerStats
 
 log = logging.getLogger("busbridge.server")
 
-#: A frame runs inline on the event loop only if its estimated work is at most this
-#: many clocks: its bus clock cycles (:mod:`~bridge.buses.wiretime`; SPI: 8 per byte)
-#: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
-#: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
-#: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
-INLINE_CLOCKS = 1024
 #: Inline work per read of one connection; past it, that read's frames queue.
 INLINE_CLOCKS_PER_READ = 8 * INLINE_CLOCKS
 #: A frame with a deadline shorter than this is never inline: its worker watches it.
@@ -155,8 +150,7 @@ class Scheduler:
             if (not worker.pending and not backend.may_block
                     and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
                 left = self.inline_left
-                done = run_i2c_within(backend, ev.msgs, left if left < INLINE_CLOCKS
-                                      else INLINE_CLOCKS)
+                done = run_i2c_within(backend, ev.msgs, left)
                 if done is not None:
                     status, reads, failures, clocks = done
                     self.inline_left = left - clocks

@@ -19,7 +19,8 @@ from ..base import BusError
 #: Transactions a simulated bus remembers by default (``log_size``; 0 turns the log off).
 DEFAULT_LOG_SIZE = 1024
 
-#: A simulated bus offers the GIL to other threads after each message longer than this.
+#: A simulated I2C bus offers the GIL to other threads after each read longer than
+#: this (reads are the costly direction: a register map latches value by value).
 YIELD_BYTES = 128
 
 

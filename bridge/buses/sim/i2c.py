@@ -282,8 +282,6 @@ class SimI2CBus(I2CBackend):
                 let_others_run()
             return
         data = m.data
-        if len(data) > YIELD_BYTES:
-            let_others_run()  # before the write: raising a NACK below skips the end
         limit = dev.nack_after_bytes
         if limit is not None and len(data) > limit:
             data = data[:limit]
