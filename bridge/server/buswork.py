@@ -66,6 +66,8 @@ class Job:
     doomed: bool = False
     #: Whether any step ran (for the deadline's "effect unknown").
     started: bool = False
+    #: ``time.monotonic()`` when it left the bus (DONE).
+    finished_at: float = 0.0
     #: A bug in the server's own code while it ran (answered ``internal``).
     error: BaseException | None = None
     timer: asyncio.TimerHandle | None = None
@@ -220,6 +222,7 @@ class BusWorker:
 
     def _finish(self, job: Job) -> None:
         """The job leaves the bus (lock held); the loop settles it."""
+        job.finished_at = time.monotonic()
         job.state = DONE
         self._unqueue(job)
         # RuntimeError: the loop closed, the server stopped before the bus finished.

@@ -250,3 +250,27 @@ async def test_spi_frames_are_fair_and_keep_their_deadlines_too(server_thread: R
     assert r_queued.failures[0].errno == errno.ETIMEDOUT
     assert rx == b"\x33"
     assert at["queued"] < at["long"]
+
+
+async def test_a_frame_finishing_after_its_deadline_is_reported_as_timed_out(
+    server_thread: Running,
+) -> None:
+    """§8.4: "not completed by then" is ERR/ETIMEDOUT even if the server's loop was too
+    busy to answer at the deadline itself (here blocked on purpose for 0.6 s, while the
+    transaction ends at 0.2 s)."""
+    dev = server_thread.board.i2c["1"].device(TMP117)
+    async with connect(server_thread) as c:
+        dev.stall_s = 0.1  # one transaction, 2 x 100 ms on the bus; the deadline is 100 ms
+        try:
+            late = asyncio.ensure_future(c.i2c("1", chain([write(TMP117, [0x0F]),
+                                                           read(TMP117, 2)]), timeout=0.1))
+            for _ in range(2000):  # until the server has it on the bus worker
+                if server_thread.server.jobs:
+                    break
+                await asyncio.sleep(0.001)
+            server_thread.loop.call_soon_threadsafe(time.sleep, 0.6)  # block the loop
+            r = await late
+        finally:
+            dev.stall_s = 0
+        assert_deadline_result(r, 2, never_ran=False)
+        assert "unknown" in r.failures[0].message
