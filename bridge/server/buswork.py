@@ -32,6 +32,7 @@ from typing import Protocol
 from protocol.events import Event, Failure, I2CRequest, SpiRequest
 
 from .execute import Outcome, Work, timed_out
+from .stats import BusCounts
 
 #: Job states.  QUEUED -> RUNNING -> DONE, or QUEUED -> WITHDRAWN (never ran).
 QUEUED, RUNNING, DONE, WITHDRAWN = range(4)
@@ -102,16 +103,15 @@ class Flow:
 class BusWorker:
     """One bus: a thread that runs its jobs, fairly between clients, one step at a time."""
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, counts: BusCounts | None = None) -> None:
         self.label = f"{kind} bus {name}"
         self._thread_name = f"{kind}-{name}"
         #: Jobs submitted and not yet settled on the loop (loop only); inline runs wait for 0.
         self.pending = 0
         #: Per client, its jobs submitted and not settled (loop only): PARAM_ERR keeps its turn.
         self.outstanding: dict[Requester, int] = {}
-        #: Requests for this bus and those answered with a failure (MQTT health).
-        self.requests = 0
-        self.errors = 0
+        #: This bus's requests and their outcomes (held by the server's ServerStats).
+        self.counts = counts if counts is not None else BusCounts()
         self._cond = threading.Condition(threading.Lock())
         self._flows: dict[Requester, Flow] = {}
         self._active: dict[Requester, Flow] = {}  # flows with jobs queued or running

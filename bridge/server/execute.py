@@ -24,8 +24,7 @@ from protocol.virtio import (
     check_spi_transfer,
 )
 
-from ..buses.base import BusError, I2CBackend, SpiBackend
-from ..buses.wiretime import i2c_clocks
+from ..buses.base import BusError, I2CBackend, SpiBackend, i2c_clocks
 from ..logs import event
 
 log = logging.getLogger("busbridge.bus")
@@ -37,7 +36,7 @@ Outcome = tuple[bytes, list[bytes], list[Failure]]
 REQUEST_CLOCKS = 32
 
 #: A frame runs inline on the event loop only if its estimated work is at most this
-#: many clocks: its bus clock cycles (:mod:`~bridge.buses.wiretime`; SPI: 8 per byte)
+#: many clocks: its bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`; SPI: 8 per byte)
 #: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
 #: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
 #: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
@@ -83,7 +82,7 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     or ``INLINE_CLOCKS`` (``max_clocks`` 0: no limit at all): then nothing runs and the
     answer is None.
 
-    The work is the frame's bus clock cycles (:func:`~bridge.buses.wiretime.i2c_clocks`)
+    The work is the frame's bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`)
     plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
     estimate shares the fast path's one pass over the messages.
     """

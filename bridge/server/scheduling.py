@@ -111,9 +111,9 @@ class Scheduler:
         self.request_timeout = min(request_timeout, max_timeout)
         self.workers: dict[tuple[str, str], BusWorker] = {}
         for name in board.i2c:
-            self.workers["i2c", name] = BusWorker("i2c", name)
+            self.workers["i2c", name] = BusWorker("i2c", name, stats.bus("i2c", name))
         for name in board.spi:
-            self.workers["spi", name] = BusWorker("spi", name)
+            self.workers["spi", name] = BusWorker("spi", name, stats.bus("spi", name))
         for w in self.workers.values():
             w.on_done = self._settle
         #: Bus name -> (backend, worker): one lookup on the hot path.
@@ -138,41 +138,43 @@ class Scheduler:
         """The hot path: an I2C frame, inline when its bus is idle and it is cheap."""
         route = self.i2c_routes.get(ev.bus)
         if route is None:
-            self.stats.errors += 1
+            self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "I2C", ev.bus, self.board.i2c))
-        elif self.closing:
+            return
+        backend, worker = route
+        counts = worker.counts
+        counts.requests += 1
+        if self.closing:
+            counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
-        else:
-            backend, worker = route
-            self.stats.requests += 1
-            worker.requests += 1
-            timeout = ev.timeout_ms
-            if (not worker.pending and not backend.may_block
-                    and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
-                left = self.inline_left
-                done = run_i2c_within(backend, ev.msgs, left)
-                if done is not None:
-                    status, reads, failures, clocks = done
-                    self.inline_left = left - clocks
-                    if failures:
-                        worker.errors += 1
-                    requester.answer(ev.id, status, reads, failures)
-                    return
-            self._submit(requester, ev, worker, I2CWork(backend, ev.msgs))
+            return
+        timeout = ev.timeout_ms
+        if (not worker.pending and not backend.may_block
+                and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
+            left = self.inline_left
+            done = run_i2c_within(backend, ev.msgs, left)
+            if done is not None:
+                status, reads, failures, clocks = done
+                self.inline_left = left - clocks
+                if failures:
+                    counts.failed(failures)
+                requester.answer(ev.id, status, reads, failures)
+                return
+        self._submit(requester, ev, worker, I2CWork(backend, ev.msgs))
 
     def spi(self, requester: Requester, ev: SpiRequest) -> None:
         """An SPI message: refused whole if any transfer is invalid, else run or queued."""
         spi_backend = self.board.spi.get(ev.bus)
         if spi_backend is None:
-            self.stats.errors += 1
+            self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "SPI", ev.bus, self.board.spi))
             return
+        worker = self.workers["spi", ev.bus]
+        worker.counts.requests += 1
         if self.closing:
+            worker.counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
             return
-        worker = self.workers["spi", ev.bus]
-        self.stats.requests += 1
-        worker.requests += 1
         refused = check_spi(spi_backend, ev.cs, ev.transfers)
         if refused is not None:
             # Touches no bus, but waits for this client's earlier frames on the bus.
@@ -196,7 +198,7 @@ class Scheduler:
                 worker: BusWorker) -> None:
         status, reads, failures = outcome
         if failures:
-            worker.errors += 1
+            worker.counts.failed(failures)
         requester.answer(rid, status, reads, failures)
 
     # -- the workers' queues and deadlines -------------------------------------------
@@ -224,7 +226,7 @@ class Scheduler:
             if job.error is not None:
                 log.error("bus job failed", exc_info=job.error,
                           extra={"fields": {"where": job.where, "id": job.request.id}})
-                job.worker.errors += 1
+                job.worker.counts.errors += 1
                 job.requester.send(Error(job.request.id, ErrorCode.INTERNAL,
                                          f"{job.where}: internal error: {job.error!r}"[:200]))
             elif job.doomed:
@@ -263,7 +265,7 @@ class Scheduler:
             self._release(job)
 
     def _expired(self, job: Job, why: str) -> None:
-        self.stats.timeouts += 1
+        job.worker.counts.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=job.requester.peer, started=job.started, reason=why)
         self._answer(job.requester, job.request.id, job.timed_out(), job.worker)

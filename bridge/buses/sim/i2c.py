@@ -19,8 +19,7 @@ from typing import Any, ClassVar, TypedDict
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
-from ..base import BusError, I2CBackend
-from ..wiretime import i2c_wire_time
+from ..base import BusError, I2CBackend, i2c_wire_time
 from .common import (
     DEFAULT_LOG_SIZE,
     YIELD_BYTES,
@@ -166,6 +165,11 @@ class SimI2CBus(I2CBackend):
         for dev in devices:
             self.add(dev)
 
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every transaction; test control takes it so a change lands between two."""
+        return self._lock
     def __repr__(self) -> str:
         devs = ", ".join(d.describe() for d in self.devices())
         return f"SimI2CBus({self.name!r}: {devs or 'no devices'})"

@@ -31,8 +31,7 @@ from protocol.virtio import (
     bytes_per_word,
 )
 
-from ..base import BusError, SpiBackend
-from ..wiretime import spi_wire_time
+from ..base import BusError, SpiBackend, spi_wire_time
 from .common import DEFAULT_LOG_SIZE, SpiLogEntry, may_stall, outcome
 
 _LOOP = int(SpiMode.LOOP)
@@ -199,6 +198,11 @@ class SimSpiBus(SpiBackend):
         for cs, dev in devices.items():
             self.add(cs, dev)
 
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every transaction; test control takes it so a change lands between two."""
+        return self._lock
     def __repr__(self) -> str:
         devs = ", ".join(f"cs{cs} {d.name}" for cs, d in self.devices().items())
         return f"SimSpiBus({self.name!r}: {devs or 'no devices'})"
