@@ -117,3 +117,30 @@ def test_exec_keeps_a_device_descriptor_usable(board: Running, tmp_path: Path) -
     r = run(board, py, "-c", script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0117"  # the address set before exec, read after it
+
+
+def test_calls_after_the_agent_is_gone_fail_enodev(board: Running) -> None:
+    # A child that outlives `busbridge run`: connected while the run lasts, then the
+    # agent goes; every later call fails ENODEV, the first one included.
+    script = ("import errno, os, time\n"
+              "fd = os.open('/dev/i2c-1', os.O_RDWR)\n"
+              "r, w = os.pipe()\n"
+              "if os.fork():\n"
+              "    os.read(r, 1)\n"
+              "    os._exit(0)\n"
+              "os.write(fd, b'\\x0f')\n"  # this child's connection to the agent is up
+              "os.write(w, b'x')\n"
+              "errs = []\n"
+              "for _ in range(600):\n"
+              "    try:\n"
+              "        os.write(fd, b'\\x0f')\n"
+              "    except OSError as e:\n"
+              "        errs.append(errno.errorcode[e.errno])\n"
+              "        if len(errs) == 2:\n"
+              "            break\n"
+              "    time.sleep(0.1)\n"
+              "print(*errs, flush=True)\n")
+    py = shutil.which("python3")
+    assert py is not None
+    r = run(board, py, "-c", script)  # returns when the orphan closes stdout
+    assert r.stdout.split() == ["ENODEV", "ENODEV"], r.stderr
