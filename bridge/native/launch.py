@@ -154,11 +154,18 @@ def prepare(program: str, enabled: bool = True) -> Path | None:
     return lib
 
 
+#: libuv (Node) reads and writes files through io_uring when this is 1: past libc,
+#: so past the library (the calls fail EBADF/EPERM on the inert descriptor).  Off
+#: unless the user set it.
+IO_URING = "UV_USE_IO_URING"
+
+
 def child_env(env: Mapping[str, str], library: Path, socket_path: str) -> dict[str, str]:
     out = dict(env)
     pre = out.get("LD_PRELOAD", "")
     out["LD_PRELOAD"] = f"{library} {pre}".strip() if pre else str(library)
     out[ENV_SOCKET] = socket_path
+    out.setdefault(IO_URING, "0")
     return out
 
 

@@ -8,6 +8,8 @@ pread() is glibc's __pread_chk().
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +18,17 @@ import pytest
 from conftest import Running
 
 from .conftest import PROGRAMS, compile_c, run, unavailable
+
+
+def io_uring_works() -> bool:
+    """io_uring_setup (425 on every architecture) succeeds in this process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 1, params)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +157,23 @@ def test_calls_after_the_agent_is_gone_fail_enodev(board: Running) -> None:
     assert py is not None
     r = run(board, py, "-c", script)  # returns when the orphan closes stdout
     assert r.stdout.split() == ["ENODEV", "ENODEV"], r.stderr
+
+
+def test_node_fs_through_io_uring_fails_instead_of_corrupting(board: Running) -> None:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node not found (apt-get install nodejs)")
+    assert node is not None
+    spi = board.board.spi["0"]
+    before = len(spi.log_snapshot())  # type: ignore[attr-defined]
+    # busbridge run turns libuv's io_uring off unless asked: the calls reach the library.
+    default = run(board, node, str(PROGRAMS / "spidev_fs.js"))
+    assert default.stdout.split() == ["write", "2", "read", "2"], default.stderr
+    assert [t.tx for m in spi.log_snapshot()[before:]  # type: ignore[attr-defined]
+            for t in m.transfers][:1] == [b"\x01\x02"]
+    # Asked for: io_uring bypasses libc and meets the inert descriptor.
+    if not io_uring_works():
+        pytest.skip("io_uring is disabled here (sysctl or seccomp): libuv falls back")
+    env = dict(os.environ, UV_USE_IO_URING="1")
+    uring = run(board, node, str(PROGRAMS / "spidev_fs.js"), env=env)
+    assert uring.stdout.split() == ["write", "EPERM", "read", "EBADF"], uring.stderr
