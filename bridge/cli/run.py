@@ -16,6 +16,7 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
+from ..native.busnames import check_maps
 from .common import (
     CliError,
     ConnectError,
@@ -123,6 +124,7 @@ def run(ctx: click.Context, maps: tuple[str, ...], check: bool, leases: tuple[st
     timeout, auth = opts.timeout, opts.auth
     url = resolve_board(opts.board, opts.broker, timeout) if opts.board else opts.address
     try:
+        check_maps(maps)
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None
