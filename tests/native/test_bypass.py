@@ -121,6 +121,8 @@ def test_exec_keeps_a_device_descriptor_usable(board: Running, tmp_path: Path) -
     script = ("import fcntl, os, sys\n"
               "fd = os.open('/dev/i2c-1', os.O_RDWR)\n"
               "os.set_inheritable(fd, True)\n"
+              "path = os.open('/dev/i2c-1', os.O_PATH)\n"  # inherited too: no state page
+              "os.set_inheritable(path, True)\n"
               "fcntl.ioctl(fd, 0x0703, 0x48)\n"  # I2C_SLAVE in this process
               "os.write(fd, b'\\x0f')\n"
               "os.execv(sys.executable, [sys.executable, '-c',\n"

@@ -1063,6 +1063,13 @@ static void adopt_inherited(void)
 		int rw = REAL(open)(link, O_RDWR | O_CLOEXEC);
 		if (rw < 0)
 			continue;
+		/* Only a state page: an O_PATH descriptor's memfd is empty, and mapping
+		 * past the end of a file would fault on the first access. */
+		struct stat sb;
+		if (fstat(rw, &sb) < 0 || sb.st_size < STATE_SIZE) {
+			REAL(close)(rw);
+			continue;
+		}
 		struct bb_state *st =
 			REAL(mmap)(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
 		REAL(close)(rw);
