@@ -89,6 +89,9 @@ def test_raw_system_calls_fail_instead_of_reaching_the_state(lines: dict[str, st
     assert lines["raw_write"] == "-1 EPERM"
     assert lines["raw_ftruncate"] == "-1 EPERM"
     assert lines["after_raw"] == "2 01 17"
+    assert lines["getfl"] == "O_RDWR"  # not the descriptor's O_WRONLY|O_APPEND
+    assert lines["getfl_nonblock"] == "O_RDWR|O_NONBLOCK"
+    assert lines["raw_write_after_setfl"] == "-1 EPERM"  # F_SETFL kept O_APPEND
 
 
 def test_o_path_descriptor_does_no_io(lines: dict[str, str]) -> None:

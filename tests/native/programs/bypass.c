@@ -112,6 +112,15 @@ int main(int argc, char **argv)
 	printf("raw_write %s\n", res(syscall(SYS_write, fd, junk, 64)));
 	printf("raw_ftruncate %s\n", res(syscall(SYS_ftruncate, fd, 0)));
 	alive("after_raw", fd);
+	/* F_GETFL shows what the program asked for; F_SETFL cannot undo the inertness. */
+	int shown = O_ACCMODE | O_APPEND | O_NONBLOCK;
+	int fl = fcntl(fd, F_GETFL);
+	printf("getfl %s\n", (fl & shown) == O_RDWR ? "O_RDWR" : res(fl));
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	fl = fcntl(fd, F_GETFL);
+	printf("getfl_nonblock %s\n",
+	       (fl & shown) == (O_RDWR | O_NONBLOCK) ? "O_RDWR|O_NONBLOCK" : res(fl));
+	printf("raw_write_after_setfl %s\n", res(syscall(SYS_write, fd, junk, 64)));
 	close(fd);
 
 	int o = open("/dev/i2c-1", O_PATH);
