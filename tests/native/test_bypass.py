@@ -98,6 +98,13 @@ def test_o_path_descriptor_does_no_io(lines: dict[str, str]) -> None:
     assert lines["o_path"] == "opened"
     assert lines["o_path_ioctl"] == "-1 EBADF"
     assert lines["o_path_read"] == "-1 EBADF"
+    assert lines["o_path_reopen"] == "2 01 17"  # open("/proc/self/fd/N"): the device
+
+
+def test_reopen_through_proc_opens_the_device_again(lines: dict[str, str]) -> None:
+    assert lines["reopen"] == "2 01 17"
+    # A new open file: the first one's I2C_SLAVE 0x48 is not its address (0: NACK).
+    assert lines["reopen_own_address"] == "0"
 
 
 def test_only_the_kernels_device_names_open(lines: dict[str, str]) -> None:

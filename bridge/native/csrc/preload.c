@@ -302,10 +302,57 @@ static int match(const char *path, int *bus, int *cs)
 	return *end == '\0' ? kind : 0;
 }
 
+/* The descriptor a /proc/self/fd/N, /proc/<our pid>/fd/N, /proc/thread-self/fd/N
+ * or /dev/fd/N path names, or -1. */
+static int proc_fd(const char *path)
+{
+	const char *p, *end;
+	char mine[32];
+	if (!path || (strncmp(path, "/proc/", 6) != 0 && strncmp(path, "/dev/fd/", 8) != 0))
+		return -1;
+	snprintf(mine, sizeof mine, "/proc/%d/fd/", (int)getpid());
+	if (strncmp(path, "/proc/self/fd/", 14) == 0)
+		p = path + 14;
+	else if (strncmp(path, "/proc/thread-self/fd/", 21) == 0)
+		p = path + 21;
+	else if (strncmp(path, "/dev/fd/", 8) == 0)
+		p = path + 8;
+	else if (strncmp(path, mine, strlen(mine)) == 0)
+		p = path + strlen(mine);
+	else
+		return -1;
+	long fd = number(p, &end, INT_MAX);
+	return fd < 0 || *end ? -1 : (int)fd;
+}
+
+/* Opening /proc/self/fd/N of a device descriptor (O_PATH ones included) opens
+ * the device again in the kernel: a new open file.  The memfd's name says which
+ * device ("/memfd:busbridge-i2c-1 (deleted)"); its path goes to out. */
+static int reopened_device(const char *path, char *out, size_t n)
+{
+	static const char head[] = "/memfd:" MEMFD_PREFIX, tail[] = " (deleted)";
+	char target[96];
+	if (!active || proc_fd(path) < 0)
+		return 0;
+	ssize_t len = readlink(path, target, sizeof target - 1);
+	if (len <= 0)
+		return 0;
+	target[len] = '\0';
+	size_t h = sizeof head - 1, t = sizeof tail - 1;
+	if ((size_t)len <= h + t || strncmp(target, head, h) != 0 ||
+	    strcmp(target + len - t, tail) != 0)
+		return 0;
+	target[len - t] = '\0';
+	return snprintf(out, n, "/dev/%s", target + h) < (int)n;
+}
+
 /* Returns a descriptor, -1 with errno set, or -2: not a remote device, open the
  * path for real (a bus the board does not have stays the local machine's). */
 static int bb_open(const char *path, int flags)
 {
+	char again[96];
+	if (reopened_device(path, again, sizeof again))
+		path = again;
 	int bus, cs;
 	int kind = match(path, &bus, &cs);
 	if (!kind)
@@ -894,25 +941,10 @@ FTRUNC(ftruncate64, off64_t)
  * on its seals.) */
 static int names_ours(const char *path)
 {
-	const char *p, *end;
-	char mine[32];
-	snprintf(mine, sizeof mine, "/proc/%d/fd/", (int)getpid());
-	if (!path)
+	int fd = proc_fd(path);
+	if (fd < 0)
 		return 0;
-	if (strncmp(path, "/proc/self/fd/", 14) == 0)
-		p = path + 14;
-	else if (strncmp(path, "/proc/thread-self/fd/", 21) == 0)
-		p = path + 21;
-	else if (strncmp(path, "/dev/fd/", 8) == 0)
-		p = path + 8;
-	else if (strncmp(path, mine, strlen(mine)) == 0)
-		p = path + strlen(mine);
-	else
-		return 0;
-	long fd = number(p, &end, INT_MAX);
-	if (fd < 0 || *end)
-		return 0;
-	struct bb_file *f = get((int)fd);
+	struct bb_file *f = get(fd);
 	if (f)
 		put(f);
 	return f != NULL;

@@ -121,12 +121,26 @@ int main(int argc, char **argv)
 	printf("getfl_nonblock %s\n",
 	       (fl & shown) == (O_RDWR | O_NONBLOCK) ? "O_RDWR|O_NONBLOCK" : res(fl));
 	printf("raw_write_after_setfl %s\n", res(syscall(SYS_write, fd, junk, 64)));
+
+	/* Reopening through /proc/self/fd opens the device again: a new open file
+	 * (its own address), not the library's memfd. */
+	char again[64];
+	snprintf(again, sizeof again, "/dev/fd/%d", fd);
+	ioctl(fd, I2C_SLAVE, 0x48);
+	int fd2 = open(again, O_RDWR);
+	alive("reopen", fd2);
+	printf("reopen_own_address %s\n", res(read(fd2, r, 1))); /* address 0: a NACK, 0 */
+	close(fd2);
 	close(fd);
 
 	int o = open("/dev/i2c-1", O_PATH);
 	printf("o_path %s\n", o >= 0 ? "opened" : res(o));
 	printf("o_path_ioctl %s\n", res(ioctl(o, I2C_SLAVE, 0x48)));
 	printf("o_path_read %s\n", res(read(o, r, 1)));
+	snprintf(again, sizeof again, "/proc/self/fd/%d", o);
+	fd2 = open(again, O_RDWR);
+	alive("o_path_reopen", fd2);
+	close(fd2);
 	close(o);
 	printf("i2c-01 %s\n", res(open("/dev/i2c-01", O_RDWR)));
 	printf("spidev0.00 %s\n", res(open("/dev/spidev0.00", O_RDWR)));
