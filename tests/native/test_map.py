@@ -3,10 +3,12 @@ before the command starts, and explicit maps add to the default (same number).""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from conftest import Running
 
-from .conftest import need, run
+from .conftest import BUSBRIDGE, need, run
 
 
 @pytest.mark.parametrize(("entry", "why"), [
@@ -46,3 +48,12 @@ def test_explicit_maps_add_to_the_same_number_default(board: Running) -> None:
         r = run(board, "i2cget", "-y", bus, "0x48", "0x0f", "w", opts=("--map", "i2c:5=1"))
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "0x1701"
+
+
+def test_mount_refuses_the_same_entries(board: Running) -> None:
+    # Checked before /dev/cuse or the server is touched: no root needed to see it.
+    r = subprocess.run([*BUSBRIDGE, "--connect", board.url, "mount", "--map", "i2c:01=1"],
+                       capture_output=True, text=True, timeout=120, check=False,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert "'i2c:01=1': LOCAL must be a bus number" in r.stderr
