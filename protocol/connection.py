@@ -21,6 +21,18 @@ from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any, Final
 
+from .admin import (
+    OPS,
+    SUBSCRIBE_OPS,
+    AdminEvent,
+    AdminRequest,
+    AdminResult,
+    Subscriptions,
+    check_params,
+    decode_admin,
+    decode_admin_event,
+    decode_admin_result,
+)
 from .codec import (
     Buffer,
     decode_error,
@@ -108,19 +120,21 @@ _RECEIVES: Final[dict[tuple[Role, State], dict[int, str]]] = {
     (Role.SERVER, State.AWAIT_HELLO): {
         _T.HELLO: "_on_hello", _T.PING: "_on_ping", _T.PONG: "_on_pong",
         _T.I2C: "_on_early_request", _T.SPI: "_on_early_request",
-        _T.LEASE: "_on_early_request",
+        _T.LEASE: "_on_early_request", _T.ADMIN: "_on_early_request",
     },
     (Role.SERVER, State.OPEN): {
         _T.I2C: "_on_i2c", _T.SPI: "_on_spi", _T.LEASE: "_on_lease", _T.PING: "_on_ping",
-        _T.PONG: "_on_pong", _T.HELLO: "_on_second_handshake",
+        _T.PONG: "_on_pong", _T.HELLO: "_on_second_handshake", _T.ADMIN: "_on_admin",
     },
     (Role.CLIENT, State.AWAIT_WELCOME): {
         _T.WELCOME: "_on_welcome", _T.RESULT: "_on_result", _T.ERROR: "_on_error",
         _T.LEASE_RESULT: "_on_lease_result", _T.PING: "_on_ping", _T.PONG: "_on_pong",
+        _T.ADMIN_RESULT: "_on_admin_result", _T.EVENT: "_on_admin_event",
     },
     (Role.CLIENT, State.OPEN): {
         _T.RESULT: "_on_result", _T.ERROR: "_on_error", _T.LEASE_RESULT: "_on_lease_result",
         _T.PING: "_on_ping", _T.PONG: "_on_pong", _T.WELCOME: "_on_second_handshake",
+        _T.ADMIN_RESULT: "_on_admin_result", _T.EVENT: "_on_admin_event",
     },
 }
 
@@ -129,11 +143,12 @@ _RECEIVES: Final[dict[tuple[Role, State], dict[int, str]]] = {
 _SENDS: Final[dict[Role, dict[type[Any], str]]] = {
     Role.CLIENT: {
         I2CRequest: "requests", ChainedI2CRequest: "requests", SpiRequest: "requests",
-        LeaseRequest: "requests", Hello: "HELLO", Ping: "PING", Pong: "PONG",
+        LeaseRequest: "requests", AdminRequest: "requests", Hello: "HELLO", Ping: "PING",
+        Pong: "PONG",
     },
     Role.SERVER: {
-        Result: "answers", Error: "answers", LeaseResult: "answers", Welcome: "WELCOME",
-        Ping: "PING", Pong: "PONG",
+        Result: "answers", Error: "answers", LeaseResult: "answers", AdminResult: "answers",
+        AdminEvent: "EVENT", Welcome: "WELCOME", Ping: "PING", Pong: "PONG",
     },
 }
 
@@ -163,6 +178,7 @@ class _Core:
         self._result_cap = limits.max_frame  # a RESULT must fit both sides' max_frame
         self._in_flight: set[int] = set()
         self._last_id = 0
+        self._subs = Subscriptions()  # which ids carry EVENT frames (SPEC.md §4.12)
         self._buf = bytearray()  # the start of a frame whose end has not arrived
         self._eof = False
         self._unpackb = unpacker(limits, role is Role.CLIENT)
@@ -207,6 +223,11 @@ class _Core:
         """A snapshot of the request ids sent (client) or accepted (server) and not yet answered."""
         return frozenset(self._in_flight)
 
+    @property
+    def subscriptions(self) -> frozenset[int]:
+        """Ids of the open subscriptions: their EVENT frames may be sent and received."""
+        return frozenset(self._subs.live)
+
     def _enter(self, new: State) -> None:
         """The one place the state changes, and only along ``_MOVES``."""
         if new not in _MOVES[self._state]:
@@ -220,7 +241,7 @@ class _Core:
         rid = self._last_id
         while True:
             rid = rid + 1 if rid < MAX_REQUEST_ID else 1
-            if rid not in self._in_flight:
+            if rid not in self._in_flight and rid not in self._subs.live:
                 self._last_id = rid
                 return rid
 
@@ -234,6 +255,7 @@ class _Core:
         if self.role is not Role.SERVER:
             raise LocalProtocolError("only a server withdraws a request")
         self._in_flight.discard(request_id)
+        self._subs.answered(request_id, False)
 
 
 class _Receiver(_Core):
@@ -338,6 +360,15 @@ class _Receiver(_Core):
         self._admit(ev.id)
         return ev
 
+    def _on_admin(self, f: list[Any]) -> Event:
+        ev = decode_admin(f)
+        if ev.op in SUBSCRIBE_OPS and ev.id in self._subs.live:
+            raise _bad(ErrorCode.BAD_REQUEST, f"request id {ev.id} names a live "
+                       "subscription: pick another id", ev.id)
+        self._admit(ev.id)
+        self._subs.requested(ev)
+        return ev
+
     def _admit(self, rid: int) -> None:
         if rid in self._in_flight or len(self._in_flight) >= self._limits.max_in_flight:
             self._refuse_admission(rid)
@@ -381,6 +412,20 @@ class _Receiver(_Core):
         ev = decode_error(f)
         if ev.id:  # id 0: about the connection, not a request
             self._settle(ev.id)
+            self._subs.answered(ev.id, False)
+        return ev
+
+    def _on_admin_result(self, f: list[Any]) -> Event:
+        ev = decode_admin_result(f)
+        self._settle(ev.id)
+        self._subs.answered(ev.id, True)
+        return ev
+
+    def _on_admin_event(self, f: list[Any]) -> Event:
+        ev = decode_admin_event(f)
+        if ev.id not in self._subs.live:
+            raise _bad(ErrorCode.MALFORMED, f"EVENT for id {ev.id}, which names no open "
+                       "subscription", fatal=True)
         return ev
 
     def _on_lease_result(self, f: list[Any]) -> Event:
@@ -497,8 +542,12 @@ class Connection(_Receiver):
             return self._send_spi(event)
         if type(event) is LeaseRequest:
             return self._send_lease(event)
-        if type(event) is Error or type(event) is LeaseResult:
+        if type(event) is Error or type(event) is LeaseResult or type(event) is AdminResult:
             return self._send_answer(event)
+        if type(event) is AdminEvent:
+            return self._send_event(event)
+        if type(event) is AdminRequest:
+            return self._send_admin(event)
         return self._send_other(event)
 
     def _not_ours(self, event: object) -> Exception:
@@ -526,6 +575,26 @@ class Connection(_Receiver):
         self._check_request_id(ev.id)
         return self._sent_request(ev.id, encode_body(ev))
 
+    def _send_admin(self, ev: AdminRequest) -> bytes:
+        self._check_request_id(ev.id)
+        if ev.op in OPS:  # an op this version does not know may be a newer server's
+            try:
+                check_params(ev.id, ev.op, ev.params)
+            except ProtocolError as e:
+                raise LocalProtocolError(e.message) from None
+        try:
+            body = encode_body(ev)
+        except (TypeError, ValueError) as e:  # what msgpack cannot carry
+            raise LocalProtocolError(f"ADMIN {ev.op}: {e}") from None
+        data = self._sent_request(ev.id, body)
+        self._subs.requested(ev)
+        return data
+
+    def _send_event(self, ev: AdminEvent) -> bytes:
+        if ev.id not in self._subs.live:
+            raise LocalProtocolError(f"EVENT for id {ev.id}, which names no open subscription")
+        return self._send_other(ev)
+
     def _sent_request(self, rid: int, body: bytes) -> bytes:
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
@@ -537,6 +606,8 @@ class Connection(_Receiver):
             raise LocalProtocolError(f"request id {rid} out of range")
         if rid in self._in_flight:
             raise LocalProtocolError(f"request id {rid} is already in flight")
+        if rid in self._subs.live:
+            raise LocalProtocolError(f"request id {rid} names a live subscription")
 
     def _send_result(self, ev: Result) -> bytes:
         body = encode_result(ev)
@@ -545,9 +616,11 @@ class Connection(_Receiver):
         self._in_flight.discard(ev.id)
         return pack_prefix(len(body)) + body
 
-    def _send_answer(self, ev: Error | LeaseResult) -> bytes:
+    def _send_answer(self, ev: Error | LeaseResult | AdminResult) -> bytes:
         body = self._send_other(ev)
         self._in_flight.discard(ev.id)
+        if type(ev) is not LeaseResult:
+            self._subs.answered(ev.id, type(ev) is AdminResult)
         return body
 
     def _send_other(self, ev: Event) -> bytes:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from time import perf_counter
+from typing import Any, Protocol, TypeVar
 
 from protocol.errors import ErrorCode
 from protocol.events import Error, Event, Failure, I2CRequest, SpiRequest
@@ -35,7 +37,10 @@ from protocol.events import Error, Event, Failure, I2CRequest, SpiRequest
 from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
+from .observe import Hook
 from .stats import ServerStats
+
+T = TypeVar("T")
 
 log = logging.getLogger("busbridge.server")
 
@@ -78,7 +83,7 @@ class BusWorker:
         self.errors = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
 
-    def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
+    def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
         return self._pool.submit(fn, *args)
 
     def shutdown(self, wait: bool) -> None:
@@ -95,6 +100,10 @@ class Job:
     future: cf.Future[Outcome] | None = None
     timer: asyncio.TimerHandle | None = None
     answered: bool = False
+    #: What runs on the worker, and ``perf_counter()`` when it started and ended there.
+    fn: Callable[..., Outcome] | None = None
+    t0: float = 0.0
+    t1: float = 0.0
 
     @property
     def where(self) -> str:
@@ -141,6 +150,9 @@ class Scheduler:
         self._idle.set()
         #: Set when the server shuts down: new requests are refused.
         self.closing = False
+        #: The observation hook (:mod:`.observe`): called for every request answered
+        #: here while anyone observes; None (one test per request) otherwise.
+        self.observe: Hook | None = None
 
     # -- requests ----------------------------------------------------------------
 
@@ -157,7 +169,14 @@ class Scheduler:
             self.stats.requests += 1
             worker.requests += 1
             if not worker.pending and not backend.may_block:
-                status, reads, failures = run_i2c(backend, ev.msgs)
+                obs = self.observe
+                if obs is None:
+                    status, reads, failures = run_i2c(backend, ev.msgs)
+                else:
+                    t0 = perf_counter()
+                    out = run_i2c(backend, ev.msgs)
+                    obs(requester, ev, out, t0, perf_counter() - t0, True)
+                    status, reads, failures = out
                 if failures:
                     worker.errors += 1
                 requester.answer(ev.id, status, reads, failures)
@@ -183,29 +202,72 @@ class Scheduler:
             if worker.pending:
                 self._submit(requester, ev, worker, _refusal, (refused,))
             else:
-                self._answer(requester, ev.id, refused, worker)
+                self._answer(requester, ev, refused, worker, ran=False)
         elif not worker.pending and not spi_backend.may_block:
-            self._answer(requester, ev.id, run_spi(spi_backend, ev.cs, ev.transfers), worker)
+            t0 = perf_counter()
+            out = run_spi(spi_backend, ev.cs, ev.transfers)
+            self._answer(requester, ev, out, worker, t0, perf_counter() - t0)
         else:
             self._submit(requester, ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
 
-    def _answer(self, requester: Requester, rid: int, outcome: Outcome,
-                worker: BusWorker) -> None:
+    def _answer(self, requester: Requester, request: I2CRequest | SpiRequest, outcome: Outcome,
+                worker: BusWorker, t0: float = 0.0, dur: float = 0.0,
+                ran: bool | None = True) -> None:
         status, reads, failures = outcome
         if failures:
             worker.errors += 1
-        requester.answer(rid, status, reads, failures)
+        obs = self.observe
+        if obs is not None:
+            obs(requester, request, outcome, t0 or perf_counter(), dur, ran)
+        requester.answer(request.id, status, reads, failures)
+
+    def run_on_bus(self, kind: str, bus: str, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` on the worker of bus ``kind``/``bus`` now, in the bus's order.
+
+        It runs after every request already queued or running on that bus and
+        before any queued later (it is queued when this returns, so frames
+        decoded after the caller's are behind it): what an admin op that touches
+        a simulated device's state needs (a value set before a read is seen by
+        that read).  It has no deadline.  KeyError if the board has no such bus.
+        """
+        worker = self.workers[kind, bus]
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+
+        def finish(f: cf.Future[T]) -> None:  # on the loop
+            worker.pending -= 1
+            if f.cancelled():  # the worker was shut down before it ran
+                done.cancel()
+            elif not done.done():
+                exc = f.exception()
+                if exc is not None:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(f.result())
+
+        def settle(f: cf.Future[T]) -> None:  # on the bus's thread
+            with contextlib.suppress(RuntimeError):  # loop closed: the server stopped
+                loop.call_soon_threadsafe(finish, f)
+
+        worker.pending += 1  # nothing of this bus runs inline until it is done
+        try:
+            fut = worker.submit(fn)
+        except BaseException:  # the worker is shut down
+            worker.pending -= 1
+            raise
+        fut.add_done_callback(settle)
+        return done
 
     # -- the workers' queues and deadlines -------------------------------------------
 
     def _submit(self, requester: Requester, ev: I2CRequest | SpiRequest, worker: BusWorker,
                 fn: Callable[..., Outcome], args: tuple[Any, ...]) -> None:
         """Queue on the bus's worker thread, behind what it already has, with a deadline."""
-        job = Job(requester, ev, worker)
+        job = Job(requester, ev, worker, fn=fn)
         self.jobs.add(job)
         self._idle.clear()
         worker.pending += 1
-        job.future = worker.submit(fn, *args)
+        job.future = worker.submit(_timed, job, fn, args)
         timeout = ev.timeout_ms / 1000 if ev.timeout_ms else self.request_timeout
         job.timer = requester.loop.call_later(timeout, self._timeout, job)
         job.future.add_done_callback(lambda _f: self._notify(job))
@@ -226,8 +288,10 @@ class Scheduler:
         if not job.answered:
             job.answered = True
             # Only the deadline cancels futures, and it answers first.
-            outcome = job.expired(False) if job.future.cancelled() else job.future.result()
-            self._answer(job.requester, job.request.id, outcome, job.worker)
+            ran = not job.future.cancelled()
+            outcome = job.future.result() if ran else job.expired(False)
+            self._answer(job.requester, job.request, outcome, job.worker, job.t0,
+                         job.t1 - job.t0, ran and job.fn is not _refusal)
         elif not job.future.cancelled():
             event(log, logging.WARNING, "late completion after deadline", where=job.where,
                   id=job.request.id, peer=job.requester.peer)
@@ -244,7 +308,8 @@ class Scheduler:
         self.stats.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=job.requester.peer, started=started)
-        self._answer(job.requester, job.request.id, job.expired(started), job.worker)
+        self._answer(job.requester, job.request, job.expired(started), job.worker, job.t0,
+                     perf_counter() - job.t0 if job.t0 else 0.0, None if started else False)
 
     def withdraw(self, requester: Requester) -> int:
         """Withdraw a gone client's requests that have not reached a bus yet.
@@ -277,3 +342,13 @@ class Scheduler:
 
 def _refusal(outcome: Outcome) -> Outcome:
     return outcome
+
+
+def _timed(job: Job, fn: Callable[..., Outcome], args: tuple[Any, ...]) -> Outcome:
+    """On the bus's thread: run ``fn`` and note when it started and ended on the bus."""
+    job.t0 = perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        job.t1 = perf_counter()
+

@@ -240,7 +240,7 @@ class SimI2CBus(I2CBackend):
         if self.log.maxlen:
             errno_, index, error = outcome(failure)
             self.log.append(I2CLogEntry(self._seq, tuple(msgs), tuple(reads),
-                                        errno=errno_, index=index, error=error))
+                                        errno=errno_, index=index, error=error, t=time.time()))
         if self.timing:
             clocks = 1  # STOP
             for m in msgs:
