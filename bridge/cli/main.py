@@ -2,7 +2,7 @@
 
 Every command lives in its own module of this package (``serve``, ``info``,
 ``i2c``, ``spi``, ``demo``, ``bench``, ``lease``, ``run``, ``vhost-user``,
-``boards``, ``token``) and is only registered here.  The global options
+``boards``, ``token``, ``sim``, ``trace``) and is only registered here.  The global options
 (--connect/--board, TLS, token, timeout, logging) are read once into an
 :class:`~bridge.cli.common.Options` that subcommands find in the click context.
 Errors are one line on stderr, never a traceback: exit 1 for anything the board
@@ -32,6 +32,7 @@ from .lease import lease
 from .mount import mount
 from .run import run
 from .serve import serve
+from .sim import sim, trace
 from .spi import spi
 from .token import token
 from .vhost import vhost_user
@@ -83,6 +84,8 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
     busbridge demo                      a tour of the simulated board
     busbridge --board lab-pi-3 info     a board found by name (MQTT)
     busbridge boards                    the boards online
+    busbridge sim set 1 0x48 temperature=31.25   test control (admin)
+    busbridge trace --bus 1             every transaction, live (admin)
     """
     logs.setup(verbose, json_format=log_json)
     try:
@@ -100,7 +103,7 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
 
 
 for _command in (serve, info, i2c, spi, demo, bench, lease, run, vhost_user, boards, token,
-                 conformance, mount):
+                 conformance, mount, sim, trace):
     cli.add_command(_command)
 
 
