@@ -101,6 +101,7 @@ NEVER = {
     "conformance": {"protocol", "client", "server", "buses", "config", "dropin", "native",
                     "vhost", "mqtt", "bench", "cli", "shared"},
     "bench": {"cli"},
+    "testing": {"cli", "native", "vhost", "mqtt"},
 }
 #: the kernel's i2c-dev / spidev ABI (ioctl numbers, struct layouts) is one definition that
 #: the board's Linux backend and the guest's native layer both speak
