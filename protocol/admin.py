@@ -109,6 +109,22 @@ class Subscriptions:
         elif ev.op in UNSUBSCRIBE_OPS and type(ev.params.get("id")) is int:
             self._stopping[ev.id] = ev.params["id"]
 
+    def admit(self, f: list[Any]) -> AdminRequest:
+        """Decode a received ADMIN frame; refuse one whose id names a live subscription."""
+        ev = decode_admin(f)
+        if ev.op in SUBSCRIBE_OPS and ev.id in self.live:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"request id {ev.id} names a live "
+                                "subscription: pick another id", request_id=ev.id)
+        return ev
+
+    def event(self, f: list[Any]) -> AdminEvent:
+        """Decode a received EVENT frame: fatal unless it is of an open subscription."""
+        ev = decode_admin_event(f)
+        if ev.id not in self.live:
+            raise ProtocolError(ErrorCode.MALFORMED, f"EVENT for id {ev.id}, which names no "
+                                "open subscription", fatal=True)
+        return ev
+
     def answered(self, rid: int, ok: bool) -> None:
         """Request ``rid`` was answered: ``ok`` with its ADMIN_RESULT, else an ERROR
         (or it was withdrawn)."""

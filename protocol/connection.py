@@ -8,29 +8,26 @@ documented entry per direction:
   :class:`ProtocolError`;
 * :meth:`Connection.send` takes one event and returns the bytes to write.
 
-What a role accepts in each :class:`State` is one table (``_RECEIVES``, from
-SPEC.md §6, §7 and §9), what it may send is another (``_SENDS``), and only
-:meth:`Connection._enter` moves between states, along ``_MOVES``.  Turning
-events into bytes and back is :mod:`protocol.codec`'s job.
+What a role accepts in each :class:`State` is one table (``RECEIVES``, from
+SPEC.md §6, §7 and §9), what it may send is another (``SENDS``; both in
+:mod:`protocol.states`), and only :meth:`Connection._enter` moves between
+states, along ``MOVES``.  Turning events into bytes and back is
+:mod:`protocol.codec`'s job.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from enum import Enum
 from typing import Any, Final
 
 from .admin import (
     OPS,
-    SUBSCRIBE_OPS,
     AdminEvent,
     AdminRequest,
     AdminResult,
     Subscriptions,
     check_params,
-    decode_admin,
-    decode_admin_event,
     decode_admin_result,
 )
 from .codec import (
@@ -62,95 +59,17 @@ from .events import (
     ChainedI2CRequest,
     Error,
     Event,
-    FrameType,
-    Hello,
     I2CRequest,
-    Ping,
-    Pong,
     Result,
     SpiRequest,
-    Welcome,
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
+from .states import MOVES, RECEIVES, SENDS, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
 __all__ = ["NEED_DATA", "Connection", "LocalProtocolError", "Role", "State", "encode_body",
            "frame"]
-
-
-class Role(Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class State(Enum):
-    """Where a connection stands in SPEC.md §6 (receiving side).
-
-    A server starts in ``AWAIT_HELLO``, a client in ``AWAIT_WELCOME``; a valid
-    handshake frame from the peer moves either to ``OPEN``, and any fatal
-    :class:`ProtocolError` to ``CLOSED``.  Sending never changes the state: a
-    client may pipeline requests behind its HELLO (the server accepts them
-    once it has accepted HELLO), and a ``CLOSED`` connection still sends the
-    ERROR frame that explains why.
-    """
-
-    #: Server: only HELLO, PING and PONG are accepted; a request frame is fatal.
-    AWAIT_HELLO = "await-hello"
-    #: Client: answers to pipelined requests are accepted; WELCOME sets the peer's limits.
-    AWAIT_WELCOME = "await-welcome"
-    #: Handshake done: requests and answers flow; a second handshake frame is fatal.
-    OPEN = "open"
-    #: A fatal error was received: the stream cannot be trusted, nothing more is decoded.
-    CLOSED = "closed"
-
-
-#: The only moves there are; anything else is a bug in this module, not the peer's fault.
-_MOVES: Final[dict[State, tuple[State, ...]]] = {
-    State.AWAIT_HELLO: (State.OPEN, State.CLOSED),
-    State.AWAIT_WELCOME: (State.OPEN, State.CLOSED),
-    State.OPEN: (State.CLOSED,),
-    State.CLOSED: (),
-}
-
-_T = FrameType
-#: What each role accepts in each state: frame type -> the method that takes it.
-#: Any other type goes to ``_unexpected``.
-_RECEIVES: Final[dict[tuple[Role, State], dict[int, str]]] = {
-    (Role.SERVER, State.AWAIT_HELLO): {
-        _T.HELLO: "_on_hello", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-        _T.I2C: "_on_early_request", _T.SPI: "_on_early_request",
-        _T.LEASE: "_on_early_request", _T.ADMIN: "_on_early_request",
-    },
-    (Role.SERVER, State.OPEN): {
-        _T.I2C: "_on_i2c", _T.SPI: "_on_spi", _T.LEASE: "_on_lease", _T.PING: "_on_ping",
-        _T.PONG: "_on_pong", _T.HELLO: "_on_second_handshake", _T.ADMIN: "_on_admin",
-    },
-    (Role.CLIENT, State.AWAIT_WELCOME): {
-        _T.WELCOME: "_on_welcome", _T.RESULT: "_on_result", _T.ERROR: "_on_error",
-        _T.LEASE_RESULT: "_on_lease_result", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-        _T.ADMIN_RESULT: "_on_admin_result", _T.EVENT: "_on_admin_event",
-    },
-    (Role.CLIENT, State.OPEN): {
-        _T.RESULT: "_on_result", _T.ERROR: "_on_error", _T.LEASE_RESULT: "_on_lease_result",
-        _T.PING: "_on_ping", _T.PONG: "_on_pong", _T.WELCOME: "_on_second_handshake",
-        _T.ADMIN_RESULT: "_on_admin_result", _T.EVENT: "_on_admin_event",
-    },
-}
-
-#: What each role may send (SPEC.md §4's direction column), and what to call it
-#: when the other role tries.
-_SENDS: Final[dict[Role, dict[type[Any], str]]] = {
-    Role.CLIENT: {
-        I2CRequest: "requests", ChainedI2CRequest: "requests", SpiRequest: "requests",
-        LeaseRequest: "requests", AdminRequest: "requests", Hello: "HELLO", Ping: "PING",
-        Pong: "PONG",
-    },
-    Role.SERVER: {
-        Result: "answers", Error: "answers", LeaseResult: "answers", AdminResult: "answers",
-        AdminEvent: "EVENT", Welcome: "WELCOME", Ping: "PING", Pong: "PONG",
-    },
-}
 
 
 class _NeedData:
@@ -184,9 +103,9 @@ class _Core:
         self._unpackb = unpacker(limits, role is Role.CLIENT)
         self._tables: dict[State, dict[int, _Handler]] = {
             state: {int(t): getattr(self, name) for t, name in table.items()}
-            for (r, state), table in _RECEIVES.items() if r is role
+            for (r, state), table in RECEIVES.items() if r is role
         }
-        self._may_send = frozenset(_SENDS[role])
+        self._may_send = frozenset(SENDS[role])
         # The next_event() view's own queue (see receive_data).
         self._pending = bytearray()
         self._pending_eof = False
@@ -229,8 +148,8 @@ class _Core:
         return frozenset(self._subs.live)
 
     def _enter(self, new: State) -> None:
-        """The one place the state changes, and only along ``_MOVES``."""
-        if new not in _MOVES[self._state]:
+        """The one place the state changes, and only along ``MOVES``."""
+        if new not in MOVES[self._state]:
             raise RuntimeError(f"{self.role.value} connection: no move from "
                                f"{self._state.name} to {new.name}")
         self._state = new
@@ -339,7 +258,7 @@ class _Receiver(_Core):
         self._enter(State.CLOSED)
         return error
 
-    # The handlers of _RECEIVES: each takes an unpacked body ``[type, id, ...]``.
+    # The handlers of RECEIVES: each takes an unpacked body ``[type, id, ...]``.
 
     def _on_i2c(self, f: list[Any]) -> Event:
         ev = decode_i2c(f, self._limits)
@@ -361,10 +280,7 @@ class _Receiver(_Core):
         return ev
 
     def _on_admin(self, f: list[Any]) -> Event:
-        ev = decode_admin(f)
-        if ev.op in SUBSCRIBE_OPS and ev.id in self._subs.live:
-            raise _bad(ErrorCode.BAD_REQUEST, f"request id {ev.id} names a live "
-                       "subscription: pick another id", ev.id)
+        ev = self._subs.admit(f)
         self._admit(ev.id)
         self._subs.requested(ev)
         return ev
@@ -422,11 +338,7 @@ class _Receiver(_Core):
         return ev
 
     def _on_admin_event(self, f: list[Any]) -> Event:
-        ev = decode_admin_event(f)
-        if ev.id not in self._subs.live:
-            raise _bad(ErrorCode.MALFORMED, f"EVENT for id {ev.id}, which names no open "
-                       "subscription", fatal=True)
-        return ev
+        return self._subs.event(f)
 
     def _on_lease_result(self, f: list[Any]) -> Event:
         ev = decode_lease_result(f)
@@ -552,7 +464,7 @@ class Connection(_Receiver):
 
     def _not_ours(self, event: object) -> Exception:
         other = Role.SERVER if self.role is Role.CLIENT else Role.CLIENT
-        kind = _SENDS[other].get(type(event))
+        kind = SENDS[other].get(type(event))
         if kind is None:
             return TypeError(f"not a protocol event: {event!r}")
         return LocalProtocolError(f"only a {other.value} sends {kind}")

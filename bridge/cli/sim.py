@@ -18,7 +18,7 @@ from typing import IO, Any
 import click
 
 from ..client import AsyncClient, describe_event
-from .common import CONTEXT, options, with_client
+from .common import CONTEXT, connection_options, options, with_client
 
 
 def parse_value(text: str) -> Any:
@@ -98,6 +98,7 @@ def sim() -> None:
 @sim.command("devices", context_settings=CONTEXT)
 @click.argument("bus", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@connection_options
 @click.pass_context
 def sim_devices(ctx: click.Context, bus: str | None, as_json: bool) -> None:
     """List the simulated devices (of BUS), what can be set on them and their faults."""
@@ -119,6 +120,7 @@ def sim_devices(ctx: click.Context, bus: str | None, as_json: bool) -> None:
 @click.argument("target", metavar="ADDR|CS")
 @_spi_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@connection_options
 @click.pass_context
 def sim_get(ctx: click.Context, bus: str, target: str, spi: bool, as_json: bool) -> None:
     """Print the values a simulated chip holds."""
@@ -132,6 +134,7 @@ def sim_get(ctx: click.Context, bus: str, target: str, spi: bool, as_json: bool)
 @click.argument("target", metavar="ADDR|CS")
 @click.argument("values", nargs=-1, required=True, metavar="NAME=VALUE...")
 @_spi_option
+@connection_options
 @click.pass_context
 def sim_set(ctx: click.Context, bus: str, target: str, values: tuple[str, ...],
             spi: bool) -> None:
@@ -148,6 +151,7 @@ def sim_set(ctx: click.Context, bus: str, target: str, values: tuple[str, ...],
 @click.argument("fault", metavar="FAULT[=VALUE]")
 @click.argument("params", nargs=-1, metavar="[PARAM=VALUE]...")
 @_spi_option
+@connection_options
 @click.pass_context
 def sim_fault(ctx: click.Context, bus: str, target: str, fault: str, params: tuple[str, ...],
               spi: bool) -> None:
@@ -190,6 +194,7 @@ async def _first_param(c: AsyncClient, bus: str, where: Mapping[str, Any], fault
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
               help="At most this many entries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@connection_options
 @click.pass_context
 def sim_log(ctx: click.Context, bus: str, spi: bool, since: int, limit: int,
             as_json: bool) -> None:
@@ -225,6 +230,7 @@ def sim_log(ctx: click.Context, bus: str, spi: bool, since: int, limit: int,
 @click.argument("output", type=click.Path(dir_okay=False, writable=True, path_type=Path))
 @click.option("--scale", type=click.IntRange(1, 16), default=4, show_default=True,
               help="Pixels per display pixel.")
+@connection_options
 @click.pass_context
 def sim_screenshot(ctx: click.Context, bus: str, addr: str, output: Path, scale: int) -> None:
     """Save what a simulated display (SSD1306) shows as a PNG."""
@@ -253,6 +259,7 @@ def _print_values(got: Mapping[str, Any], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per transaction.")
 @click.option("--output", "-o", type=click.File("w"), default=None, metavar="FILE",
               help="Write there instead of stdout.")
+@connection_options
 @click.pass_context
 def trace(ctx: click.Context, bus: str | None, addr: str | None, cs: int | None,
           kind: str | None, count: int | None, as_json: bool, output: IO[str] | None) -> None:

@@ -22,9 +22,8 @@ connection) under ``aio`` (:class:`AsyncClient`) under ``threaded`` (:class:`Cli
 ``client.sim`` test control and ``AsyncClient.trace``).
 """
 
-from protocol.virtio import chain, read, write
+from protocol.virtio import chain
 
-from ..addresses import parse_address
 from .admin import AsyncSimControl, LogPage, SimControl, Trace, describe_event
 from .aio import AsyncClient
 from .auth import ClientAuth
@@ -38,7 +37,7 @@ from .errors import (
     RequestTimeout,
     TransferError,
 )
-from .requests import Lease, spi_xfer
+from .requests import Lease, parse_address, read, spi_xfer, write
 from .threaded import Client
 
 __all__ = [

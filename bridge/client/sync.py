@@ -10,7 +10,7 @@ thread.  So the two agree on every call, and neither depends on the other.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from protocol.events import Result
 from protocol.limits import DEFAULT_PORT
@@ -18,7 +18,7 @@ from protocol.virtio import I2CMsg, SpiTransfer
 
 from .admin import SimControl
 from .auth import ClientAuth
-from .requests import raise_for_i2c, raise_for_spi, server_address, spi_xfer
+from .requests import SpiHead, raise_for_i2c, raise_for_spi, server_address, spi_xfer
 
 __all__ = ["SyncClientBase"]
 
@@ -81,7 +81,8 @@ class SyncClientBase:
         raise_for_spi(result)
         return result.reads
 
-    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
+    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int],
+             **head: Unpack[SpiHead]) -> bytes:
         """Full-duplex transfer of ``data``; returns what was clocked in."""
         (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
         return rx

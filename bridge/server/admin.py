@@ -300,22 +300,9 @@ class Admin:
         since = p.get("since", 0)
         room = self.limits.max_frame - 256
 
-        def done(page: tuple[list[dict[str, Any]], bool]) -> dict[str, Any]:
-            entries, more = page
-            # Whole entries only, and the answer within a frame: the rest is the next page.
-            used, kept = 0, 0
-            for entry in entries:
-                used += len(msgpack.packb(entry, use_bin_type=True))
-                if used > room:
-                    more = True
-                    break
-                kept += 1
-            entries = entries[:kept]
-            return {"entries": entries, "next": entries[-1]["seq"] if entries else since,
-                    "more": more}
-
         return self._on_bus(kind, bus, functools.partial(
-            self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)), done)
+            self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),
+            lambda page: _log_page(page[0], page[1], room, since))
 
     # -- trace ----------------------------------------------------------------------------
 
@@ -357,3 +344,18 @@ class Admin:
         self.tracer.close()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _log_page(entries: list[dict[str, Any]], more: bool, room: int, since: int
+              ) -> dict[str, Any]:
+    """``sim.log``'s answer: whole entries only, within ``room`` bytes (one frame); what
+    does not fit is the next page."""
+    used, kept = 0, 0
+    for entry in entries:
+        used += len(msgpack.packb(entry, use_bin_type=True))
+        if used > room:
+            more = True
+            break
+        kept += 1
+    entries = entries[:kept]
+    return {"entries": entries, "next": entries[-1]["seq"] if entries else since, "more": more}
