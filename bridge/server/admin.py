@@ -30,7 +30,7 @@ import msgpack
 from protocol.admin import DEFAULT_LOG_LIMIT, AdminRequest, AdminResult
 from protocol.connection import Connection
 from protocol.errors import ErrorCode
-from protocol.events import Error, Event
+from protocol.events import Error, Event, Failure
 from protocol.limits import Limits
 
 from ..logs import event
@@ -84,7 +84,12 @@ class AdminSession(Protocol):
     #: The client's access rules; None when the server has none (everything is open).
     acl: ClientAcl | None
 
+    loop: asyncio.AbstractEventLoop
+
     def send(self, ev: Event) -> None: ...
+
+    def answer(self, rid: int, status: bytes, reads: list[bytes],
+               failures: list[Failure]) -> None: ...
 
 
 class AdminRefusal(Exception):
@@ -224,11 +229,11 @@ class Admin:
         except ValueError as e:
             raise _bad(str(e)) from None
 
-    def _on_bus(self, kind: str, bus: str, fn: Callable[[], Any],
+    def _on_bus(self, s: AdminSession, ev: AdminRequest, bus: str, fn: Callable[[], Any],
                 then: Callable[[Any], dict[str, Any]]) -> Awaitable[dict[str, Any]]:
-        """Queue ``fn`` on the bus's worker NOW (frames decoded after this one run after
-        it); the answer is ``then(what fn returned)``."""
-        fut = self.scheduler.run_on_bus(kind, bus, fn)
+        """Queue ``fn`` on the bus's worker NOW, in this client's order there (its frames
+        decoded after this one run after it); the answer is ``then(what fn returned)``."""
+        fut = self.scheduler.run_on_bus(s, ev, bus, fn)
 
         async def answer() -> dict[str, Any]:
             return then(await fut)
@@ -246,11 +251,11 @@ class Admin:
         return {"devices": found}
 
     def _sim_get(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
-        kind, bus, dev = self._device(ev.params)
-        return self._on_bus(kind, bus, dev.get, lambda v: {"values": v})
+        _, bus, dev = self._device(ev.params)
+        return self._on_bus(s, ev, bus, dev.get, lambda v: {"values": v})
 
     def _sim_set(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
-        kind, bus, dev = self._device(ev.params)
+        _, bus, dev = self._device(ev.params)
         values = ev.params["values"]
 
         def done(got: dict[str, Any]) -> dict[str, Any]:
@@ -258,10 +263,10 @@ class Admin:
                   where=_where(ev.params), device=dev.name, values=values)
             return {"values": got}
 
-        return self._on_bus(kind, bus, functools.partial(dev.set, **values), done)
+        return self._on_bus(s, ev, bus, functools.partial(dev.set, **values), done)
 
     def _sim_fault(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
-        kind, bus, dev = self._device(ev.params)
+        _, bus, dev = self._device(ev.params)
         p = ev.params
         params = {k: v for k, v in p.items()
                   if k not in ("kind", "bus", "addr", "cs", "ten_bit", "fault")}
@@ -271,11 +276,11 @@ class Admin:
                   where=_where(p), device=dev.name, fault=p["fault"], params=params)
             return {}
 
-        return self._on_bus(kind, bus, functools.partial(dev.inject, p["fault"], **params),
+        return self._on_bus(s, ev, bus, functools.partial(dev.inject, p["fault"], **params),
                             done)
 
     def _sim_screenshot(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
-        kind, bus, dev = self._device(ev.params)
+        _, bus, dev = self._device(ev.params)
         shot = getattr(dev, "screenshot", None)
         if not callable(shot):
             raise _bad(f"{_where(ev.params)} ({dev.name}) is not a display: nothing to "
@@ -288,7 +293,7 @@ class Admin:
                            "ask for a smaller scale")
             return {"png": png}
 
-        return self._on_bus(kind, bus, functools.partial(shot, ev.params.get("scale", 4)), done)
+        return self._on_bus(s, ev, bus, functools.partial(shot, ev.params.get("scale", 4)), done)
 
     def _sim_log(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
         p = ev.params
@@ -300,7 +305,7 @@ class Admin:
         since = p.get("since", 0)
         room = self.limits.max_frame - 256
 
-        return self._on_bus(kind, bus, functools.partial(
+        return self._on_bus(s, ev, bus, functools.partial(
             self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),
             lambda page: _log_page(page[0], page[1], room, since))
 

@@ -26,10 +26,11 @@ from ..logs import event
 from .acl import Acl
 from .admin import Admin
 from .auth import ServerSecurity, check_exposure, is_loopback
+from .buswork import BusWorker, Job
 from .guard import TokenBucket
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseTable
 from .observe import Observers
-from .scheduling import BoardLike, BusWorker, Job, Scheduler
+from .scheduling import BoardLike, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
@@ -75,7 +76,8 @@ class Server:
             limits=LimitsInfo(**limits.as_dict()),
             capabilities=["admin"],
         )
-        self.scheduler = Scheduler(board, self.stats, request_timeout)
+        self.scheduler = Scheduler(board, self.stats, request_timeout,
+                                   policy.limit_settings.max_timeout_ms / 1000)
         #: Everything that watches finished transactions attaches here (observe.py).
         self.observers = Observers(self.scheduler)
         self.admin = Admin(board, self.scheduler, self.leases,
