@@ -21,6 +21,7 @@ from protocol.limits import DEFAULT_PORT
 from ..client import AsyncClient, ConnectionLost, RemoteError, TransferError
 from ..client.auth import ClientAuth
 from ..dropin.session import env_leases
+from ..logs import printable
 from ..runtime import run
 
 T = TypeVar("T")
@@ -41,7 +42,10 @@ class CliError(click.ClickException):
     prefix = "busbridge: error: "
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"{self.prefix}{self.format_message()}", file=file, err=file is None)
+        # Messages carry text from the server and, through it, from other clients
+        # (lease holders, bus names): never a control character on the terminal.
+        click.echo(f"{self.prefix}{printable(self.format_message())}", file=file,
+                   err=file is None)
 
 
 class ConnectError(CliError):

@@ -31,6 +31,7 @@ from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
 from ..dropin.session import env_leases
 from ..env import HOLDER as ENV_HOLDER
 from ..env import LEASE as ENV_LEASE
+from ..logs import printable, quoted
 from ..runtime import run as run_loop
 from .common import CONTEXT, CliError, ConnectError, Options, errmsg, options, with_client
 
@@ -40,12 +41,17 @@ MAX_BACKOFF = 2.0
 
 @dataclass(frozen=True)
 class Scope:
-    """What to lease: ``i2c:BUS``, ``i2c:BUS@ADDR``, ``spi:BUS`` or ``spi:BUS@CS``."""
+    """What to lease: ``i2c:BUS``, ``i2c:BUS@ADDR``, ``spi:BUS`` or ``spi:BUS@CS``.
+
+    As in ``busbridge i2c transfer``, an address above 0x7f is 10-bit and a ``t``
+    prefix makes a low one 10-bit: ``i2c:2@t0x050`` is not ``i2c:2@0x50``.
+    """
 
     kind: str
     bus: str
     address: int | None = None
     cs: int | None = None
+    ten_bit: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Scope:
@@ -58,18 +64,25 @@ class Scope:
             raise ValueError(f"bad lease scope {text!r}: no bus before '@'")
         if not at:
             return cls(kind, bus)
+        ten = kind == "i2c" and sub[:1] in ("t", "T")
         try:
-            n = int(sub, 0)
+            n = int(sub[1:] if ten else sub, 0)
         except ValueError:
             raise ValueError(f"bad lease scope {text!r}: {sub!r} is not a number") from None
-        return cls(kind, bus, n, None) if kind == "i2c" else cls(kind, bus, None, n)
+        if kind == "i2c" and not 0 <= n <= 0x3FF:
+            raise ValueError(f"bad lease scope {text!r}: no I2C address {sub} (0x00-0x3ff)")
+        if kind == "spi":
+            return cls(kind, bus, None, n)
+        return cls(kind, bus, n, None, ten or n > 0x7F)
 
     def __str__(self) -> str:
         sub = self.address if self.address is not None else self.cs
         if sub is None:
             return f"{self.kind}:{self.bus}"
-        return f"{self.kind}:{self.bus}@{sub:#04x}" if self.kind == "i2c" else \
-            f"{self.kind}:{self.bus}@{sub}"
+        if self.kind == "i2c":
+            return f"{self.kind}:{self.bus}@t{sub:#05x}" if self.ten_bit else \
+                f"{self.kind}:{self.bus}@{sub:#04x}"
+        return f"{self.kind}:{self.bus}@{sub}"
 
 
 def default_holder(command: Sequence[str] = ()) -> str:
@@ -96,7 +109,8 @@ async def take(client: AsyncClient, scope: Scope, *, ttl: int, holder: str, wait
     while True:
         try:
             return await client.lease_take(scope.bus, scope.address, scope.cs, ttl=ttl,
-                                           kind=scope.kind, holder=holder)
+                                           kind=scope.kind, holder=holder,
+                                           ten_bit=scope.ten_bit)
         except RemoteError as e:
             left = deadline - loop.time()
             if e.code is not ErrorCode.BUSY or left <= 0:
@@ -124,9 +138,16 @@ def _tokens(given: Sequence[str]) -> list[str]:
     return tokens
 
 
+def holder_text(info: LeaseInfo) -> str:
+    """The holder's own words, quoted and escaped, and who the server says took it:
+    ``"ci job 7" (token:ci)``.  Only the part in parentheses is vouched for."""
+    who = f" ({printable(info.client)})" if info.client else ""
+    return quoted(info.holder) + who
+
+
 def _describe(info: LeaseInfo) -> str:
-    return (f"lease {info.id} on {info.scope} held by {info.holder} until {info.expires} "
-            f"({info.remaining_ms / 1000:.0f} s left)")
+    return (f"lease {printable(info.id)} on {printable(info.scope)} held by {holder_text(info)} "
+            f"until {printable(info.expires)} ({info.remaining_ms / 1000:.0f} s left)")
 
 
 @click.group(context_settings=CONTEXT)
@@ -165,7 +186,7 @@ def lease_take(ctx: click.Context, scope: str, ttl: int, holder: str | None, wai
     who = holder or default_holder()
 
     def waiting(msg: str) -> None:
-        click.echo(f"busbridge: waiting up to {wait:g} s: {msg}", err=True)
+        click.echo(f"busbridge: waiting up to {wait:g} s: {printable(msg)}", err=True)
 
     got = with_client(options(ctx), lambda c: take(c, sc, ttl=ttl, holder=who, wait=wait,
                                                   on_wait=waiting))
@@ -221,8 +242,10 @@ def lease_list(ctx: click.Context, as_json: bool) -> None:
     if not infos:
         click.echo("no leases")
         return
-    rows = [("ID", "SCOPE", "HOLDER", "FROM", "EXPIRES", "LEFT")] + [
-        (x.id, x.scope, x.holder, x.peer, x.expires, f"{x.remaining_ms / 1000:.0f}s")
+    # Every cell came from the server, the holder from whoever took the lease: escaped.
+    rows = [("ID", "SCOPE", "HOLDER", "CLIENT", "FROM", "EXPIRES", "LEFT")] + [
+        tuple(printable(c) for c in (x.id, x.scope, quoted(x.holder), x.client or "?", x.peer,
+                                     x.expires, f"{x.remaining_ms / 1000:.0f}s"))
         for x in infos]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -235,7 +258,7 @@ def lease_list(ctx: click.Context, as_json: bool) -> None:
 
 
 def _say(msg: str) -> None:
-    click.echo(f"busbridge run: {msg}", err=True)
+    click.echo(f"busbridge run: {printable(msg)}", err=True)
 
 
 async def _connect(opts: Options) -> AsyncClient:

@@ -36,11 +36,13 @@ from protocol.handshake import WelcomeInfo
 from protocol.leases import LeaseRequest
 from protocol.limits import Limits
 
-from ..logs import event
+from ..logs import LogGate, event
 from .acl import ANONYMOUS
+from .admission import Admission, AuthThrottle, Pending
 from .auth import peer_common_name
+from .budget import AnswerBudget, i2c_cost, spi_cost
 from .guard import CLOSED, Guard, TokenBucket, make_guard
-from .leases import LeaseError, LeaseTable
+from .leases import LeaseError, LeaseTable, Target
 from .scheduling import BoardLike, Scheduler, unknown_bus
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
@@ -56,6 +58,11 @@ CLOSE_GRACE = 1.0
 #: Longest failure message sent; SPEC.md asks servers to keep them short.
 MAX_MESSAGE = 512
 
+#: Lease tokens a connection remembers (HELLO's plus those it took); past it, dead ones go.
+MAX_LEASE_TOKENS = 256
+#: A lease ``list`` page needs at least this much of the connection's answer budget.
+MIN_LIST_ROOM = 4096
+
 
 class SessionHost(Protocol):
     """What a session uses of its server (:class:`~.server.Server` is one)."""
@@ -69,8 +76,14 @@ class SessionHost(Protocol):
     stats: ServerStats
     #: Rate buckets of authenticated clients, by name (shared by their connections).
     buckets: dict[str, TokenBucket]
+    budget: AnswerBudget
+    gate: LogGate
+    admission: Admission
+    throttle: AuthThrottle
 
     def admit(self, session: Session) -> bool: ...
+
+    def established(self, session: Session) -> bool: ...
 
     def release(self, session: Session) -> None: ...
 
@@ -84,8 +97,17 @@ class FramedProtocol(asyncio.BufferedProtocol):
     frame means is the subclass's business (:class:`Session`).
     """
 
-    def __init__(self, stats: ServerStats, limits: Limits) -> None:
+    #: Where refusals are logged, at a bounded rate (the server's, for a session).
+    gate: LogGate
+
+    def __init__(self, stats: ServerStats, limits: Limits, budget: AnswerBudget) -> None:
         self.stats = stats
+        self.budget = budget
+        #: Bytes reserved for the answers of admitted requests (by id), and their sum.
+        self._costs: dict[int, int] = {}
+        self.owed = 0
+        #: The transport's write buffer as last measured (answers the peer has not taken).
+        self.buffered = 0
         self.conn = Connection(Role.SERVER, limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = "?"
@@ -110,9 +132,39 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         # A client that does not read stops being read: no unbounded buffering.
         self.transport.pause_reading()
+        self.note_buffer()
 
     def resume_writing(self) -> None:
         self.transport.resume_reading()
+        self.note_buffer()
+
+    # -- the answer budget -----------------------------------------------------------
+
+    def note_buffer(self) -> None:
+        """Measure the write buffer for the budget (it shrinks unannounced)."""
+        if self.open:
+            self.budget.buffer(self, self.transport.get_write_buffer_size())
+
+    def reserve(self, rid: int, cost: int) -> bool:
+        """Charge an admitted request's answer to the budget, or refuse it (not run)."""
+        why = self.budget.refusal(self, cost)
+        if why is None:
+            self._costs[rid] = cost
+            return True
+        self.stats.errors += 1
+        self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
+        return False
+
+    def _settle(self, rid: int) -> None:
+        cost = self._costs.pop(rid, 0)
+        if cost:
+            self.budget.release(self, cost)
+
+    def release_budget(self) -> None:
+        """The connection is gone: nothing it reserved or buffered counts any more."""
+        self._costs.clear()
+        self.budget.release(self, self.owed)
+        self.budget.buffer(self, 0)
 
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
@@ -124,8 +176,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
                 self.conn.next_event()
             except ProtocolError as e:
                 self.stats.errors += 1
-                event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
-                      code=str(e.code), reason=e.message, fatal=True)
+                self.gate.event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
+                                code=str(e.code), reason=e.message, fatal=True)
                 self.send(Error(0, e.code, e.message))
         if self.conn.in_flight:
             self._probe_peer()
@@ -159,6 +211,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
     # -- answers -------------------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
+        if self._costs and type(ev) is Error:
+            self._settle(ev.id)
         if not self.open or self.transport.is_closing():
             self.conn.in_flight.discard(getattr(ev, "id", 0))
             return
@@ -171,12 +225,15 @@ class FramedProtocol(asyncio.BufferedProtocol):
             data = self.conn.send(Error(rid, ErrorCode.INTERNAL, _short(str(e))))
         if self._batch is not None:
             self._batch.append(data)
+            self.buffered += len(data)  # counted now: the batch is written after the read
+            self.budget.used += len(data)
         else:
             self.transport.write(data)
 
     def answer(self, rid: int, status: bytes, reads: list[bytes],
                failures: list[Failure]) -> None:
         """The RESULT of request ``rid``, as the bus left it."""
+        self._settle(rid)
         if failures:
             self.stats.errors += 1
             for f in failures:
@@ -184,18 +241,23 @@ class FramedProtocol(asyncio.BufferedProtocol):
                     f.message = _short(f.message)
         if self.open and self._batch is not None:
             try:
-                self._batch.append(self.conn.send_result(rid, status, reads, failures))
+                data = self.conn.send_result(rid, status, reads, failures)
+                self._batch.append(data)
+                self.buffered += len(data)
+                self.budget.used += len(data)
             except LocalProtocolError:
                 self.send(Result(rid, status, reads, failures))  # answers INTERNAL
         else:
             self.send(Result(rid, status, reads, failures))
+            self.note_buffer()
         if self.eof and not self.conn.in_flight:
             self.close()  # half-closed by the client and all answered
 
     def _refuse(self, e: ProtocolError) -> None:
         self.stats.errors += 1
-        event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
-              peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message, fatal=e.fatal)
+        self.gate.event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
+                        peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message,
+                        fatal=e.fatal)
         self.send(Error(e.request_id, e.code, e.message))
         if e.fatal:
             self._flush()
@@ -231,10 +293,13 @@ class Session(FramedProtocol):
     """One client connection as the server sees it: who the client is (HELLO),
     what it may do (guard, leases), and where each frame goes."""
 
-    def __init__(self, host: SessionHost) -> None:
-        super().__init__(host.stats, host.limits)
+    def __init__(self, host: SessionHost, pending: Pending | None = None) -> None:
+        super().__init__(host.stats, host.limits, host.budget)
         self.host = host
+        self.gate = host.gate
         self.scheduler = host.scheduler
+        #: The admission record while this connection is not past HELLO.
+        self.pending = pending
         self.client_name = ""
         #: Lease tokens this connection holds: taken here or presented in HELLO.
         self.lease_tokens: set[str] = set()
@@ -242,7 +307,7 @@ class Session(FramedProtocol):
         self.leased = host.leases.held
         #: Per-frame checks (rate, access rules, idle stamp); None when none are configured.
         self.guard: Guard | None = None
-        self.client = ANONYMOUS  # token name or certificate CN once HELLO is accepted
+        self.client = ANONYMOUS  # token:NAME or cn:NAME once HELLO is accepted
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
 
@@ -253,18 +318,23 @@ class Session(FramedProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.open = True
+        if self.pending is not None:
+            self.pending.session = self
         if not self.host.admit(self):
             return
         lim = self.host.policy.limit_settings
         set_keepalive(transport, lim)
-        self.last_frame = self.loop.time()
-        self._hello_timer = self.loop.call_later(lim.handshake_timeout_s, self._no_hello)
+        self.last_frame = now = self.loop.time()
+        # The handshake timeout runs from the accept, TLS included.
+        left = lim.handshake_timeout_s - (now - self.pending.accepted if self.pending else 0.0)
+        self._hello_timer = self.loop.call_later(max(left, 0.0), self._no_hello)
         event(log, logging.INFO, "client connected", peer=self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
         if self._hello_timer is not None:
             self._hello_timer.cancel()
+        self.release_budget()
+        self.open = False
         self.host.release(self)
         withdrawn = self.scheduler.withdraw(self)
         event(log, logging.INFO, "client disconnected", peer=self.peer,
@@ -288,9 +358,10 @@ class Session(FramedProtocol):
                     if guard is not None and guard.refuse(self, ev):
                         continue
                     if self.leased and self._busy(ev.id, "i2c", ev.bus,
-                                                  {m.addr for m in ev.msgs}):
+                                                  {(m.addr, m.ten_bit) for m in ev.msgs}):
                         continue
-                    scheduler.i2c(self, ev)
+                    if self.reserve(ev.id, i2c_cost(ev)):
+                        scheduler.i2c(self, ev)
                 elif isinstance(ev, ProtocolError):
                     self._refuse(ev)
                     if ev.fatal:
@@ -301,6 +372,7 @@ class Session(FramedProtocol):
             self._batch = None
             if batch:
                 self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+                self.note_buffer()
 
     # -- frames other than I2C ------------------------------------------------------
 
@@ -308,7 +380,8 @@ class Session(FramedProtocol):
         if self.guard is not None and self.guard.refuse(self, ev):
             return
         if isinstance(ev, SpiRequest):
-            if not (self.leased and self._busy(ev.id, "spi", ev.bus, (ev.cs,))):
+            if not (self.leased and self._busy(ev.id, "spi", ev.bus, (ev.cs,))) \
+                    and self.reserve(ev.id, spi_cost(ev)):
                 self.scheduler.spi(self, ev)
         elif isinstance(ev, Hello):
             self._hello(ev)
@@ -317,7 +390,7 @@ class Session(FramedProtocol):
         elif isinstance(ev, LeaseRequest):
             self._lease(ev)
 
-    def _busy(self, rid: int, kind: str, bus: str, targets: Collection[int]) -> bool:
+    def _busy(self, rid: int, kind: str, bus: str, targets: Collection[Target]) -> bool:
         """Answer ``busy`` if the request touches a scope leased to another holder."""
         why = self.host.leases.refusal(kind, bus, targets, self.lease_tokens, self.peer)
         if why is None:
@@ -342,15 +415,31 @@ class Session(FramedProtocol):
                                 f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
                 return
         host = self.peer.rpartition(":")[0] or self.peer
+        room = self.host.limits.max_frame
+        if ev.op == "list":
+            # A 9-byte request for a page of up to max_frame bytes: charge the page.
+            room = min(room, self.budget.per_client - self.owed - self.buffered)
+            if room < MIN_LIST_ROOM:
+                self.stats.errors += 1
+                self.send(Error(ev.id, ErrorCode.LIMIT_EXCEEDED,
+                                "answers to this connection wait unread; read them, then list"))
+                return
+        leases = self.host.leases
         try:
-            res = self.host.leases.handle(ev, self.lease_tokens, holder=self.client_name
-                                          or f"client at {host}", peer=host)
+            res = leases.handle(ev, self.lease_tokens, holder=self.client_name
+                                or f"client at {host}", peer=host, client=self.client,
+                                owner=self.client if self.client != ANONYMOUS
+                                else f"{ANONYMOUS}@{host}", max_frame=room)
         except LeaseError as e:
             self.stats.errors += 1
             self.send(Error(ev.id, e.code, e.message))
             return
         if res.token is not None:
+            if len(self.lease_tokens) >= MAX_LEASE_TOKENS:
+                self.lease_tokens = {t for t in self.lease_tokens if leases.alive(t)}
             self.lease_tokens.add(res.token)
+        elif res.released:
+            self.lease_tokens.discard(ev.token)
         self.send(res)
 
     # -- the handshake -------------------------------------------------------------------
@@ -361,27 +450,44 @@ class Session(FramedProtocol):
             self._hello_timer = None
         policy = self.host.policy
         sec = policy.security
+        source = self.pending.source if self.pending is not None else self.peer
+        now = self.loop.time()
+        token = ev.info.token if sec.tokens else None
+        locked = self.host.throttle.locked(source, now) if token is not None else 0.0
+        if locked:  # guessing from this source: its tokens are not even checked
+            self._refuse_hello(ev, f"too many wrong tokens from {source}; try again in "
+                                   f"{locked:.0f} s")
+            return
         cn = peer_common_name(self.transport) if sec.ssl is not None else None
         client, why = sec.identify(ev.info.token, cn)
         if why:  # the token itself is never logged
-            event(log, logging.WARNING, "handshake refused", peer=self.peer,
-                  client=ev.info.client, reason=why)
-            self.close_with(ErrorCode.UNAUTHORIZED, why)
+            if token is not None:
+                self.host.throttle.failed(source, now)
+            self._refuse_hello(ev, why)
             return
         self.client = client or ANONYMOUS
-        acl = policy.acl.for_client(self.client) if policy.acl is not None else None
-        self.guard = make_guard(policy.limit_settings, acl, self.host.buckets, client,
-                                self.loop.time())
+        if not self.host.established(self):
+            return
+        board = self.host.board
+        acl = policy.acl.for_client(self.client, [*(("i2c", b) for b in board.i2c),
+                                                  *(("spi", b) for b in board.spi)]) \
+            if policy.acl is not None else None
+        self.guard = make_guard(policy.limit_settings, acl, self.host.buckets, client, now)
         self.client_name = ev.info.client
         self.lease_tokens.update(ev.info.leases)
-        event(log, logging.INFO, "handshake", peer=self.peer, client=ev.info.client,
+        event(log, logging.INFO, "handshake", peer=self.peer, name=ev.info.client,
               identity=self.client, lease_tokens=len(ev.info.leases))
         self.send(Welcome(self.host.welcome))
+
+    def _refuse_hello(self, ev: Hello, why: str) -> None:
+        self.gate.event(log, logging.WARNING, "handshake refused", peer=self.peer,
+                        name=ev.info.client, reason=why)
+        self.close_with(ErrorCode.UNAUTHORIZED, why)
 
     def _no_hello(self) -> None:
         self._hello_timer = None
         t = self.host.policy.limit_settings.handshake_timeout_s
-        event(log, logging.WARNING, "no HELLO in time", peer=self.peer, timeout_s=t)
+        self.gate.event(log, logging.WARNING, "no HELLO in time", peer=self.peer, timeout_s=t)
         self.close_with(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {t:g} s")
 
     # -- closing -------------------------------------------------------------------------

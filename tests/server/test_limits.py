@@ -132,7 +132,7 @@ async def test_rate_limit_refuses_at_once_and_per_client(board: Board,
     assert time.monotonic() - t0 < 2.0  # refused, not queued
     refused = [r for r in results if isinstance(r, RemoteError)]
     assert [r.code for r in refused] == [ErrorCode.RATE_LIMITED] * 3
-    assert "client 'ci' is over its request rate (1/s, burst 3)" in refused[0].message
+    assert "client 'token:ci' is over its request rate (1/s, burst 3)" in refused[0].message
     ci2 = await connect(s, auth=ClientAuth(token="t" * 40))  # same client name: same bucket
     with pytest.raises(RemoteError, match="rate"):
         await works(ci2)
