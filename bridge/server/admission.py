@@ -10,6 +10,8 @@ slot, and they are kept from crowding out new arrivals:
   address; the others wait, with nothing started but the accepted socket, and
   are let in round-robin over sources, so a flooding source does not delay
   another source's connections behind its own;
+* when every handshake slot is taken, a source that has none takes one from
+  the source that has the most (if it has two or more);
 * when the handshake slots (of all, or of a source) are taken and connections
   wait, a handshake older than ``grace`` seconds is closed to make room (a
   legitimate one takes milliseconds; an idle squatter holds its slot until
@@ -157,8 +159,7 @@ class Admission:
             if p is None:
                 self._arm()
                 return
-            if len(self._active) >= self.max_handshakes and \
-                    not self._make_room(next(iter(self._active))):
+            if len(self._active) >= self.max_handshakes and not self._share(p):
                 self._arm()
                 return
             self._take(p)
@@ -182,6 +183,21 @@ class Admission:
         self._n_waiting -= 1
         if q:
             self._waiting[p.source] = q  # to the back of the rotation
+
+    def _share(self, p: Pending) -> bool:
+        """All handshake slots are taken: free one for ``p`` if that is fair.
+
+        A source with none may take one from the source with the most (if that has
+        two or more), at once; otherwise the oldest handshake goes after its grace.
+        """
+        if p.source not in self._active_by:
+            hog = max(self._active_by.values(), key=len)
+            if len(hog) >= 2:
+                victim = next(iter(hog))
+                self.settle_quietly(victim)
+                self._evict(victim, f"a fair share of handshakes for {p.source}")
+                return True
+        return self._make_room(next(iter(self._active)))
 
     def _make_room(self, oldest: Pending) -> bool:
         """Close ``oldest``'s handshake if it had ``grace`` seconds; True if it was closed."""

@@ -398,6 +398,19 @@ def _close(conn: socket.socket) -> None:
         conn.close()
 
 
+def _seccomp_filtered() -> bool:
+    """Is a seccomp filter installed?  Then setrlimit may be fatal (systemd's
+    ``SystemCallFilter=~@resources`` kills a process that calls it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return line.split()[1] != "0"
+    except OSError:
+        pass
+    return False
+
+
 def raise_fd_limit(needed: int) -> None:
     """Raise the soft descriptor limit to ``needed`` if the hard one allows; else warn."""
     try:
@@ -405,7 +418,7 @@ def raise_fd_limit(needed: int) -> None:
     except ImportError:  # not on this platform
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
+    if soft != resource.RLIM_INFINITY and soft < needed and not _seccomp_filtered():
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

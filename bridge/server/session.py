@@ -115,6 +115,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.open = False
         self.eof = False
         self._batch: list[bytes] | None = None
+        #: Bytes in ``_batch``: answers made, counted by the budget, not yet written.
+        self._batched = 0
         self._rview = memoryview(bytearray(READ_BUFFER))
 
     # -- reading ---------------------------------------------------------------
@@ -141,9 +143,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
     # -- the answer budget -----------------------------------------------------------
 
     def note_buffer(self) -> None:
-        """Measure the write buffer for the budget (it shrinks unannounced)."""
+        """Measure the write buffer for the budget (it shrinks unannounced), with the
+        answers batched for it and not written yet."""
         if self.open:
-            self.budget.buffer(self, self.transport.get_write_buffer_size())
+            self.budget.buffer(self, self.transport.get_write_buffer_size() + self._batched)
 
     def reserve(self, rid: int, cost: int) -> bool:
         """Charge an admitted request's answer to the budget, or refuse it (not run)."""
@@ -225,8 +228,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
             data = self.conn.send(Error(rid, ErrorCode.INTERNAL, _short(str(e))))
         if self._batch is not None:
             self._batch.append(data)
-            self.buffered += len(data)  # counted now: the batch is written after the read
-            self.budget.used += len(data)
+            self._batched += len(data)
+            self.budget.grow(self, len(data))  # counted now: the batch is written after the read
         else:
             self.transport.write(data)
 
@@ -243,8 +246,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
             try:
                 data = self.conn.send_result(rid, status, reads, failures)
                 self._batch.append(data)
-                self.buffered += len(data)
-                self.budget.used += len(data)
+                self._batched += len(data)
+                self.budget.grow(self, len(data))
             except LocalProtocolError:
                 self.send(Result(rid, status, reads, failures))  # answers INTERNAL
         else:
@@ -268,6 +271,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self._batch:
             self.transport.write(b"".join(self._batch))
             self._batch.clear()
+            self._batched = 0
 
     # -- closing -------------------------------------------------------------------------
 
@@ -370,6 +374,7 @@ class Session(FramedProtocol):
                     self._dispatch(ev)
         finally:
             self._batch = None
+            self._batched = 0
             if batch:
                 self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
                 self.note_buffer()
