@@ -155,11 +155,13 @@ class Admission:
             self._timer.cancel()
             self._timer = None
         while self._waiting:
-            p = self._next_waiting()
+            full = len(self._active) >= self.max_handshakes
+            p = self._newcomer() if full else None
+            p = p or self._next_waiting()
             if p is None:
                 self._arm()
                 return
-            if len(self._active) >= self.max_handshakes and not self._share(p):
+            if full and not self._share(p):
                 self._arm()
                 return
             self._take(p)
@@ -168,6 +170,13 @@ class Admission:
             self._active[p] = None
             self._active_by.setdefault(p.source, {})[p] = None
             self._start(p)
+
+    def _newcomer(self) -> Pending | None:
+        """The newest waiting connection of a source that has no handshake at all."""
+        for source, q in self._waiting.items():
+            if source not in self._active_by:
+                return q[-1]
+        return None
 
     def _next_waiting(self) -> Pending | None:
         """The next source's newest waiting connection that may start (room made if due)."""

@@ -62,6 +62,12 @@ MAX_MESSAGE = 512
 MAX_LEASE_TOKENS = 256
 #: A lease ``list`` page needs at least this much of the connection's answer budget.
 MIN_LIST_ROOM = 4096
+#: Answers waiting unread (write buffer) past which a connection is not read, until
+#: they are down to HOLD_LOW; checked every HOLD_POLL seconds meanwhile.
+HOLD_HIGH, HOLD_LOW, HOLD_POLL = 64 * 1024, 16 * 1024, 0.05
+#: A read is decoded and answered this many bytes at a time (see ``data_received``):
+#: enough for max_in_flight small frames written at once to be accepted together.
+CHUNK = 16 * 1024
 
 
 class SessionHost(Protocol):
@@ -117,6 +123,13 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._batch: list[bytes] | None = None
         #: Bytes in ``_batch``: answers made, counted by the budget, not yet written.
         self._batched = 0
+        self._writing_paused = False
+        #: Reading paused for one loop iteration, to let other connections be read.
+        self._yielding = False
+        #: Reading paused until the answers waiting unread drain (``_hold``).
+        self._held = False
+        #: The rest of a read, raw, waiting for the peer to take the answers so far.
+        self._stash: bytes | None = None
         self._rview = memoryview(bytearray(READ_BUFFER))
 
     # -- reading ---------------------------------------------------------------
@@ -126,19 +139,69 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._rview[:nbytes])
+        if nbytes == READ_BUFFER and self.open and not self._yielding:
+            # A full buffer: more is probably waiting.  libuv would read this socket
+            # up to 32 times in a row before serving any other; let the others go first.
+            self._yielding = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._read_again)
+
+    def _read_again(self) -> None:
+        self._yielding = False
+        self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        """Read again unless something still holds reading: a yield, a peer that takes
+        no answers (the transport's pause, or our own hold), or a read not yet handled."""
+        if self.open and not (self._yielding or self._writing_paused or self._held
+                              or self._stash is not None):
+            self.transport.resume_reading()
+
+    def _hold(self) -> None:
+        """Answers wait unread past ``HOLD_HIGH``: read nothing until they drain.
+
+        The transport's own pause is not enough: behind TLS it counts only what the
+        TLS layer holds, not the encrypted bytes below it.
+        """
+        if not self._held and self.open:
+            self._held = True
+            self.transport.pause_reading()
+            self.loop.call_later(HOLD_POLL, self._check_hold)
+
+    def _check_hold(self) -> None:
+        if not self.open:
+            return
+        self.note_buffer()
+        if self.buffered > HOLD_LOW:
+            self.loop.call_later(HOLD_POLL, self._check_hold)
+            return
+        self._held = False
+        if self._stash is not None:
+            self._unstash()
+        else:
+            self._maybe_resume()
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Decode and handle what one read delivered (the subclass does)."""
         raise NotImplementedError
 
+    def _unstash(self) -> None:
+        """Handle the rest of a read that waited for the peer (the subclass does)."""
+        raise NotImplementedError
+
     def pause_writing(self) -> None:
         # A client that does not read stops being read: no unbounded buffering.
+        self._writing_paused = True
         self.transport.pause_reading()
         self.note_buffer()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self._writing_paused = False
         self.note_buffer()
+        if self._stash is not None and not self._held:
+            self.loop.call_soon(self._unstash)  # reading resumes once the rest is handled
+        else:
+            self._maybe_resume()
 
     # -- the answer budget -----------------------------------------------------------
 
@@ -267,11 +330,13 @@ class FramedProtocol(asyncio.BufferedProtocol):
             self.close()
 
     def _flush(self) -> None:
-        """Write the answers batched so far now: the connection is about to close."""
+        """Write the answers batched so far now (the connection is about to close, or
+        they are many)."""
         if self._batch:
             self.transport.write(b"".join(self._batch))
             self._batch.clear()
             self._batched = 0
+            self.note_buffer()
 
     # -- closing -------------------------------------------------------------------------
 
@@ -346,12 +411,39 @@ class Session(FramedProtocol):
               error=str(exc) if exc else "")
 
     def data_received(self, data: bytes | memoryview) -> None:
+        """Decode and handle a read, ``CHUNK`` bytes per loop iteration.
+
+        A read of tiny bad frames makes ten times its size in ERRORs.  By chunks,
+        what one read adds to a peer that takes no answers is bounded (once the
+        transport stops taking them, the rest of the read waits, raw, until it
+        does), and a connection that floods gets a chunk's worth of the loop at a
+        time, like every other, not a whole read's.
+        """
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if not self._receive(view[:CHUNK]) or not self.open:
+            return
+        if len(view) > CHUNK:
+            self._stash = bytes(view[CHUNK:])
+            self.transport.pause_reading()
+            if self._writing_paused or self.buffered > HOLD_HIGH:
+                self._hold()  # the rest waits for the peer to take its answers
+            else:
+                self.loop.call_soon(self._unstash)  # the others' reads go first
+        elif self.buffered > HOLD_HIGH:
+            self._hold()
+
+    def _receive(self, data: bytes | memoryview) -> bool:
+        """Decode and handle ``data``; False once the connection failed."""
         try:
             items = self.conn.receive(data)
         except ProtocolError as e:  # already failed: nothing more is read
             self._refuse(e)
-            return
-        # Answers produced while handling this read are written once, together.
+            return False
+        return self._handle(items)
+
+    def _handle(self, items: list[Event | ProtocolError]) -> bool:
+        """Handle decoded frames; answers made meanwhile are written together.
+        False after a fatal error."""
         batch: list[bytes] = []
         self._batch = batch
         try:
@@ -369,15 +461,24 @@ class Session(FramedProtocol):
                 elif isinstance(ev, ProtocolError):
                     self._refuse(ev)
                     if ev.fatal:
-                        return
+                        return False
                 else:
                     self._dispatch(ev)
+            return True
         finally:
             self._batch = None
             self._batched = 0
             if batch:
                 self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
                 self.note_buffer()
+
+    def _unstash(self) -> None:
+        """Handle the rest of a read that waited for the peer to take its answers."""
+        data, self._stash = self._stash, None
+        if data is None or not self.open:
+            return
+        self.data_received(data)
+        self._maybe_resume()
 
     # -- frames other than I2C ------------------------------------------------------
 

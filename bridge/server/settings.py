@@ -62,7 +62,7 @@ class LimitSettings(BaseModel):
     max_leases_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 32
     #: Bytes of answers owed (admitted requests' RESULTs, reads included) and answers
     #: written but not yet taken by the peer, over all connections, and per connection.
-    answer_budget: Annotated[int, Field(ge=65536)] = 48 * 1024 * 1024
+    answer_budget: Annotated[int, Field(ge=65536)] = 32 * 1024 * 1024
     client_answer_budget: Annotated[int, Field(ge=65536)] = 4 * 1024 * 1024
 
     def protocol_limits(self, base: Limits = DEFAULT_LIMITS) -> Limits:

@@ -95,6 +95,44 @@ def test_clients_that_never_read_stay_within_the_budget_and_others_are_served(
     assert budgeted.server.budget.used >= 0
 
 
+def test_a_flood_of_tiny_bad_frames_is_not_amplified_into_memory(budgeted: Running) -> None:
+    """A 5-byte bad frame earns a 57-byte ERROR: a client that sends megabytes of them
+    and never reads used to make the server buffer ten times that.  Now a read is
+    answered 16 KiB at a time, and once the peer stops taking answers the rest waits."""
+    socks = []
+    bad = b"\x00\x00\x00\x01\xc0" * ((3 << 20) // 5)  # 3 MB of nil frames: 36 MB of ERRORs
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", budgeted.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(hello("amplifier"))
+            assert read_frame(s) is not None
+            s.setblocking(False)
+            socks.append(s)
+        pending = {s: bad for s in socks}
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:  # as much as the server reads
+            for s, rest in list(pending.items()):
+                try:
+                    n = s.send(rest)
+                except BlockingIOError:
+                    continue
+                pending[s] = rest[n:]
+                if not pending[s]:
+                    del pending[s]
+            time.sleep(0.01)
+        # Others are still served.  Not at once: until each flooder's kernel buffers
+        # are full of ERRORs the server works for it (a chunk at a time, in turn with
+        # the others); on a loaded 2-core machine that took 3.3 s, hence the wait.
+        with BlockingClient("127.0.0.1", budgeted.port, timeout=30) as c:
+            assert c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)]) == [b"\x01\x17"]
+        _total, per = held(budgeted)
+    finally:
+        for s in socks:
+            s.close()
+    assert max(per) <= 256 * 1024 + 2 * 65536, per
+
+
 def test_the_cost_of_a_frame_is_its_result_room_and_its_data() -> None:
     from bridge.server.budget import i2c_cost
     from protocol import I2CRequest
