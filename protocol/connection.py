@@ -492,6 +492,14 @@ class Connection:
         if self._pos < len(self._buf):
             # Part of a frame is waiting: continue in the connection's own buffer.
             self._buf += data
+            have = len(self._buf) - self._pos
+            if have >= PREFIX_SIZE:
+                n = _unpack_prefix(self._buf, self._pos)[0]
+                if n <= self.limits.max_frame and have < PREFIX_SIZE + n:
+                    # Still short: keep appending.  Copying what waits at every read
+                    # made a big frame sent in small pieces cost quadratic time, and
+                    # the copies' churn fragmented the heap (the worst-case attack).
+                    return out
             buf = bytes(self._buf[self._pos:])
             self._buf = bytearray()
             self._pos = 0

@@ -241,3 +241,18 @@ def test_a_certificate_cn_cannot_pose_as_anonymous_or_as_everyone(
         deadline = time.monotonic() + 5
         while mtls.server.clients and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def test_the_token_lockout_doubles_up_to_a_minute_and_is_forgotten_after_ten() -> None:
+    """The schedule docs/security.md states: 5 free, then 1 s, 2, 4 ... 60 s; a source
+    without a wrong token for 10 minutes starts afresh; sources are apart."""
+    t = AuthThrottle()
+    now = 1000.0
+    locks = []
+    for _ in range(13):
+        now += t.locked("10.0.0.1", now)  # each guess as soon as the lockout allows
+        locks.append(t.failed("10.0.0.1", now))
+    assert locks == [0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert t.locked("10.0.0.1", now) == 60
+    assert t.locked("10.0.0.2", now) == 0  # another address: unaffected
+    assert t.failed("10.0.0.1", now + 601) == 0  # forgotten: 5 free again
