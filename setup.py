@@ -22,6 +22,7 @@ from setuptools.command.build_ext import build_ext
 #: The modules every request runs through on the board side (and the protocol,
 #: which the clients share).  Listed once: .ci/run builds the same set.
 COMPILED = [
+    "protocol/codec.py",
     "protocol/connection.py",
     "protocol/errors.py",
     "protocol/events.py",

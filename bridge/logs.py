@@ -1,4 +1,4 @@
-"""Structured, quiet-by-default logging: one ``key=value`` line per event.
+"""Structured, quiet-by-default logging: one ``key=value`` line per event, or JSON.
 
 Call sites pass fields through ``extra={"fields": {...}}`` (see :func:`event`),
 so the same records can be rendered as logfmt for people or JSON for machines.
@@ -8,7 +8,13 @@ holder), so both formats escape every character that could fake a line or
 drive a terminal: control characters (CR, ESC, BEL, NUL, NEL...), Unicode line
 separators and format characters, quotes, and in logfmt also ``=`` inside a
 quoted value, so a client named ``x level=error`` cannot trip ``grep
-level=error``.  :func:`printable` is the same escaping for a terminal.
+level=error``.  :func:`printable` is the same escaping for a terminal.  Both
+renderings stamp ISO-8601 UTC times.
+
+What a command tells the person at the terminal — ``serving …``, a warning, the
+final error — goes through :func:`say`: a ``busbridge: …`` line (escaped with
+:func:`printable`), or one more JSON record under ``--log-json``, so that stream
+stays pure JSON.
 
 :class:`LogGate` keeps events that an attacker can trigger at will (refused
 connections, denied requests, wrong tokens) from filling the disk: past a
@@ -23,6 +29,11 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+#: The logger :func:`say` writes through in JSON mode.
+CLI_LOGGER = "busbridge.cli"
+
+_json_mode = False
 
 
 def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
@@ -85,6 +96,12 @@ def quoted(text: str) -> str:
     return '"' + _escape(text, '"') + '"'
 
 
+def iso_time(created: float) -> str:
+    """``2026-12-01T07:46:46.387Z``: the one timestamp format of both renderings."""
+    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{t}.{int(created * 1000) % 1000:03d}Z"
+
+
 def quote(v: Any) -> str:
     """A logfmt value: bare if it is plain printable ASCII, else quoted and escaped."""
     s = v if isinstance(v, str) else repr(v) if isinstance(v, bytes) else str(v)
@@ -95,8 +112,7 @@ def quote(v: Any) -> str:
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"ts={t}.{int(record.msecs):03d}Z", f"level={record.levelname.lower()}",
+        parts = [f"ts={iso_time(record.created)}", f"level={record.levelname.lower()}",
                  f"logger={record.name}", f"msg={quote(record.getMessage())}"]
         fields = getattr(record, "fields", None) or {}
         parts += [f"{quote(k)}={quote(v)}" for k, v in fields.items()]
@@ -110,7 +126,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": record.created,
+            "ts": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -124,6 +140,8 @@ class JsonFormatter(logging.Formatter):
 
 def setup(verbosity: int = 0, *, json_format: bool = False) -> None:
     """WARNING by default; ``-v`` INFO, ``-vv`` DEBUG.  Logs go to stderr."""
+    global _json_mode
+    _json_mode = json_format
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_format else LogfmtFormatter())
@@ -183,3 +201,25 @@ class LogGate:
             if st[2]:
                 event(st[3], st[4], "log lines suppressed", event=msg, count=st[2])
                 st[2] = 0
+def json_mode() -> bool:
+    return _json_mode
+
+
+_PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: "}
+
+
+def say(msg: str, level: int = logging.INFO, *, who: str = "busbridge",
+        text: str | None = None, **fields: Any) -> None:
+    """Tell the person at the terminal, whatever ``-v`` says: ``busbridge: msg`` on stderr
+    (``busbridge: warning: …``, ``busbridge: error: …``), or a JSON record under
+    ``--log-json``.  ``text`` replaces the whole plain line (i2c-tools' own wording)."""
+    if _json_mode:
+        record = logging.LogRecord(CLI_LOGGER, level, __file__, 0, msg, None, None)
+        record.fields = fields
+        sys.stderr.write(JsonFormatter().format(record) + "\n")
+    else:
+        # The message may carry text from the server and, through it, from other
+        # clients (lease holders, bus names): never a control character on the terminal.
+        sys.stderr.write(printable(text if text is not None
+                                   else f"{who}: {_PREFIX.get(level, '')}{msg}") + "\n")
+    sys.stderr.flush()

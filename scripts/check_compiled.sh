@@ -14,7 +14,8 @@ BUSBRIDGE_COMPILE=1 python setup.py -q build_ext --inplace >build.log 2>&1 || {
 PYTHONPATH="$work" python - <<'PY'
 import importlib
 hot = [importlib.import_module(name) for name in
-       ("protocol.connection", "bridge.server.session", "bridge.server.scheduling")]
+       ("protocol.codec", "protocol.connection", "bridge.server.session",
+        "bridge.server.scheduling")]
 for m in hot:
     assert m.__file__.endswith(".so"), f"{m.__name__} is not the compiled module: {m.__file__}"
 print("compiled:", *(m.__file__ for m in hot))

@@ -147,8 +147,9 @@ def _key(kind: str, t: Target | None) -> Target | None:
     return t
 
 
-class LeaseTable:
-    """Live leases of one board.
+class LeaseIndex:
+    """The live leases of one board as stored: by token, id, owner and bus, the
+    expiry heap, and who is told of changes.  :class:`LeaseTable` holds the rules.
 
     ``held`` maps ``(kind, bus)`` to that bus's leases and is empty when no
     lease exists, which is what keeps the server's per-request check to one
@@ -216,10 +217,6 @@ class LeaseTable:
                          lease.peer, lease.ttl, iso_utc(self.wall() + left), int(left * 1000),
                          lease.ten_bit, lease.client)
 
-    def live(self) -> list[HeldLease]:
-        self.expire()
-        return list(self._order.values())
-
     def snapshot(self) -> list[dict[str, Any]]:
         """Every live lease as a plain dict (the LEASE_RESULT lease map), without tokens."""
         now = self.clock()
@@ -280,6 +277,16 @@ class LeaseTable:
                 del bl.targets[t]
         if not bl:
             del self.held[key]  # keeps `held` empty when nothing is leased
+
+
+
+class LeaseTable(LeaseIndex):
+    """Live leases of one board: take, renew, release, expire and list them, and
+    which requests they make ``busy``."""
+
+    def live(self) -> list[HeldLease]:
+        self.expire()
+        return list(self._order.values())
 
     def expire(self, now: float | None = None) -> list[HeldLease]:
         """Drop the leases whose time is up; they are dead from their expiry on."""

@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import errno
 import logging
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 from protocol.errors import ErrorCode
 from protocol.handshake import LimitsInfo, WelcomeInfo
@@ -32,16 +28,19 @@ from protocol.limits import DEFAULT_PORT
 
 from .. import __version__
 from ..logs import LogGate, event
+from .accept import Accepting
 from .acl import Acl
-from .admission import Admission, AuthThrottle, Pending, source_key
+from .admission import Admission, AuthThrottle, Pending
 from .auth import ServerSecurity, check_exposure, is_loopback
 from .budget import AnswerBudget
+from .buswork import BusWorker, Job
 from .guard import TokenBucket
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseTable
-from .scheduling import BoardLike, BusWorker, Job, Scheduler
+from .scheduling import BoardLike, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
+from .tlsgate import RefusalLog
 
 log = logging.getLogger("busbridge.server")
 
@@ -53,7 +52,7 @@ SPARE_FDS = 64
 HANDSHAKE_GRACE = 2.0
 
 
-class Server:
+class Server(Accepting):
     """Serve a board's buses on TCP.  Use ``async with Server(board) as s:``."""
 
     def __init__(
@@ -90,7 +89,8 @@ class Server:
             spi=[b.info() for b in board.spi.values()],
             limits=LimitsInfo(**limits.as_dict()),
         )
-        self.scheduler = Scheduler(board, self.stats, request_timeout)
+        self.scheduler = Scheduler(board, self.stats, request_timeout,
+                                   policy.limit_settings.max_timeout_ms / 1000)
         #: Connections with a transport (TLS done), past HELLO or waiting for it.
         self.sessions: set[Session] = set()
         #: Those past HELLO: what max_clients bounds.
@@ -104,6 +104,8 @@ class Server:
                                    lambda: self.sessions)
         #: Refusals an attacker can trigger at will are logged through this, at a bounded rate.
         self.gate = LogGate()
+        #: Refused TLS handshakes: logged with why, one line per burst.
+        self.tls_refusals = RefusalLog()
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.TimerHandle | None = None
@@ -194,95 +196,13 @@ class Server:
         self.scheduler.shutdown()
         self.board.close()
         self._closed.set()
-        event(log, logging.INFO, "stopped", **dataclasses.asdict(self.stats))
+        event(log, logging.INFO, "stopped", **self.stats.stop_line())
 
     # -- connections -----------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _session(self, p: Pending) -> Session:
+        return Session(self, p)
 
-    async def _accept_loop(self, lsock: socket.socket) -> None:
-        """Accept for ever; a connection counts (and is bounded) from here on."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(lsock)
-            except (OSError, ValueError) as e:  # ValueError: the listener was closed
-                if self.closing or lsock.fileno() < 0:
-                    return
-                self.gate.event(log, logging.ERROR, "accept failed", reason=str(e),
-                                errno=getattr(e, "errno", None))
-                if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):
-                    oldest = self.admission.oldest()
-                    if oldest is not None:
-                        self.admission.settle_quietly(oldest)
-                        self._evict(oldest, "the server is out of descriptors")
-                await asyncio.sleep(0.05)
-                continue
-            self._accepted(conn, addr)
-
-    def _accepted(self, conn: socket.socket, addr: Any) -> None:
-        if self.closing:
-            _close(conn)
-            return
-        conn.setblocking(False)
-        host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
-        peer = f"{host}:{addr[1]}" if isinstance(addr, tuple) else host
-        p = Pending(source_key(host), peer, time.monotonic(), sock=conn)
-        self.admission.arrive(p)
-        if self.admission.waiting and self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep_waiting)
-
-    def _sweep_waiting(self) -> None:
-        """Waiting connections have the handshake timeout too, counted from their accept."""
-        self._sweeper = None
-        self.admission.expire_waiting(self.limit_settings.handshake_timeout_s)
-        self.admission.pump()
-        if self.admission.waiting:
-            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep_waiting)
-
-    def _start(self, p: Pending) -> None:
-        """Its turn: run the TLS handshake (if any) and make the session."""
-        conn, p.sock = p.sock, None
-        p.task = task = asyncio.ensure_future(self._start_session(conn, p))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _start_session(self, conn: socket.socket, p: Pending) -> None:
-        loop = asyncio.get_running_loop()
-        sec = self.security
-        left = self.limit_settings.handshake_timeout_s - (time.monotonic() - p.accepted)
-        try:
-            await loop.connect_accepted_socket(
-                lambda: Session(self, p), conn, ssl=sec.ssl,
-                ssl_handshake_timeout=max(left, 0.1) if sec.ssl else None)
-        except asyncio.CancelledError:
-            _close(conn)
-            self.admission.settle(p)
-        except (OSError, ssl.SSLError, TimeoutError, EOFError) as e:
-            _close(conn)
-            self.admission.settle(p)
-            self.stats.errors += 1
-            self.gate.event(log, logging.WARNING, "TLS handshake failed", peer=p.peer,
-                            reason=str(e) or type(e).__name__)
-        finally:
-            p.task = None
-
-    def _evict(self, p: Pending, why: str) -> None:
-        """Close a connection not past HELLO to make room (the admission's call)."""
-        self.admission.settle(p)
-        self.gate.event(log, logging.WARNING, "connection closed to make room", peer=p.peer,
-                        reason=why)
-        if p.sock is not None:  # still waiting: nothing was started
-            _close(p.sock)
-            p.sock = None
-        elif p.session is not None:
-            p.session.close_with(ErrorCode.HANDSHAKE_TIMEOUT,
-                                 f"closed to make room ({why}): send HELLO sooner")
-        elif p.task is not None:
-            p.task.cancel()
 
     def admit(self, session: Session) -> bool:
         """A transport is up: refuse it (and say why) when the clients past HELLO are many."""
@@ -391,11 +311,6 @@ async def _listen(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list
             sock.close()
         raise
     return socks
-
-
-def _close(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.close()
 
 
 def _seccomp_filtered() -> bool:

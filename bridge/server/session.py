@@ -1,13 +1,11 @@
-"""One client connection: reads, framing, the handshake, admission, dispatch and answers.
+"""One client connection: the handshake, admission, dispatch and answers.
 
-Two layers.  :class:`FramedProtocol` moves frames: it feeds what the socket
-delivers to its sans-I/O :class:`~protocol.connection.Connection`, batches the
-answers made while handling one read into one write, and closes carefully (the
-half-close, a peer that stopped reading).  :class:`Session` decides what each
-frame means: it answers PING, runs the handshake, serves LEASE frames, or
-admits a request (the guard's rate and access rules, then the lease table) and
-hands it to the server's :class:`~.scheduling.Scheduler`, which answers it
-through :meth:`FramedProtocol.answer`.  A session never touches a bus.
+:class:`~.framing.FramedProtocol` moves frames (reading, flow control, batched
+and budgeted answers, closing).  :class:`Session` decides what each frame means:
+it answers PING, runs the handshake, serves LEASE frames, or admits a request
+(the guard's rate and access rules, then the lease table) and hands it to the
+server's :class:`~.scheduling.Scheduler`, which answers it through
+:meth:`FramedProtocol.answer`.  A session never touches a bus.
 """
 
 from __future__ import annotations
@@ -18,17 +16,14 @@ import socket
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
 
-from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
     Error,
     Event,
-    Failure,
     Hello,
     I2CRequest,
     Ping,
     Pong,
-    Result,
     SpiRequest,
     Welcome,
 )
@@ -41,35 +36,20 @@ from .acl import ANONYMOUS
 from .admission import Admission, AuthThrottle, Pending
 from .auth import peer_common_name
 from .budget import AnswerBudget, i2c_cost, spi_cost
+from .framing import CHUNK, HOLD_HIGH, FramedProtocol
 from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import LeaseError, LeaseTable, Target
-from .scheduling import BoardLike, Scheduler, unknown_bus
+from .reqlog import RequestLog
+from .scheduling import INLINE_CLOCKS_PER_READ, BoardLike, Scheduler, unknown_bus
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
 
 log = logging.getLogger("busbridge.server")
 
-#: Size of each connection's read buffer.
-READ_BUFFER = 65536
-
-#: Seconds a closing connection gets to take its last answers before it is aborted.
-CLOSE_GRACE = 1.0
-
-#: Longest failure message sent; SPEC.md asks servers to keep them short.
-MAX_MESSAGE = 512
-
 #: Lease tokens a connection remembers (HELLO's plus those it took); past it, dead ones go.
 MAX_LEASE_TOKENS = 256
 #: A lease ``list`` page needs at least this much of the connection's answer budget.
 MIN_LIST_ROOM = 4096
-#: Answers waiting unread (write buffer) past which a connection is not read, until
-#: they are down to HOLD_LOW; checked every HOLD_POLL seconds meanwhile.
-HOLD_HIGH, HOLD_LOW, HOLD_POLL = 64 * 1024, 16 * 1024, 0.05
-#: A read is decoded and answered this many bytes at a time (see ``data_received``):
-#: enough for max_in_flight small frames written at once to be accepted together.
-CHUNK = 16 * 1024
-#: The most handed to the transport in one write (see ``FramedProtocol.write``).
-PIECE = 64 * 1024
 
 
 class SessionHost(Protocol):
@@ -96,291 +76,6 @@ class SessionHost(Protocol):
     def release(self, session: Session) -> None: ...
 
 
-class FramedProtocol(asyncio.BufferedProtocol):
-    """The frames of one connection: reading, batched writing, answering, closing.
-
-    A ``BufferedProtocol``: reads land in one reused buffer, which spares the
-    default loop its 256 KiB allocation per read (cpython#85451).  While a read
-    is handled, answers collect in ``_batch`` and go out in one write.  What a
-    frame means is the subclass's business (:class:`Session`).
-    """
-
-    #: Where refusals are logged, at a bounded rate (the server's, for a session).
-    gate: LogGate
-
-    def __init__(self, stats: ServerStats, limits: Limits, budget: AnswerBudget) -> None:
-        self.stats = stats
-        self.budget = budget
-        #: Bytes reserved for the answers of admitted requests (by id), and their sum.
-        self._costs: dict[int, int] = {}
-        self.owed = 0
-        #: The transport's write buffer as last measured (answers the peer has not taken).
-        self.buffered = 0
-        self.conn = Connection(Role.SERVER, limits)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.peer = "?"
-        self.loop = asyncio.get_running_loop()
-        self.open = False
-        self.eof = False
-        self._batch: list[bytes] | None = None
-        #: Bytes in ``_batch``: answers made, counted by the budget, not yet written.
-        self._batched = 0
-        self._writing_paused = False
-        #: Reading paused for one loop iteration, to let other connections be read.
-        self._yielding = False
-        #: Reading paused until the answers waiting unread drain (``_hold``).
-        self._held = False
-        #: The rest of a read, raw, waiting for the peer to take the answers so far.
-        self._stash: bytes | None = None
-        self._rview = memoryview(bytearray(READ_BUFFER))
-
-    # -- reading ---------------------------------------------------------------
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._rview
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._rview[:nbytes])
-        if nbytes == READ_BUFFER and self.open and not self._yielding:
-            # A full buffer: more is probably waiting.  libuv would read this socket
-            # up to 32 times in a row before serving any other; let the others go first.
-            self._yielding = True
-            self.transport.pause_reading()
-            self.loop.call_soon(self._read_again)
-
-    def _read_again(self) -> None:
-        self._yielding = False
-        self._maybe_resume()
-
-    def _maybe_resume(self) -> None:
-        """Read again unless something still holds reading: a yield, a peer that takes
-        no answers (the transport's pause, or our own hold), or a read not yet handled."""
-        if self.open and not (self._yielding or self._writing_paused or self._held
-                              or self._stash is not None):
-            self.transport.resume_reading()
-
-    def _hold(self) -> None:
-        """Answers wait unread past ``HOLD_HIGH``: read nothing until they drain.
-
-        The transport's own pause is not enough: behind TLS it counts only what the
-        TLS layer holds, not the encrypted bytes below it.
-        """
-        if not self._held and self.open:
-            self._held = True
-            self.transport.pause_reading()
-            self.loop.call_later(HOLD_POLL, self._check_hold)
-
-    def _check_hold(self) -> None:
-        if not self.open:
-            return
-        self.note_buffer()
-        if self.buffered > HOLD_LOW:
-            self.loop.call_later(HOLD_POLL, self._check_hold)
-            return
-        self._held = False
-        if self._stash is not None:
-            self._unstash()
-        else:
-            self._maybe_resume()
-
-    def data_received(self, data: bytes | memoryview) -> None:
-        """Decode and handle what one read delivered (the subclass does)."""
-        raise NotImplementedError
-
-    def _unstash(self) -> None:
-        """Handle the rest of a read that waited for the peer (the subclass does)."""
-        raise NotImplementedError
-
-    def pause_writing(self) -> None:
-        # A client that does not read stops being read: no unbounded buffering.
-        self._writing_paused = True
-        self.transport.pause_reading()
-        self.note_buffer()
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self.note_buffer()
-        if self._stash is not None and not self._held:
-            self.loop.call_soon(self._unstash)  # reading resumes once the rest is handled
-        else:
-            self._maybe_resume()
-
-    def write(self, answers: list[bytes]) -> None:
-        """Write ``answers`` in pieces of at most ``PIECE`` bytes.
-
-        A write the socket takes only in part stays pinned whole while the
-        transport counts only its unsent rest (uvloop keeps a view of it); a 4 MiB
-        batch the kernel took but 100 KiB of pinned 4 MiB the budget never saw.
-        In pieces, what is pinned and not counted is under ``PIECE`` a connection.
-        """
-        piece: list[bytes] = []
-        size = 0
-        for data in answers:
-            if size + len(data) > PIECE and piece:
-                self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
-                piece, size = [], 0
-            if len(data) > PIECE:
-                for off in range(0, len(data), PIECE):
-                    self.transport.write(data[off:off + PIECE])
-                continue
-            piece.append(data)
-            size += len(data)
-        if piece:
-            self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
-
-    # -- the answer budget -----------------------------------------------------------
-
-    def note_buffer(self) -> None:
-        """Measure the write buffer for the budget (it shrinks unannounced), with the
-        answers batched for it and not written yet."""
-        if self.open:
-            self.budget.buffer(self, self.transport.get_write_buffer_size() + self._batched)
-
-    def reserve(self, rid: int, cost: int) -> bool:
-        """Charge an admitted request's answer to the budget, or refuse it (not run)."""
-        why = self.budget.refusal(self, cost)
-        if why is None:
-            self._costs[rid] = cost
-            return True
-        self.stats.errors += 1
-        self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
-        return False
-
-    def _settle(self, rid: int) -> None:
-        cost = self._costs.pop(rid, 0)
-        if cost:
-            self.budget.release(self, cost)
-
-    def release_budget(self) -> None:
-        """The connection is gone: nothing it reserved or buffered counts any more."""
-        self._costs.clear()
-        self.budget.release(self, self.owed)
-        self.budget.buffer(self, 0)
-
-    def eof_received(self) -> bool | None:
-        # Half-closed by the client: answer what is in flight, then close.
-        self.eof = True
-        if self.conn.buffered:
-            # It ended inside a frame: say so (SPEC §9, fatal malformed) before closing.
-            self.conn.receive_data(b"")
-            try:
-                self.conn.next_event()
-            except ProtocolError as e:
-                self.stats.errors += 1
-                self.gate.event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
-                                code=str(e.code), reason=e.message, fatal=True)
-                self.send(Error(0, e.code, e.message))
-        if self.conn.in_flight:
-            self._probe_peer()
-        return bool(self.conn.in_flight)
-
-    def _probe_peer(self) -> None:
-        """A FIN means "done sending" or "died" (SIGKILL closes with a FIN too).
-
-        Write a PING: a dead peer's kernel answers it with an RST, which sets
-        the socket's error; then the connection is dropped, and its requests
-        still queued are withdrawn instead of running for nobody.  A live
-        half-closed client loses nothing.
-        """
-        self.send(Ping(1))
-        sock = self.transport.get_extra_info("socket")
-        if sock is None:
-            return
-
-        def check() -> None:
-            try:
-                gone = self.open and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            except OSError:
-                return  # already closed: connection_lost has run or is about to
-            if gone:
-                event(log, logging.INFO, "peer gone after its FIN", peer=self.peer)
-                self.transport.abort()
-
-        for delay in (0.0, 0.1, 1.0):  # loopback answers at once; allow a WAN round trip
-            self.loop.call_later(delay, check)
-
-    # -- answers -------------------------------------------------------------------------
-
-    def send(self, ev: Event) -> None:
-        if self._costs and type(ev) is Error:
-            self._settle(ev.id)
-        if not self.open or self.transport.is_closing():
-            self.conn.in_flight.discard(getattr(ev, "id", 0))
-            return
-        try:
-            data = self.conn.send(ev)
-        except LocalProtocolError as e:
-            # Cannot happen for RESULTs the decoder admitted; never leave a request unanswered.
-            log.exception("cannot encode answer", extra={"fields": {"peer": self.peer}})
-            rid = getattr(ev, "id", 0)
-            data = self.conn.send(Error(rid, ErrorCode.INTERNAL, _short(str(e))))
-        if self._batch is not None:
-            self._batch.append(data)
-            self._batched += len(data)
-            self.budget.grow(self, len(data))  # counted now: the batch is written after the read
-        else:
-            self.write([data])
-
-    def answer(self, rid: int, status: bytes, reads: list[bytes],
-               failures: list[Failure]) -> None:
-        """The RESULT of request ``rid``, as the bus left it."""
-        self._settle(rid)
-        if failures:
-            self.stats.errors += 1
-            for f in failures:
-                if len(f.message) > MAX_MESSAGE:
-                    f.message = _short(f.message)
-        if self.open and self._batch is not None:
-            try:
-                data = self.conn.send_result(rid, status, reads, failures)
-                self._batch.append(data)
-                self._batched += len(data)
-                self.budget.grow(self, len(data))
-            except LocalProtocolError:
-                self.send(Result(rid, status, reads, failures))  # answers INTERNAL
-        else:
-            self.send(Result(rid, status, reads, failures))
-            self.note_buffer()
-        if self.eof and not self.conn.in_flight:
-            self.close()  # half-closed by the client and all answered
-
-    def _refuse(self, e: ProtocolError) -> None:
-        self.stats.errors += 1
-        self.gate.event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
-                        peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message,
-                        fatal=e.fatal)
-        self.send(Error(e.request_id, e.code, e.message))
-        if e.fatal:
-            self._flush()
-            self.close()
-
-    def _flush(self) -> None:
-        """Write the answers batched so far now (the connection is about to close, or
-        they are many)."""
-        if self._batch:
-            self.write(self._batch)
-            self._batch.clear()
-            self._batched = 0
-            self.note_buffer()
-
-    # -- closing -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close after the pending answers, or abort if the peer does not take them.
-
-        ``transport.close()`` waits for the write buffer to drain; a peer that
-        stopped reading (frozen, half-open) would keep its session, and megabytes
-        of answers, for ever.
-        """
-        self.transport.close()
-        if self.transport.get_write_buffer_size():
-            self.loop.call_later(CLOSE_GRACE, self._abort_if_open)
-
-    def _abort_if_open(self) -> None:
-        if self.open:
-            event(log, logging.INFO, "connection aborted: the peer took no data",
-                  peer=self.peer, buffered=self.transport.get_write_buffer_size())
-            self.transport.abort()
 
 
 class Session(FramedProtocol):
@@ -404,6 +99,8 @@ class Session(FramedProtocol):
         self.client = ANONYMOUS  # token:NAME or cn:NAME once HELLO is accepted
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
+        if log.isEnabledFor(logging.DEBUG):
+            self.reqlog = RequestLog(self)
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -473,16 +170,22 @@ class Session(FramedProtocol):
         self._batch = batch
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
+            scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
+                    if self.reqlog is not None:
+                        self.reqlog.arrived(ev)
                     guard = self.guard
                     if guard is not None and guard.refuse(self, ev):
+                        self._count_refused(ev)
                         continue
                     if self.leased and self._busy(ev.id, "i2c", ev.bus,
                                                   {(m.addr, m.ten_bit) for m in ev.msgs}):
                         continue
                     if self.reserve(ev.id, i2c_cost(ev)):
                         scheduler.i2c(self, ev)
+                    else:
+                        self._count_refused(ev)
                 elif isinstance(ev, ProtocolError):
                     self._refuse(ev)
                     if ev.fatal:
@@ -508,70 +211,48 @@ class Session(FramedProtocol):
     # -- frames other than I2C ------------------------------------------------------
 
     def _dispatch(self, ev: Event) -> None:
+        if self.reqlog is not None and isinstance(ev, SpiRequest):
+            self.reqlog.arrived(ev)
         if self.guard is not None and self.guard.refuse(self, ev):
+            self._count_refused(ev)
             return
         if isinstance(ev, SpiRequest):
-            if not (self.leased and self._busy(ev.id, "spi", ev.bus, (ev.cs,))) \
-                    and self.reserve(ev.id, spi_cost(ev)):
+            if self.leased and self._busy(ev.id, "spi", ev.bus, (ev.cs,)):
+                return
+            if self.reserve(ev.id, spi_cost(ev)):
                 self.scheduler.spi(self, ev)
+            else:
+                self._count_refused(ev)
         elif isinstance(ev, Hello):
             self._hello(ev)
         elif isinstance(ev, Ping):
             self.send(Pong(ev.id))
         elif isinstance(ev, LeaseRequest):
-            self._lease(ev)
+            lease_frame(self, ev)
 
     def _busy(self, rid: int, kind: str, bus: str, targets: Collection[Target]) -> bool:
         """Answer ``busy`` if the request touches a scope leased to another holder."""
         why = self.host.leases.refusal(kind, bus, targets, self.lease_tokens, self.peer)
         if why is None:
             return False
-        self.stats.errors += 1
+        self._count_refused_on(kind, bus)
         self.send(Error(rid, ErrorCode.BUSY, why))
         return True
 
-    def _lease(self, ev: LeaseRequest) -> None:
-        board = self.host.board
-        if ev.op == "take":
-            buses: Mapping[str, object] = board.i2c if ev.kind == "i2c" else board.spi
-            spi = board.spi.get(ev.bus) if ev.kind == "spi" else None
-            if ev.bus not in buses:
-                self.stats.errors += 1
-                self.send(unknown_bus(board, ev.id, ev.kind.upper(), ev.bus, buses))
-                return
-            if spi is not None and ev.cs is not None and ev.cs >= spi.config.cs_max_number:
-                self.stats.errors += 1
-                self.send(Error(ev.id, ErrorCode.BAD_REQUEST,
-                                f"spi bus {ev.bus} has chip selects 0.."
-                                f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
-                return
-        host = self.peer.rpartition(":")[0] or self.peer
-        room = self.host.limits.max_frame
-        if ev.op == "list":
-            # A 9-byte request for a page of up to max_frame bytes: charge the page.
-            room = min(room, self.budget.per_client - self.owed - self.buffered)
-            if room < MIN_LIST_ROOM:
-                self.stats.errors += 1
-                self.send(Error(ev.id, ErrorCode.LIMIT_EXCEEDED,
-                                "answers to this connection wait unread; read them, then list"))
-                return
-        leases = self.host.leases
-        try:
-            res = leases.handle(ev, self.lease_tokens, holder=self.client_name
-                                or f"client at {host}", peer=host, client=self.client,
-                                owner=self.client if self.client != ANONYMOUS
-                                else f"{ANONYMOUS}@{host}", max_frame=room)
-        except LeaseError as e:
-            self.stats.errors += 1
-            self.send(Error(ev.id, e.code, e.message))
-            return
-        if res.token is not None:
-            if len(self.lease_tokens) >= MAX_LEASE_TOKENS:
-                self.lease_tokens = {t for t in self.lease_tokens if leases.alive(t)}
-            self.lease_tokens.add(res.token)
-        elif res.released:
-            self.lease_tokens.discard(ev.token)
-        self.send(res)
+    def _count_refused(self, ev: Event) -> None:
+        """A frame the guard answered with an ERROR (rate, access rules), counted."""
+        if isinstance(ev, I2CRequest | SpiRequest):
+            self._count_refused_on("i2c" if type(ev) is I2CRequest else "spi", ev.bus)
+        elif isinstance(ev, LeaseRequest):
+            self.stats.lease_refused += 1
+
+    def _count_refused_on(self, kind: str, bus: str) -> None:
+        worker = self.scheduler.workers.get((kind, bus))
+        if worker is None:
+            self.stats.unknown_bus += 1
+        else:
+            worker.counts.requests += 1
+            worker.counts.refused += 1
 
     # -- the handshake -------------------------------------------------------------------
 
@@ -625,16 +306,57 @@ class Session(FramedProtocol):
 
     def close_with(self, code: ErrorCode, message: str) -> None:
         """Send a fatal ERROR, stop decoding and close (answers already made go first)."""
-        self.stats.errors += 1
+        self.stats.protocol_errors += 1
         self.send(Error(0, code, message))
         self._flush()
         self.guard = CLOSED  # frames decoded from the same read never run
         self.close()
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
+def lease_frame(s: Session, ev: LeaseRequest) -> None:
+    """A LEASE frame: take, renew, release or list (SPEC §8.6), answered on ``s``."""
+    board = s.host.board
+    if ev.op == "take":
+        buses: Mapping[str, object] = board.i2c if ev.kind == "i2c" else board.spi
+        spi = board.spi.get(ev.bus) if ev.kind == "spi" else None
+        if ev.bus not in buses:
+            s.stats.lease_refused += 1
+            s.send(unknown_bus(board, ev.id, ev.kind.upper(), ev.bus, buses))
+            return
+        if spi is not None and ev.cs is not None and ev.cs >= spi.config.cs_max_number:
+            s.stats.lease_refused += 1
+            s.send(Error(ev.id, ErrorCode.BAD_REQUEST,
+                            f"spi bus {ev.bus} has chip selects 0.."
+                            f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
+            return
+    host = s.peer.rpartition(":")[0] or s.peer
+    room = s.host.limits.max_frame
+    if ev.op == "list":
+        # A 9-byte request for a page of up to max_frame bytes: charge the page.
+        room = min(room, s.budget.per_client - s.owed - s.buffered)
+        if room < MIN_LIST_ROOM:
+            s.stats.lease_refused += 1
+            s.send(Error(ev.id, ErrorCode.LIMIT_EXCEEDED,
+                            "answers to this connection wait unread; read them, then list"))
+            return
+    leases = s.host.leases
+    try:
+        res = leases.handle(ev, s.lease_tokens, holder=s.client_name
+                            or f"client at {host}", peer=host, client=s.client,
+                            owner=s.client if s.client != ANONYMOUS
+                            else f"{ANONYMOUS}@{host}", max_frame=room)
+    except LeaseError as e:
+        s.stats.lease_refused += 1
+        s.send(Error(ev.id, e.code, e.message))
+        return
+    if res.token is not None:
+        if len(s.lease_tokens) >= MAX_LEASE_TOKENS:
+            s.lease_tokens = {t for t in s.lease_tokens if leases.alive(t)}
+        s.lease_tokens.add(res.token)
+    elif res.released:
+        s.lease_tokens.discard(ev.token)
+    s.send(res)
 
 def set_keepalive(transport: Any, limits: LimitSettings) -> None:
     """Short TCP keepalive, so a peer that vanished (half-open TCP) is noticed."""

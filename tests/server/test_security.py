@@ -154,7 +154,6 @@ async def test_requests_pipelined_behind_a_refused_hello_never_run(
     writer.write(data)
     answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
     writer.close()
-    conn.handshaken = True
     conn.receive_data(answer)
     (err,) = list(conn.events())
     assert err.code == ErrorCode.UNAUTHORIZED  # type: ignore[union-attr]
@@ -202,7 +201,6 @@ async def test_an_overlong_token_is_malformed_and_not_echoed(token_server: Serve
     writer.write(len(body).to_bytes(4, "big") + body)
     from protocol import Connection, Role
     conn = Connection(Role.CLIENT)
-    conn.handshaken = True
     conn.receive_data(await asyncio.wait_for(reader.read(), 5))
     writer.close()
     (err,) = list(conn.events())
