@@ -261,7 +261,10 @@ def test_key_value_logs_escape_what_a_client_sent() -> None:
     line = LogfmtFormatter().format(rec)
     assert "\n" not in line
     assert "\x1b" not in line
-    assert 'client="evil\\u001b[2J\\nlevel=error" bus=1' in line
+    # '=' is escaped inside a quoted value too, so `grep level=error` finds real errors only
+    # (issue 14, finding 9).
+    assert 'client="evil\\u001b[2J\\nlevel\\u003derror" bus=1' in line
+    assert "level=error" not in line
     assert ISO.fullmatch(line.split()[0].removeprefix("ts="))
 
 

@@ -91,7 +91,9 @@ FULL_DUPLEX_HEAD = SpiTransferHead(
 PLAIN_HEAD = SpiTransferHead(chip_select_id=0, bits_per_word=8, freq=500_000)
 TOKEN = "q3JvZkQ1bXlfc2VjcmV0X3Rva2Vu"
 LEASE_50 = LeaseInfo("7f3a9c1e", "i2c", "1", 0x50, None, "ci job 7", "10.0.0.5", 60,
-                     "2026-12-01T08:01:00.000Z", 60000)
+                     "2026-12-01T08:01:00.000Z", 60000, False, "token:ci")
+LEASE_CS1 = LeaseInfo("c0ffee01", "spi", "0", None, 1, "nightly", "10.0.0.6", 300,
+                      "2026-12-01T08:04:00.000Z", 240000, False, "cn:lab-pc")
 
 CLIENT_TO_SERVER: dict[str, Event] = {
     "hello": Hello(HelloInfo(version=1, client="agent")),
@@ -118,6 +120,9 @@ CLIENT_TO_SERVER: dict[str, Event] = {
     "lease-renew": LeaseRequest(11, LeaseOp.RENEW, token=TOKEN, ttl=120),
     "lease-release": LeaseRequest(12, LeaseOp.RELEASE, token=TOKEN),
     "lease-list": LeaseRequest(13, LeaseOp.LIST),
+    "lease-list-after": LeaseRequest(16, LeaseOp.LIST, after="2"),
+    "lease-take-10bit": LeaseRequest(15, LeaseOp.TAKE, kind="i2c", bus="2", address=0x50,
+                                     ttl=60, ten_bit=True),
     "admin-sim-set": AdminRequest(20, "sim.set", {"kind": "i2c", "bus": "1", "addr": 0x48,
                                                   "values": {"temperature": 31.25}}),
     "admin-trace-start": AdminRequest(21, "trace.start", {"bus": "1"}),
@@ -176,8 +181,9 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     ),
     "pong": Pong(1),
     "lease-result-take": LeaseResult(10, [LEASE_50], token=TOKEN),
-    "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
-                        "until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
+    "error-busy": Error(14, ErrorCode.BUSY, 'busy: i2c bus 1 address 0x50 held by "ci job 7" '
+                        "(token:ci) until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
+    "lease-result-list-page": LeaseResult(13, [LEASE_CS1], total=2, next="2"),
     "lease-result-release": LeaseResult(12, [], released=True),
     "welcome-admin": Welcome(WelcomeInfo(server="busbridge 0.1.0", board="demo",
                                          limits=SMALL_LIMITS, capabilities=["admin"])),
