@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from pydantic import ValidationError
 
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .events import (
@@ -40,7 +41,7 @@ from .events import (
     SpiRequest,
     Welcome,
 )
-from .handshake import HelloInfo, WelcomeInfo
+from .handshake import WIRE, HelloInfo, WelcomeInfo
 from .leases import LeaseRequest, LeaseResult
 from .limits import (
     MAX_BUS_NAME,
@@ -284,14 +285,30 @@ def unpacker(limits: Limits, client: bool) -> Callable[[Buffer], Any]:
     return unpack
 
 
+#: The frame types that are request frames (SPEC.md §4): only their ids are ever
+#: echoed in an ERROR.  A later request frame type is added here.
+REQUEST_TYPES: frozenset[int] = frozenset({_I2C, _SPI, _LEASE})
+
+
 def peek_id(body: Buffer) -> int:
-    """Best-effort request id of a body that failed to decode, for the ERROR frame."""
+    """The request id an ERROR for this body carries: SPEC.md §9.1's "head" rule.
+
+    The id can be read when the body *begins* with an array header of at least two
+    items, an integer item 0 that is a request frame type and an integer item 1 in
+    1..0xFFFFFFFF; whatever follows (a truncated rest, trailing bytes, invalid
+    UTF-8, an extension type, an object over a decoding bound) does not matter.
+    Anything else gives 0.  Only these three tokens are parsed, and nothing larger
+    than an integer is ever built.
+    """
     try:
         up = msgpack.Unpacker(max_buffer_size=len(body), max_bin_len=0, max_str_len=0,
                               max_array_len=0, max_map_len=0, max_ext_len=0)
         up.feed(body)
-        up.read_array_header()
-        up.unpack()  # type
+        if up.read_array_header() < 2:
+            return 0
+        ftype = up.unpack()
+        if type(ftype) is not int or ftype not in REQUEST_TYPES:
+            return 0
         rid = up.unpack()
     except Exception:
         return 0
@@ -299,13 +316,29 @@ def peek_id(body: Buffer) -> int:
 
 
 def undecodable(e: Exception, body: Buffer) -> ProtocolError:
-    """The refusal of a body msgpack could not decode (``e`` is what msgpack raised)."""
+    """The refusal of a body msgpack could not decode (``e`` is what msgpack raised).
+
+    A decoding bound (SPEC.md §10) is ``limit-exceeded``; anything else, an extension
+    type included, is ``malformed`` (§3).  The message says which, in words.
+    """
     code = ErrorCode.MALFORMED
-    if isinstance(e, ValueError):  # includes ExtraData, FormatError, StackError, limits
-        text = str(e)
-        if "exceeds max" in text and "max_ext_len" not in text:  # ext types are malformed
-            code = ErrorCode.LIMIT_EXCEEDED
-    return _bad(code, f"undecodable frame: {e}", peek_id(body))
+    text = str(e)
+    if not body:
+        why = "the body is empty"
+    elif isinstance(e, msgpack.ExtraData):
+        why = "trailing bytes after its msgpack object"
+    elif isinstance(e, UnicodeDecodeError):
+        why = "a str that is not valid UTF-8"
+    elif "max_ext_len" in text:
+        why = "an extension type (not used by this protocol)"
+    elif "exceeds max" in text:
+        code = ErrorCode.LIMIT_EXCEEDED
+        why = f"over a decoding bound ({text})"
+    elif "incomplete input" in text:
+        why = "the body ends inside its msgpack object"
+    else:
+        why = f"not msgpack ({text or type(e).__name__})"
+    return _bad(code, f"undecodable frame: {why}", peek_id(body))
 
 
 def not_a_frame() -> ProtocolError:
@@ -518,19 +551,30 @@ def decode_error(f: list[Any]) -> Error:
         return Error(f[1], ErrorCode.INTERNAL, f"{f[2]}: {f[3]}")
 
 
+def _ping_id(f: list[Any], what: str) -> int:
+    """The id of a PING or PONG; a refusal carries id 0 (they are not request frames)."""
+    if len(f) != 2:
+        raise _bad(ErrorCode.MALFORMED, f"{what} frame must be [{f[0]}, id]")
+    return _check_id(f[1])
+
+
 def decode_ping(f: list[Any]) -> Ping:
-    return Ping(_check_id(f[1]))
+    return Ping(_ping_id(f, "PING"))
 
 
 def decode_pong(f: list[Any]) -> Pong:
-    return Pong(_check_id(f[1]))
+    return Pong(_ping_id(f, "PONG"))
 
 
 def _handshake_map(f: list[Any], model: type[HelloInfo] | type[WelcomeInfo]) -> Any:
     if len(f) != 3 or type(f[2]) is not dict:
         raise _bad(ErrorCode.MALFORMED, "handshake frame must be [type, 0, map]", fatal=True)
     try:
-        return model.model_validate(f[2])
+        return model.model_validate(f[2], context=WIRE)
+    except ValidationError as e:  # one line per problem, joined: no pydantic banner
+        why = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'map'}: {err['msg']}"
+                        for err in e.errors())
+        raise _bad(ErrorCode.MALFORMED, f"invalid handshake: {why}", fatal=True) from None
     except ValueError as e:
         raise _bad(ErrorCode.MALFORMED, f"invalid handshake: {e}", fatal=True) from None
 

@@ -39,7 +39,6 @@ from .codec import (
     frame_too_large,
     not_a_frame,
     pack_prefix,
-    request_id_or_0,
     stream_ended_inside_frame,
     undecodable,
     unpack_prefix,
@@ -177,6 +176,9 @@ class _Core:
         self._queue: deque[Event | ProtocolError] = deque()
         self._state = State.AWAIT_HELLO if role is Role.SERVER else State.AWAIT_WELCOME
         self._on = self._tables[self._state]
+        #: Every refusal is fatal: on a server before HELLO (the stream may not be
+        #: busbridge at all), and on a client, which closes on any violation (SPEC §9).
+        self._all_fatal = True
 
     @property
     def state(self) -> State:
@@ -214,6 +216,7 @@ class _Core:
                                f"{self._state.name} to {new.name}")
         self._state = new
         self._on = self._tables.get(new, {})
+        self._all_fatal = self.role is Role.CLIENT or new is not State.OPEN
 
     def next_id(self) -> int:
         """A request id not in flight: counting up, wrapping at ``MAX_REQUEST_ID``."""
@@ -297,6 +300,8 @@ class _Receiver(_Core):
                         item = e
                 else:
                     item = not_a_frame()
+            if self._all_fatal and not item.fatal:
+                item = item.as_fatal()
             # A kept error must not pin a view of the caller's buffer through
             # its traceback or the exception it replaced.
             item.__traceback__ = item.__context__ = None
@@ -405,14 +410,14 @@ class _Receiver(_Core):
         return decode_pong(f)
 
     def _unexpected(self, f: list[Any]) -> Event:
-        """A frame type this role does not take in this state (or no known type at all)."""
-        if self.role is Role.CLIENT:
-            raise _bad(ErrorCode.MALFORMED, f"frame type {f[0]} is not accepted by a client",
-                       fatal=True)
-        # Before HELLO the stream may not be busbridge at all: fatal; after it, only
-        # this frame is refused (a newer client's frame type, say).
-        raise _bad(ErrorCode.MALFORMED, f"frame type {f[0]} is not accepted by a server",
-                   request_id_or_0(f[1]), fatal=self._state is not State.OPEN)
+        """A frame type this role does not take in this state (or no known type at all).
+
+        Its id is never echoed: it is no request frame, and a client closes on an
+        ERROR whose id is not in flight (SPEC.md §7, §9).  After HELLO only this
+        frame is refused; before it (and on a client) the refusal is fatal.
+        """
+        raise _bad(ErrorCode.MALFORMED,
+                   f"frame type {f[0]} is not accepted by a {self.role.value}")
 
     # -- the pull view of receive() ------------------------------------------
 

@@ -117,6 +117,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
         self.eof = True
+        if self.transport.get_extra_info("ssl_object") is not None:
+            # TLS has no half-close (SPEC §1): the client's close_notify, or a FIN, ends
+            # the session.  Nothing more is sent (after a close_notify it would be an
+            # error to the peer); frames not started are withdrawn as for a drop.
+            return False
         if self.conn.buffered:
             # It ended inside a frame: say so (SPEC §9, fatal malformed) before closing.
             self.conn.receive_data(b"")
@@ -217,6 +222,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         stopped reading (frozen, half-open) would keep its session, and megabytes
         of answers, for ever.
         """
+        if self.transport.is_closing():
+            return  # closed already (a TLS transport may be detached from its buffer)
         self.transport.close()
         if self.transport.get_write_buffer_size():
             self.loop.call_later(CLOSE_GRACE, self._abort_if_open)

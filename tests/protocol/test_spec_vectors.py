@@ -54,7 +54,9 @@ from protocol import (
     read,
     write,
 )
+from protocol.codec import peek_id
 from protocol.connection import NEED_DATA
+from protocol.errors import ProtocolError
 from protocol.virtio import I2C_FLAGS_FAIL_NEXT, SPI_CONFIG_SIZE, SPI_TRANSFER_HEAD_SIZE
 
 SPEC = Path(protocol.__file__).with_name("SPEC.md")
@@ -162,6 +164,20 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
                         "until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
     "lease-result-release": LeaseResult(12, [], released=True),
+    "error-malformed-77": Error(77, ErrorCode.MALFORMED,
+                                "undecodable frame: the body ends inside its msgpack object"),
+    "error-malformed-0": Error(0, ErrorCode.MALFORMED, "PING frame must be [6, id]"),
+}
+
+#: Frames a server must refuse: the state it is in, the ERROR vector whose id and code
+#: the refusal has, and whether it is fatal (SPEC.md §12.19).
+REFUSED: dict[str, tuple[str, str, bool]] = {
+    "refused-truncated": ("open", "error-malformed-77", False),
+    "refused-ext-type": ("open", "error-malformed-77", False),
+    "refused-ping-arity": ("open", "error-malformed-0", False),
+    "refused-unknown-type": ("open", "error-malformed-0", False),
+    "refused-result-before-hello": ("before-hello", "error-malformed-0", True),
+    "refused-hello-token-nil": ("before-hello", "error-malformed-0", True),
 }
 
 STRUCTS: dict[str, I2CMsg | SpiTransferHead | SpiConfig] = {
@@ -175,6 +191,7 @@ ROLES: dict[str, Mapping[str, object]] = {
     "client-to-server": CLIENT_TO_SERVER,
     "server-to-client": SERVER_TO_CLIENT,
     "struct": STRUCTS,
+    "refused": REFUSED,
 }
 
 # -- parsing SPEC.md --------------------------------------------------------------------
@@ -312,6 +329,35 @@ def test_client_sends_exactly_the_vector(name: str) -> None:
 def test_server_sends_exactly_the_vector(name: str) -> None:
     expect = SERVER_TO_CLIENT[name]
     assert Connection(Role.SERVER).send(expect) == BY_NAME[name].data
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_vector(name: str) -> None:
+    """The server refuses the frame exactly as the vector says: id, code, fatality."""
+    v = BY_NAME[name]
+    state, answer, fatal = REFUSED[name]
+    assert (v.fields["state"], v.fields["answer"], v.fields["fatal"]) == (
+        state, answer, "yes" if fatal else "no")
+    expect = SERVER_TO_CLIENT[answer]
+    assert isinstance(expect, Error)
+    conn = Connection(Role.SERVER)
+    if state == "open":
+        handshake(conn)
+    (got, *rest) = conn.receive(v.data)
+    assert rest == []
+    assert isinstance(got, ProtocolError)
+    assert (got.code, got.request_id, got.fatal) == (expect.code, expect.id, fatal)
+    assert conn.closed is fatal
+    assert peek_id(v.data[4:]) == (0 if fatal else expect.id)
+
+
+def test_the_ext_type_is_the_only_thing_wrong_with_its_refused_vector() -> None:
+    body = BY_NAME["refused-ext-type"].data[4:]
+    ext = bytes.fromhex("d6ff00000000")
+    assert body.endswith(ext)
+    fixed = body[: -len(ext)] + b"\xc0"  # timeout_ms nil instead
+    (ev,) = handshake(Connection(Role.SERVER)).receive(frame(fixed))
+    assert ev == I2CRequest(77, "1", (write(0x3C),))
 
 
 def test_length_prefix_of_every_frame_vector_is_its_body_length() -> None:
