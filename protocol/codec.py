@@ -126,6 +126,21 @@ def _no_room(rx: int, cap: int) -> LocalProtocolError:
         f"reads total {rx} bytes: the RESULT would not fit in max_frame {cap}")
 
 
+def _check_target(bus: Any, timeout_ms: Any) -> None:
+    """Refuse locally what every server refuses as ``malformed`` (SPEC.md §4.3, §10).
+
+    The bus name and ``timeout_ms`` of a request frame, checked before anything is
+    sent, so a caller's mistake is its own exception and not an ERROR later.
+    """
+    if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
+        raise LocalProtocolError(f"bus must be a string of 1..{MAX_BUS_NAME} characters, "
+                                 f"got {bus!r:.80}")
+    if timeout_ms is not None and (type(timeout_ms) is not int
+                                   or not 0 < timeout_ms <= MAX_TIMEOUT_MS):
+        raise LocalProtocolError(f"timeout_ms must be None or 1..{MAX_TIMEOUT_MS}, "
+                                 f"got {timeout_ms!r}")
+
+
 def _count_ok(n: int, peer: Limits) -> None:
     if not n:
         raise LocalProtocolError("a request needs at least one message")
@@ -145,6 +160,7 @@ def encode_i2c(ev: I2CRequest, peer: Limits | None = None, result_cap: int = 0) 
     msgs = ev.msgs
     maxlen = _UNLIMITED
     if peer is not None:
+        _check_target(ev.bus, ev.timeout_ms)
         if not 0 < len(msgs) <= peer.max_requests:  # the call only to raise the precise error
             _count_ok(len(msgs), peer)
         maxlen = peer.max_i2c_len
@@ -166,6 +182,8 @@ def encode_i2c(ev: I2CRequest, peer: Limits | None = None, result_cap: int = 0) 
         buf: bytes | int
         if flags & I2C_FLAGS_M_RD:
             buf = n = m.length
+            if n < 0 and peer is not None:
+                raise LocalProtocolError(f"{m.describe()}: read length {n} is negative")
             rx += n
         else:
             buf = m.data
@@ -185,8 +203,11 @@ def encode_spi(ev: SpiRequest, peer: Limits | None = None, result_cap: int = 0) 
     """The body of an SPI frame; ``peer`` and ``result_cap`` as for :func:`encode_i2c`."""
     transfers = ev.transfers
     if peer is not None:
+        _check_target(ev.bus, ev.timeout_ms)
         _count_ok(len(transfers), peer)
         for t in transfers:
+            if t.rx_len < 0:
+                raise LocalProtocolError(f"SPI rx_len {t.rx_len} is negative")
             if t.length > peer.max_spi_len:
                 raise LocalProtocolError(f"SPI transfer of {t.length} bytes; "
                                          f"limit {peer.max_spi_len}")

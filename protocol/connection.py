@@ -161,6 +161,11 @@ class _Core:
         self._peer_limits = limits  # the client learns the server's from WELCOME
         self._result_cap = limits.max_frame  # a RESULT must fit both sides' max_frame
         self._in_flight: set[int] = set()
+        #: Server: ids (0 too) of non-fatal refusals whose ERROR is not yet sent, with
+        #: how many times each is owed (a refusal never puts its id in flight, §9.1).
+        self._owed: dict[int, int] = {}
+        #: Server: the ERROR that ends the connection (a fatal one) has been sent.
+        self._ended = False
         self._last_id = 0
         self._buf = bytearray()  # the start of a frame whose end has not arrived
         self._eof = False
@@ -236,7 +241,19 @@ class _Core:
         """
         if self.role is not Role.SERVER:
             raise LocalProtocolError("only a server withdraws a request")
-        self._in_flight.discard(request_id)
+        if not self._settle_owed(request_id):
+            self._in_flight.discard(request_id)
+
+    def _settle_owed(self, rid: int) -> bool:
+        """Take one owed refusal of ``rid`` off the books; False if none was owed."""
+        n = self._owed.get(rid)
+        if not n:
+            return False
+        if n == 1:
+            del self._owed[rid]
+        else:
+            self._owed[rid] = n - 1
+        return True
 
 
 class _Receiver(_Core):
@@ -306,6 +323,9 @@ class _Receiver(_Core):
             # its traceback or the exception it replaced.
             item.__traceback__ = item.__context__ = None
             out.append(item)
+            if not item.fatal:  # its ERROR is owed (id 0 included)
+                rid = item.request_id
+                self._owed[rid] = self._owed.get(rid, 0) + 1
             if item.fatal:
                 self._enter(State.CLOSED)
                 return out
@@ -544,16 +564,48 @@ class Connection(_Receiver):
             raise LocalProtocolError(f"request id {rid} is already in flight")
 
     def _send_result(self, ev: Result) -> bytes:
+        if ev.id not in self._in_flight:
+            raise self._not_in_flight(ev)
         body = encode_result(ev)
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
-        self._in_flight.discard(ev.id)
+        self._in_flight.remove(ev.id)
         return pack_prefix(len(body)) + body
 
     def _send_answer(self, ev: Error | LeaseResult) -> bytes:
+        """An ERROR or LEASE_RESULT: only for a request read and not yet answered.
+
+        ERROR may also answer a non-fatal refusal (its id is owed, never in flight)
+        or carry id 0.  Once the receiving side is ``CLOSED``, an ERROR with id 0
+        that no non-fatal refusal owes is the fatal one: the last thing a server
+        sends (answers to frames read before the fatal frame may precede it).
+        """
+        rid = ev.id
+        if self._ended:
+            raise LocalProtocolError(f"cannot send {type(ev).__name__}: the connection "
+                                     "ended with a fatal ERROR")
+        owed = type(ev) is Error and rid in self._owed
+        if rid not in self._in_flight and not owed and (rid or type(ev) is not Error):
+            raise self._not_in_flight(ev)
         body = self._send_other(ev)
-        self._in_flight.discard(ev.id)
+        if owed:
+            self._settle_owed(rid)
+        elif rid:
+            self._in_flight.discard(rid)
+        elif self._state is State.CLOSED:
+            self._ended = True
+            self._in_flight.clear()
+            self._owed.clear()
         return body
+
+    def _not_in_flight(self, ev: Result | Error | LeaseResult) -> LocalProtocolError:
+        if self._ended:
+            why = "the connection ended with a fatal ERROR"
+        elif self._state is State.AWAIT_HELLO:
+            why = "no HELLO has been accepted"
+        else:
+            why = f"request {ev.id} is not in flight"
+        return LocalProtocolError(f"cannot send {type(ev).__name__}: {why}")
 
     def _send_other(self, ev: Event) -> bytes:
         body = encode_body(ev)

@@ -122,16 +122,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
             # the session.  Nothing more is sent (after a close_notify it would be an
             # error to the peer); frames not started are withdrawn as for a drop.
             return False
-        if self.conn.buffered:
-            # It ended inside a frame: say so (SPEC §9, fatal malformed) before closing.
-            self.conn.receive_data(b"")
-            try:
-                self.conn.next_event()
-            except ProtocolError as e:
-                self.stats.errors += 1
-                event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
-                      code=str(e.code), reason=e.message, fatal=True)
-                self.send(Error(0, e.code, e.message))
+        # The one receive path: b"" is the end of the stream.  Ending inside a frame
+        # is a fatal malformed (SPEC §9.3): said before closing.
+        for e in self.conn.receive(b""):
+            if isinstance(e, ProtocolError):
+                self._refuse(e)
+                return False
         if self.conn.in_flight:
             self._probe_peer()
         return bool(self.conn.in_flight)

@@ -67,6 +67,12 @@ def put_in_flight(conn: Connection, ids: Iterable[int]) -> Connection:
     return conn
 
 
+def answering(rid: int, limits: Limits = DEFAULT_LIMITS) -> Connection:
+    """A server connection that owes an answer to request ``rid`` (past HELLO, ``rid``
+    received): the only state in which it may send that RESULT, ERROR or LEASE_RESULT."""
+    return put_in_flight(handshake(Connection(Role.SERVER, limits)), [rid])
+
+
 class ConnectionPair:
     """A client and a server Connection back to back, with nothing in between.
 
