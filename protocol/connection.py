@@ -10,7 +10,7 @@ documented entry per direction:
 
 What a role accepts in each :class:`State` is one table (``_RECEIVES``, from
 SPEC.md §6, §7 and §9), what it may send is another (``_SENDS``), and only
-:meth:`Connection._enter` moves between states, along ``_MOVES``.  Turning
+:meth:`Connection._enter` moves between states, along ``MOVES``.  Turning
 events into bytes and back is :mod:`protocol.codec`'s job.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from enum import Enum
 from typing import Any, Final
 
 from .codec import (
@@ -36,11 +35,7 @@ from .codec import (
     encode_result,
     encode_spi,
     frame,
-    frame_too_large,
-    not_a_frame,
     pack_prefix,
-    stream_ended_inside_frame,
-    undecodable,
     unpack_prefix,
     unpacker,
 )
@@ -60,45 +55,13 @@ from .events import (
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
+from .refusals import frame_too_large, not_a_frame, stream_ended_inside_frame, undecodable
+from .states import MOVES, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
 __all__ = ["NEED_DATA", "Connection", "LocalProtocolError", "Role", "State", "encode_body",
            "frame"]
 
-
-class Role(Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class State(Enum):
-    """Where a connection stands in SPEC.md §6 (receiving side).
-
-    A server starts in ``AWAIT_HELLO``, a client in ``AWAIT_WELCOME``; a valid
-    handshake frame from the peer moves either to ``OPEN``, and any fatal
-    :class:`ProtocolError` to ``CLOSED``.  Sending never changes the state: a
-    client may pipeline requests behind its HELLO (the server accepts them
-    once it has accepted HELLO), and a ``CLOSED`` connection still sends the
-    ERROR frame that explains why.
-    """
-
-    #: Server: only HELLO, PING and PONG are accepted; a request frame is fatal.
-    AWAIT_HELLO = "await-hello"
-    #: Client: answers to pipelined requests are accepted; WELCOME sets the peer's limits.
-    AWAIT_WELCOME = "await-welcome"
-    #: Handshake done: requests and answers flow; a second handshake frame is fatal.
-    OPEN = "open"
-    #: A fatal error was received: the stream cannot be trusted, nothing more is decoded.
-    CLOSED = "closed"
-
-
-#: The only moves there are; anything else is a bug in this module, not the peer's fault.
-_MOVES: Final[dict[State, tuple[State, ...]]] = {
-    State.AWAIT_HELLO: (State.OPEN, State.CLOSED),
-    State.AWAIT_WELCOME: (State.OPEN, State.CLOSED),
-    State.OPEN: (State.CLOSED,),
-    State.CLOSED: (),
-}
 
 _T = FrameType
 #: What each role accepts in each state: frame type -> the method that takes it.
@@ -215,8 +178,8 @@ class _Core:
         return frozenset(self._in_flight)
 
     def _enter(self, new: State) -> None:
-        """The one place the state changes, and only along ``_MOVES``."""
-        if new not in _MOVES[self._state]:
+        """The one place the state changes, and only along ``MOVES``."""
+        if new not in MOVES[self._state]:
             raise RuntimeError(f"{self.role.value} connection: no move from "
                                f"{self._state.name} to {new.name}")
         self._state = new

@@ -84,29 +84,34 @@ def _wing(module: str) -> str:
     return parts[1]
 
 
-#: wing -> wings it must never import (docs/architecture.md, "Who may import whom")
-NEVER = {
-    "protocol": {"client", "server", "buses", "config", "dropin", "native", "vhost", "mqtt",
-                 "conformance", "bench", "cli", "shared"},
-    "shared": {"client", "server", "buses", "config", "dropin", "native", "vhost", "mqtt",
-               "conformance", "bench", "cli"},
-    "buses": {"client", "server", "config", "dropin", "native", "vhost", "mqtt", "cli"},
-    "server": {"client", "config", "dropin", "native", "vhost", "mqtt", "cli", "bench"},
-    "config": {"client", "dropin", "native", "vhost", "mqtt", "cli"},
-    "client": {"server", "buses", "config", "dropin", "native", "vhost", "mqtt", "cli"},
-    "dropin": {"server", "buses", "config", "vhost", "cli"},
-    "native": {"server", "buses", "config", "vhost", "cli"},
-    "vhost": {"server", "buses", "config", "dropin", "native", "cli"},
-    "mqtt": {"cli", "dropin", "native", "vhost"},
-    "conformance": {"protocol", "client", "server", "buses", "config", "dropin", "native",
-                    "vhost", "mqtt", "bench", "cli", "shared"},
-    "bench": {"cli"},
+#: wing -> what it may import (docs/architecture.md, "Who may import whom"): a wing, or one
+#: module of another wing. Everything not listed is forbidden.
+MAY: dict[str, set[str]] = {
+    "protocol": set(),
+    "shared": {"protocol"},
+    "buses": {"protocol", "shared"},
+    "server": {"protocol", "shared", "bridge.buses.base"},
+    "config": {"protocol", "shared", "buses", "bridge.server.settings"},
+    "client": {"protocol", "shared"},
+    "mqtt": {"protocol", "shared", "client", "server", "config"},
+    "dropin": {"protocol", "shared", "client", "bridge.mqtt.discovery"},
+    "native": {"protocol", "shared", "client", "dropin", "bridge.buses.linux.abi"},
+    "vhost": {"protocol", "shared", "client"},
+    "conformance": set(),
+    "bench": {"protocol", "shared", "client", "server", "config"},
+    "cli": {"protocol", "shared", "client", "server", "config", "buses", "dropin", "native",
+            "vhost", "mqtt", "conformance", "bench"},
 }
-#: the kernel's i2c-dev / spidev ABI (ioctl numbers, struct layouts) is one definition that
-#: the board's Linux backend and the guest's native layer both speak
-ALLOWED = {("native", "bridge.buses.linux.abi")}
 #: the two halves of mqtt/ stay apart: presence is the board's, discovery the client's
 MQTT_BOARD_SIDE = {"bridge.mqtt.presence", "bridge.mqtt.announce"}
+
+
+def _allowed(src: str, dst: str) -> bool:
+    wing, target = _wing(src), _wing(dst)
+    if wing == target:
+        return True
+    may = MAY[wing]
+    return target in may or any(dst == m or dst.startswith(m + ".") for m in may)
 
 
 def test_there_is_no_import_cycle() -> None:
@@ -140,11 +145,15 @@ def test_there_is_no_import_cycle() -> None:
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("wing", sorted(NEVER))
-def test_no_wing_imports_what_the_architecture_forbids(wing: str) -> None:
+@pytest.mark.parametrize("wing", sorted(MAY))
+def test_every_wing_imports_only_what_the_architecture_allows(wing: str) -> None:
     bad = [f"{src} -> {dst}" for (src, dst) in EDGES
-           if _wing(src) == wing and _wing(dst) in NEVER[wing] and (wing, dst) not in ALLOWED]
-    assert not bad, f"{wing} must not import {sorted(NEVER[wing])}: {bad}"
+           if _wing(src) == wing and not _allowed(src, dst)]
+    assert not bad, f"{wing} may import only {sorted(MAY[wing])}: {bad}"
+
+
+def test_every_module_belongs_to_a_wing_the_table_knows() -> None:
+    assert {_wing(m) for m in MODULES} <= set(MAY), {_wing(m) for m in MODULES} - set(MAY)
 
 
 def test_the_two_halves_of_mqtt_stay_apart_and_the_client_never_imports_mqtt() -> None:
@@ -170,7 +179,7 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
     big = [f"{m}: {n} lines" for m, p in MODULES.items()
-           if (n := len(p.read_text("utf-8").splitlines())) > 650]
+           if (n := len(p.read_text("utf-8").splitlines())) > 600]
     assert not big, big
 
 
@@ -179,5 +188,5 @@ def test_classes_are_split_by_responsibility_before_they_grow_past_250_lines() -
            for m, p in MODULES.items()
            for node in ast.walk(ast.parse(p.read_text("utf-8")))
            if isinstance(node, ast.ClassDef) and node.end_lineno
-           and node.end_lineno - node.lineno + 1 > 280]
+           and node.end_lineno - node.lineno + 1 > 250]
     assert not big, big

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .busio import I2C, SPI, Pin
 from .digitalio import DigitalInOut, Direction
-from .session import BusMap, Session, connect, disconnect, session
+from .session import BusMap, DropinSession, connect, disconnect, session
 from .smbus import I2cFunc, SMBus, i2c_msg
 from .spidev import SpiDev
 
@@ -21,10 +21,10 @@ __all__ = [
     "BusMap",
     "DigitalInOut",
     "Direction",
+    "DropinSession",
     "I2cFunc",
     "Pin",
     "SMBus",
-    "Session",
     "SpiDev",
     "connect",
     "disconnect",

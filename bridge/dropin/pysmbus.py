@@ -16,7 +16,7 @@ import errno
 import operator
 import os
 
-from .session import Session
+from .session import DropinSession
 from .smbus import I2C_SMBUS_BLOCK_MAX
 from .smbus import SMBus as _SMBus2
 
@@ -42,7 +42,7 @@ class SMBus:
     process's default (an addition; python-smbus has no such argument).
     """
 
-    def __init__(self, bus: int = -1, /, *, session: Session | None = None) -> None:
+    def __init__(self, bus: int = -1, /, *, session: DropinSession | None = None) -> None:
         self._dev = _SMBus2(session=session)
         if operator.index(bus) >= 0:
             self.open(bus)

@@ -35,7 +35,7 @@ from protocol.events import Error, Event, Failure, I2CRequest, SpiRequest
 from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
 from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
-from .stats import ServerStats
+from .stats import BusCounts, ServerStats
 
 log = logging.getLogger("busbridge.server")
 
@@ -69,13 +69,12 @@ class Requester(Protocol):
 class BusWorker:
     """One thread per bus: serialises it and keeps blocking ioctls off the loop."""
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, counts: BusCounts | None = None) -> None:
         self.label = f"{kind} bus {name}"
         #: Jobs submitted and not yet settled on the loop; inline runs wait for 0.
         self.pending = 0
-        #: Requests for this bus and those answered with a failure (MQTT health).
-        self.requests = 0
-        self.errors = 0
+        #: This bus's requests and their outcomes (held by the server's ServerStats).
+        self.counts = counts if counts is not None else BusCounts()
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
@@ -128,9 +127,9 @@ class Scheduler:
         self.request_timeout = request_timeout
         self.workers: dict[tuple[str, str], BusWorker] = {}
         for name in board.i2c:
-            self.workers["i2c", name] = BusWorker("i2c", name)
+            self.workers["i2c", name] = BusWorker("i2c", name, stats.bus("i2c", name))
         for name in board.spi:
-            self.workers["spi", name] = BusWorker("spi", name)
+            self.workers["spi", name] = BusWorker("spi", name, stats.bus("spi", name))
         #: Bus name -> (backend, worker): one lookup on the hot path.
         self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker]] = {
             name: (b, self.workers["i2c", name]) for name, b in board.i2c.items()
@@ -148,35 +147,36 @@ class Scheduler:
         """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
         route = self.i2c_routes.get(ev.bus)
         if route is None:
-            self.stats.errors += 1
+            self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "I2C", ev.bus, self.board.i2c))
-        elif self.closing:
+            return
+        backend, worker = route
+        counts = worker.counts
+        counts.requests += 1
+        if self.closing:
+            counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
+        elif not worker.pending and not backend.may_block:
+            status, reads, failures = run_i2c(backend, ev.msgs)
+            if failures:
+                counts.failed(failures)
+            requester.answer(ev.id, status, reads, failures)
         else:
-            backend, worker = route
-            self.stats.requests += 1
-            worker.requests += 1
-            if not worker.pending and not backend.may_block:
-                status, reads, failures = run_i2c(backend, ev.msgs)
-                if failures:
-                    worker.errors += 1
-                requester.answer(ev.id, status, reads, failures)
-            else:
-                self._submit(requester, ev, worker, run_i2c, (backend, ev.msgs))
+            self._submit(requester, ev, worker, run_i2c, (backend, ev.msgs))
 
     def spi(self, requester: Requester, ev: SpiRequest) -> None:
         """An SPI message: refused whole if any transfer is invalid, else run or queued."""
         spi_backend = self.board.spi.get(ev.bus)
         if spi_backend is None:
-            self.stats.errors += 1
+            self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "SPI", ev.bus, self.board.spi))
             return
+        worker = self.workers["spi", ev.bus]
+        worker.counts.requests += 1
         if self.closing:
+            worker.counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
             return
-        worker = self.workers["spi", ev.bus]
-        self.stats.requests += 1
-        worker.requests += 1
         refused = check_spi(spi_backend, ev.cs, ev.transfers)
         if refused is not None:
             # Touches no bus, but queues behind earlier requests to keep their order.
@@ -193,7 +193,7 @@ class Scheduler:
                 worker: BusWorker) -> None:
         status, reads, failures = outcome
         if failures:
-            worker.errors += 1
+            worker.counts.failed(failures)
         requester.answer(rid, status, reads, failures)
 
     # -- the workers' queues and deadlines -------------------------------------------
@@ -241,7 +241,7 @@ class Scheduler:
         assert job.future is not None
         started = not job.future.cancel()
         job.answered = True
-        self.stats.timeouts += 1
+        job.worker.counts.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=job.requester.peer, started=started)
         self._answer(job.requester, job.request.id, job.expired(started), job.worker)

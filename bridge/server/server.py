@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from .scheduling import BoardLike, BusWorker, Job, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
+from .tlsgate import TlsGate
 
 log = logging.getLogger("busbridge.server")
 
@@ -74,6 +74,7 @@ class Server:
         self.scheduler = Scheduler(board, self.stats, request_timeout)
         self.sessions: set[Session] = set()
         self._server: asyncio.Server | None = None
+        self.tls_gate: TlsGate | None = None
         self._closed = asyncio.Event()
 
     @property
@@ -96,9 +97,11 @@ class Server:
         sec, lim = self.security, self.limit_settings
         check_exposure(self.host, sec.authenticated, sec.insecure)  # before anything binds
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: Session(self), self.host, self.port, ssl=sec.ssl,
-            ssl_handshake_timeout=lim.handshake_timeout_s if sec.ssl else None)
+        factory: Callable[[], asyncio.BaseProtocol] = lambda: Session(self)  # noqa: E731
+        if sec.ssl is not None:  # handshakes run (and refusals are logged) by the gate
+            self.tls_gate = TlsGate(factory, sec.ssl, lim.handshake_timeout_s)
+            factory = self.tls_gate
+        self._server = await loop.create_server(factory, self.host, self.port)
         sock = cast(Any, self._server).sockets[0].getsockname()
         self.port = sock[1]
         self._lease_timer = ExpiryTimer(self.leases, loop)
@@ -136,6 +139,8 @@ class Server:
             self._idle_sweep.cancel()
         if self._server is not None:
             self._server.close()
+        if self.tls_gate is not None:
+            self.tls_gate.close()
         await self.scheduler.drain(grace)
         for s in list(self.sessions):
             s.close()  # a peer that takes no data is aborted
@@ -146,7 +151,7 @@ class Server:
         self.scheduler.shutdown()
         self.board.close()
         self._closed.set()
-        event(log, logging.INFO, "stopped", **dataclasses.asdict(self.stats))
+        event(log, logging.INFO, "stopped", **self.stats.stop_line())
 
     # -- connections -----------------------------------------------------------
 

@@ -41,6 +41,7 @@ from .acl import ANONYMOUS
 from .auth import peer_common_name
 from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import LeaseError, LeaseTable
+from .reqlog import RequestLog
 from .scheduling import BoardLike, Scheduler, unknown_bus
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
@@ -94,6 +95,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.eof = False
         self._batch: list[bytes] | None = None
         self._rview = memoryview(bytearray(READ_BUFFER))
+        #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
+        self.reqlog: RequestLog | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
     # -- answers -------------------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
+        if self.reqlog is not None:
+            self.reqlog.answered(ev)
         if not self.open or self.transport.is_closing():
             self.conn.withdraw(getattr(ev, "id", 0))
             return
@@ -177,9 +182,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def answer(self, rid: int, status: bytes, reads: list[bytes],
                failures: list[Failure]) -> None:
-        """The RESULT of request ``rid``, as the bus left it."""
+        """The RESULT of request ``rid``, as the bus left it (counted by the scheduler)."""
+        if self.reqlog is not None:
+            self.reqlog.answered(Result(rid, status, reads, failures))
         if failures:
-            self.stats.errors += 1
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:
                     f.message = _short(f.message)
@@ -195,7 +201,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
             self.close()  # half-closed by the client and all answered
 
     def _refuse(self, e: ProtocolError) -> None:
-        self.stats.errors += 1
+        self.stats.protocol_errors += 1
         event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
               peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message, fatal=e.fatal)
         self.send(Error(e.request_id, e.code, e.message))
@@ -249,6 +255,8 @@ class Session(FramedProtocol):
         self.client = ANONYMOUS  # token name or certificate CN once HELLO is accepted
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
+        if log.isEnabledFor(logging.DEBUG):
+            self.reqlog = RequestLog(self)
 
     # -- asyncio callbacks -----------------------------------------------------
 
@@ -288,8 +296,11 @@ class Session(FramedProtocol):
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
+                    if self.reqlog is not None:
+                        self.reqlog.arrived(ev)
                     guard = self.guard
                     if guard is not None and guard.refuse(self, ev):
+                        self._count_refused(ev)
                         continue
                     if self.leased and self._busy(ev.id, "i2c", ev.bus,
                                                   {m.addr for m in ev.msgs}):
@@ -309,7 +320,10 @@ class Session(FramedProtocol):
     # -- frames other than I2C ------------------------------------------------------
 
     def _dispatch(self, ev: Event) -> None:
+        if self.reqlog is not None and isinstance(ev, SpiRequest):
+            self.reqlog.arrived(ev)
         if self.guard is not None and self.guard.refuse(self, ev):
+            self._count_refused(ev)
             return
         if isinstance(ev, SpiRequest):
             if not (self.leased and self._busy(ev.id, "spi", ev.bus, (ev.cs,))):
@@ -326,9 +340,24 @@ class Session(FramedProtocol):
         why = self.host.leases.refusal(kind, bus, targets, self.lease_tokens, self.peer)
         if why is None:
             return False
-        self.stats.errors += 1
+        self._count_refused_on(kind, bus)
         self.send(Error(rid, ErrorCode.BUSY, why))
         return True
+
+    def _count_refused(self, ev: Event) -> None:
+        """A frame the guard answered with an ERROR (rate, access rules), counted."""
+        if isinstance(ev, I2CRequest | SpiRequest):
+            self._count_refused_on("i2c" if type(ev) is I2CRequest else "spi", ev.bus)
+        elif isinstance(ev, LeaseRequest):
+            self.stats.lease_refused += 1
+
+    def _count_refused_on(self, kind: str, bus: str) -> None:
+        worker = self.scheduler.workers.get((kind, bus))
+        if worker is None:
+            self.stats.unknown_bus += 1
+        else:
+            worker.counts.requests += 1
+            worker.counts.refused += 1
 
     def _lease(self, ev: LeaseRequest) -> None:
         board = self.host.board
@@ -336,11 +365,11 @@ class Session(FramedProtocol):
             buses: Mapping[str, object] = board.i2c if ev.kind == "i2c" else board.spi
             spi = board.spi.get(ev.bus) if ev.kind == "spi" else None
             if ev.bus not in buses:
-                self.stats.errors += 1
+                self.stats.lease_refused += 1
                 self.send(unknown_bus(board, ev.id, ev.kind.upper(), ev.bus, buses))
                 return
             if spi is not None and ev.cs is not None and ev.cs >= spi.config.cs_max_number:
-                self.stats.errors += 1
+                self.stats.lease_refused += 1
                 self.send(Error(ev.id, ErrorCode.BAD_REQUEST,
                                 f"spi bus {ev.bus} has chip selects 0.."
                                 f"{spi.config.cs_max_number - 1}; no cs {ev.cs} to lease"))
@@ -350,7 +379,7 @@ class Session(FramedProtocol):
             res = self.host.leases.handle(ev, self.lease_tokens, holder=self.client_name
                                           or f"client at {host}", peer=host)
         except LeaseError as e:
-            self.stats.errors += 1
+            self.stats.lease_refused += 1
             self.send(Error(ev.id, e.code, e.message))
             return
         if res.token is not None:
@@ -392,7 +421,7 @@ class Session(FramedProtocol):
 
     def close_with(self, code: ErrorCode, message: str) -> None:
         """Send a fatal ERROR, stop decoding and close (answers already made go first)."""
-        self.stats.errors += 1
+        self.stats.protocol_errors += 1
         self.send(Error(0, code, message))
         self._flush()
         self.guard = CLOSED  # frames decoded from the same read never run

@@ -30,6 +30,10 @@ from .auth import ServerSecurity, TlsSettings, TokenSpec, build_server_security,
 Seconds = Annotated[float, Field(ge=0, le=86400)]
 
 
+#: The board file's schema (bridge/config) takes every server model from here.
+__all__ = ["AccessRule", "LimitSettings", "ServerPolicy", "ServerSection", "TlsSettings",
+           "TokenSpec", "server_policy"]
+
 class LimitSettings(BaseModel):
     """``[server.limits]``; 0 turns a timeout or the rate limit off."""
 

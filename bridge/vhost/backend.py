@@ -24,7 +24,7 @@ from .rings import Rings, u64
 
 log = logging.getLogger("busbridge.vhost")
 
-class Session:
+class FrontEndSession:
     """State of one front-end connection."""
 
     def __init__(self, device: VirtioDevice, sock: socket.socket, n_queues: int = 1) -> None:
@@ -238,7 +238,7 @@ class VhostUserBackend:
         self.device = device
         self.path = path
         self.sessions = 0
-        self.last_session: Session | None = None
+        self.last_session: FrontEndSession | None = None
         self._listener: socket.socket | None = None
         self._ready = asyncio.Event()
 
@@ -269,7 +269,7 @@ class VhostUserBackend:
                 conn.setblocking(False)
                 self.sessions += 1
                 event(log, logging.INFO, "front end connected", socket=self.path)
-                session = Session(self.device, conn)
+                session = FrontEndSession(self.device, conn)
                 self.last_session = session
                 try:
                     await session.run()

@@ -32,7 +32,7 @@ from protocol.virtio import (
 
 from ..logs import event
 from .device import VirtioDevice
-from .link import Link
+from .link import ServerLink
 from .messages import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
@@ -74,7 +74,7 @@ class VirtioSpiDevice(VirtioDevice):
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIG | PF_CONFIGURE_MEM_SLOTS
     error_status = SpiResult.TRANS_ERR
 
-    def __init__(self, link: Link, bus: str, config: SpiConfig) -> None:
+    def __init__(self, link: ServerLink, bus: str, config: SpiConfig) -> None:
         super().__init__(link, bus)
         self.spi_config = config
         self._config_bytes = config.pack()

@@ -280,8 +280,37 @@ def test_transfer_several_reads_print_one_line_each(server_thread: Running) -> N
 
 
 def test_transfer_ten_bit(server_thread: Running) -> None:
-    assert ok(server_thread, "i2c", "transfer", "-y", "2", "w1@0x2a5", "0x00", "r1") == "0xa5\n"
     assert ok(server_thread, "i2c", "transfer", "-y", "2", "w1@t0x2a5", "0x00", "r1") == "0xa5\n"
+
+
+@pytest.mark.parametrize("args", [
+    ("i2c", "transfer", "-y", "2", "w1@0x2a5", "0x00", "r1"),
+    ("i2c", "transfer", "-y", "1", "r2@0x90"),
+    ("lease", "take", "i2c:1@0x90"),
+    ("run", "--lease", "i2c:1@0x90", "--", "true"),
+])
+def test_an_address_above_0x7f_needs_the_explicit_10_bit_form(server_thread: Running,
+                                                               args: tuple[str, ...]) -> None:
+    """Issue 17 item 12: an 8-bit-address slip must not silently become a 10-bit address,
+    in i2c transfer as in lease scopes; nothing reaches the board."""
+    err = fails(server_thread, 2, *args)
+    assert err.splitlines()[-1].startswith("busbridge: error: ")
+    assert "is not a 7-bit address (0x00-0x7f)" in err
+    if "0x90" in " ".join(args):
+        assert "as an 8-bit address (R/W bit included) it is 7-bit 0x48" in err
+        assert "@t0x090" in err
+        assert ("i2c:1@t0x090" in err) == ("i2c:1@0x90" in args)
+    assert server_thread.server.stats.totals()["requests"] == 0
+    assert not server_thread.server.leases.snapshot()
+
+
+def test_the_explicit_10_bit_form_leases_and_i2c_get_points_to_it(server_thread: Running
+                                                                   ) -> None:
+    out = ok(server_thread, "lease", "take", "i2c:2@t0x2a5", "--json")
+    assert json.loads(out)["lease"]["address"] == 0x2A5
+    err = fails(server_thread, 2, "i2c", "get", "-y", "1", "0x90", "0x00")
+    assert "it is 7-bit 0x48" in err
+    assert "10-bit addresses: i2c transfer with @t0x..." in err
 
 
 def test_transfer_prompt(server_thread: Running) -> None:
@@ -345,7 +374,7 @@ def test_connection_refused() -> None:
         port = s.getsockname()[1]
     r = _runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
     assert r.exit_code == 1
-    assert r.stderr.startswith(f"busbridge: cannot connect to 127.0.0.1:{port}: ")
+    assert r.stderr.startswith(f"busbridge: error: cannot connect to 127.0.0.1:{port}: ")
     assert "Traceback" not in r.stderr
 
 

@@ -25,7 +25,7 @@ from protocol import (
     encode_body,
     frame,
 )
-from protocol.codec import REQUEST_TYPES, peek_id
+from protocol.refusals import REQUEST_TYPES, peek_id
 
 HDR_W48 = bytes.fromhex("9000000000000000")  # write 0x48
 HELLO = frame(encode_body(Hello(HelloInfo(client="t"))))

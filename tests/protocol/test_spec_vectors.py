@@ -54,9 +54,9 @@ from protocol import (
     read,
     write,
 )
-from protocol.codec import peek_id
 from protocol.connection import NEED_DATA
 from protocol.errors import ProtocolError
+from protocol.refusals import peek_id
 from protocol.virtio import I2C_FLAGS_FAIL_NEXT, SPI_CONFIG_SIZE, SPI_TRANSFER_HEAD_SIZE
 
 SPEC = Path(protocol.__file__).with_name("SPEC.md")

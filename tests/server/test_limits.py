@@ -213,7 +213,7 @@ async def test_a_client_that_never_reads_cannot_grow_the_servers_buffer(
     frame_len = len(Connection(Role.CLIENT).send(req))
     answer_len = 4096 + 64
     me = f":{sock.getsockname()[1]}"
-    for _ in range(100):  # the server accepts on this same loop
+    for _ in range(1000):  # the server accepts on this same loop; up to 10 s
         await asyncio.sleep(0.01)
         mine = [x for x in server.sessions if x.peer.endswith(me)]
         if mine:
@@ -229,15 +229,22 @@ async def test_a_client_that_never_reads_cannot_grow_the_servers_buffer(
     pending = more()
     sent_bytes = 0
     loop = asyncio.get_running_loop()
-    last_progress = loop.time()
-    while loop.time() - last_progress < 0.5:
+    deadline = loop.time() + 120  # generous: a loaded machine is slow, not wrong
+    # Send until the server stops reading this client (its own decision, observable on its
+    # transport), then until the kernel buffers are full too; a fixed "no progress for
+    # 0.5 s" ended early whenever the test itself was not scheduled for half a second.
+    blocked = 0
+    while session.transport.is_reading() or blocked < 20:
+        if loop.time() > deadline:
+            pytest.fail(f"the server kept reading for 120 s ({sent_bytes} B sent)")
         try:
             n = sock.send(pending)
         except BlockingIOError:
+            blocked += 0 if session.transport.is_reading() else 1
             await asyncio.sleep(0.01)
             continue
+        blocked = 0
         sent_bytes += n
-        last_progress = loop.time()
         pending = pending[n:] if n < len(pending) else more()
         if sent_bytes > 64 * 1024 * 1024:
             pytest.fail("the server never stopped reading")
@@ -250,6 +257,7 @@ async def test_a_client_that_never_reads_cannot_grow_the_servers_buffer(
           f"{sent} requests sent")
     assert first <= high + batch
     await asyncio.sleep(0.3)
+    assert not session.transport.is_reading()
     assert session.transport.get_write_buffer_size() == first  # nothing more was read
     assert sent * answer_len > 4 * (high + batch)  # it did ask for far more than that
     assert await works(client)  # other clients are served throughout

@@ -162,8 +162,8 @@ def find(i2c: Mapping[str, I2CBackend], spi: Mapping[str, SpiBackend], kind: Kin
     """
     b = _sim_bus(kind, i2c if kind == "i2c" else spi, bus)
     if isinstance(b, SimI2CBus):
-        return controller(b.device(where, ten_bit=ten_bit), b._lock)
-    return controller(b.device(where), b._lock)
+        return controller(b.device(where, ten_bit=ten_bit), b.lock)
+    return controller(b.device(where), b.lock)
 
 
 def devices(i2c: Mapping[str, I2CBackend], spi: Mapping[str, SpiBackend],
@@ -177,9 +177,9 @@ def devices(i2c: Mapping[str, I2CBackend], spi: Mapping[str, SpiBackend],
             if isinstance(b, SimI2CBus):
                 for d in b.devices():
                     out.append({"kind": kind, "bus": name, "addr": d.address,
-                                "ten_bit": d.ten_bit, **controller(d, b._lock).describe()})
+                                "ten_bit": d.ten_bit, **controller(d, b.lock).describe()})
             else:
                 for cs, sd in b.devices().items():
                     out.append({"kind": kind, "bus": name, "cs": cs,
-                                **controller(sd, b._lock).describe()})
+                                **controller(sd, b.lock).describe()})
     return out

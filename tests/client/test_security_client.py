@@ -90,6 +90,21 @@ def test_busbridge_run_hands_tls_flags_and_token_to_the_program(
     assert "refused the connection: this server requires a token" in r.stderr
 
 
+def test_busbridge_run_lease_authenticates_its_lease_connection(
+    secured_thread: Running, pki: Pki,
+) -> None:
+    """The connection that takes and renews --lease leases presents the token and TLS too."""
+    program = "import os; print(len(os.environ['BUSBRIDGE_LEASE'].split(',')))"
+    env = {**os.environ, "BUSBRIDGE_TOKEN": TOKEN}
+    env.pop("BUSBRIDGE_LEASE", None)
+    r = subprocess.run([*BUSBRIDGE, "run", "--connect", secured_thread.url, "--tls-ca",
+                        str(pki.ca), "--no-native", "--lease", "i2c:1@0x50", "--",
+                        sys.executable, "-c", program],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, "1"), r.stderr
+    assert "busbridge run: holding lease" in r.stderr
+
+
 def test_token_new_gives_a_token_file_and_board_lines_that_accept_it(tmp_path: Path) -> None:
     path = tmp_path / "ci.token"
     r = CliRunner().invoke(cli, ["token", "new", "--name", "ci", "--token-file", str(path)])
@@ -108,10 +123,10 @@ def test_token_new_gives_a_token_file_and_board_lines_that_accept_it(tmp_path: P
 
 
 async def test_vhost_user_link_authenticates_too(token_server: Server) -> None:
-    from bridge.vhost.link import Link
+    from bridge.vhost.link import ServerLink
 
-    link = Link("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
+    link = ServerLink("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
     assert (await link.start()).board == "busbridge-sim"
     await link.close()
     with pytest.raises(RemoteError, match="requires a token"):
-        await Link("127.0.0.1", token_server.port).start()
+        await ServerLink("127.0.0.1", token_server.port).start()
