@@ -150,6 +150,13 @@ SERVER_TO_CLIENT: dict[str, Event] = {
         [b"", b""],
         [Failure(1, 22, "spi bus 0 cs 0, transfer 1: bits_per_word 12 not in mask 0x80")],
     ),
+    "result-spi-param-err-two": Result(
+        10,
+        b"\x01\x02\x01",
+        [],
+        [Failure(0, 22, "spi bus 0 cs 0, transfer 0: bits_per_word 12 not in mask 0x80"),
+         Failure(2, 22, "spi bus 0 cs 0, transfer 2: cs_change 2 is not 0 or 1")],
+    ),
     "error-unknown-bus": Error(9, ErrorCode.UNKNOWN_BUS, "no I2C bus '7' on board 'demo'"),
     "error-handshake-required": Error(0, ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first"),
     "error-unauthorized": Error(0, ErrorCode.UNAUTHORIZED, "invalid token"),

@@ -484,9 +484,9 @@ def test_garbage_with_a_plausible_prefix_before_hello_is_fatal(server_thread: An
     """SPEC §6, §9.2: before HELLO every refusal is fatal (the peer may not speak busbridge
     at all), with id 0; what was sent behind the garbage is never decoded or run."""
     with socket.create_connection((server_thread.host, server_thread.port), 5) as s:
-        s.sendall(b"\x00\x00\x00\x05hello")
-        s.sendall(hello())
-        s.sendall(frame(I2C_PROBE))
+        # One write: the server has it all before it refuses the first frame, so it
+        # closes with nothing unread (no reset that could discard its ERROR).
+        s.sendall(b"\x00\x00\x00\x05hello" + hello() + frame(I2C_PROBE))
         s.shutdown(socket.SHUT_WR)
         frames, closed = read_frames(s, timeout=5)
     assert [f[:3] for f in frames] == [[5, 0, "malformed"]]
