@@ -26,12 +26,6 @@ _ROLE = ("kit update pending: the vector role `refused` (SPEC §12, §12.19: fra
 
 #: Checks today's server fails, each with the issue-13 item that explains it.
 KNOWN_FAILURES: dict[str, str] = {
-    "dl.running": "issue 13 item 1: deadlines are not honoured while a frame runs",
-    "dl.queued": "issue 13 item 1: a queued frame runs after its deadline",
-    "cc.cross-bus": "issue 13 item 2: simulated buses run inline, so one bus stalls the others",
-    "cc.lease-not-queued": "issue 13 item 2: inline bus work holds LEASE frames too (§8.6)",
-    "tr.drop-withdraws": "issue 13 item 2 (cause): inline execution runs a dropped client's "
-                         "queued frames before the drop is seen",
     "err.ext-type": "kit update pending: an extension type is malformed (SPEC §3, §9.3), "
                     "not limit-exceeded",
     "vec.annotated-agree": _ROLE,
