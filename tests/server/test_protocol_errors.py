@@ -196,6 +196,34 @@ async def test_a_duplicate_id_is_fatal_with_id_0_and_never_runs(server: Server) 
     assert eeprom.memory[0x0FF0] == before
 
 
+async def test_a_stream_ending_inside_a_frame_is_fatal_and_queued_work_never_runs(
+        server: Server) -> None:
+    """§9.2, §9.3 row 2: one ERROR (id 0), the close, no answer for the frames in
+    flight; the write queued behind the running read is withdrawn, as for a drop."""
+    eeprom = server.board.i2c["1"].device(EEPROM)
+    eeprom.stall_s = 0.3
+    write = [[struct.pack("<HHI", EEPROM << 1, 0, 0), b"\x0f\xf1\xa5"]]
+
+    def probe() -> tuple[list[list[Any]], bool]:
+        with connect(server) as s:
+            s.sendall(HELLO)
+            read_n(s, 1)
+            s.sendall(frame([2, 60, "1", [[struct.pack("<HHI", EEPROM << 1, 0, 2), 1]], None])
+                      + frame([2, 61, "1", write, None]) + b"\x00\x00")
+            s.shutdown(socket.SHUT_WR)
+            return read_all(s)
+
+    try:
+        before = eeprom.memory[0x0FF1]
+        frames, closed = await in_thread(probe)
+        await asyncio.sleep(0.6)  # the running read ends; the queued write had its chance
+    finally:
+        eeprom.stall_s = 0
+    assert [f[:3] for f in frames] == [[5, 0, "malformed"]]
+    assert closed
+    assert eeprom.memory[0x0FF1] == before, "the write queued behind the read ran"
+
+
 # ---------------------------------------------------------------------------
 # Half-close (item 12)
 # ---------------------------------------------------------------------------
