@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from bridge.server import Server
+from tests.reliability.helpers import read_frames
 
 TMP117 = 0x48
 EEPROM = 0x50
@@ -44,30 +45,7 @@ HELLO = frame([0, 0, {"version": 1, "client": "errors-test"}])
 
 def read_all(sock: socket.socket, timeout: float = 10.0) -> tuple[list[list[Any]], bool]:
     """Every frame until the server closes (True) or ``timeout`` passes (False)."""
-    sock.settimeout(timeout)
-    buf = b""
-    closed = False
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        buf += chunk
-    frames = []
-    up = msgpack.Unpacker()
-    while len(buf) >= 4:
-        n = int.from_bytes(buf[:4], "big")
-        up.feed(buf[4 : 4 + n])
-        frames.append(up.unpack())
-        buf = buf[4 + n :]
-    return frames, closed
+    return read_frames(sock, timeout)
 
 
 def read_n(sock: socket.socket, n: int, timeout: float = 10.0) -> list[list[Any]]:
