@@ -8,10 +8,11 @@ documented entry per direction:
   :class:`ProtocolError`;
 * :meth:`Connection.send` takes one event and returns the bytes to write.
 
-What a role accepts in each :class:`State` is one table (``_RECEIVES``, from
-SPEC.md §6, §7 and §9), what it may send is another (``_SENDS``), and only
-:meth:`Connection._enter` moves between states, along ``MOVES``.  Turning
-events into bytes and back is :mod:`protocol.codec`'s job.
+What a role accepts in each :class:`State` is one table (``RECEIVES``, from
+SPEC.md §6, §7 and §9), what it may send is another (``SENDS``; both in
+:mod:`protocol.states`), and only :meth:`Connection._enter` moves between
+states, along ``MOVES``.  Turning events into bytes and back is
+:mod:`protocol.codec`'s job.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from .admin import (
+    OPS,
+    AdminEvent,
+    AdminRequest,
+    AdminResult,
+    Subscriptions,
+    check_params,
+    decode_admin_result,
+)
 from .codec import (
     Buffer,
     decode_error,
@@ -44,60 +54,18 @@ from .events import (
     ChainedI2CRequest,
     Error,
     Event,
-    FrameType,
-    Hello,
     I2CRequest,
-    Ping,
-    Pong,
     Result,
     SpiRequest,
-    Welcome,
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
 from .refusals import frame_too_large, not_a_frame, stream_ended_inside_frame, undecodable
-from .states import MOVES, Role, State
+from .states import MOVES, RECEIVES, SENDS, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
 __all__ = ["NEED_DATA", "Connection", "LocalProtocolError", "Role", "State", "encode_body",
            "frame"]
-
-
-_T = FrameType
-#: What each role accepts in each state: frame type -> the method that takes it.
-#: Any other type goes to ``_unexpected``.
-_RECEIVES: Final[dict[tuple[Role, State], dict[int, str]]] = {
-    (Role.SERVER, State.AWAIT_HELLO): {
-        _T.HELLO: "_on_hello", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-        _T.I2C: "_on_early_request", _T.SPI: "_on_early_request",
-        _T.LEASE: "_on_early_request",
-    },
-    (Role.SERVER, State.OPEN): {
-        _T.I2C: "_on_i2c", _T.SPI: "_on_spi", _T.LEASE: "_on_lease", _T.PING: "_on_ping",
-        _T.PONG: "_on_pong", _T.HELLO: "_on_second_handshake",
-    },
-    (Role.CLIENT, State.AWAIT_WELCOME): {
-        _T.WELCOME: "_on_welcome", _T.RESULT: "_on_result", _T.ERROR: "_on_error",
-        _T.LEASE_RESULT: "_on_lease_result", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-    },
-    (Role.CLIENT, State.OPEN): {
-        _T.RESULT: "_on_result", _T.ERROR: "_on_error", _T.LEASE_RESULT: "_on_lease_result",
-        _T.PING: "_on_ping", _T.PONG: "_on_pong", _T.WELCOME: "_on_second_handshake",
-    },
-}
-
-#: What each role may send (SPEC.md §4's direction column), and what to call it
-#: when the other role tries.
-_SENDS: Final[dict[Role, dict[type[Any], str]]] = {
-    Role.CLIENT: {
-        I2CRequest: "requests", ChainedI2CRequest: "requests", SpiRequest: "requests",
-        LeaseRequest: "requests", Hello: "HELLO", Ping: "PING", Pong: "PONG",
-    },
-    Role.SERVER: {
-        Result: "answers", Error: "answers", LeaseResult: "answers", Welcome: "WELCOME",
-        Ping: "PING", Pong: "PONG",
-    },
-}
 
 
 class _NeedData:
@@ -130,14 +98,15 @@ class _Core:
         #: Server: the ERROR that ends the connection (a fatal one) has been sent.
         self._ended = False
         self._last_id = 0
+        self._subs = Subscriptions()  # which ids carry EVENT frames (SPEC.md §4.12)
         self._buf = bytearray()  # the start of a frame whose end has not arrived
         self._eof = False
         self._unpackb = unpacker(limits, role is Role.CLIENT)
         self._tables: dict[State, dict[int, _Handler]] = {
             state: {int(t): getattr(self, name) for t, name in table.items()}
-            for (r, state), table in _RECEIVES.items() if r is role
+            for (r, state), table in RECEIVES.items() if r is role
         }
-        self._may_send = frozenset(_SENDS[role])
+        self._may_send = frozenset(SENDS[role])
         # The next_event() view's own queue (see receive_data).
         self._pending = bytearray()
         self._pending_eof = False
@@ -177,6 +146,11 @@ class _Core:
         """A snapshot of the request ids sent (client) or accepted (server) and not yet answered."""
         return frozenset(self._in_flight)
 
+    @property
+    def subscriptions(self) -> frozenset[int]:
+        """Ids of the open subscriptions: their EVENT frames may be sent and received."""
+        return frozenset(self._subs.live)
+
     def _enter(self, new: State) -> None:
         """The one place the state changes, and only along ``MOVES``."""
         if new not in MOVES[self._state]:
@@ -191,7 +165,7 @@ class _Core:
         rid = self._last_id
         while True:
             rid = rid + 1 if rid < MAX_REQUEST_ID else 1
-            if rid not in self._in_flight:
+            if rid not in self._in_flight and rid not in self._subs.live:
                 self._last_id = rid
                 return rid
 
@@ -206,6 +180,7 @@ class _Core:
             raise LocalProtocolError("only a server withdraws a request")
         if not self._settle_owed(request_id):
             self._in_flight.discard(request_id)
+        self._subs.answered(request_id, False)
 
     def _settle_owed(self, rid: int) -> bool:
         """Take one owed refusal of ``rid`` off the books; False if none was owed."""
@@ -305,7 +280,7 @@ class _Receiver(_Core):
         self._enter(State.CLOSED)
         return error
 
-    # The handlers of _RECEIVES: each takes an unpacked body ``[type, id, ...]``.
+    # The handlers of RECEIVES: each takes an unpacked body ``[type, id, ...]``.
 
     def _on_i2c(self, f: list[Any]) -> Event:
         ev = decode_i2c(f, self._limits)
@@ -324,6 +299,12 @@ class _Receiver(_Core):
     def _on_lease(self, f: list[Any]) -> Event:
         ev = decode_lease(f)
         self._admit(ev.id)
+        return ev
+
+    def _on_admin(self, f: list[Any]) -> Event:
+        ev = self._subs.admit(f)
+        self._admit(ev.id)
+        self._subs.requested(ev)
         return ev
 
     def _admit(self, rid: int) -> None:
@@ -369,7 +350,17 @@ class _Receiver(_Core):
         ev = decode_error(f)
         if ev.id:  # id 0: about the connection, not a request
             self._settle(ev.id)
+            self._subs.answered(ev.id, False)
         return ev
+
+    def _on_admin_result(self, f: list[Any]) -> Event:
+        ev = decode_admin_result(f)
+        self._settle(ev.id)
+        self._subs.answered(ev.id, True)
+        return ev
+
+    def _on_admin_event(self, f: list[Any]) -> Event:
+        return self._subs.event(f)
 
     def _on_lease_result(self, f: list[Any]) -> Event:
         ev = decode_lease_result(f)
@@ -485,13 +476,17 @@ class Connection(_Receiver):
             return self._send_spi(event)
         if type(event) is LeaseRequest:
             return self._send_lease(event)
-        if type(event) is Error or type(event) is LeaseResult:
+        if type(event) is Error or type(event) is LeaseResult or type(event) is AdminResult:
             return self._send_answer(event)
+        if type(event) is AdminEvent:
+            return self._send_event(event)
+        if type(event) is AdminRequest:
+            return self._send_admin(event)
         return self._send_other(event)
 
     def _not_ours(self, event: object) -> Exception:
         other = Role.SERVER if self.role is Role.CLIENT else Role.CLIENT
-        kind = _SENDS[other].get(type(event))
+        kind = SENDS[other].get(type(event))
         if kind is None:
             return TypeError(f"not a protocol event: {event!r}")
         return LocalProtocolError(f"only a {other.value} sends {kind}")
@@ -514,6 +509,26 @@ class Connection(_Receiver):
         self._check_request_id(ev.id)
         return self._sent_request(ev.id, encode_body(ev))
 
+    def _send_admin(self, ev: AdminRequest) -> bytes:
+        self._check_request_id(ev.id)
+        if ev.op in OPS:  # an op this version does not know may be a newer server's
+            try:
+                check_params(ev.id, ev.op, ev.params)
+            except ProtocolError as e:
+                raise LocalProtocolError(e.message) from None
+        try:
+            body = encode_body(ev)
+        except (TypeError, ValueError) as e:  # what msgpack cannot carry
+            raise LocalProtocolError(f"ADMIN {ev.op}: {e}") from None
+        data = self._sent_request(ev.id, body)
+        self._subs.requested(ev)
+        return data
+
+    def _send_event(self, ev: AdminEvent) -> bytes:
+        if ev.id not in self._subs.live:
+            raise LocalProtocolError(f"EVENT for id {ev.id}, which names no open subscription")
+        return self._send_other(ev)
+
     def _sent_request(self, rid: int, body: bytes) -> bytes:
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
@@ -525,6 +540,8 @@ class Connection(_Receiver):
             raise LocalProtocolError(f"request id {rid} out of range")
         if rid in self._in_flight:
             raise LocalProtocolError(f"request id {rid} is already in flight")
+        if rid in self._subs.live:
+            raise LocalProtocolError(f"request id {rid} names a live subscription")
 
     def _send_result(self, ev: Result) -> bytes:
         if ev.id not in self._in_flight:
@@ -535,8 +552,8 @@ class Connection(_Receiver):
         self._in_flight.remove(ev.id)
         return pack_prefix(len(body)) + body
 
-    def _send_answer(self, ev: Error | LeaseResult) -> bytes:
-        """An ERROR or LEASE_RESULT: only for a request read and not yet answered.
+    def _send_answer(self, ev: Error | LeaseResult | AdminResult) -> bytes:
+        """An ERROR, LEASE_RESULT or ADMIN_RESULT: only for a request read and not yet answered.
 
         ERROR may also answer a non-fatal refusal (its id is owed, never in flight)
         or carry id 0.  Once the receiving side is ``CLOSED``, an ERROR with id 0
@@ -555,13 +572,15 @@ class Connection(_Receiver):
             self._settle_owed(rid)
         elif rid:
             self._in_flight.discard(rid)
+            if type(ev) is not LeaseResult:
+                self._subs.answered(rid, type(ev) is AdminResult)
         elif self._state is State.CLOSED:
             self._ended = True
             self._in_flight.clear()
             self._owed.clear()
         return body
 
-    def _not_in_flight(self, ev: Result | Error | LeaseResult) -> LocalProtocolError:
+    def _not_in_flight(self, ev: Result | Error | LeaseResult | AdminResult) -> LocalProtocolError:
         if self._ended:
             why = "the connection ended with a fatal ERROR"
         elif self._state is State.AWAIT_HELLO:

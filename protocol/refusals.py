@@ -22,7 +22,8 @@ def _bad(code: ErrorCode, msg: str, rid: int = 0, fatal: bool = False) -> Protoc
 
 #: The frame types that are request frames (SPEC.md §4): only their ids are ever
 #: echoed in an ERROR.  A later request frame type is added here.
-REQUEST_TYPES: frozenset[int] = frozenset({FrameType.I2C, FrameType.SPI, FrameType.LEASE})
+REQUEST_TYPES: frozenset[int] = frozenset({FrameType.I2C, FrameType.SPI, FrameType.LEASE,
+                                          FrameType.ADMIN})
 
 
 def peek_id(body: Buffer) -> int:

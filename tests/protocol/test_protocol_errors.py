@@ -133,7 +133,7 @@ def test_no_id_is_read_from_anything_else(body: bytes) -> None:
 
 
 def test_request_types_are_the_request_frames_of_section_4() -> None:
-    assert {2, 3, 8} == REQUEST_TYPES
+    assert {2, 3, 8, 10} == REQUEST_TYPES
 
 
 # ---------------------------------------------------------------------------
