@@ -27,6 +27,8 @@ COMPILED = [
     "protocol/errors.py",
     "protocol/events.py",
     "protocol/limits.py",
+    "protocol/refusals.py",
+    "protocol/states.py",
     "protocol/virtio.py",
     "bridge/server/execute.py",
     "bridge/server/scheduling.py",

@@ -229,16 +229,17 @@ class FramedProtocol(FlowControl):
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
         self.eof = True
-        if self.conn.buffered:
-            # It ended inside a frame: say so (SPEC §9, fatal malformed) before closing.
-            self.conn.receive_data(b"")
-            try:
-                self.conn.next_event()
-            except ProtocolError as e:
-                self.stats.protocol_errors += 1
-                self.gate.event(log, logging.WARNING, "frame refused", peer=self.peer, id=0,
-                                code=str(e.code), reason=e.message, fatal=True)
-                self.send(Error(0, e.code, e.message))
+        if self.transport.get_extra_info("ssl_object") is not None:
+            # TLS has no half-close (SPEC §1): the client's close_notify, or a FIN, ends
+            # the session.  Nothing more is sent (after a close_notify it would be an
+            # error to the peer); frames not started are withdrawn as for a drop.
+            return False
+        # The one receive path: b"" is the end of the stream.  Ending inside a frame
+        # is a fatal malformed (SPEC §9.3): said before closing.
+        for e in self.conn.receive(b""):
+            if isinstance(e, ProtocolError):
+                self._refuse(e)
+                return False
         if self.conn.in_flight:
             self._probe_peer()
         return bool(self.conn.in_flight)
@@ -345,6 +346,8 @@ class FramedProtocol(FlowControl):
         stopped reading (frozen, half-open) would keep its session, and megabytes
         of answers, for ever.
         """
+        if self.transport.is_closing():
+            return  # closed already (a TLS transport may be detached from its buffer)
         self.transport.close()
         if self.transport.get_write_buffer_size():
             self.loop.call_later(CLOSE_GRACE, self._abort_if_open)

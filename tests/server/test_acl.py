@@ -165,3 +165,10 @@ async def test_a_lease_needs_read_write_access_to_its_whole_scope(
     lease = await admin.lease_take("1", ttl=5)  # read-write on everything
     assert [x.id for x in await ci.leases()] == [lease.info.id]
     assert await admin.lease_release(lease)
+
+
+async def test_a_client_no_rule_covers_gets_denied_not_unknown_bus(ci: AsyncClient) -> None:
+    """SPEC §9.4: access rules come before the bus lookup, so a client learns nothing
+    about which buses exist from buses it may not use."""
+    err = await denied(ci.i2c("9", [read(0x48, 1)]))
+    assert "no access rule" in err.message
