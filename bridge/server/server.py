@@ -31,7 +31,7 @@ from .scheduling import BoardLike, BusWorker, Job, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
-from .tlsgate import TlsGate
+from .tlsgate import RefusalLog, TlsGate
 
 log = logging.getLogger("busbridge.server")
 
@@ -64,6 +64,7 @@ class Server:
         self.host = host
         self.port = port
         self.stats = ServerStats()
+        self.leases.add_listener(self.stats.leases_changed)
         self.welcome = WelcomeInfo(
             server=f"busbridge {__version__}",
             board=board.name,
@@ -99,7 +100,8 @@ class Server:
         loop = asyncio.get_running_loop()
         factory: Callable[[], asyncio.BaseProtocol] = lambda: Session(self)  # noqa: E731
         if sec.ssl is not None:  # handshakes run (and refusals are logged) by the gate
-            self.tls_gate = TlsGate(factory, sec.ssl, lim.handshake_timeout_s)
+            self.tls_gate = TlsGate(factory, sec.ssl, lim.handshake_timeout_s,
+                                    RefusalLog(stats=self.stats))
             factory = self.tls_gate
         self._server = await loop.create_server(factory, self.host, self.port)
         sock = cast(Any, self._server).sockets[0].getsockname()
@@ -166,11 +168,13 @@ class Server:
             return False
         self.sessions.add(session)
         self.stats.connections += 1
+        self.stats.clients = len(self.sessions)
         return True
 
     def release(self, session: Session) -> None:
         """A connection is gone (its queued requests are the scheduler's to withdraw)."""
         self.sessions.discard(session)
+        self.stats.clients = len(self.sessions)
 
     @property
     def _sweep_period(self) -> float:

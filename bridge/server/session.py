@@ -45,6 +45,7 @@ from .reqlog import RequestLog
 from .scheduling import BoardLike, Scheduler, unknown_bus
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
+from .tally import RequestTally
 
 log = logging.getLogger("busbridge.server")
 
@@ -97,6 +98,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._rview = memoryview(bytearray(READ_BUFFER))
         #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
         self.reqlog: RequestLog | None = None
+        #: Each bus request from arrival to answer: latency, bytes, queue (stats.py).
+        self.tally = RequestTally(stats)
 
     # -- reading ---------------------------------------------------------------
 
@@ -164,6 +167,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def send(self, ev: Event) -> None:
         if self.reqlog is not None:
             self.reqlog.answered(ev)
+        if type(ev) is Error:
+            self.tally.error(ev)
         if not self.open or self.transport.is_closing():
             self.conn.withdraw(getattr(ev, "id", 0))
             return
@@ -184,6 +189,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         """The RESULT of request ``rid``, as the bus left it (counted by the scheduler)."""
         if self.reqlog is not None:
             self.reqlog.answered(Result(rid, status, reads, failures))
+        self.tally.result(rid, status, failures)
         if failures:
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:
@@ -276,6 +282,7 @@ class Session(FramedProtocol):
             self._hello_timer.cancel()
         self.host.release(self)
         withdrawn = self.scheduler.withdraw(self)
+        self.tally.close()
         event(log, logging.INFO, "client disconnected", peer=self.peer,
               in_flight=len(self.conn.in_flight), withdrawn=withdrawn,
               error=str(exc) if exc else "")
@@ -291,8 +298,10 @@ class Session(FramedProtocol):
         self._batch = batch
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
+            arrived = self.tally.arrived
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
+                    arrived(ev)
                     if self.reqlog is not None:
                         self.reqlog.arrived(ev)
                     guard = self.guard
@@ -317,8 +326,10 @@ class Session(FramedProtocol):
     # -- frames other than I2C ------------------------------------------------------
 
     def _dispatch(self, ev: Event) -> None:
-        if self.reqlog is not None and isinstance(ev, SpiRequest):
-            self.reqlog.arrived(ev)
+        if isinstance(ev, SpiRequest):
+            self.tally.arrived(ev)
+            if self.reqlog is not None:
+                self.reqlog.arrived(ev)
         if self.guard is not None and self.guard.refuse(self, ev):
             self._count_refused(ev)
             return
