@@ -189,7 +189,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         """The RESULT of request ``rid``, as the bus left it (counted by the scheduler)."""
         if self.reqlog is not None:
             self.reqlog.answered(Result(rid, status, reads, failures))
-        self.tally.result(rid, status, failures)
+        self.tally.result(rid, status, reads, failures)
         if failures:
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:

@@ -51,6 +51,7 @@ class RequestTally:
         self._pending[ev.id] = (counts, ev, now)
 
     def _settle(self, rid: int) -> tuple[BusCounts, I2CRequest | SpiRequest] | None:
+        """Take ``rid`` off the pending: its latency, and the bus's queue and busy time."""
         noted = self._pending.pop(rid, None)
         if noted is None:
             return None
@@ -66,30 +67,29 @@ class RequestTally:
             counts.busy_s += now - counts.busy_since
         return counts, ev
 
-    def result(self, rid: int, status: bytes, failures: list[Failure]) -> None:
+    def result(self, rid: int, status: bytes, reads: list[bytes],
+               failures: list[Failure]) -> None:
         """Request ``rid`` is answered with a RESULT: count what it moved and how it failed."""
         settled = self._settle(rid)
         if settled is None:
             return
         counts, ev = settled
-        read = written = 0
-        if type(ev) is I2CRequest:
+        if not failures:  # the common case: everything moved (reads carry what was read)
+            counts.bytes_read += sum(map(len, reads))
+            if type(ev) is I2CRequest:
+                counts.bytes_written += sum([len(m.data) for m in ev.msgs])  # reads' are b""
+            elif isinstance(ev, SpiRequest):
+                counts.bytes_written += sum([len(t.tx) for t in ev.transfers if t.tx is not None])
+            return
+        if type(ev) is I2CRequest:  # some messages completed: those moved their bytes
             for m, st in zip(ev.msgs, status, strict=False):
                 if not st:
                     if m.flags & I2C_FLAGS_M_RD:
-                        read += m.length
+                        counts.bytes_read += m.length
                     else:
-                        written += len(m.data)
-        elif not any(status):  # SPI: a message succeeds or fails whole
-            for t in ev.transfers:  # type: ignore[union-attr]
-                read += t.rx_len
-                if t.tx is not None:
-                    written += len(t.tx)
-        counts.bytes_read += read
-        counts.bytes_written += written
-        if failures:
-            name = next((errno_name(f.errno) for f in failures if f.errno != ENXIO), _ENXIO_NAME)
-            counts.by_errno[name] = counts.by_errno.get(name, 0) + 1
+                        counts.bytes_written += len(m.data)
+        name = next((errno_name(f.errno) for f in failures if f.errno != ENXIO), _ENXIO_NAME)
+        counts.by_errno[name] = counts.by_errno.get(name, 0) + 1
 
     def error(self, ev: Error) -> None:
         """An ERROR frame is sent: count its code, and settle the request it answers."""
