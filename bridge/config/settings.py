@@ -27,7 +27,8 @@ class ServerSettings(BaseModel):
 
     listen: str = DEFAULT_LISTEN
     request_timeout_ms: Annotated[int, Field(gt=0, le=MAX_TIMEOUT_MS)] = DEFAULT_REQUEST_TIMEOUT_MS
-    #: ``HOST:PORT`` of the Prometheus endpoint (``/metrics``); absent: none (docs/metrics.md).
+    #: ``HOST:PORT`` of the Prometheus endpoint (``/metrics``); absent: none (docs/docker.md,
+    #: Metrics).
     metrics: str | None = None
     #: Longest lease TTL the server grants (seconds); longer takes are refused.
     lease_max_ttl_s: Annotated[int, Field(gt=0, le=86_400)] = 3600
