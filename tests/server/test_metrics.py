@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -19,13 +20,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Pki
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.client import AsyncClient, ClientAuth, RemoteError, TransferError, read, write
+from bridge.client import (
+    AsyncClient,
+    ClientAuth,
+    ConnectionLost,
+    RemoteError,
+    TransferError,
+    read,
+    write,
+)
 from bridge.config import Board
 from bridge.server import Server, ServerPolicy
 from bridge.server.acl import AccessRule, Acl
-from bridge.server.auth import TokenSpec, build_server_security, hash_token
+from bridge.server.auth import TlsSettings, TokenSpec, build_server_security, hash_token
 from bridge.server.metrics import FAMILIES, MetricsServer
 from bridge.server.stats import LATENCY_BOUNDS
 from protocol import ErrorCode
@@ -267,3 +277,55 @@ def test_a_metrics_port_in_use_is_one_clear_error() -> None:
     assert r.stderr.splitlines() == [
         f"busbridge: error: cannot listen on 127.0.0.1:{port} for metrics: "
         "Address already in use"]
+
+
+async def test_a_deadline_counts_as_an_error_by_its_errno(board: Board,
+                                                          metrics: MetricsServer) -> None:
+    s = Server(board, host="127.0.0.1", port=0)
+    await s.start()
+    dev = board.i2c["1"].device(0x48)  # type: ignore[attr-defined]
+    dev.stall_s = 0.5
+    try:
+        metrics.attach(s.stats, board.name)
+        async with await AsyncClient.connect("127.0.0.1", s.port) as c:
+            r = await c.i2c("1", [read(0x48, 2)], timeout=0.05)
+            assert r.failures[0].errno == 110  # ETIMEDOUT
+        samples = await asyncio.to_thread(scrape, metrics.port)
+        bus1 = {"kind": "i2c", "bus": "1"}
+        assert pick(samples, "busbridge_errors_total", **bus1) == 1
+        assert pick(samples, "busbridge_timeouts_total", **bus1) == 1
+        assert family(samples, "busbridge_failures_total") == {
+            labels(kind="i2c", bus="1", errno="ETIMEDOUT"): 1}
+        assert pick(samples, "busbridge_bytes_total", **bus1, direction="read") == 0
+    finally:
+        dev.stall_s = 0
+        await s.close(grace=2.0)
+
+
+async def test_a_refused_tls_handshake_is_an_auth_failure(board: Board, pki: Pki,
+                                                          metrics: MetricsServer) -> None:
+    tls = TlsSettings(cert=str(pki.server), key=str(pki.server), client_ca=str(pki.client_ca))
+    s = Server(board, host="127.0.0.1", port=0,
+               policy=ServerPolicy(security=build_server_security(tls, [], False)))
+    await s.start()
+    try:
+        metrics.attach(s.stats, board.name)
+
+        async def connect_and_ping() -> None:  # no client certificate
+            c = await AsyncClient.connect("127.0.0.1", s.port,
+                                          auth=ClientAuth(cafile=str(pki.ca)), timeout=5.0)
+            await c.ping()  # TLS 1.3 reports the refusal on the first read
+
+        with pytest.raises((ssl.SSLError, ConnectionLost, ConnectionResetError)):
+            await connect_and_ping()
+        samples: Samples = {}
+        for _ in range(100):  # bounded: the server logs the refusal as the handshake fails
+            samples = await asyncio.to_thread(scrape, metrics.port)
+            if pick(samples, "busbridge_auth_failures_total", stage="tls"):
+                break
+            await asyncio.sleep(0.05)
+        assert pick(samples, "busbridge_auth_failures_total", stage="tls") == 1
+        assert pick(samples, "busbridge_auth_failures_total", stage="hello") == 0
+        assert s.stats.snapshot()["auth_failures"] == 1
+    finally:
+        await s.close(grace=1.0)
