@@ -69,17 +69,33 @@ class RequestTally:
 
     def result(self, rid: int, status: bytes, reads: list[bytes],
                failures: list[Failure]) -> None:
-        """Request ``rid`` is answered with a RESULT: count what it moved and how it failed."""
-        settled = self._settle(rid)
-        if settled is None:
+        """Request ``rid`` is answered with a RESULT: count what it moved and how it failed.
+
+        The hot path: :meth:`_settle` is written out here rather than called.
+        """
+        noted = self._pending.pop(rid, None)
+        if noted is None:
             return
-        counts, ev = settled
+        counts, ev, t0 = noted
+        if t0 >= 0:  # else its connection is gone (close): bytes and outcome still count
+            now = perf_counter()
+            took = now - t0
+            counts.latency[bisect_left(LATENCY_BOUNDS, took)] += 1
+            counts.latency_s += took
+            left = counts.in_flight = counts.in_flight - 1
+            if not left:
+                counts.busy_s += now - counts.busy_since
+        written = 0
         if not failures:  # the common case: everything moved (reads carry what was read)
             counts.bytes_read += sum(map(len, reads))
             if type(ev) is I2CRequest:
-                counts.bytes_written += sum([len(m.data) for m in ev.msgs])  # reads' are b""
+                for m in ev.msgs:  # a read's data is b""
+                    written += len(m.data)
             elif isinstance(ev, SpiRequest):
-                counts.bytes_written += sum([len(t.tx) for t in ev.transfers if t.tx is not None])
+                for t in ev.transfers:
+                    if t.tx is not None:
+                        written += len(t.tx)
+            counts.bytes_written += written
             return
         if type(ev) is I2CRequest:  # some messages completed: those moved their bytes
             for m, st in zip(ev.msgs, status, strict=False):
@@ -87,7 +103,8 @@ class RequestTally:
                     if m.flags & I2C_FLAGS_M_RD:
                         counts.bytes_read += m.length
                     else:
-                        counts.bytes_written += len(m.data)
+                        written += len(m.data)
+            counts.bytes_written += written
         name = next((errno_name(f.errno) for f in failures if f.errno != ENXIO), _ENXIO_NAME)
         counts.by_errno[name] = counts.by_errno.get(name, 0) + 1
 
