@@ -116,8 +116,10 @@ class RequestTally:
         if ev.id:
             settled = self._settle(ev.id)
             if settled is not None:
-                by_code = settled[0].by_code
-                by_code[code] = by_code.get(code, 0) + 1
+                # ``internal`` (a bug of the server's own) is counted in ``errors`` by the
+                # scheduler, so it goes with the errnos, which sum to ``errors``.
+                by = settled[0].by_errno if code == "internal" else settled[0].by_code
+                by[code] = by.get(code, 0) + 1
 
     def close(self) -> None:
         """The connection is gone: what it left unanswered no longer waits for it.
