@@ -10,8 +10,9 @@ that is :class:`~protocol.connection.Connection`'s job, and it calls these
 functions.  They are public so that peers, tests and tools can build and take
 apart frames without a connection.  Decoders raise :class:`ProtocolError`
 (with the request id when it could be read); encoders raise
-:class:`LocalProtocolError`.  The LEASE and LEASE_RESULT decoders live beside
-their events in :mod:`protocol.leases` (their maps have many fields).  The only
+:class:`LocalProtocolError`.  The LEASE / LEASE_RESULT and ADMIN / ADMIN_RESULT /
+EVENT decoders live beside their events in :mod:`protocol.leases` and
+:mod:`protocol.admin` (their maps have many fields).  The only
 state kept is two caches of virtio-i2c headers, bounded because only valid
 headers are stored.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from .admin import AdminEvent, AdminRequest, AdminResult
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .events import (
     ChainedI2CRequest,
@@ -86,6 +88,9 @@ _PING = int(FrameType.PING)
 _PONG = int(FrameType.PONG)
 _LEASE = int(FrameType.LEASE)
 _LEASE_RESULT = int(FrameType.LEASE_RESULT)
+_ADMIN = int(FrameType.ADMIN)
+_ADMIN_RESULT = int(FrameType.ADMIN_RESULT)
+_EVENT = int(FrameType.EVENT)
 
 #: No limit: what :func:`encode_i2c` checks lengths against without ``peer`` limits.
 _UNLIMITED = 1 << 62
@@ -227,6 +232,18 @@ def encode_lease_result(ev: LeaseResult) -> bytes:
     return _packb([_LEASE_RESULT, ev.id, ev.to_map()])
 
 
+def encode_admin(ev: AdminRequest) -> bytes:
+    return _packb([_ADMIN, ev.id, ev.op, ev.params])
+
+
+def encode_admin_result(ev: AdminResult) -> bytes:
+    return _packb([_ADMIN_RESULT, ev.id, ev.result])
+
+
+def encode_admin_event(ev: AdminEvent) -> bytes:
+    return _packb([_EVENT, ev.id, ev.event])
+
+
 def encode_hello(ev: Hello) -> bytes:
     return _packb([_HELLO, 0, ev.info.model_dump()])
 
@@ -247,6 +264,9 @@ _ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {
     Pong: encode_pong,
     LeaseRequest: encode_lease,
     LeaseResult: encode_lease_result,
+    AdminRequest: encode_admin,
+    AdminResult: encode_admin_result,
+    AdminEvent: encode_admin_event,
 }
 
 

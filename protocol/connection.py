@@ -8,19 +8,28 @@ documented entry per direction:
   :class:`ProtocolError`;
 * :meth:`Connection.send` takes one event and returns the bytes to write.
 
-What a role accepts in each :class:`State` is one table (``_RECEIVES``, from
-SPEC.md §6, §7 and §9), what it may send is another (``_SENDS``), and only
-:meth:`Connection._enter` moves between states, along ``_MOVES``.  Turning
-events into bytes and back is :mod:`protocol.codec`'s job.
+What a role accepts in each :class:`State` is one table (``RECEIVES``, from
+SPEC.md §6, §7 and §9), what it may send is another (``SENDS``; both in
+:mod:`protocol.states`), and only :meth:`Connection._enter` moves between
+states, along ``MOVES``.  Turning events into bytes and back is
+:mod:`protocol.codec`'s job.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from enum import Enum
 from typing import Any, Final
 
+from .admin import (
+    OPS,
+    AdminEvent,
+    AdminRequest,
+    AdminResult,
+    Subscriptions,
+    check_params,
+    decode_admin_result,
+)
 from .codec import (
     Buffer,
     decode_error,
@@ -50,92 +59,17 @@ from .events import (
     ChainedI2CRequest,
     Error,
     Event,
-    FrameType,
-    Hello,
     I2CRequest,
-    Ping,
-    Pong,
     Result,
     SpiRequest,
-    Welcome,
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
+from .states import MOVES, RECEIVES, SENDS, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
 __all__ = ["NEED_DATA", "Connection", "LocalProtocolError", "Role", "State", "encode_body",
            "frame"]
-
-
-class Role(Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class State(Enum):
-    """Where a connection stands in SPEC.md §6 (receiving side).
-
-    A server starts in ``AWAIT_HELLO``, a client in ``AWAIT_WELCOME``; a valid
-    handshake frame from the peer moves either to ``OPEN``, and any fatal
-    :class:`ProtocolError` to ``CLOSED``.  Sending never changes the state: a
-    client may pipeline requests behind its HELLO (the server accepts them
-    once it has accepted HELLO), and a ``CLOSED`` connection still sends the
-    ERROR frame that explains why.
-    """
-
-    #: Server: only HELLO, PING and PONG are accepted; a request frame is fatal.
-    AWAIT_HELLO = "await-hello"
-    #: Client: answers to pipelined requests are accepted; WELCOME sets the peer's limits.
-    AWAIT_WELCOME = "await-welcome"
-    #: Handshake done: requests and answers flow; a second handshake frame is fatal.
-    OPEN = "open"
-    #: A fatal error was received: the stream cannot be trusted, nothing more is decoded.
-    CLOSED = "closed"
-
-
-#: The only moves there are; anything else is a bug in this module, not the peer's fault.
-_MOVES: Final[dict[State, tuple[State, ...]]] = {
-    State.AWAIT_HELLO: (State.OPEN, State.CLOSED),
-    State.AWAIT_WELCOME: (State.OPEN, State.CLOSED),
-    State.OPEN: (State.CLOSED,),
-    State.CLOSED: (),
-}
-
-_T = FrameType
-#: What each role accepts in each state: frame type -> the method that takes it.
-#: Any other type goes to ``_unexpected``.
-_RECEIVES: Final[dict[tuple[Role, State], dict[int, str]]] = {
-    (Role.SERVER, State.AWAIT_HELLO): {
-        _T.HELLO: "_on_hello", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-        _T.I2C: "_on_early_request", _T.SPI: "_on_early_request",
-        _T.LEASE: "_on_early_request",
-    },
-    (Role.SERVER, State.OPEN): {
-        _T.I2C: "_on_i2c", _T.SPI: "_on_spi", _T.LEASE: "_on_lease", _T.PING: "_on_ping",
-        _T.PONG: "_on_pong", _T.HELLO: "_on_second_handshake",
-    },
-    (Role.CLIENT, State.AWAIT_WELCOME): {
-        _T.WELCOME: "_on_welcome", _T.RESULT: "_on_result", _T.ERROR: "_on_error",
-        _T.LEASE_RESULT: "_on_lease_result", _T.PING: "_on_ping", _T.PONG: "_on_pong",
-    },
-    (Role.CLIENT, State.OPEN): {
-        _T.RESULT: "_on_result", _T.ERROR: "_on_error", _T.LEASE_RESULT: "_on_lease_result",
-        _T.PING: "_on_ping", _T.PONG: "_on_pong", _T.WELCOME: "_on_second_handshake",
-    },
-}
-
-#: What each role may send (SPEC.md §4's direction column), and what to call it
-#: when the other role tries.
-_SENDS: Final[dict[Role, dict[type[Any], str]]] = {
-    Role.CLIENT: {
-        I2CRequest: "requests", ChainedI2CRequest: "requests", SpiRequest: "requests",
-        LeaseRequest: "requests", Hello: "HELLO", Ping: "PING", Pong: "PONG",
-    },
-    Role.SERVER: {
-        Result: "answers", Error: "answers", LeaseResult: "answers", Welcome: "WELCOME",
-        Ping: "PING", Pong: "PONG",
-    },
-}
 
 
 class _NeedData:
@@ -163,14 +97,15 @@ class _Core:
         self._result_cap = limits.max_frame  # a RESULT must fit both sides' max_frame
         self._in_flight: set[int] = set()
         self._last_id = 0
+        self._subs = Subscriptions()  # which ids carry EVENT frames (SPEC.md §4.12)
         self._buf = bytearray()  # the start of a frame whose end has not arrived
         self._eof = False
         self._unpackb = unpacker(limits, role is Role.CLIENT)
         self._tables: dict[State, dict[int, _Handler]] = {
             state: {int(t): getattr(self, name) for t, name in table.items()}
-            for (r, state), table in _RECEIVES.items() if r is role
+            for (r, state), table in RECEIVES.items() if r is role
         }
-        self._may_send = frozenset(_SENDS[role])
+        self._may_send = frozenset(SENDS[role])
         # The next_event() view's own queue (see receive_data).
         self._pending = bytearray()
         self._pending_eof = False
@@ -207,9 +142,14 @@ class _Core:
         """A snapshot of the request ids sent (client) or accepted (server) and not yet answered."""
         return frozenset(self._in_flight)
 
+    @property
+    def subscriptions(self) -> frozenset[int]:
+        """Ids of the open subscriptions: their EVENT frames may be sent and received."""
+        return frozenset(self._subs.live)
+
     def _enter(self, new: State) -> None:
-        """The one place the state changes, and only along ``_MOVES``."""
-        if new not in _MOVES[self._state]:
+        """The one place the state changes, and only along ``MOVES``."""
+        if new not in MOVES[self._state]:
             raise RuntimeError(f"{self.role.value} connection: no move from "
                                f"{self._state.name} to {new.name}")
         self._state = new
@@ -220,7 +160,7 @@ class _Core:
         rid = self._last_id
         while True:
             rid = rid + 1 if rid < MAX_REQUEST_ID else 1
-            if rid not in self._in_flight:
+            if rid not in self._in_flight and rid not in self._subs.live:
                 self._last_id = rid
                 return rid
 
@@ -234,6 +174,7 @@ class _Core:
         if self.role is not Role.SERVER:
             raise LocalProtocolError("only a server withdraws a request")
         self._in_flight.discard(request_id)
+        self._subs.answered(request_id, False)
 
 
 class _Receiver(_Core):
@@ -317,7 +258,7 @@ class _Receiver(_Core):
         self._enter(State.CLOSED)
         return error
 
-    # The handlers of _RECEIVES: each takes an unpacked body ``[type, id, ...]``.
+    # The handlers of RECEIVES: each takes an unpacked body ``[type, id, ...]``.
 
     def _on_i2c(self, f: list[Any]) -> Event:
         ev = decode_i2c(f, self._limits)
@@ -336,6 +277,12 @@ class _Receiver(_Core):
     def _on_lease(self, f: list[Any]) -> Event:
         ev = decode_lease(f)
         self._admit(ev.id)
+        return ev
+
+    def _on_admin(self, f: list[Any]) -> Event:
+        ev = self._subs.admit(f)
+        self._admit(ev.id)
+        self._subs.requested(ev)
         return ev
 
     def _admit(self, rid: int) -> None:
@@ -381,7 +328,17 @@ class _Receiver(_Core):
         ev = decode_error(f)
         if ev.id:  # id 0: about the connection, not a request
             self._settle(ev.id)
+            self._subs.answered(ev.id, False)
         return ev
+
+    def _on_admin_result(self, f: list[Any]) -> Event:
+        ev = decode_admin_result(f)
+        self._settle(ev.id)
+        self._subs.answered(ev.id, True)
+        return ev
+
+    def _on_admin_event(self, f: list[Any]) -> Event:
+        return self._subs.event(f)
 
     def _on_lease_result(self, f: list[Any]) -> Event:
         ev = decode_lease_result(f)
@@ -497,13 +454,17 @@ class Connection(_Receiver):
             return self._send_spi(event)
         if type(event) is LeaseRequest:
             return self._send_lease(event)
-        if type(event) is Error or type(event) is LeaseResult:
+        if type(event) is Error or type(event) is LeaseResult or type(event) is AdminResult:
             return self._send_answer(event)
+        if type(event) is AdminEvent:
+            return self._send_event(event)
+        if type(event) is AdminRequest:
+            return self._send_admin(event)
         return self._send_other(event)
 
     def _not_ours(self, event: object) -> Exception:
         other = Role.SERVER if self.role is Role.CLIENT else Role.CLIENT
-        kind = _SENDS[other].get(type(event))
+        kind = SENDS[other].get(type(event))
         if kind is None:
             return TypeError(f"not a protocol event: {event!r}")
         return LocalProtocolError(f"only a {other.value} sends {kind}")
@@ -526,6 +487,26 @@ class Connection(_Receiver):
         self._check_request_id(ev.id)
         return self._sent_request(ev.id, encode_body(ev))
 
+    def _send_admin(self, ev: AdminRequest) -> bytes:
+        self._check_request_id(ev.id)
+        if ev.op in OPS:  # an op this version does not know may be a newer server's
+            try:
+                check_params(ev.id, ev.op, ev.params)
+            except ProtocolError as e:
+                raise LocalProtocolError(e.message) from None
+        try:
+            body = encode_body(ev)
+        except (TypeError, ValueError) as e:  # what msgpack cannot carry
+            raise LocalProtocolError(f"ADMIN {ev.op}: {e}") from None
+        data = self._sent_request(ev.id, body)
+        self._subs.requested(ev)
+        return data
+
+    def _send_event(self, ev: AdminEvent) -> bytes:
+        if ev.id not in self._subs.live:
+            raise LocalProtocolError(f"EVENT for id {ev.id}, which names no open subscription")
+        return self._send_other(ev)
+
     def _sent_request(self, rid: int, body: bytes) -> bytes:
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
@@ -537,6 +518,8 @@ class Connection(_Receiver):
             raise LocalProtocolError(f"request id {rid} out of range")
         if rid in self._in_flight:
             raise LocalProtocolError(f"request id {rid} is already in flight")
+        if rid in self._subs.live:
+            raise LocalProtocolError(f"request id {rid} names a live subscription")
 
     def _send_result(self, ev: Result) -> bytes:
         body = encode_result(ev)
@@ -545,9 +528,11 @@ class Connection(_Receiver):
         self._in_flight.discard(ev.id)
         return pack_prefix(len(body)) + body
 
-    def _send_answer(self, ev: Error | LeaseResult) -> bytes:
+    def _send_answer(self, ev: Error | LeaseResult | AdminResult) -> bytes:
         body = self._send_other(ev)
         self._in_flight.discard(ev.id)
+        if type(ev) is not LeaseResult:
+            self._subs.answered(ev.id, type(ev) is AdminResult)
         return body
 
     def _send_other(self, ev: Event) -> bytes:

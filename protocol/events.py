@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
+from .admin import AdminEvent, AdminRequest, AdminResult
 from .errors import ErrorCode
 from .handshake import HelloInfo, WelcomeInfo
 from .leases import LeaseRequest, LeaseResult
@@ -34,6 +35,9 @@ class FrameType(IntEnum):
     PONG = 7
     LEASE = 8
     LEASE_RESULT = 9
+    ADMIN = 10
+    ADMIN_RESULT = 11
+    EVENT = 12
 
 
 class _Record:
@@ -166,4 +170,4 @@ class Pong(_Record):
 
 
 Event = (Hello | Welcome | I2CRequest | SpiRequest | Result | Error | Ping | Pong
-         | LeaseRequest | LeaseResult)
+         | LeaseRequest | LeaseResult | AdminRequest | AdminResult | AdminEvent)

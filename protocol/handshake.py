@@ -138,6 +138,16 @@ class WelcomeInfo(BaseModel):
     i2c: list[I2CBusInfo] = []
     spi: list[SpiBusInfo] = []
     limits: LimitsInfo
+    #: Optional features beyond the base protocol (SPEC.md §4.2), e.g. ``"admin"``.
+    capabilities: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default=[], max_length=64)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_capabilities(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        d: dict[str, Any] = handler(self)
+        if not d.get("capabilities"):
+            d.pop("capabilities", None)  # a server without any sends the WELCOME of old
+        return d
 
     def i2c_bus(self, name: str) -> I2CBusInfo | None:
         return next((b for b in self.i2c if b.name == name), None)

@@ -99,6 +99,7 @@ MAY: dict[str, set[str]] = {
     "vhost": {"protocol", "shared", "client"},
     "conformance": set(),
     "bench": {"protocol", "shared", "client", "server", "config"},
+    "testing": {"protocol", "shared", "client", "server", "config", "dropin"},
     "cli": {"protocol", "shared", "client", "server", "config", "buses", "dropin", "native",
             "vhost", "mqtt", "conformance", "bench"},
 }

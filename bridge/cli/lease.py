@@ -22,11 +22,12 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from protocol.errors import ErrorCode
-from protocol.leases import MAX_LEASE_TTL, LeaseInfo
+from protocol.leases import MAX_LEASE_TTL, LeaseInfo, describe_scope
 
 from .. import logs
 from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
@@ -226,10 +227,31 @@ def lease_renew(ctx: click.Context, tokens: tuple[str, ...], ttl: int | None) ->
 
 @lease.command("release", context_settings=CONTEXT)
 @click.argument("tokens", nargs=-1, metavar="[TOKEN]...")
+@click.option("--force", "force_ids", multiple=True, metavar="ID",
+              help="Release the lease with this public id (`lease list`) whoever holds it: "
+                   "an admin op (docs/admin.md). Repeatable.")
 @connection_options
 @click.pass_context
-def lease_release(ctx: click.Context, tokens: tuple[str, ...]) -> None:
+def lease_release(ctx: click.Context, tokens: tuple[str, ...],
+                  force_ids: tuple[str, ...]) -> None:
     """Give leases back (default tokens: $BUSBRIDGE_LEASE); already gone is not an error."""
+    if force_ids:
+        if tokens:
+            raise click.UsageError("give tokens or --force IDs, not both")
+
+        async def force(c: AsyncClient) -> list[dict[str, Any]]:
+            return [await c.admin("lease.release", {"lease": i}) for i in force_ids]
+
+        for lid, got in zip(force_ids, with_client(options(ctx), force), strict=True):
+            if got.get("released"):
+                held = got.get("lease") or {}
+                scope = describe_scope(held.get("kind", "?"), held.get("bus", "?"),
+                                       held.get("address"), held.get("cs"))
+                click.echo(f"force-released lease {lid} on {scope} "
+                           f"(held by {held.get('holder', '?')})")
+            else:
+                click.echo(f"lease {lid}: no live lease (already gone)")
+        return
     toks = _tokens(tokens)
 
     async def go(c: AsyncClient) -> list[bool]:

@@ -2,9 +2,10 @@
 
 Every command lives in its own module of this package (``serve``, ``info``,
 ``i2c``, ``spi``, ``demo``, ``bench``, ``lease``, ``run``, ``vhost-user``,
-``boards``, ``token``, ``conformance``, ``mount``) and is only registered here.  The global options
-(--connect/--board, TLS, token, timeout, logging) are read once into an
-:class:`~bridge.cli.common.Options` that subcommands find in the click context.
+``boards``, ``token``, ``conformance``, ``mount``, ``sim``, ``trace``) and is only
+registered here.  The global options (--connect/--board, TLS, token, timeout,
+logging) are read once into an :class:`~bridge.cli.common.Options` that
+subcommands find in the click context.
 Errors are one line on stderr, never a traceback: exit 1 for anything the board
 or server refused, 2 for a bad command line.
 """
@@ -33,6 +34,7 @@ from .lease import lease
 from .mount import mount
 from .run import run
 from .serve import serve
+from .sim import sim, trace
 from .spi import spi
 from .token import token
 from .vhost import vhost_user
@@ -114,6 +116,8 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
     busbridge demo                      a tour of the simulated board
     busbridge --board lab-pi-3 info     a board found by name (MQTT)
     busbridge boards                    the boards online
+    busbridge sim set 1 0x48 temperature=31.25   test control (admin)
+    busbridge trace --bus 1             every transaction, live (admin)
     """
     logs.setup(verbose, json_format=log_json)
     cmdline = click.core.ParameterSource.COMMANDLINE
@@ -127,7 +131,7 @@ def cli(ctx: click.Context, url: str, board: str | None, broker: str | None, ver
 
 
 for _command in (serve, info, health, i2c, spi, demo, bench, lease, run, vhost_user, boards,
-                 token, conformance, mount):
+                 token, conformance, mount, sim, trace):
     cli.add_command(_command)
 
 

@@ -13,6 +13,7 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
+from ..native.busnames import check_maps
 from .common import (
     CliError,
     ConnectError,
@@ -54,6 +55,7 @@ def mount(ctx: click.Context, maps: tuple[str, ...]) -> int:
     env[ENV_URL] = url
     env[ENV_TIMEOUT] = f"{opts.timeout:g}"
     try:
+        check_maps(maps)
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None

@@ -16,6 +16,7 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
+from ..native.busnames import check_maps
 from .common import (
     CliError,
     ConnectError,
@@ -55,6 +56,39 @@ def child_env(url: str, bus_map: BusMap, timeout: float,
     if auth is not None:  # TLS/token options given as busbridge flags reach the drop-ins
         env.update(auth.env())
     return env
+
+
+class CommandNotFound(CliError):
+    """No such COMMAND: the shell's status 127."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(CliError):
+    """COMMAND exists but cannot be executed: the shell's status 126."""
+
+    exit_code = 126
+
+
+def cannot_run(message: str, status: int) -> CliError:
+    return (CommandNotFound if status == 127 else CommandNotExecutable)(message)
+
+
+def find_program(name: str, path: str | None) -> str:
+    """``name`` as the shell finds it: 127 if there is no such command, 126 if it is
+    not an executable file."""
+    if "/" not in name:
+        found = shutil.which(name, path=path)
+        if found is None:
+            raise cannot_run(f"{name}: command not found", 127)
+        return found
+    if not os.path.exists(name):
+        raise cannot_run(f"{name}: No such file or directory", 127)
+    if os.path.isdir(name):
+        raise cannot_run(f"{name}: Is a directory", 126)
+    if not os.access(name, os.X_OK):
+        raise cannot_run(f"{name}: Permission denied", 126)
+    return name
 
 
 def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
@@ -123,16 +157,15 @@ def run(ctx: click.Context, maps: tuple[str, ...], check: bool, leases: tuple[st
     timeout, auth = opts.timeout, opts.auth
     url = resolve_board(opts.board, opts.broker, timeout) if opts.board else opts.address
     try:
+        check_maps(maps)
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None
     if check:
         _check(url, bus_map, timeout, auth)
     env = child_env(url, bus_map, timeout, auth=auth)
-    program = shutil.which(command[0], path=env.get("PATH"))
-    if program is None:
-        raise CliError(f"{command[0]}: command not found")
-    from ..native.launch import prepare, serve_and_run
+    program = find_program(command[0], env.get("PATH"))
+    from ..native.launch import ExecFailed, prepare, serve_and_run
 
     library = prepare(program, native)
     if leases:
@@ -144,8 +177,15 @@ def run(ctx: click.Context, maps: tuple[str, ...], check: bool, leases: tuple[st
                                                 program, *command)
         return hold_and_run(lease_opts, leases, lease_ttl, lease_wait, holder, program,
                             command, env)
-    if library is not None:
-        return serve_and_run(program, command, env, library)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(program, list(command), env)
+    try:
+        if library is not None:
+            return serve_and_run(program, command, env, library)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(program, list(command), env)
+    except ExecFailed as e:
+        raise cannot_run(str(e), e.status) from None
+    except OSError as e:
+        failed = ExecFailed(command[0], e)
+        raise cannot_run(str(failed), failed.status) from None
+    return None

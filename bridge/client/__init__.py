@@ -18,11 +18,13 @@ Modules: ``errors`` (what is raised), ``requests`` (frames and answers, shared b
 all three clients), ``auth`` (TLS and token settings), ``pipeline`` (the asyncio
 connection) under ``aio`` (:class:`AsyncClient`) under ``threaded`` (:class:`Client`);
 ``sync`` (what the synchronous clients share) under ``threaded`` and ``blocking``
-(:class:`BlockingClient`, which needs no event loop).
+(:class:`BlockingClient`, which needs no event loop); ``admin`` (the admin channel:
+``client.sim`` test control and ``AsyncClient.trace``).
 """
 
 from protocol.virtio import chain
 
+from .admin import AsyncSimControl, LogPage, SimControl, Trace, describe_event
 from .aio import AsyncClient
 from .auth import ClientAuth
 from .blocking import BlockingClient
@@ -40,6 +42,7 @@ from .threaded import Client
 
 __all__ = [
     "AsyncClient",
+    "AsyncSimControl",
     "BlockingClient",
     "BusBridgeError",
     "Client",
@@ -48,10 +51,14 @@ __all__ = [
     "ConnectionLost",
     "InvalidRequest",
     "Lease",
+    "LogPage",
     "RemoteError",
     "RequestTimeout",
+    "SimControl",
+    "Trace",
     "TransferError",
     "chain",
+    "describe_event",
     "parse_address",
     "read",
     "spi_xfer",

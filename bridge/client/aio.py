@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
-from typing import Unpack
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Unpack
 
+from protocol.admin import AdminRequest, AdminResult
 from protocol.events import Error, Event, Ping, Result
 from protocol.leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
+from .admin import AsyncSimControl, Trace
 from .auth import ClientAuth
 from .errors import BusBridgeError, InvalidRequest, RemoteError
 from .pipeline import Pipeline
@@ -221,6 +223,59 @@ class AsyncClient(Pipeline):
     async def leases(self) -> list[LeaseInfo]:
         """Every live lease on the board (anyone may look; no tokens)."""
         return (await self._lease(LeaseRequest(self._next_id(), LeaseOp.LIST))).leases
+
+    # -- the admin channel (SPEC.md §4.10) ---------------------------------------------
+
+    async def _admin(self, rid: int, op: str, params: Mapping[str, Any] | None,
+                     timeout: float | None) -> dict[str, Any]:
+        ev = await self._request(AdminRequest(rid, op, params), timeout)
+        if isinstance(ev, Error):
+            raise RemoteError(ev.code, ev.message)
+        assert isinstance(ev, AdminResult)
+        return ev.result
+
+    async def admin(self, op: str, params: Mapping[str, Any] | None = None,
+                    timeout: float | None = None) -> dict[str, Any]:
+        """One ADMIN op (``"sim.set"``, ...); its result map.  A refusal (``denied``,
+        ``bad-request`` naming what is wrong) raises :class:`RemoteError`."""
+        return await self._admin(self._next_id(), op, params, timeout)
+
+    @property
+    def sim(self) -> AsyncSimControl:
+        """Test control of the board's simulated chips: ``await client.sim.set(1, 0x48,
+        temperature=31.25)``."""
+        return AsyncSimControl(self)
+
+    def trace(self, *, kind: str | None = None, bus: str | int | None = None,
+              addr: int | None = None, cs: int | None = None, ten_bit: bool = False,
+              queue: int = 4096) -> Trace:
+        """Every transaction on the board as it happens (all clients, real or simulated
+        buses), filtered by ``kind``/``bus``/``addr``/``cs``: ``async with
+        client.trace(bus=1) as t: async for ev in t: ...``."""
+        params: dict[str, Any] = {k: v for k, v in (("kind", kind), ("addr", addr), ("cs", cs))
+                                  if v is not None}
+        if bus is not None:
+            params["bus"] = str(bus)
+        if ten_bit:
+            params["ten_bit"] = True
+
+        async def start(t: Trace) -> int:
+            rid = self._next_id()
+            self._subscribers[rid] = t  # before the request: events follow its answer at once
+            try:
+                await self._admin(rid, "trace.start", params, None)
+            except BaseException:
+                self._subscribers.pop(rid, None)
+                raise
+            return rid
+
+        async def stop(sid: int) -> None:
+            try:
+                await self.admin("trace.stop", {"id": sid})
+            finally:
+                self._subscribers.pop(sid, None)
+
+        return Trace(start, stop, queue)
 
     # -- lifecycle (connected, reconnect and close are the Pipeline's) --------------------
 

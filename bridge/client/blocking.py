@@ -23,8 +23,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from protocol.admin import AdminRequest, AdminResult
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
@@ -220,6 +222,18 @@ class BlockingClient(SyncClientBase):
             rid = self.conn.next_id()
             self._roundtrip(rid, encode(self.conn, Ping(rid)), self.timeout)
             return time.monotonic() - t0
+
+    def admin(self, op: str, params: Mapping[str, Any] | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
+        """One ADMIN op (SPEC.md §4.10); its result map, or :class:`RemoteError`."""
+        with self._lock:
+            rid = self.conn.next_id()
+            ev = self._roundtrip(rid, encode(self.conn, AdminRequest(rid, op, params)),
+                                 self.timeout if timeout is None else timeout)
+        if isinstance(ev, Error):
+            raise RemoteError(ev.code, ev.message)
+        assert isinstance(ev, AdminResult)
+        return ev.result
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -14,8 +14,9 @@ import asyncio
 import errno as _errno
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from protocol.admin import AdminEvent, AdminRequest, AdminResult
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
@@ -32,6 +33,13 @@ __all__ = ["Pipeline"]
 
 #: How often request deadlines are checked (s): timeouts are this coarse.
 _SWEEP = 0.05
+
+
+class Subscriber(Protocol):
+    """Where the EVENT frames of one subscription go (:class:`~.admin.Trace`)."""
+
+    def push(self, event: dict[str, Any]) -> None: ...
+    def end(self, exc: BaseException) -> None: ...
 
 
 class _ClientProtocol(asyncio.BufferedProtocol):
@@ -78,6 +86,8 @@ class Pipeline:
         self._wbuf: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._gone: asyncio.Future[None] | None = None
+        #: Subscription id -> where its EVENT frames go (registered before the request).
+        self._subscribers: dict[int, Subscriber] = {}
         #: The peer's first bytes and why the connection ended, to explain a failed handshake.
         self._head = bytearray()
         self._lost_exc: Exception | None = None
@@ -141,7 +151,12 @@ class Pipeline:
                 self._handle(ev)
 
     def _handle(self, ev: Event) -> None:
-        if isinstance(ev, Result | Error | Pong | LeaseResult) and ev.id in self._pending:
+        if isinstance(ev, AdminEvent):
+            sub = self._subscribers.get(ev.id)
+            if sub is not None:
+                sub.push(ev.event)
+        elif isinstance(ev, Result | Error | Pong | LeaseResult | AdminResult) \
+                and ev.id in self._pending:
             fut = self._pending.pop(ev.id)[0]
             if not fut.done():
                 fut.set_result(ev)
@@ -168,6 +183,9 @@ class Pipeline:
         if self._welcomed is not None and not self._welcomed.done():
             self._welcomed.set_exception(err)
         self._fail_all(err)
+        subscribers, self._subscribers = self._subscribers, {}
+        for sub in subscribers.values():
+            sub.end(err)
         self._transport = None
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
@@ -210,7 +228,8 @@ class Pipeline:
                 loop.call_soon(self._flush)
         return fut
 
-    async def _request(self, ev: Ping | LeaseRequest, timeout: float | None) -> Event:
+    async def _request(self, ev: Ping | LeaseRequest | AdminRequest, timeout: float | None
+                       ) -> Event:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()

@@ -9,13 +9,14 @@ thread.  So the two agree on every call, and neither depends on the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self, Unpack
+from collections.abc import Mapping, Sequence
+from typing import Any, Self, Unpack
 
 from protocol.events import Result
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
+from .admin import SimControl
 from .auth import ClientAuth
 from .requests import SpiHead, raise_for_i2c, raise_for_spi, server_address, spi_xfer
 
@@ -48,6 +49,17 @@ class SyncClientBase:
             timeout: float | None = None) -> Result:
         """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
         raise NotImplementedError  # pragma: no cover
+
+    def admin(self, op: str, params: Mapping[str, Any] | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
+        """One ADMIN op (SPEC.md §4.10); its result map, or :class:`RemoteError`."""
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def sim(self) -> SimControl:
+        """Test control of the board's simulated chips: ``client.sim.set(1, 0x48,
+        temperature=31.25)``."""
+        return SimControl(self)
 
     def i2c(self, bus: str | int, msgs: Sequence[I2CMsg], *, timeout: float | None = None
             ) -> Result:

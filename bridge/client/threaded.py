@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future as CFuture
 from typing import Any, TypeVar
 
@@ -118,6 +118,10 @@ class Client(SyncClientBase):
 
     def ping(self) -> float:
         return self._call(self._client.ping())
+
+    def admin(self, op: str, params: Mapping[str, Any] | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
+        return self._call(self._client.admin(op, params, timeout))
 
     def lease_take(self, bus: str | int, address: int | None = None, cs: int | None = None, *,
                    ttl: int = 60, kind: str | None = None, holder: str = "") -> Lease:

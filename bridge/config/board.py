@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..buses.base import I2CBackend, SpiBackend
+from ..buses.sim import control
+from ..buses.sim.control import Controllable, Kind
 from .buses import I2CBusSpec, SpiBusSpec
 from .fields import STRICT
 from .settings import MqttSettings, ServerSettings
@@ -96,6 +98,24 @@ class Board:
             i2c_bus.close()
         for spi_bus in self.spi.values():
             spi_bus.close()
+
+    # Test control of the simulated buses, for the server's admin ops (which may not
+    # import the simulator themselves); see bridge.buses.sim.control.
+
+    def sim_device(self, kind: Kind, bus: str, where: int, ten_bit: bool = False
+                   ) -> Controllable:
+        """The simulated device at I2C address / SPI chip select ``where``: KeyError if
+        there is none, ValueError if the bus is not simulated."""
+        return control.find(self.i2c, self.spi, kind, bus, where, ten_bit=ten_bit)
+
+    def sim_devices(self, bus: str | None = None) -> list[dict[str, Any]]:
+        """Every device of the simulated buses (or of ``bus``), as ``sim.devices`` lists it."""
+        return control.devices(self.i2c, self.spi, bus)
+
+    def sim_log(self, kind: Kind, bus: str, since: int = 0, limit: int = 100
+                ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of a simulated bus's transaction log, as ``sim.log`` answers it."""
+        return control.log_entries(self.i2c, self.spi, kind, bus, since, limit)
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 
 HELLO, WELCOME, I2C, SPI, RESULT, ERROR, PING, PONG, LEASE, LEASE_RESULT = range(10)
+ADMIN, ADMIN_RESULT, EVENT = 10, 11, 12
 
 #: The largest server frame the kit buffers; far above any max_frame a server may set.
 READ_LIMIT = 64 * 1024 * 1024

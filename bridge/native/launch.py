@@ -9,6 +9,7 @@ stop ``busbridge run`` are left to the child, which decides what they mean.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -41,11 +42,29 @@ def library_path() -> Path | None:
     return p if p.is_file() else None
 
 
+def unavailable() -> str:
+    """Why there is no library to preload: a wrong override, or none was built."""
+    override = os.environ.get(ENV_LIBRARY)
+    if override:
+        return (f"{ENV_LIBRARY}={override} does not exist (or is not a file): native "
+                "programs would not see the remote buses")
+    return UNAVAILABLE
+
+
 UNAVAILABLE = (
     "the native preload library was not built when busbridge was installed (no C "
     "compiler then?): native programs would not see the remote buses. Install gcc and "
     "reinstall busbridge (pip install --force-reinstall --no-deps busbridge, or "
     "pip install -e . in a checkout); see docs/native.md")
+
+
+class ExecFailed(Exception):
+    """The command could not be started; ``status`` is the shell's exit status for that
+    (127: not found, 126: found but not executable)."""
+
+    def __init__(self, name: str, error: OSError) -> None:
+        super().__init__(f"{name}: {error.strerror or error}")
+        self.status = 127 if error.errno == errno.ENOENT else 126
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,27 @@ def _elf_facts(data: bytes) -> tuple[bool, bool] | None:
     return (not interp, go)
 
 
+def secure_exec(path: str, st: os.stat_result) -> bool:
+    """Whether exec() of ``path`` by this process is a "secure" one (AT_SECURE), for
+    which the loader ignores LD_PRELOAD: the setuid/setgid bit or file capabilities
+    change this process's credentials (security/commoncap.c cap_bprm_creds_from_file).
+    A setuid-root program run by root, or a setuid bit on a nosuid mount, changes
+    nothing: the library is preloaded."""
+    with contextlib.suppress(OSError):
+        if os.statvfs(path).f_flag & os.ST_NOSUID:
+            return False
+    uid, euid, gid, egid = os.getuid(), os.geteuid(), os.getgid(), os.getegid()
+    if st.st_mode & 0o4000 and (st.st_uid != uid or st.st_uid != euid):
+        return True
+    if st.st_mode & 0o2000 and (st.st_gid != gid or (
+            st.st_gid != egid and st.st_gid not in os.getgroups())):
+        return True
+    if uid != 0 and hasattr(os, "getxattr"):  # root gains nothing from file capabilities
+        with contextlib.suppress(OSError):
+            return bool(os.getxattr(path, "security.capability"))
+    return False
+
+
 def inspect_program(path: str, depth: int = 0) -> Program:
     """Look at ``path`` (a script: its interpreter) the way the loader and ld.so will."""
     try:
@@ -118,10 +158,7 @@ def inspect_program(path: str, depth: int = 0) -> Program:
             data = f.read(64 * 1024 * 1024)
     except OSError:
         return Program(path)
-    setuid = bool(st.st_mode & 0o6000)
-    if not setuid and hasattr(os, "getxattr"):
-        with contextlib.suppress(OSError):
-            setuid = bool(os.getxattr(path, "security.capability"))
+    setuid = secure_exec(path, st)
     name = os.path.basename(path)
     if data[:2] == b"#!" and depth < 4:
         line = data[2 : data.find(b"\n")].decode(errors="replace").strip().split()
@@ -146,7 +183,7 @@ def prepare(program: str, enabled: bool = True) -> Path | None:
     info = inspect_program(program)
     if lib is None:
         if not info.python:
-            print(f"busbridge run: warning: {UNAVAILABLE}", file=sys.stderr)
+            print(f"busbridge run: warning: {unavailable()}", file=sys.stderr)
         return None
     why = info.warning()
     if why:
@@ -154,11 +191,18 @@ def prepare(program: str, enabled: bool = True) -> Path | None:
     return lib
 
 
+#: libuv (Node) reads and writes files through io_uring when this is 1: past libc,
+#: so past the library (the calls fail EBADF/EPERM on the inert descriptor).  Off
+#: unless the user set it.
+IO_URING = "UV_USE_IO_URING"
+
+
 def child_env(env: Mapping[str, str], library: Path, socket_path: str) -> dict[str, str]:
     out = dict(env)
     pre = out.get("LD_PRELOAD", "")
     out["LD_PRELOAD"] = f"{library} {pre}".strip() if pre else str(library)
     out[ENV_SOCKET] = socket_path
+    out.setdefault(IO_URING, "0")
     return out
 
 
@@ -181,7 +225,7 @@ def serve_and_run(program: str, argv: Sequence[str], env: Mapping[str, str],
             child = subprocess.Popen(list(argv), executable=program,
                                      env=child_env(env, library, listener.path))
         except OSError as e:
-            raise SystemExit(f"busbridge run: {argv[0]}: {e.strerror or e}") from None
+            raise ExecFailed(argv[0], e) from None
         # Installed once the child runs (it must not inherit an ignored SIGINT).
         # SIGINT from the terminal reaches the whole foreground process group, the
         # child included: it is not passed on again (a program would see two Ctrl-Cs),
@@ -206,11 +250,19 @@ def main(args: Sequence[str] | None = None) -> int:
         print("usage: python -m bridge.native.launch PROGRAM ARGV0 [ARGS...]", file=sys.stderr)
         return 2
     lib = library_path()
-    if lib is None:
-        print(f"busbridge run: {UNAVAILABLE}", file=sys.stderr)
-        os.execve(a[0], a[1:], dict(os.environ))
-    assert lib is not None
-    return serve_and_run(a[0], a[1:], dict(os.environ), lib)
+    try:
+        if lib is None:
+            print(f"busbridge run: warning: {unavailable()}", file=sys.stderr)
+            os.execve(a[0], a[1:], dict(os.environ))
+        assert lib is not None
+        return serve_and_run(a[0], a[1:], dict(os.environ), lib)
+    except ExecFailed as e:
+        print(f"busbridge: error: {e}", file=sys.stderr)
+        return e.status
+    except OSError as e:  # the execve above
+        failed = ExecFailed(a[1], e)
+        print(f"busbridge: error: {failed}", file=sys.stderr)
+        return failed.status
 
 
 if __name__ == "__main__":

@@ -14,10 +14,17 @@ works for read-only clients (see docs/security.md for the caveat).
 Taking a lease locks others out, so it needs read-write access to the whole
 leased scope: the address or chip select, or — for a bus-wide lease — a rule
 that covers the entire bus.
+
+A rule with ``admin = true`` grants the admin channel's ops (test control of
+simulated chips, the live trace, lease administration; SPEC.md §4.10) on the
+buses it covers, and nothing else: reads and writes need a rule of their own.
+With no rules the server is open, admin ops included; once any rule exists,
+admin ops need an admin rule (default deny, like everything else).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -61,9 +68,16 @@ class AccessRule(BaseModel):
     ten_bit: bool = False
     chip_selects: list[Annotated[int, Field(ge=0, le=255)]] | None = None
     access: Literal["read-only", "read-write"] = "read-write"
+    #: Grants the admin ops (SPEC.md §4.10) on the buses this rule covers; only those.
+    admin: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> AccessRule:
+        if self.admin and self.model_fields_set & {"access", "addresses", "chip_selects",
+                                                    "ten_bit"}:
+            raise ValueError("an admin rule grants the admin ops on whole buses and nothing "
+                             "else: leave out access, addresses and chip_selects, and give "
+                             "reads and writes in a rule of their own")
         kind, sep, name = self.bus.partition(":")
         if self.bus != "*" and (not sep or kind not in ("i2c", "spi") or not name):
             raise ValueError(f"bus {self.bus!r} must be \"i2c:NAME\", \"spi:NAME\", "
@@ -107,7 +121,8 @@ class AccessRule(BaseModel):
                 where += " (10-bit)"
         if self.chip_selects is not None:
             where += " cs " + ",".join(str(c) for c in self.chip_selects)
-        return f"access rule {index} (client {self.client!r}, {where}, {self.access})"
+        what = "admin" if self.admin else self.access
+        return f"access rule {index} (client {self.client!r}, {where}, {what})"
 
 
 class Acl:
@@ -133,8 +148,8 @@ class ClientAcl:
         key = (kind, bus, target, ten_bit)
         v = self._cache.get(key)
         if v is None:
-            hits = [(i, r) for i, r in self.rules
-                    if r.matches_bus(kind, bus) and r.matches_target(kind, target, ten_bit)]
+            hits = [(i, r) for i, r in self.rules if not r.admin
+                    and r.matches_bus(kind, bus) and r.matches_target(kind, target, ten_bit)]
             may_write = any(not r.read_only for _, r in hits)
             why = hits[0][1].describe(hits[0][0]) if hits and not may_write else ""
             v = self._cache[key] = (bool(hits), may_write, why)
@@ -166,12 +181,26 @@ class ClientAcl:
                     return f"{why} forbids writes: {what} (transfer {i} sends data)"
         return None
 
+    def admin_denial(self, scopes: Iterable[tuple[str, str]]) -> str | None:
+        """``None`` if an admin rule of this client covers every ``(kind, bus)`` of
+        ``scopes``, else a message naming the first bus none covers."""
+        admin = [r for _, r in self.rules if r.admin]
+        for kind, bus in scopes:
+            if not any(r.matches_bus(kind, bus) for r in admin):
+                return (f"no access rule grants client {self.client!r} the admin ops on "
+                        f"{kind} bus {bus!r} (an admin = true rule covering it)")
+        return None
+
+    def has_admin(self) -> bool:
+        """Whether any admin rule applies to this client."""
+        return any(r.admin for _, r in self.rules)
+
     def _check_lease(self, ev: LeaseRequest, who: str) -> str | None:
         if ev.op is not LeaseOp.TAKE:
             return None  # renew, release, list: only about leases the token already holds
         target = ev.address if ev.kind == "i2c" else ev.cs
         if target is None:
-            ok = any(not r.read_only and r.matches_bus(ev.kind, ev.bus)
+            ok = any(not r.read_only and not r.admin and r.matches_bus(ev.kind, ev.bus)
                      and (r.addresses if ev.kind == "i2c" else r.chip_selects) is None
                      for _, r in self.rules)
             what = f"{ev.kind} bus {ev.bus!r}"

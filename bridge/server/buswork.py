@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protocol.admin import AdminRequest
 from protocol.events import Event, Failure, I2CRequest, SpiRequest
 
 from .execute import Outcome, Work, timed_out
@@ -55,7 +56,8 @@ class Job:
     """A request handed to a bus worker, until it is answered."""
 
     requester: Requester
-    request: I2CRequest | SpiRequest
+    #: An ADMIN request's job runs an admin op's function in the client's order.
+    request: I2CRequest | SpiRequest | AdminRequest
     worker: BusWorker
     work: Work
     #: ``time.monotonic()`` by which it must have completed.
@@ -69,6 +71,9 @@ class Job:
     started: bool = False
     #: ``time.monotonic()`` when it left the bus (DONE).
     finished_at: float = 0.0
+    #: ``time.perf_counter()`` when its first step began and its last one ended (observers).
+    began: float = 0.0
+    ended: float = 0.0
     #: A bug in the server's own code while it ran (answered ``internal``).
     error: BaseException | None = None
     timer: asyncio.TimerHandle | None = None
@@ -79,6 +84,8 @@ class Job:
     @property
     def where(self) -> str:
         r = self.request
+        if isinstance(r, AdminRequest):
+            return f"{r.params.get('kind', 'i2c')} bus {r.params.get('bus')} (admin {r.op})"
         return f"i2c bus {r.bus}" if isinstance(r, I2CRequest) else f"spi bus {r.bus} cs {r.cs}"
 
     def timed_out(self) -> Outcome:
@@ -86,8 +93,10 @@ class Job:
         r = self.request
         if isinstance(r, I2CRequest):
             n, n_reads = len(r.msgs), sum(1 for m in r.msgs if m.is_read)
-        else:
+        elif isinstance(r, SpiRequest):
             n, n_reads = len(r.transfers), sum(1 for t in r.transfers if t.rx_len)
+        else:  # an admin op has no deadline: never here
+            n, n_reads = 1, 0
         return timed_out(n, n_reads, isinstance(r, SpiRequest), self.where, self.started,
                          self.doomed)
 
@@ -240,12 +249,15 @@ class BusWorker:
                     cond.wait()
                     job = self._pick(time.monotonic())
             t0 = time.perf_counter()
+            if not job.began:
+                job.began = t0
             try:
                 last = job.work.step()
             except Exception as e:  # a bug in the server's own code: never leave it unanswered
                 job.error = e
                 last = True
-            used = time.perf_counter() - t0
+            job.ended = time.perf_counter()
+            used = job.ended - t0
             with cond:
                 assert job.flow is not None
                 job.flow.used += used

@@ -238,6 +238,20 @@ class LeaseTable:
         self._changed()
         return lease
 
+    def force_release(self, lease_id: str, *, by: str) -> LeaseInfo | None:
+        """Drop the live lease with public id ``lease_id`` whoever holds it (the admin op
+        ``lease.release``); ``None`` if there is none.  Logged with who did it."""
+        self.expire()
+        lease = next((x for x in self._by_token.values() if x.id == lease_id), None)
+        if lease is None:
+            return None
+        info = self.info(lease)
+        self._drop(lease)
+        event(log, logging.WARNING, "lease force-released", lease=lease.id, scope=lease.scope,
+              holder=lease.holder, by=by)
+        self._changed()
+        return info
+
     # -- the LEASE frame -----------------------------------------------------------------
 
     def handle(self, req: LeaseRequest, tokens: Collection[str], *, holder: str,

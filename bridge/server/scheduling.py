@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from time import perf_counter
+from typing import Any, Protocol
 
+from protocol.admin import AdminRequest
 from protocol.errors import ErrorCode
 from protocol.events import Error, I2CRequest, SpiRequest
 from protocol.virtio import SpiTransfer
@@ -59,6 +62,7 @@ from .execute import (
     run_i2c_within,
     run_spi,
 )
+from .observe import Hook
 from .settings import DEFAULT_MAX_TIMEOUT_MS
 from .stats import ServerStats
 
@@ -131,6 +135,9 @@ class Scheduler:
         self.inline_left = INLINE_CLOCKS_PER_READ
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             sys.setswitchinterval(SWITCH_INTERVAL)
+        #: The observation hook (:mod:`.observe`): called for every request answered
+        #: here while anyone observes; None (one test per request) otherwise.
+        self.observe: Hook | None = None
 
     # -- requests ----------------------------------------------------------------
 
@@ -152,12 +159,16 @@ class Scheduler:
         if (not worker.pending and not backend.may_block
                 and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
             left = self.inline_left
+            obs = self.observe
+            t0 = perf_counter() if obs is not None else 0.0
             done = run_i2c_within(backend, ev.msgs, left)
             if done is not None:
                 status, reads, failures, clocks = done
                 self.inline_left = left - clocks
                 if failures:
                     counts.failed(failures)
+                if obs is not None:
+                    obs(requester, ev, (status, reads, failures), t0, perf_counter() - t0, True)
                 requester.answer(ev.id, status, reads, failures)
                 return
         self._submit(requester, ev, worker, I2CWork(backend, ev.msgs))
@@ -181,7 +192,7 @@ class Scheduler:
             if requester in worker.outstanding:
                 self._submit(requester, ev, worker, Answered(refused))
             else:
-                self._answer(requester, ev.id, refused, worker)
+                self._answer(requester, ev, refused, worker, ran=False)
             return
         if not worker.pending and not spi_backend.may_block:
             clocks = spi_clocks(ev.transfers, spi_backend.bulk(ev.cs))
@@ -189,17 +200,41 @@ class Scheduler:
             if (clocks <= INLINE_CLOCKS and clocks <= self.inline_left
                     and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
                 self.inline_left -= clocks
-                self._answer(requester, ev.id, run_spi(spi_backend, ev.cs, ev.transfers),
-                             worker)
+                t0 = perf_counter()
+                out = run_spi(spi_backend, ev.cs, ev.transfers)
+                self._answer(requester, ev, out, worker, t0, perf_counter() - t0)
                 return
         self._submit(requester, ev, worker, SpiWork(spi_backend, ev.cs, ev.transfers))
 
-    def _answer(self, requester: Requester, rid: int, outcome: Outcome,
-                worker: BusWorker) -> None:
+    def _answer(self, requester: Requester, request: I2CRequest | SpiRequest | AdminRequest,
+                outcome: Outcome, worker: BusWorker, t0: float = 0.0, dur: float = 0.0,
+                ran: bool | None = True) -> None:
+        """Answer a request; observers see it first (``ran``: see :class:`.observe.Observed`)."""
         status, reads, failures = outcome
         if failures:
             worker.counts.failed(failures)
-        requester.answer(rid, status, reads, failures)
+        obs = self.observe
+        if obs is not None and not isinstance(request, AdminRequest):
+            obs(requester, request, outcome, t0 or perf_counter(), dur, ran)
+        requester.answer(request.id, status, reads, failures)
+
+    def run_on_bus(self, requester: Requester, request: AdminRequest, bus: str,
+                   fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``fn`` on the worker of ``request``'s bus, in ``requester``'s order there.
+
+        It is queued now in the client's own queue on the bus, behind the client's
+        earlier frames and before its later ones (what an admin op that touches a
+        simulated device's state needs: a value set before a read is seen by that
+        read), and nothing of the bus runs inline until it is done.  No deadline.
+        KeyError if the board has no such bus.
+        """
+        worker = self.workers[request.params.get("kind") or "i2c", bus]
+        work = CallWork(fn, requester.loop.create_future())
+        job = Job(requester, request, worker, work, math.inf)
+        self.jobs.add(job)
+        self._idle.clear()
+        worker.submit(job)
+        return work.future
 
     # -- the workers' queues and deadlines -------------------------------------------
 
@@ -221,7 +256,9 @@ class Scheduler:
         """On the loop: a job left its bus (finished, stopped or doomed); answer it."""
         if job.settled:
             return
-        if not job.answered:
+        if isinstance(job.work, CallWork):
+            job.work.resolve(job.error)
+        elif not job.answered:
             job.answered = True
             if job.error is not None:
                 log.error("bus job failed", exc_info=job.error,
@@ -236,7 +273,8 @@ class Scheduler:
                 # loop's timer waited (a busy machine): not completed by then (§8.4).
                 self._expired(job, "deadline passed")
             else:
-                self._answer(job.requester, job.request.id, job.work.outcome(), job.worker)
+                self._answer(job.requester, job.request, job.work.outcome(), job.worker,
+                             job.began, job.ended - job.began, type(job.work) is not Answered)
         self._release(job)
 
     def _release(self, job: Job) -> None:
@@ -268,7 +306,9 @@ class Scheduler:
         job.worker.counts.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
               id=job.request.id, peer=job.requester.peer, started=job.started, reason=why)
-        self._answer(job.requester, job.request.id, job.timed_out(), job.worker)
+        self._answer(job.requester, job.request, job.timed_out(), job.worker, job.began,
+                     perf_counter() - job.began if job.began else 0.0,
+                     None if job.started else False)
 
     def withdraw(self, requester: Requester) -> int:
         """Withdraw a gone client's requests that have not reached a bus yet.
@@ -280,6 +320,8 @@ class Scheduler:
         n = 0
         for worker in self.workers.values():
             for job in worker.forget(requester):
+                if isinstance(job.work, CallWork):
+                    job.work.future.cancel()  # nobody to answer: the admin op never runs
                 job.answered = True
                 self._release(job)
                 n += 1
@@ -313,3 +355,30 @@ def spi_clocks(transfers: Sequence[SpiTransfer], bulk: bool = False) -> int:
         n = t.length
         clocks += 2 + REQUEST_CLOCKS + (n >> 6 if bulk else 8 * n)
     return clocks
+
+
+class CallWork(Work):
+    """An admin op's function, run on a bus worker as one step in its client's order."""
+
+    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+        self.result: Any = None
+        self.exc: BaseException | None = None
+
+    def step(self) -> bool:
+        try:
+            self.result = self.fn()
+        except Exception as e:  # the op's own refusal (ValueError ...): the caller's to say
+            self.exc = e
+        return True
+
+    def resolve(self, error: BaseException | None) -> None:
+        """On the loop: hand the outcome to whoever awaits it."""
+        if self.future.done():
+            return
+        exc = error or self.exc
+        if exc is not None:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(self.result)

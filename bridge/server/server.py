@@ -24,15 +24,18 @@ from protocol.limits import DEFAULT_PORT
 from .. import __version__
 from ..logs import event
 from .acl import Acl
+from .admin import Admin
 from .auth import ServerSecurity, check_exposure, is_loopback
 from .buswork import BusWorker, Job
 from .guard import TokenBucket
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseTable
+from .observe import Observers
 from .scheduling import BoardLike, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
 from .tlsgate import RefusalLog, TlsGate
+from .trace import Tracer
 
 log = logging.getLogger("busbridge.server")
 
@@ -72,9 +75,14 @@ class Server:
             i2c=[b.info() for b in board.i2c.values()],
             spi=[b.info() for b in board.spi.values()],
             limits=LimitsInfo(**limits.as_dict()),
+            capabilities=["admin"],
         )
         self.scheduler = Scheduler(board, self.stats, request_timeout,
                                    policy.limit_settings.max_timeout_ms / 1000)
+        #: Everything that watches finished transactions attaches here (observe.py).
+        self.observers = Observers(self.scheduler)
+        self.admin = Admin(board, self.scheduler, self.leases,
+                           Tracer(self.observers, limits.max_frame), limits)
         self.sessions: set[Session] = set()
         self._server: asyncio.Server | None = None
         self.tls_gate: TlsGate | None = None
@@ -139,6 +147,7 @@ class Server:
             await self._closed.wait()
             return
         self.scheduler.closing = True
+        self.admin.close()
         if self._idle_sweep is not None:
             self._idle_sweep.cancel()
         if self._server is not None:

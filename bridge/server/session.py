@@ -18,6 +18,7 @@ import socket
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
 
+from protocol.admin import AdminRequest
 from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import (
@@ -37,7 +38,8 @@ from protocol.leases import LeaseRequest
 from protocol.limits import Limits
 
 from ..logs import event
-from .acl import ANONYMOUS
+from .acl import ANONYMOUS, ClientAcl
+from .admin import Admin
 from .auth import peer_common_name
 from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import LeaseError, LeaseTable
@@ -69,6 +71,7 @@ class SessionHost(Protocol):
     leases: LeaseTable
     scheduler: Scheduler
     stats: ServerStats
+    admin: Admin
     #: Rate buckets of authenticated clients, by name (shared by their connections).
     buckets: dict[str, TokenBucket]
 
@@ -94,6 +97,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.loop = asyncio.get_running_loop()
         self.open = False
         self.eof = False
+        #: The transport is above its high-water mark: streamed events wait (trace.py).
+        self.paused = False
         self._batch: list[bytes] | None = None
         self._rview = memoryview(bytearray(READ_BUFFER))
         #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
@@ -115,10 +120,16 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         # A client that does not read stops being read: no unbounded buffering.
+        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.transport.resume_reading()
+        self.writable()
+
+    def writable(self) -> None:
+        """The transport takes data again: the subclass sends what waited."""
 
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
@@ -256,6 +267,8 @@ class Session(FramedProtocol):
         #: Per-frame checks (rate, access rules, idle stamp); None when none are configured.
         self.guard: Guard | None = None
         self.client = ANONYMOUS  # token name or certificate CN once HELLO is accepted
+        #: This client's access rules (None: the server has none; everything is open).
+        self.acl: ClientAcl | None = None
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
         if log.isEnabledFor(logging.DEBUG):
@@ -281,6 +294,7 @@ class Session(FramedProtocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         self.host.release(self)
+        self.host.admin.forget(self)
         withdrawn = self.scheduler.withdraw(self)
         self.tally.close()
         event(log, logging.INFO, "client disconnected", peer=self.peer,
@@ -343,6 +357,11 @@ class Session(FramedProtocol):
             self.send(Pong(ev.id))
         elif isinstance(ev, LeaseRequest):
             self._lease(ev)
+        elif isinstance(ev, AdminRequest):
+            self.host.admin.handle(self, ev)
+
+    def writable(self) -> None:
+        self.host.admin.tracer.flush(self)
 
     def _busy(self, rid: int, kind: str, bus: str, targets: Collection[int]) -> bool:
         """Answer ``busy`` if the request touches a scope leased to another holder."""
@@ -411,7 +430,8 @@ class Session(FramedProtocol):
             self.close_with(ErrorCode.UNAUTHORIZED, why)
             return
         self.client = client or ANONYMOUS
-        acl = policy.acl.for_client(self.client) if policy.acl is not None else None
+        self.acl = acl = (policy.acl.for_client(self.client) if policy.acl is not None
+                          else None)
         self.guard = make_guard(policy.limit_settings, acl, self.host.buckets, client,
                                 self.loop.time())
         self.client_name = ev.info.client

@@ -88,6 +88,13 @@ CONNECTING = {
     "run": ["run", "--no-native", "--", sys.executable, "-c", "pass"],
     "vhost-user": ["vhost-user", "--socket", "{tmp}/vu.sock", "--bus", "1"],
     "conformance": ["conformance", "-k", "vec.ping"],
+    "sim devices": ["sim", "devices"],
+    "sim get": ["sim", "get", "1", "0x48"],
+    "sim set": ["sim", "set", "1", "0x48", "temperature=20"],
+    "sim fault": ["sim", "fault", "1", "0x50", "clear"],
+    "sim log": ["sim", "log", "1"],
+    "sim screenshot": ["sim", "screenshot", "1", "0x3c", "{tmp}/oled.png"],
+    "trace": ["trace", "--count", "1"],
 }
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Running
 
 from .conftest import BUSBRIDGE, PROGRAMS, compile_c, need, run
@@ -66,19 +67,34 @@ def test_static_program_gets_a_warning(board: Running, tmp_path: Path) -> None:
 
 
 def test_setuid_program_gets_a_warning(board: Running, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a program setuid to another user needs root")
+    if os.statvfs(tmp_path).f_flag & os.ST_NOSUID:
+        pytest.skip(f"{tmp_path} is on a nosuid mount")
     exe = compile_c(PROGRAMS / "rdwr_spi.c", tmp_path / "rdwr_suid")
+    os.chmod(tmp_path, 0o755)
+    os.chown(exe, 65534, 65534)  # nobody: exec changes the effective uid (AT_SECURE)
     os.chmod(exe, 0o4755)
     r = run(board, str(exe))
     assert "rdwr_suid is setuid/setgid" in r.stderr
     assert "busbridge mount" in r.stderr
+    assert "open i2c: No such file or directory" in r.stdout  # this machine's /dev
+    # Setuid to the user who runs it changes nothing: preloaded, no warning.
+    os.chown(exe, os.getuid(), os.getgid())
+    os.chmod(exe, 0o4755)
+    same = run(board, str(exe))
+    assert "setuid" not in same.stderr
+    assert same.stdout.splitlines()[0] == "rdwr 2 id 0117"
 
 
 def test_without_the_library_native_programs_are_told_why(board: Running,
                                                          tmp_path: Path) -> None:
-    env = dict(os.environ, BUSBRIDGE_PRELOAD_LIBRARY=str(tmp_path / "missing.so"))
+    missing = tmp_path / "missing.so"
+    env = dict(os.environ, BUSBRIDGE_PRELOAD_LIBRARY=str(missing))
     r = run(board, "true", env=env)
     assert r.returncode == 0
-    assert "native preload library was not built" in r.stderr
+    assert f"BUSBRIDGE_PRELOAD_LIBRARY={missing} does not exist" in r.stderr
+    assert "compiler" not in r.stderr  # the build is not what went wrong
     py = run(board, sys.executable, "-c", "pass", env=env)
     assert "preload" not in py.stderr  # Python programs have the drop-ins anyway
 
@@ -110,3 +126,21 @@ def test_sigterm_reaches_the_command_and_its_status_comes_back(board: Running) -
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_command_that_cannot_start_exits_as_in_the_shell(board: Running,
+                                                          tmp_path: Path) -> None:
+    not_elf = tmp_path / "not_elf"
+    not_elf.write_bytes(b"\x7fELF garbage")
+    not_elf.chmod(0o755)
+    no_x = tmp_path / "no_x"
+    no_x.write_text("true\n")
+    for command, status, message in [
+            ("/nonexistent/prog", 127, "/nonexistent/prog: No such file or directory"),
+            ("no-such-command-here", 127, "no-such-command-here: command not found"),
+            (str(not_elf), 126, f"{not_elf}: Exec format error"),
+            (str(no_x), 126, f"{no_x}: Permission denied")]:
+        for opts in ((), ("--no-native",)):
+            r = run(board, command, opts=opts)
+            assert r.returncode == status, (command, opts, r.stderr)
+            assert r.stderr.strip().splitlines()[-1] == f"busbridge: error: {message}"

@@ -24,6 +24,7 @@ from protocol import (
     WelcomeInfo,
     write,
 )
+from protocol.admin import AdminRequest, AdminResult
 
 
 def welcome(limits: Limits = DEFAULT_LIMITS) -> Welcome:
@@ -64,6 +65,20 @@ def put_in_flight(conn: Connection, ids: Iterable[int]) -> Connection:
     else:
         peer = Connection(Role.CLIENT)
         _took(conn, b"".join(peer.send(request(rid)) for rid in ids))
+    return conn
+
+
+def subscribe(conn: Connection, sid: int) -> Connection:
+    """Subscription ``sid`` open on ``conn`` (past its handshake) through real traffic: a
+    ``trace.start`` with that id and its ADMIN_RESULT, from whichever side is the peer."""
+    start = AdminRequest(sid, "trace.start", {})
+    if conn.role is Role.CLIENT:
+        conn.send(start)
+        _took(conn, Connection(Role.SERVER).send(AdminResult(sid, {})))
+    else:
+        _took(conn, Connection(Role.CLIENT).send(start))
+        conn.send(AdminResult(sid, {}))
+    assert sid in conn.subscriptions
     return conn
 
 

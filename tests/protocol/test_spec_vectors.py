@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from protocol_pair import handshake, put_in_flight
+from protocol_pair import handshake, put_in_flight, subscribe
 
 import protocol
 from protocol import (
@@ -54,6 +54,7 @@ from protocol import (
     read,
     write,
 )
+from protocol.admin import AdminEvent, AdminRequest, AdminResult
 from protocol.connection import NEED_DATA
 from protocol.virtio import I2C_FLAGS_FAIL_NEXT, SPI_CONFIG_SIZE, SPI_TRANSFER_HEAD_SIZE
 
@@ -117,6 +118,22 @@ CLIENT_TO_SERVER: dict[str, Event] = {
     "lease-renew": LeaseRequest(11, LeaseOp.RENEW, token=TOKEN, ttl=120),
     "lease-release": LeaseRequest(12, LeaseOp.RELEASE, token=TOKEN),
     "lease-list": LeaseRequest(13, LeaseOp.LIST),
+    "admin-sim-set": AdminRequest(20, "sim.set", {"kind": "i2c", "bus": "1", "addr": 0x48,
+                                                  "values": {"temperature": 31.25}}),
+    "admin-trace-start": AdminRequest(21, "trace.start", {"bus": "1"}),
+    "admin-trace-stop": AdminRequest(22, "trace.stop", {"id": 21}),
+}
+
+SMALL_LIMITS = LimitsInfo(max_frame=65536, max_requests=16, max_i2c_len=256, max_spi_len=4096,
+                          max_in_flight=32)
+TRACE_EVENT = {
+    "t": 1764576060.25, "client": "lab", "name": "ci", "peer": "10.0.0.5:40100", "id": 7,
+    "kind": "i2c", "bus": "1",
+    "msgs": [{"addr": 0x48, "ten_bit": False, "rw": "w", "len": 1, "data": b"\x00",
+              "status": 0, "end": False},
+             {"addr": 0x48, "ten_bit": False, "rw": "r", "len": 2, "data": b"\x0f\xa0",
+              "status": 0, "end": True}],
+    "failures": [], "dur_us": 180, "ran": True,
 }
 
 SERVER_TO_CLIENT: dict[str, Event] = {
@@ -162,6 +179,13 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
                         "until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
     "lease-result-release": LeaseResult(12, [], released=True),
+    "welcome-admin": Welcome(WelcomeInfo(server="busbridge 0.1.0", board="demo",
+                                         limits=SMALL_LIMITS, capabilities=["admin"])),
+    "admin-result-sim-set": AdminResult(20, {"values": {"temperature": 31.25}}),
+    "admin-result-trace-start": AdminResult(21, {"queue": 256}),
+    "event-trace-i2c": AdminEvent(21, TRACE_EVENT),
+    "event-dropped": AdminEvent(21, {"kind": "dropped", "count": 3}),
+    "admin-result-empty": AdminResult(22, {}),
 }
 
 STRUCTS: dict[str, I2CMsg | SpiTransferHead | SpiConfig] = {
@@ -255,8 +279,10 @@ def decode_one(role: Role, data: bytes, expect: Event) -> Event:
     conn = Connection(role)
     if not isinstance(expect, Hello | Welcome):
         handshake(conn)
-    if isinstance(expect, Result | Error | LeaseResult) and expect.id:
+    if isinstance(expect, Result | Error | LeaseResult | AdminResult) and expect.id:
         put_in_flight(conn, [expect.id])  # the client sent that request
+    if isinstance(expect, AdminEvent):
+        subscribe(conn, expect.id)  # the client opened that subscription
     conn.receive_data(data)
     ev = conn.next_event()
     assert conn.next_event() is NEED_DATA, "a vector must hold exactly one frame"
@@ -311,7 +337,10 @@ def test_client_sends_exactly_the_vector(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(SERVER_TO_CLIENT))
 def test_server_sends_exactly_the_vector(name: str) -> None:
     expect = SERVER_TO_CLIENT[name]
-    assert Connection(Role.SERVER).send(expect) == BY_NAME[name].data
+    conn = Connection(Role.SERVER)
+    if isinstance(expect, AdminEvent):
+        subscribe(handshake(conn), expect.id)  # an EVENT only for an open subscription
+    assert conn.send(expect) == BY_NAME[name].data
 
 
 def test_length_prefix_of_every_frame_vector_is_its_body_length() -> None:
@@ -372,6 +401,17 @@ def test_the_busy_vector_is_what_the_server_says() -> None:
     from bridge.server.leases import busy_message
 
     assert busy_message(LEASE_50) == SERVER_TO_CLIENT["error-busy"].message  # type: ignore[union-attr]
+
+
+def test_the_trace_vector_is_what_the_server_says() -> None:
+    """The trace event of the vector is the server's own map of that transaction."""
+    from bridge.server.observe import Observed
+    from bridge.server.trace import event_map
+
+    req = I2CRequest(7, "1", tuple(chain([write(0x48, [0x00]), read(0x48, 2)])))
+    obs = Observed(req, (b"\x00\x00", [b"\x0f\xa0"], []), 1764576060.25, 180e-6, True, "lab",
+                   "ci", "10.0.0.5:40100")
+    assert event_map(obs, 1 << 16)[0] == TRACE_EVENT
 
 
 def test_editing_a_hex_digit_is_caught() -> None:

@@ -56,13 +56,15 @@ def may_stall(timing: bool, devices: Iterable[Stalling]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """One transaction as a simulated bus saw it: its number and its outcome.
+    """One transaction as a simulated bus saw it: its number, time and outcome.
 
     ``errno`` 0 is success; otherwise ``index`` is the first request that
     failed (see :class:`~bridge.buses.base.BusError`) and ``error`` says why.
+    ``t`` is when it ended, on the host's wall clock (UNIX seconds).
     """
 
     seq: int
+    t: float = field(default=0.0, kw_only=True)
     errno: int = field(default=0, kw_only=True)
     index: int | None = field(default=None, kw_only=True)
     error: str = field(default="", kw_only=True)

@@ -15,8 +15,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from protocol.admin import chain_status, i2c_messages, spi_transfers
+
 from ..base import I2CBackend, SpiBackend
 from .chips.base import I2C_FAULTS, SPI_FAULTS, SpiRegisterFront
+from .common import I2CLogEntry, SpiLogEntry
 from .i2c import I2CDevice, SimI2CBus
 from .i2c_devices import Eeprom24, ModelDevice
 from .model import Fault, Param, Quantity, SimModel, Value
@@ -183,3 +186,28 @@ def devices(i2c: Mapping[str, I2CBackend], spi: Mapping[str, SpiBackend],
                     out.append({"kind": kind, "bus": name, "cs": cs,
                                 **controller(sd, b.lock).describe()})
     return out
+
+
+def log_entries(i2c: Mapping[str, I2CBackend], spi: Mapping[str, SpiBackend], kind: Kind,
+                bus: str, since: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+    """The transaction log of a simulated bus after sequence number ``since``, oldest
+    first, at most ``limit`` entries, and whether more follow: ``sim.log``'s answer.
+
+    Each entry is ``{seq, t, errno, index, error}`` with the I2C ``msgs`` or the
+    SPI ``cs`` and ``transfers`` in the maps the live trace uses (SPEC.md §4.12).
+    """
+    b = _sim_bus(kind, i2c if kind == "i2c" else spi, bus)
+    snapshot: list[I2CLogEntry] | list[SpiLogEntry] = b.log_snapshot()
+    newer = [e for e in snapshot if e.seq > since]
+    out: list[dict[str, Any]] = []
+    for e in newer[:limit]:
+        m: dict[str, Any] = {"seq": e.seq, "t": e.t}
+        if isinstance(e, I2CLogEntry):
+            m["msgs"] = i2c_messages(e.msgs, e.reads, chain_status(len(e.msgs), e.index))
+        else:
+            m["cs"] = e.cs
+            m["transfers"] = spi_transfers(e.transfers, e.rx,
+                                           chain_status(len(e.transfers), e.index, 2))
+        m.update(errno=e.errno, index=e.index, error=e.error)
+        out.append(m)
+    return out, len(newer) > limit

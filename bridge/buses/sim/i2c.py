@@ -256,7 +256,7 @@ class SimI2CBus(I2CBackend):
         if self.log.maxlen:
             errno_, index, error = outcome(failure)
             self.log.append(I2CLogEntry(self._seq, tuple(msgs), tuple(reads),
-                                        errno=errno_, index=index, error=error))
+                                        errno=errno_, index=index, error=error, t=time.time()))
         if self.timing:
             time.sleep(i2c_wire_time(msgs, self.frequency_hz))
         if failure is not None:

@@ -279,7 +279,7 @@ class SimSpiBus(SpiBackend):
         if self.log.maxlen:
             errno_, index, error = outcome(failure)
             self.log.append(SpiLogEntry(self._seq, cs, tuple(transfers), tuple(rx),
-                                        errno=errno_, index=index, error=error))
+                                        errno=errno_, index=index, error=error, t=time.time()))
         if self.timing:
             time.sleep(self._wire_time(transfers))
         if failure is not None:

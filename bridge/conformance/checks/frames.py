@@ -202,8 +202,9 @@ def _bogus_type(ctx: Ctx, obj: list[object], what: str) -> str:
 
 @check("fr.unknown-type", "§4.6 §9")
 def unknown_type(ctx: Ctx) -> str:
-    """After HELLO, frame type 10 gets ERROR ``malformed`` with id 0 (not a request frame)."""
-    return _bogus_type(ctx, [10, 5], "frame type 10")
+    """After HELLO, frame type 99 (unassigned) gets ERROR ``malformed`` with id 0 (not a
+    request frame)."""
+    return _bogus_type(ctx, [99, 5], "frame type 99")
 
 
 @check("fr.client-result", "§4.6 §9")

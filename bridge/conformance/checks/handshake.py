@@ -210,8 +210,8 @@ def result_before_hello(ctx: Ctx) -> str:
 
 @check("hs.unknown-type-before-hello", "§6 §9")
 def unknown_type_before_hello(ctx: Ctx) -> str:
-    """Frame type 10 before HELLO: fatal ``malformed``, id 0."""
-    return _refused(ctx, [10, 1], "malformed", "frame type 10 before HELLO")
+    """Frame type 99 (unassigned) before HELLO: fatal ``malformed``, id 0."""
+    return _refused(ctx, [99, 1], "malformed", "frame type 99 before HELLO")
 
 
 @check("hs.welcome-from-client", "§6 §9")

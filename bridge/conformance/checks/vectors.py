@@ -36,7 +36,7 @@ from ..model import (
 )
 from ..registry import PROVIDERS, Check, Ctx, Fail, Skip
 from ..spec import Vector, parse_vectors
-from ..wire import decode_body, frame
+from ..wire import ADMIN_RESULT, ERROR, EVENT, decode_body, frame
 from .leases import taken
 
 
@@ -189,6 +189,30 @@ def _replay_lease(ctx: Ctx, v: Vector, obj: Any) -> str:
     return f"LEASE_RESULT for {op}" + (f", with the keys and types of {paired}" if paired else "")
 
 
+def _replay_admin(ctx: Ctx, v: Vector, obj: Any) -> str:
+    """§4.10: an ADMIN frame is answered once, ADMIN_RESULT or a permitted ERROR."""
+    c = ctx.open()
+    if "admin" not in (c.welcome or {}).get("capabilities", []):
+        raise Skip("the server does not list the admin capability (§4.2)")
+    f = ask(ctx, c, obj, f"the answer to vector {v.name}")
+    if f.type == ERROR:
+        rid, code, msg = check_error(f)
+        allowed = {"denied", "bad-request", "unknown-bus"}
+        if rid != obj[1] or code not in allowed:
+            raise Fail(f"{v.name}: expected ADMIN_RESULT or ERROR {sorted(allowed)} with id "
+                       f"{obj[1]}, got {f.brief()}")
+        return f"ERROR {code} id {rid} ({msg[:60]!r}): a refusal §4.10/§8.7 allow here"
+    o = f.obj
+    if f.type != ADMIN_RESULT or len(o) != 3 or o[1] != obj[1] or not isinstance(o[2], dict):
+        raise Fail(f"{v.name}: expected ADMIN_RESULT [11, {obj[1]}, map], got {f.brief()}")
+    pair = {"sim.set": "admin-result-sim-set", "trace.start": "admin-result-trace-start"}.get(
+        obj[2])
+    if pair is not None and pair in _vectors(ctx):
+        _same_shape(_shape(_obj(_vectors(ctx)[pair])[2]), _shape(o[2]))
+        return f"ADMIN_RESULT {obj[1]} with the keys and types of vector {pair}"
+    return f"ADMIN_RESULT {obj[1]}"
+
+
 # -- server-to-client --------------------------------------------------------------
 
 
@@ -199,6 +223,8 @@ def _judge_server_vector(ctx: Ctx, v: Vector, obj: Any) -> str:
         if t == 1:
             w = check_welcome(f)
             live = ctx.open().welcome
+            if "capabilities" in w and "capabilities" not in (live or {}):
+                raise Skip("valid WELCOME; the live server lists no capabilities (§4.2)")
             _same_shape(_shape(w), _shape(live))
             return "valid WELCOME; the live WELCOME has its keys and types"
         if t == 4:
@@ -212,6 +238,10 @@ def _judge_server_vector(ctx: Ctx, v: Vector, obj: Any) -> str:
         if t == 9:
             check_lease_result(f, obj[1])
             return "valid LEASE_RESULT (replayed by the lease vectors)"
+        if t in (ADMIN_RESULT, EVENT) and len(obj) == 3 and isinstance(obj[1], int) \
+                and isinstance(obj[2], dict):
+            return (f"valid {'ADMIN_RESULT' if t == ADMIN_RESULT else 'EVENT'} "
+                    f"[{t}, id, map] (§4.11, §4.12)")
     except Violation as e:
         raise Fail(f"the kit's rules reject vector {v.name}: {e}") from None
     raise Fail(f"vector {v.name}: frame type {t} is not server-to-client")
@@ -316,7 +346,7 @@ def _make(name: str, section: str, role: str) -> Check:
             return _judge_server_vector(ctx, v, obj)
         handlers: dict[int, Callable[[Ctx, Vector, Any], str]] = {
             0: _replay_hello, 2: _replay_request, 3: _replay_request, 6: _replay_ping,
-            8: _replay_lease}
+            8: _replay_lease, 10: _replay_admin}
         if obj[0] not in handlers:
             raise Fail(f"vector {name}: frame type {obj[0]} is not client-to-server")
         return handlers[obj[0]](ctx, v, obj)

@@ -39,7 +39,10 @@
 
 /* Per open file description, in a MAP_SHARED page of the memfd the program
  * holds: shared by dup() and fork() and found again after exec(), exactly
- * like the kernel's struct file (and i2c-dev's anonymous i2c_client in it). */
+ * like the kernel's struct file (and i2c-dev's anonymous i2c_client in it).
+ * The program's descriptor is that memfd reopened write-only and append-only,
+ * with its size sealed (preload.c): a read, write or truncate that bypasses the
+ * library (io_uring, a raw system call) fails instead of reaching this page. */
 struct bb_state {
 	uint32_t magic;
 	uint32_t agent;    /* which agent made it (hash of its socket path) */
@@ -50,6 +53,7 @@ struct bb_state {
 	uint32_t bufsiz;   /* spi: spidev's bufsiz */
 	uint16_t addr;     /* i2c: client->addr (I2C_SLAVE) */
 	uint16_t flags;    /* i2c: client->flags (I2C_M_TEN, I2C_CLIENT_PEC) */
+	uint32_t append;   /* O_APPEND as the program set it (the descriptor always has it) */
 };
 
 /* A reply from the agent: res is >= 0 or -errno; data follows. */

@@ -182,6 +182,11 @@ static int call_locked(uint32_t op, uint32_t handle, const struct bb_buf *body,
 	return 0;
 lost:
 	agent_drop_locked();
+	/* Gone for good (busbridge run ended) or only this connection?  ENODEV, as for
+	 * every later call, when the agent is not there any more; else EIO: this
+	 * request's effect is unknown, the next one uses the new connection. */
+	if (agent_connect_locked() < 0)
+		return -ENODEV;
 	say_once("lost the connection to the local agent of `busbridge run`");
 	return -EIO;
 }

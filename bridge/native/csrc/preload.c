@@ -4,8 +4,12 @@
  * open() of a device path the agent knows (the remote board has that bus) hands
  * the program a real descriptor: a memfd named "busbridge-<dev>" whose first
  * page holds the per-open state (struct bb_state).  ioctl(), read(), write(),
- * pread(), pwrite(), lseek(), close(), dup*() and fcntl() on such a descriptor
- * are emulated; everything else goes to libc untouched.  Why a memfd:
+ * the pread/readv/preadv families, their fortified variants, lseek(), close(),
+ * dup*(), fcntl(), ftruncate(), mmap() and sendfile()/splice()/copy_file_range()
+ * on such a descriptor are emulated; everything else goes to libc untouched.
+ * The descriptor itself is inert: the memfd reopened O_WRONLY|O_APPEND with its
+ * size sealed, so what bypasses libc (io_uring, raw system calls) cannot read
+ * the state (EBADF) nor write or truncate it (EPERM).  Why a memfd:
  *   - it is a real descriptor: poll()/select() report it ready at once, which
  *     is what the kernel does for i2c-dev and spidev (neither has a poll
  *     method, so DEFAULT_POLLMASK applies), and epoll refuses it (EPERM) as it
@@ -29,8 +33,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -79,6 +85,30 @@ static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
 static off_t (*real_lseek)(int, off_t, int);
 static off64_t (*real_lseek64)(int, off64_t, int);
+static ssize_t (*real___read_chk)(int, void *, size_t, size_t);
+static ssize_t (*real___pread_chk)(int, void *, size_t, off_t, size_t);
+static ssize_t (*real___pread64_chk)(int, void *, size_t, off64_t, size_t);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_preadv)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_preadv64)(int, const struct iovec *, int, off64_t);
+static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_pwritev64)(int, const struct iovec *, int, off64_t);
+static ssize_t (*real_preadv2)(int, const struct iovec *, int, off_t, int);
+static ssize_t (*real_preadv64v2)(int, const struct iovec *, int, off64_t, int);
+static ssize_t (*real_pwritev2)(int, const struct iovec *, int, off_t, int);
+static ssize_t (*real_pwritev64v2)(int, const struct iovec *, int, off64_t, int);
+static int (*real_ftruncate)(int, off_t);
+static int (*real_ftruncate64)(int, off64_t);
+static int (*real_truncate)(const char *, off_t);
+static int (*real_truncate64)(const char *, off64_t);
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
+static void *(*real_mmap64)(void *, size_t, int, int, int, off64_t);
+static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
+static ssize_t (*real_sendfile64)(int, int, off64_t *, size_t);
+static ssize_t (*real_splice)(int, off64_t *, int, off64_t *, size_t, unsigned int);
+static ssize_t (*real_tee)(int, int, size_t, unsigned int);
+static ssize_t (*real_copy_file_range)(int, off64_t *, int, off64_t *, size_t, unsigned int);
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                              */
@@ -224,11 +254,26 @@ static struct bb_file *adopt(int fd, struct bb_state *st, int opened)
 /* ------------------------------------------------------------------------ */
 /* open                                                                      */
 
-/* "/dev/i2c-N" or "/dev/spidevB.C" (digits only) -> kind, else 0. */
+/* A decimal number as the kernel names devices ("%d": no sign, no leading zero)
+ * up to max; its end in *end, or -1. */
+static long number(const char *p, const char **end, long max)
+{
+	long v = 0;
+	if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (*p - '0');
+		if (v > max)
+			return -1;
+	}
+	*end = p;
+	return v;
+}
+
+/* "/dev/i2c-N" or "/dev/spidevB.C" exactly as the kernel names them -> kind, else 0. */
 static int match(const char *path, int *bus, int *cs)
 {
-	const char *p;
-	char *end;
+	const char *p, *end;
 	int kind;
 	if (!active || !path)
 		return 0;
@@ -241,28 +286,73 @@ static int match(const char *path, int *bus, int *cs)
 	} else {
 		return 0;
 	}
-	if (*p < '0' || *p > '9')
-		return 0;
-	long b = strtol(p, &end, 10);
-	if (b > 0xFFFFF)
+	long b = number(p, &end, 0xFFFFF);
+	if (b < 0)
 		return 0;
 	*bus = (int)b;
 	*cs = 0;
 	if (kind == BB_KIND_SPI) {
-		if (*end != '.' || end[1] < '0' || end[1] > '9')
+		if (*end != '.')
 			return 0;
-		long c = strtol(end + 1, &end, 10);
-		if (c > 0xFFFF)
+		long c = number(end + 1, &end, 0xFFFF);
+		if (c < 0)
 			return 0;
 		*cs = (int)c;
 	}
 	return *end == '\0' ? kind : 0;
 }
 
+/* The descriptor a /proc/self/fd/N, /proc/<our pid>/fd/N, /proc/thread-self/fd/N
+ * or /dev/fd/N path names, or -1. */
+static int proc_fd(const char *path)
+{
+	const char *p, *end;
+	char mine[32];
+	if (!path || (strncmp(path, "/proc/", 6) != 0 && strncmp(path, "/dev/fd/", 8) != 0))
+		return -1;
+	snprintf(mine, sizeof mine, "/proc/%d/fd/", (int)getpid());
+	if (strncmp(path, "/proc/self/fd/", 14) == 0)
+		p = path + 14;
+	else if (strncmp(path, "/proc/thread-self/fd/", 21) == 0)
+		p = path + 21;
+	else if (strncmp(path, "/dev/fd/", 8) == 0)
+		p = path + 8;
+	else if (strncmp(path, mine, strlen(mine)) == 0)
+		p = path + strlen(mine);
+	else
+		return -1;
+	long fd = number(p, &end, INT_MAX);
+	return fd < 0 || *end ? -1 : (int)fd;
+}
+
+/* Opening /proc/self/fd/N of a device descriptor (O_PATH ones included) opens
+ * the device again in the kernel: a new open file.  The memfd's name says which
+ * device ("/memfd:busbridge-i2c-1 (deleted)"); its path goes to out. */
+static int reopened_device(const char *path, char *out, size_t n)
+{
+	static const char head[] = "/memfd:" MEMFD_PREFIX, tail[] = " (deleted)";
+	char target[96];
+	if (!active || proc_fd(path) < 0)
+		return 0;
+	ssize_t len = readlink(path, target, sizeof target - 1);
+	if (len <= 0)
+		return 0;
+	target[len] = '\0';
+	size_t h = sizeof head - 1, t = sizeof tail - 1;
+	if ((size_t)len <= h + t || strncmp(target, head, h) != 0 ||
+	    strcmp(target + len - t, tail) != 0)
+		return 0;
+	target[len - t] = '\0';
+	return snprintf(out, n, "/dev/%s", target + h) < (int)n;
+}
+
 /* Returns a descriptor, -1 with errno set, or -2: not a remote device, open the
  * path for real (a bus the board does not have stays the local machine's). */
 static int bb_open(const char *path, int flags)
 {
+	char again[96];
+	if (reopened_device(path, again, sizeof again))
+		path = again;
 	int bus, cs;
 	int kind = match(path, &bus, &cs);
 	if (!kind)
@@ -292,28 +382,53 @@ static int bb_open(const char *path, int flags)
 	memcpy(&extra, r.data + 4, 4);
 	bb_reply_free(&r);
 
-	int err = 0, fd = -1;
+	int err = 0, fd = -1, mfd = -1;
 	struct bb_state *st = MAP_FAILED;
 	if (flags & O_DIRECTORY) {
 		err = ENOTDIR; /* a character device is not a directory */
 		goto fail;
 	}
-	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+	if (!(flags & O_PATH) && (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
 		err = EEXIST;
 		goto fail;
 	}
-	char name[64];
+	char name[64], self[64];
 	snprintf(name, sizeof name, MEMFD_PREFIX "%s", path + 5);
-	fd = (int)syscall(SYS_memfd_create, name, (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
-	if (fd < 0 || ftruncate(fd, STATE_SIZE) < 0) {
+	mfd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0) {
 		err = errno;
 		goto fail;
 	}
-	st = mmap(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (st == MAP_FAILED) {
+	snprintf(self, sizeof self, "/proc/self/fd/%d", mfd);
+	if (flags & O_PATH) {
+		/* The kernel opens no driver for O_PATH: a descriptor on which read,
+		 * write and ioctl fail EBADF and fstat works; the agent has no part. */
+		bb_send_only(BB_OP_CLOSE, handle);
+		fd = REAL(open)(self, O_PATH | (flags & O_CLOEXEC));
+		err = errno;
+		REAL(close)(mfd);
+		if (fd < 0)
+			errno = err;
+		return fd;
+	}
+	if (REAL(ftruncate)(mfd, STATE_SIZE) < 0) {
 		err = errno;
 		goto fail;
 	}
+	st = REAL(mmap)(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (st == MAP_FAILED || REAL(fcntl)(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		err = errno;
+		goto fail;
+	}
+	/* The program's descriptor: write-only (no read of the state, no mmap) and
+	 * append-only past a size that cannot grow (no write reaches the state). */
+	fd = REAL(open)(self, O_WRONLY | O_APPEND | (flags & (O_CLOEXEC | O_NONBLOCK)));
+	if (fd < 0) {
+		err = errno;
+		goto fail;
+	}
+	REAL(close)(mfd);
+	mfd = -1;
 	memset(st, 0, sizeof *st);
 	st->magic = BB_STATE_MAGIC;
 	st->agent = agent_id;
@@ -324,8 +439,8 @@ static int bb_open(const char *path, int flags)
 		st->funcs = extra;
 	else
 		st->bufsiz = extra;
-	if (flags & O_NONBLOCK) /* i2c-dev and spidev ignore it; F_GETFL still shows it */
-		REAL(fcntl)(fd, F_SETFL, O_NONBLOCK);
+	st->append = (uint32_t)(flags & O_APPEND);
+	/* O_NONBLOCK: i2c-dev and spidev ignore it; F_GETFL still shows it. */
 	if (!adopt(fd, st, 1)) {
 		err = ENOMEM;
 		goto fail;
@@ -336,6 +451,8 @@ fail:
 		munmap(st, STATE_SIZE);
 	if (fd >= 0)
 		REAL(close)(fd);
+	if (mfd >= 0)
+		REAL(close)(mfd);
 	bb_send_only(BB_OP_CLOSE, handle);
 	errno = err;
 	return -1;
@@ -479,6 +596,19 @@ EXPORT int dup3(int fd, int fd2, int flags)
 
 static int do_fcntl(int fd, int cmd, void *arg)
 {
+	if (cmd == F_SETFL) {
+		/* The descriptor keeps O_APPEND (it is what makes it inert); the
+		 * program's choice is remembered for F_GETFL. */
+		struct bb_file *f = get(fd);
+		if (f) {
+			long fl = (long)arg;
+			int rc = REAL(fcntl)(fd, cmd, (void *)(fl | O_APPEND));
+			if (rc == 0)
+				f->st->append = (uint32_t)(fl & O_APPEND);
+			put(f);
+			return rc;
+		}
+	}
 	int rc = REAL(fcntl)(fd, cmd, arg);
 	if (rc < 0)
 		return rc;
@@ -487,7 +617,7 @@ static int do_fcntl(int fd, int cmd, void *arg)
 	if (cmd == F_GETFL) {
 		struct bb_file *f = get(fd);
 		if (f) {
-			rc = (rc & ~O_ACCMODE) | (int)f->st->accmode;
+			rc = (rc & ~(O_ACCMODE | O_APPEND)) | (int)f->st->accmode | (int)f->st->append;
 			put(f);
 		}
 	}
@@ -618,24 +748,29 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 /* _FORTIFY_SOURCE's read with a known buffer size. */
 EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
-	if (n > buflen) {
-		static const char msg[] = "*** buffer overflow detected ***: terminated\n";
-		(void)!REAL(write)(2, msg, sizeof msg - 1);
-		abort();
-	}
+	if (n > buflen)
+		return REAL(__read_chk)(fd, buf, n, buflen); /* glibc's own report and abort */
 	return read(fd, buf, n);
 }
 
 /* spidev calls stream_open(): no positioned I/O (ESPIPE).  i2c-dev leaves
  * FMODE_PREAD set, so pread() is a plain read() there (the offset is unused). */
-static ssize_t do_pread(struct bb_file *f, void *buf, size_t n)
+static ssize_t do_pread(struct bb_file *f, void *buf, size_t n, off64_t off)
 {
-	return f->st->kind == BB_KIND_SPI ? -ESPIPE : do_read(f, buf, n);
+	if (f->st->kind == BB_KIND_SPI)
+		return -ESPIPE;
+	if ((off64_t)((uint64_t)off + n) < 0)
+		return -EINVAL; /* rw_verify_area: offset + count past LLONG_MAX */
+	return do_read(f, buf, n);
 }
 
-static ssize_t do_pwrite(struct bb_file *f, const void *buf, size_t n)
+static ssize_t do_pwrite(struct bb_file *f, const void *buf, size_t n, off64_t off)
 {
-	return f->st->kind == BB_KIND_SPI ? -ESPIPE : do_write(f, buf, n);
+	if (f->st->kind == BB_KIND_SPI)
+		return -ESPIPE;
+	if ((off64_t)((uint64_t)off + n) < 0)
+		return -EINVAL;
+	return do_write(f, buf, n);
 }
 
 #define POSITIONED(name, bufdecl, offtype, op)                         \
@@ -644,7 +779,7 @@ static ssize_t do_pwrite(struct bb_file *f, const void *buf, size_t n)
 		struct bb_file *f = get(fd);                             \
 		if (!f)                                                  \
 			return REAL(name)(fd, buf, n, off);              \
-		ssize_t rc = off < 0 ? -EINVAL : op(f, buf, n);          \
+		ssize_t rc = off < 0 ? -EINVAL : op(f, buf, n, off);     \
 		put(f);                                                  \
 		return ret_errno(rc);                                    \
 	}
@@ -653,6 +788,256 @@ POSITIONED(pread, void *, off_t, do_pread)
 POSITIONED(pread64, void *, off64_t, do_pread)
 POSITIONED(pwrite, const void *, off_t, do_pwrite)
 POSITIONED(pwrite64, const void *, off64_t, do_pwrite)
+
+/* _FORTIFY_SOURCE's pread with a known buffer size. */
+#define PREAD_CHK(name, offtype)                                                   \
+	EXPORT ssize_t __##name##_chk(int fd, void *buf, size_t n, offtype off, size_t buflen) \
+	{                                                                          \
+		if (n > buflen)                                                    \
+			return REAL(__##name##_chk)(fd, buf, n, off, buflen);     \
+		return name(fd, buf, n, off);                                      \
+	}
+
+PREAD_CHK(pread, off_t)
+PREAD_CHK(pread64, off64_t)
+
+/* readv/writev and the positioned variants.  Neither driver has read_iter or
+ * write_iter, so the kernel calls ->read/->write once per iovec
+ * (fs/read_write.c do_loop_readv_writev) and stops at the first short or failed
+ * one; import_iovec, the FMODE check and rw_verify_area come first. */
+#define MAX_RW_COUNT (INT_MAX & ~4095)
+
+static ssize_t do_vec(struct bb_file *f, const struct iovec *uvec, int cnt, int wr,
+		      const off64_t *pos, int flags)
+{
+	if (cnt < 0 || cnt > IOV_MAX)
+		return -EINVAL;
+	struct iovec stack[8];
+	struct iovec *iov = cnt <= 8 ? stack : malloc((size_t)cnt * sizeof *iov);
+	if (!iov)
+		return -ENOMEM;
+	ssize_t ret = 0;
+	if (bb_copy_in(iov, uvec, (size_t)cnt * sizeof *iov)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	size_t total = 0;
+	for (int i = 0; i < cnt; i++) {
+		if ((ssize_t)iov[i].iov_len < 0) {
+			ret = -EINVAL;
+			goto out;
+		}
+		if (iov[i].iov_len > MAX_RW_COUNT - total)
+			iov[i].iov_len = MAX_RW_COUNT - total;
+		total += iov[i].iov_len;
+	}
+	if (f->st->accmode == (wr ? O_RDONLY : O_WRONLY)) {
+		ret = -EBADF;
+		goto out;
+	}
+	if (!total)
+		goto out;
+	if (pos && (off64_t)((uint64_t)*pos + total) < 0) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (flags & ~RWF_HIPRI) {
+		ret = -EOPNOTSUPP;
+		goto out;
+	}
+	for (int i = 0; i < cnt && total; i++) {
+		size_t len = iov[i].iov_len;
+		ssize_t nr = wr ? do_write(f, iov[i].iov_base, len) : do_read(f, iov[i].iov_base, len);
+		if (nr < 0) {
+			if (!ret)
+				ret = nr;
+			break;
+		}
+		ret += nr;
+		total -= len;
+		if ((size_t)nr != len)
+			break;
+	}
+out:
+	if (iov != stack)
+		free(iov);
+	return ret;
+}
+
+/* pos: NULL for readv/writev (and preadv2 with offset -1); spidev (stream_open)
+ * has no positioned I/O. */
+static ssize_t vec_call(struct bb_file *f, const struct iovec *v, int cnt, int wr,
+			int positioned, off64_t off, int flags)
+{
+	if (positioned && off < 0)
+		return -EINVAL;
+	if (positioned && f->st->kind == BB_KIND_SPI)
+		return -ESPIPE;
+	return do_vec(f, v, cnt, wr, positioned ? &off : NULL, flags);
+}
+
+#define VEC(name, wr)                                                              \
+	EXPORT ssize_t name(int fd, const struct iovec *v, int cnt)                 \
+	{                                                                          \
+		struct bb_file *f = get(fd);                                       \
+		if (!f)                                                            \
+			return REAL(name)(fd, v, cnt);                             \
+		ssize_t rc = vec_call(f, v, cnt, wr, 0, 0, 0);                     \
+		put(f);                                                            \
+		return ret_errno(rc);                                              \
+	}
+#define PVEC(name, offtype, wr)                                                    \
+	EXPORT ssize_t name(int fd, const struct iovec *v, int cnt, offtype off)    \
+	{                                                                          \
+		struct bb_file *f = get(fd);                                       \
+		if (!f)                                                            \
+			return REAL(name)(fd, v, cnt, off);                        \
+		ssize_t rc = vec_call(f, v, cnt, wr, 1, off, 0);                   \
+		put(f);                                                            \
+		return ret_errno(rc);                                              \
+	}
+#define PVEC2(name, offtype, wr)                                                   \
+	EXPORT ssize_t name(int fd, const struct iovec *v, int cnt, offtype off, int flags) \
+	{                                                                          \
+		struct bb_file *f = get(fd);                                       \
+		if (!f)                                                            \
+			return REAL(name)(fd, v, cnt, off, flags);                 \
+		ssize_t rc = vec_call(f, v, cnt, wr, off != -1, off, flags);       \
+		put(f);                                                            \
+		return ret_errno(rc);                                              \
+	}
+
+VEC(readv, 0)
+VEC(writev, 1)
+PVEC(preadv, off_t, 0)
+PVEC(preadv64, off64_t, 0)
+PVEC(pwritev, off_t, 1)
+PVEC(pwritev64, off64_t, 1)
+PVEC2(preadv2, off_t, 0)
+PVEC2(preadv64v2, off64_t, 0)
+PVEC2(pwritev2, off_t, 1)
+PVEC2(pwritev64v2, off64_t, 1)
+
+/* ------------------------------------------------------------------------ */
+/* What a character device without those methods refuses                     */
+
+/* do_sys_ftruncate: not a regular file -> EINVAL. */
+#define FTRUNC(name, offtype)                                    \
+	EXPORT int name(int fd, offtype len)                     \
+	{                                                        \
+		struct bb_file *f = get(fd);                     \
+		if (!f)                                          \
+			return REAL(name)(fd, len);              \
+		put(f);                                          \
+		errno = EINVAL;                                  \
+		return -1;                                       \
+	}
+
+FTRUNC(ftruncate, off_t)
+FTRUNC(ftruncate64, off64_t)
+
+/* truncate() of /proc/self/fd/N or /dev/fd/N naming one of ours: vfs_truncate
+ * refuses a character device with EINVAL.  (Other paths to the memfd fail EPERM
+ * on its seals.) */
+static int names_ours(const char *path)
+{
+	int fd = proc_fd(path);
+	if (fd < 0)
+		return 0;
+	struct bb_file *f = get(fd);
+	if (f)
+		put(f);
+	return f != NULL;
+}
+
+#define TRUNC(name, offtype)                                      \
+	EXPORT int name(const char *path, offtype len)            \
+	{                                                         \
+		UNTRUSTED(path);                                  \
+		if (len >= 0 && names_ours(path)) {               \
+			errno = EINVAL;                           \
+			return -1;                                \
+		}                                                 \
+		return REAL(name)(path, len);                     \
+	}
+
+TRUNC(truncate, off_t)
+TRUNC(truncate64, off64_t)
+
+/* Neither driver has an mmap method: ENODEV (mm/mmap.c do_mmap). */
+#define MMAP(name, offtype)                                                          \
+	EXPORT void *name(void *addr, size_t len, int prot, int flags, int fd, offtype off) \
+	{                                                                            \
+		struct bb_file *f = (flags & MAP_ANONYMOUS) ? NULL : get(fd);        \
+		if (!f)                                                              \
+			return REAL(name)(addr, len, prot, flags, fd, off);          \
+		put(f);                                                              \
+		errno = ENODEV;                                                      \
+		return MAP_FAILED;                                                   \
+	}
+
+MMAP(mmap, off_t)
+MMAP(mmap64, off64_t)
+
+/* sendfile, splice, tee, copy_file_range: neither driver has splice_read or
+ * splice_write and neither is a pipe or a regular file: EINVAL, after EBADF for
+ * a descriptor opened without the needed access (fs/splice.c, fs/read_write.c). */
+static long moving(int in, int out, int streams_pos)
+{
+	struct bb_file *fi = get(in), *fo = get(out);
+	long rc = 0;
+	if (fi && fi->st->accmode == O_WRONLY)
+		rc = -EBADF;
+	else if (fi && streams_pos && fi->st->kind == BB_KIND_SPI)
+		rc = -ESPIPE; /* sendfile with an offset from a stream_open file */
+	else if (fo && fo->st->accmode == O_RDONLY)
+		rc = -EBADF;
+	else if (fi || fo)
+		rc = -EINVAL;
+	if (fi)
+		put(fi);
+	if (fo)
+		put(fo);
+	return rc;
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
+{
+	long rc = moving(in, out, off != NULL);
+	return rc ? ret_errno(rc) : REAL(sendfile)(out, in, off, n);
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
+{
+	long rc = moving(in, out, off != NULL);
+	return rc ? ret_errno(rc) : REAL(sendfile64)(out, in, off, n);
+}
+
+EXPORT ssize_t splice(int in, off64_t *offin, int out, off64_t *offout, size_t n, unsigned int fl)
+{
+	long rc = moving(in, out, 0);
+	return rc ? ret_errno(rc) : REAL(splice)(in, offin, out, offout, n, fl);
+}
+
+EXPORT ssize_t tee(int in, int out, size_t n, unsigned int fl)
+{
+	long rc = moving(in, out, 0);
+	return rc ? ret_errno(rc) : REAL(tee)(in, out, n, fl);
+}
+
+/* generic_file_rw_checks: not a regular file -> EINVAL before any mode check. */
+EXPORT ssize_t copy_file_range(int in, off64_t *offin, int out, off64_t *offout, size_t n,
+			       unsigned int fl)
+{
+	struct bb_file *fi = get(in), *fo = get(out);
+	if (fi)
+		put(fi);
+	if (fo)
+		put(fo);
+	if (fi || fo)
+		return ret_errno(-EINVAL);
+	return REAL(copy_file_range)(in, offin, out, offout, n, fl);
+}
 
 /* Both drivers set .llseek = no_llseek. */
 #define SEEK(name, offtype)                                      \
@@ -706,7 +1091,20 @@ static void adopt_inherited(void)
 		target[n] = '\0';
 		if (strncmp(target, "/memfd:" MEMFD_PREFIX, 7 + sizeof MEMFD_PREFIX - 1) != 0)
 			continue;
-		struct bb_state *st = mmap(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		/* The descriptor is write-only: map the state through a read-write reopen. */
+		int rw = REAL(open)(link, O_RDWR | O_CLOEXEC);
+		if (rw < 0)
+			continue;
+		/* Only a state page: an O_PATH descriptor's memfd is empty, and mapping
+		 * past the end of a file would fault on the first access. */
+		struct stat sb;
+		if (fstat(rw, &sb) < 0 || sb.st_size < STATE_SIZE) {
+			REAL(close)(rw);
+			continue;
+		}
+		struct bb_state *st =
+			REAL(mmap)(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+		REAL(close)(rw);
 		if (st == MAP_FAILED)
 			continue;
 		if (st->magic != BB_STATE_MAGIC || st->agent != agent_id || !adopt(fd, st, 0))
