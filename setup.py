@@ -35,6 +35,7 @@ COMPILED = [
     "bridge/server/server.py",
     "bridge/server/session.py",
     "bridge/server/stats.py",
+    "bridge/server/tally.py",
     "bridge/buses/sim/common.py",
     "bridge/buses/sim/i2c.py",
     "bridge/buses/sim/i2c_devices.py",

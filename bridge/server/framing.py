@@ -24,6 +24,7 @@ from ..logs import LogGate, event
 from .budget import AnswerBudget
 from .reqlog import RequestLog
 from .stats import ServerStats
+from .tally import RequestTally
 
 log = logging.getLogger("busbridge.server")
 
@@ -197,6 +198,8 @@ class FramedProtocol(FlowControl):
         self._batched = 0
         #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
         self.reqlog: RequestLog | None = None
+        #: Each bus request from arrival to answer: latency, bytes, queue (stats.py).
+        self.tally = RequestTally(stats)
 
     # -- the answer budget -----------------------------------------------------------
 
@@ -276,6 +279,8 @@ class FramedProtocol(FlowControl):
             self._settle(ev.id)
         if self.reqlog is not None:
             self.reqlog.answered(ev)
+        if type(ev) is Error:
+            self.tally.error(ev)
         if not self.open or self.transport.is_closing():
             self.conn.withdraw(getattr(ev, "id", 0))
             return
@@ -299,6 +304,7 @@ class FramedProtocol(FlowControl):
         self._settle(rid)
         if self.reqlog is not None:
             self.reqlog.answered(Result(rid, status, reads, failures))
+        self.tally.result(rid, status, reads, failures)
         if failures:
             for f in failures:
                 if len(f.message) > MAX_MESSAGE:

@@ -85,6 +85,7 @@ class Server(Accepting):
         self.host = host
         self.port = port
         self.stats = ServerStats()
+        self.leases.add_listener(self.stats.leases_changed)
         self.welcome = WelcomeInfo(
             server=f"busbridge {__version__}",
             board=board.name,
@@ -113,7 +114,7 @@ class Server(Accepting):
         #: Refusals an attacker can trigger at will are logged through this, at a bounded rate.
         self.gate = LogGate()
         #: Refused TLS handshakes: logged with why, one line per burst.
-        self.tls_refusals = RefusalLog()
+        self.tls_refusals = RefusalLog(stats=self.stats)
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.TimerHandle | None = None
@@ -212,12 +213,12 @@ class Server(Accepting):
     def _session(self, p: Pending) -> Session:
         return Session(self, p)
 
-
     def admit(self, session: Session) -> bool:
         """A transport is up: refuse it (and say why) when the clients past HELLO are many."""
         self.sessions.add(session)
         self._no_sessions.clear()
         self.stats.connections += 1
+        self.stats.clients = len(self.sessions)
         return self._room(session)
 
     def established(self, session: Session) -> bool:
@@ -246,6 +247,7 @@ class Server(Accepting):
         """A connection is gone (its queued requests are the scheduler's to withdraw)."""
         self.sessions.discard(session)
         self.clients.discard(session)
+        self.stats.clients = len(self.sessions)
         if not self.sessions:
             self._no_sessions.set()
         if session.pending is not None:

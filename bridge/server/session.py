@@ -134,6 +134,7 @@ class Session(FramedProtocol):
         self.host.release(self)
         self.host.admin.forget(self)
         withdrawn = self.scheduler.withdraw(self)
+        self.tally.close()
         event(log, logging.INFO, "client disconnected", peer=self.peer,
               in_flight=len(self.conn.in_flight), withdrawn=withdrawn,
               error=str(exc) if exc else "")
@@ -177,8 +178,10 @@ class Session(FramedProtocol):
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
             scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
+            arrived = self.tally.arrived
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
+                    arrived(ev)
                     if self.reqlog is not None:
                         self.reqlog.arrived(ev)
                     guard = self.guard
@@ -217,8 +220,10 @@ class Session(FramedProtocol):
     # -- frames other than I2C ------------------------------------------------------
 
     def _dispatch(self, ev: Event) -> None:
-        if self.reqlog is not None and isinstance(ev, SpiRequest):
-            self.reqlog.arrived(ev)
+        if isinstance(ev, SpiRequest):
+            self.tally.arrived(ev)
+            if self.reqlog is not None:
+                self.reqlog.arrived(ev)
         if self.guard is not None and self.guard.refuse(self, ev):
             self._count_refused(ev)
             return

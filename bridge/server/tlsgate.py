@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from ..logs import event
+from .stats import ServerStats
 
 log = logging.getLogger("busbridge.server")
 
@@ -56,8 +57,11 @@ class RefusalLog:
     """Log refused handshakes, one line per ``period`` at most; count what is held back."""
 
     def __init__(self, period: float = LOG_PERIOD,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stats: ServerStats | None = None) -> None:
         self.period = period
+        #: Where refusals are counted for health and metrics (``tls_refused``).
+        self.stats = stats
         self.clock = clock
         self.total = 0
         self._held = 0
@@ -65,6 +69,8 @@ class RefusalLog:
 
     def refused(self, peer: str, reason: str) -> None:
         self.total += 1
+        if self.stats is not None:
+            self.stats.tls_refused += 1
         now = self.clock()
         if now < self._next:
             self._held += 1
