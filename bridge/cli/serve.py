@@ -55,6 +55,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     import ssl
 
     from ..addresses import parse_host_port
+    from ..compiled import build_status
     from ..config import BoardConfigError, load_board
     from ..mqtt.announce import serve_announced
     from ..server import Server
@@ -97,6 +98,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                    f"{' or '.join(auth) or 'none'}"
                    + ("; access rules: " + str(len(server.acl.rules)) if server.acl else ""),
                    err=True)
+        click.echo(f"busbridge: {build_status().summary()}", err=True)
         if not auth and not is_loopback(server.host):
             click.echo("busbridge: WARNING: no authentication (insecure): anyone who can "
                        "reach this port can drive the buses", err=True)
