@@ -76,7 +76,7 @@ class _EchoClient(asyncio.Protocol):
         await self.waiter
 
 
-class _FutureEchoClient(asyncio.Protocol):
+class FutureEchoClient(asyncio.Protocol):
     """Echo with one awaited future per request: the floor of an awaitable API."""
 
     def __init__(self, request: bytes, reply_size: int) -> None:
@@ -149,7 +149,7 @@ class MsgpackClient(asyncio.Protocol):
         return await fut
 
 
-async def _call_latency(factory: Callable[[], MsgpackClient | _FutureEchoClient],
+async def _call_latency(factory: Callable[[], MsgpackClient | FutureEchoClient],
                         port: int, n: int, meter: CpuMeter | None) -> list[int]:
     """Round trips of ``proto.call()``, one at a time, after a warm-up."""
     loop = asyncio.get_running_loop()
@@ -200,7 +200,7 @@ async def echo_throughput(port: int, req: int, res: int, n: int, depth: int,
 
 async def future_echo_latency(port: int, req: int, res: int, n: int,
                               meter: CpuMeter | None = None) -> list[int]:
-    return await _call_latency(lambda: _FutureEchoClient(frame_of(req), res), port, n, meter)
+    return await _call_latency(lambda: FutureEchoClient(frame_of(req), res), port, n, meter)
 
 
 async def msgpack_latency(port: int, n: int, meter: CpuMeter | None = None) -> list[int]:
@@ -232,33 +232,45 @@ async def msgpack_throughput(port: int, n: int, depth: int, conns: int = 1) -> f
     return (n // depth) * depth * conns / dt
 
 
-def blocking_msgpack_latency(port: int, n: int) -> list[int]:
+class BlockingMsgpackClient:
     """A blocking socket, one msgpack array each way: the floor of a synchronous client."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    pack = _msgpack.Packer(use_bin_type=True).pack
-    buf = bytearray(65536)
-    view = memoryview(buf)
 
-    def call(rid: int) -> None:
-        sock.sendall(_request(rid, pack))
-        got = 0
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pack = _msgpack.Packer(use_bin_type=True).pack
+        self.buf = bytearray(65536)
+        self.view = memoryview(self.buf)
+        self.rid = 0
+
+    def call(self) -> Any:
+        self.rid += 1
+        self.sock.sendall(_request(self.rid, self.pack))
+        buf, got = self.buf, 0
         while got < 4 or got < 4 + int.from_bytes(buf[:4], "big"):
-            k = sock.recv_into(view[got:])
+            k = self.sock.recv_into(self.view[got:])
             if not k:
                 raise ConnectionError("the msgpack floor server closed the connection")
             got += k
-        if _msgpack.unpackb(view[4:got])[1] != rid:
+        answer = _msgpack.unpackb(self.view[4:got])
+        if answer[1] != self.rid:
             raise ConnectionError("the msgpack floor server answered another request")
+        return answer[3]
 
+    def close(self) -> None:
+        self.sock.close()
+
+
+def blocking_msgpack_latency(port: int, n: int) -> list[int]:
+    c = BlockingMsgpackClient(port)
     try:
-        for rid in range(WARM_UP):
-            call(rid)
+        for _ in range(WARM_UP):
+            c.call()
         out = []
-        for rid in range(n):
+        for _ in range(n):
             t0 = time.perf_counter_ns()
-            call(rid)
+            c.call()
             out.append(time.perf_counter_ns() - t0)
         return out
     finally:
-        sock.close()
+        c.close()

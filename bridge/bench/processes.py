@@ -34,12 +34,13 @@ class Served(NamedTuple):
 
 @contextlib.contextmanager
 def server_process(module: str, *args: str, wrapper: Sequence[str] = (),
-                   exit_timeout: float = 5.0) -> Iterator[Served]:
-    """Run ``python -m module args`` on the other core (under ``wrapper``, e.g. valgrind);
-    yield its port and pid.  On the way out its stdin is closed, so it exits cleanly."""
+                   exit_timeout: float = 5.0, cwd: str | None = None) -> Iterator[Served]:
+    """Run ``python -m module args`` on the other core (under ``wrapper``, e.g. valgrind,
+    in ``cwd``); yield its port and pid.  On the way out its stdin is closed, so it exits
+    cleanly."""
     proc = subprocess.Popen([*wrapper, sys.executable, "-m", module, *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
     try:
         pin(proc.pid, 1)
         assert proc.stdout is not None
