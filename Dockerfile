@@ -1,9 +1,20 @@
 # busbridge board server image.
 #
 #   docker build -t busbridge .
-#   docker run --rm -p 7707:7707 busbridge                      # simulated board
+#   docker run --rm -p 127.0.0.1:7707:7707 busbridge --insecure   # simulated board, this host only
 #   docker run --rm -p 7707:7707 --device /dev/i2c-1 --device /dev/spidev0.0 \
 #       -v $PWD/board.toml:/etc/busbridge/board.toml:ro busbridge --config /etc/busbridge/board.toml
+#
+# The simulated board needs --insecure: the server listens on 0.0.0.0 inside the container
+# and refuses that without authentication; publishing on 127.0.0.1 keeps it off the LAN.  A
+# real board on a lab network authenticates instead: [[server.tokens]] or TLS client
+# certificates in its board file (docs/security.md).
+#
+# Port: BUSBRIDGE_LISTEN (default 0.0.0.0:7707) is where the server listens, and where the
+# HEALTHCHECK (`busbridge health`) looks, so both move together:
+#   docker run --rm -e BUSBRIDGE_LISTEN=0.0.0.0:9000 -p 127.0.0.1:9000:9000 busbridge --insecure
+# The check passes when the server answers the busbridge handshake, a refusal such as
+# "unauthorized" included: a board that requires tokens is healthy without holding one.
 #
 # Device access: the server runs as the unprivileged user "busbridge" (uid 10001),
 # member of groups "i2c" (gid I2C_GID, default 998) and "spi" (SPI_GID, 999), the
@@ -11,13 +22,16 @@
 # --device is needed.  Otherwise build with the host's gids
 #   docker build --build-arg I2C_GID=$(getent group i2c | cut -d: -f3) ...
 # or add them at run time: --group-add $(getent group i2c | cut -d: -f3).
+# It needs no capabilities and writes nothing: --read-only --cap-drop ALL
+# --security-opt no-new-privileges all work (the CI runs it so).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# spidev is a C extension without wheels: compile it here, ship only the venv.
+# spidev is a C extension without wheels, and setup.py compiles the preload library that
+# gives native programs under `busbridge run` the remote buses: build here, ship the venv.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev linux-libc-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -48,12 +62,13 @@ RUN (getent group "${I2C_GID}" >/dev/null || groupadd --system --gid "${I2C_GID}
        --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin busbridge
 COPY --from=build /opt/busbridge /opt/busbridge
 ENV PATH=/opt/busbridge/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    BUSBRIDGE_LISTEN=0.0.0.0:7707
 # Numeric, so the runtime can check it is not root; groups come from /etc/group.
 USER 10001
 EXPOSE 7707
-# A real check: a client handshake with the server (board name, buses), not just a TCP port.
-HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
-    CMD ["busbridge", "--connect", "127.0.0.1:7707", "--timeout", "5", "info"]
-ENTRYPOINT ["busbridge", "serve", "--listen", "0.0.0.0:7707"]
+# A real check: the busbridge handshake with the server (busbridge health), not a TCP port.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["busbridge", "--timeout", "3", "health"]
+ENTRYPOINT ["busbridge", "serve"]
 CMD []

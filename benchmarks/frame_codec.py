@@ -4,7 +4,7 @@ Measures, in one run on this machine, the per-round-trip codec cost (client
 encodes a register-read request, server decodes it, server encodes the RESULT,
 client decodes it) for:
 
-* the shipped codec (``protocol.connection``: arrays + hand checks),
+* the shipped codec (``protocol.codec`` through a ``Connection``: arrays + hand checks),
 * the same content as msgpack maps validated by pydantic models and turned
   into the same events (fewer checks than the shipped codec: no limits, no
   in-flight tracking),
@@ -24,6 +24,8 @@ from pydantic import BaseModel, Field
 from protocol import (
     DEFAULT_LIMITS,
     Connection,
+    Hello,
+    HelloInfo,
     I2CMsg,
     I2CRequest,
     LimitsInfo,
@@ -35,7 +37,7 @@ from protocol import (
     read,
     write,
 )
-from protocol.connection import frame
+from protocol.codec import frame
 
 N = 20_000
 REPS = 7
@@ -43,10 +45,9 @@ REPS = 7
 
 def shipped() -> float:
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
-    server.handshaken = True
-    client.receive_data(Connection(Role.SERVER).send(
+    server.receive(client.send(Hello(HelloInfo(client="frame_codec"))))
+    client.receive(server.send(
         Welcome(WelcomeInfo(limits=LimitsInfo(**DEFAULT_LIMITS.as_dict())))))
-    client.next_event()
     msgs = tuple(chain([write(0x48, b"\x00"), read(0x48, 2)]))
     ids = iter(range(1, 10**9))
 

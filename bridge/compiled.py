@@ -21,6 +21,7 @@ __all__ = ["HOT_MODULES", "INTERPRETED", "BuildStatus", "build_status"]
 #: The modules every request runs through, on both sides, as setup.py compiles them.
 HOT_MODULES: tuple[str, ...] = (
     # the protocol, which both sides share
+    "protocol.codec",
     "protocol.connection",
     "protocol.errors",
     "protocol.events",
@@ -28,7 +29,10 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.virtio",
     # the board side
     "bridge.server.execute",
+    "bridge.server.scheduling",
     "bridge.server.server",
+    "bridge.server.session",
+    "bridge.server.stats",
     "bridge.buses.sim.common",
     "bridge.buses.sim.i2c",
     "bridge.buses.sim.i2c_devices",
@@ -44,11 +48,13 @@ HOT_MODULES: tuple[str, ...] = (
     "bridge.dropin.smbus",
     "bridge.dropin.spidev",
     "bridge.vhost.backend",
+    "bridge.vhost.channel",
     "bridge.vhost.device",
     "bridge.vhost.i2c",
     "bridge.vhost.link",
     "bridge.vhost.memory",
     "bridge.vhost.messages",
+    "bridge.vhost.rings",
     "bridge.vhost.spi",
     "bridge.vhost.virtqueue",
 )

@@ -44,7 +44,10 @@ TOKEN_FILE = "BUSBRIDGE_TOKEN_FILE"
 NATIVE_SOCKET = "BUSBRIDGE_NATIVE_SOCKET"
 #: Path of the preload library to use instead of the one built with the package.
 PRELOAD_LIBRARY = "BUSBRIDGE_PRELOAD_LIBRARY"
+#: ``HOST:PORT`` ``busbridge serve`` listens on (beats the board file's ``[server] listen``);
+#: ``busbridge health`` checks the same port, so a container sets the port in one place.
+LISTEN = "BUSBRIDGE_LISTEN"
 
-__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "MAP", "MQTT_PREFIX", "NATIVE_SOCKET",
+__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "LISTEN", "MAP", "MQTT_PREFIX", "NATIVE_SOCKET",
            "PRELOAD_LIBRARY", "TIMEOUT", "TLS", "TLS_CA", "TLS_CERT", "TLS_KEY",
            "TLS_SERVER_NAME", "TOKEN", "TOKEN_FILE", "URL"]

@@ -4,9 +4,11 @@ Sans-I/O: no sockets, no asyncio, no files.  See ``SPEC.md`` for the wire
 format byte by byte.
 """
 
-from .connection import NEED_DATA, Connection, LocalProtocolError, Role, encode_body, frame
-from .errors import ErrorCode, ProtocolError
+from .codec import encode_body, frame
+from .connection import NEED_DATA, Connection, Role, State
+from .errors import ErrorCode, LocalProtocolError, ProtocolError, ProtocolViolation
 from .events import (
+    ChainedI2CRequest,
     Error,
     Event,
     Failure,
@@ -46,6 +48,7 @@ __all__ = [
     "I2C_FLAGS_M_RD",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "ChainedI2CRequest",
     "Connection",
     "Error",
     "ErrorCode",
@@ -68,6 +71,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "ProtocolViolation",
     "Result",
     "Role",
     "SpiBusInfo",
@@ -77,6 +81,7 @@ __all__ = [
     "SpiResult",
     "SpiTransfer",
     "SpiTransferHead",
+    "State",
     "Welcome",
     "WelcomeInfo",
     "chain",

@@ -1,4 +1,12 @@
-"""Machine-readable error codes carried in ERROR frames."""
+"""Machine-readable error codes carried in ERROR frames, and the protocol's exceptions.
+
+Both exceptions derive from :class:`ProtocolViolation`, so one ``except`` covers
+"something broke the protocol" whichever side did it; the two subclasses keep
+apart what callers must handle differently: :class:`ProtocolError` (the peer
+sent something unacceptable; answer with an ERROR frame) and
+:class:`LocalProtocolError` (this side was about to send something the protocol
+or the peer's limits forbid; nothing was sent).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +40,11 @@ class ErrorCode(StrEnum):
         return self.value
 
 
-class ProtocolError(Exception):
+class ProtocolViolation(Exception):
+    """Base of both protocol exceptions: a frame that breaks SPEC.md, on either side."""
+
+
+class ProtocolError(ProtocolViolation):
     """A frame the peer sent cannot be accepted.
 
     ``fatal`` means the byte stream can no longer be trusted (framing lost or
@@ -48,3 +60,11 @@ class ProtocolError(Exception):
         self.message = message
         self.request_id = request_id
         self.fatal = fatal
+
+
+class LocalProtocolError(ProtocolViolation):
+    """The caller asked to send something the protocol or the peer's limits forbid.
+
+    Raised before anything is written and before any state changed: the
+    request is not in flight, and the connection is as it was.
+    """

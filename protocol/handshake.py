@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from .leases import MAX_HELLO_LEASES, check_token
-from .limits import MAX_BUS_NAME, MAX_TOKEN, PROTOCOL_VERSION, Limits
+from .limits import MAX_ACCESS_TOKEN, MAX_BUS_NAME, PROTOCOL_VERSION, Limits
 from .virtio import SPI_CONFIG_SIZE, SpiConfig
 
 # Linux <uapi/linux/i2c.h> functionality bits, advertised per I2C bus.
@@ -59,7 +59,7 @@ class HelloInfo(BaseModel):
     version: int = PROTOCOL_VERSION
     client: str = Field(default="", max_length=256)
     #: Bearer token for servers that require one; never in repr, logs or dumps of None.
-    token: str | None = Field(default=None, min_length=1, max_length=MAX_TOKEN, repr=False)
+    token: str | None = Field(default=None, min_length=1, max_length=MAX_ACCESS_TOKEN, repr=False)
     #: Lease tokens this connection holds (SPEC.md §4.1): secrets, never logged.
     leases: list[str] = Field(default=[], max_length=MAX_HELLO_LEASES, repr=False)
 

@@ -2,8 +2,9 @@
 
 Leases travel on the data path (never through the MQTT broker) so that the
 server that executes the requests is also the one authority on who may send
-them.  Hand-checked like the other request frames, with one precise message
-per mistake; the semantics (conflicts, expiry) live with the server.
+them.  Their frames are hand-checked here like the other request frames (which
+are in :mod:`protocol.codec`, which also encodes these), with one precise
+message per mistake; the semantics (conflicts, expiry) live with the server.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import Any
 from .errors import ErrorCode, ProtocolError
 from .limits import MAX_BUS_NAME, MAX_REQUEST_ID
 
-FRAME_LEASE = 8
-FRAME_LEASE_RESULT = 9
-
 #: Longest TTL any server accepts (a server may advertise a lower maximum in its errors).
 MAX_LEASE_TTL = 86_400
-#: Tokens are opaque strs of this many characters.
-MIN_TOKEN, MAX_TOKEN = 16, 128
+#: Lease tokens are opaque strs of this many characters (the HELLO's access token
+#: is ``limits.MAX_ACCESS_TOKEN``).
+MIN_LEASE_TOKEN, MAX_LEASE_TOKEN = 16, 128
 MAX_HOLDER = 256
 #: Tokens a HELLO may present.
 MAX_HELLO_LEASES = 16
@@ -159,13 +158,14 @@ def check_token(v: Any) -> str | None:
     """Why ``v`` cannot be a lease token, or ``None``."""
     if type(v) is not str:
         return "a lease token must be a string"
-    if not MIN_TOKEN <= len(v) <= MAX_TOKEN or not v.isascii() or not v.isprintable():
-        return f"a lease token is {MIN_TOKEN}..{MAX_TOKEN} printable ASCII characters"
+    if not MIN_LEASE_TOKEN <= len(v) <= MAX_LEASE_TOKEN or not v.isascii() or not v.isprintable():
+        return (f"a lease token is {MIN_LEASE_TOKEN}..{MAX_LEASE_TOKEN} printable ASCII "
+                "characters")
     return None
 
 
 def decode_lease(f: list[Any]) -> LeaseRequest:
-    """A LEASE frame body (already unpacked) as a :class:`LeaseRequest`."""
+    """A LEASE frame body (already unpacked) as a :class:`LeaseRequest`; no refusal is fatal."""
     rid = f[1] if type(f[1]) is int and 0 < f[1] <= MAX_REQUEST_ID else 0
     if len(f) != 4:
         raise _bad(ErrorCode.MALFORMED, "LEASE frame must be [8, id, op, params]", rid)

@@ -10,8 +10,9 @@ DEFAULT_PORT = 7707
 #: Length prefix size in bytes (unsigned, big-endian).
 PREFIX_SIZE = 4
 MAX_BUS_NAME = 64
-#: Longest HELLO token (characters).
-MAX_TOKEN = 256
+#: Longest access token a HELLO may carry (characters); lease tokens are
+#: ``leases.MAX_LEASE_TOKEN``.
+MAX_ACCESS_TOKEN = 256
 MAX_STR = 4096
 MAX_REQUEST_ID = 0xFFFF_FFFF
 MAX_TIMEOUT_MS = 3_600_000

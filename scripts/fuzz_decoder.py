@@ -32,6 +32,7 @@ with atheris.instrument_imports(include=["protocol"]):
         Hello,
         HelloInfo,
         I2CRequest,
+        LimitsInfo,
         Ping,
         ProtocolError,
         Result,
@@ -39,6 +40,8 @@ with atheris.instrument_imports(include=["protocol"]):
         SpiRequest,
         SpiTransfer,
         SpiTransferHead,
+        Welcome,
+        WelcomeInfo,
         chain,
         encode_body,
         frame,
@@ -68,12 +71,28 @@ def _seeds() -> list[bytes]:
     return out
 
 
+# What a real peer writes first: a connection is put in a state only by real frames.
+_HELLO = Connection(Role.CLIENT).send(Hello(HelloInfo(client="fuzz")))
+_WELCOME = Connection(Role.SERVER).send(Welcome(WelcomeInfo(
+    limits=LimitsInfo(**LIMITS.as_dict()))))
+
+
+def _handshake(conn: Connection) -> None:
+    conn.receive(_HELLO if conn.role is Role.SERVER else _WELCOME)
+
+
+def _send_requests(client: Connection, ids: range) -> None:
+    for rid in ids:
+        client.send(I2CRequest(rid, "1", (write(0x48),)))
+
+
 def _reencodes(ev: object, role: Role) -> None:
     conn = Connection(role, LIMITS)
-    conn.handshaken = not isinstance(ev, Hello)
+    if not isinstance(ev, Hello | Welcome):
+        _handshake(conn)
     rid = getattr(ev, "id", 0)
     if isinstance(ev, Result | Error) and rid:
-        conn.in_flight.add(rid)
+        _send_requests(conn, range(rid, rid + 1))
     conn.receive_data(frame(encode_body(ev)))  # type: ignore[arg-type]
     back = conn.next_event()
     if back != ev:
@@ -89,9 +108,10 @@ def one_input(data: bytes) -> None:
     ctl, body = data[0], data[1:]
     role = Role.CLIENT if ctl & 1 else Role.SERVER
     conn = Connection(role, LIMITS)
-    conn.handshaken = bool(ctl & 2)
+    if ctl & 2:
+        _handshake(conn)
     if role is Role.CLIENT:
-        conn.in_flight.update(range(1, 8))
+        _send_requests(conn, range(1, 8))
     cuts = sorted({(ctl >> 2) % (len(body) + 1), (ctl >> 5) * 7 % (len(body) + 1)})
     chunks = [body[: cuts[0]], body[cuts[0] : cuts[-1]], body[cuts[-1] :]]
     for chunk in [c for c in chunks if c] + [b""]:

@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
 from bridge.client import AsyncClient
 from bridge.config import Board, load_board
 from bridge.runtime import new_event_loop
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
+from bridge.server.auth import (
+    TlsSettings,
+    TokenSpec,
+    build_server_security,
+    hash_token,
+)
 
 
 @dataclass
@@ -220,3 +227,60 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
+# ---------------------------------------------------------------------------
+# TLS and tokens: throwaway CAs made by trustme, and servers that require them.
+# ---------------------------------------------------------------------------
+
+TOKEN = "tok-" + "x" * 40
+OTHER_TOKEN = "tok-" + "y" * 40
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A server CA + certificate, and a separate client CA with one client certificate."""
+
+    dir: Path
+    ca: Path  # signs the server's certificate: what clients trust
+    server: Path  # key + chain
+    client_ca: Path  # signs client certificates: what the server trusts
+    client: Path  # key + chain of a client with CN "ci-runner"
+    stranger: Path  # a client certificate from a CA the server does not trust
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    ca, client_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(d / "server.pem"))
+    client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
+    client_ca.issue_cert("ci-runner@lab", common_name="ci-runner") \
+        .private_key_and_cert_chain_pem.write_to_path(str(d / "client.pem"))
+    other_ca.issue_cert("mallory@lab", common_name="mallory") \
+        .private_key_and_cert_chain_pem.write_to_path(str(d / "stranger.pem"))
+    return Pki(d, d / "ca.pem", d / "server.pem", d / "client-ca.pem", d / "client.pem",
+               d / "stranger.pem")
+
+
+@pytest.fixture
+async def tls_server(board: Board, pki: Pki) -> AsyncIterator[Server]:
+    """TLS with the ``pki`` server certificate; no client authentication."""
+    tls = TlsSettings(cert=str(pki.server), key=str(pki.server))
+    s = Server(board, host="127.0.0.1", port=0,
+               policy=ServerPolicy(security=build_server_security(tls, [], False)))
+    await s.start()
+    yield s
+    await s.close(grace=1.0)
+
+
+@pytest.fixture
+async def token_server(board: Board) -> AsyncIterator[Server]:
+    """Plain TCP; clients "ci" (TOKEN) and "alice" (OTHER_TOKEN) must present their token."""
+    specs = [TokenSpec(name="ci", hash=hash_token(TOKEN)),
+             TokenSpec(name="alice", hash=hash_token(OTHER_TOKEN))]
+    s = Server(board, host="127.0.0.1", port=0,
+               policy=ServerPolicy(security=build_server_security(None, specs, False)))
+    await s.start()
+    yield s
+    await s.close(grace=1.0)

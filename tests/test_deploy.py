@@ -50,9 +50,19 @@ def _tool(name: str) -> str:
 
 
 def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text())
+    """The compose file as docker-compose reads it with no variables set (their defaults)."""
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), COMPOSE.read_text())
+    data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data
+
+
+def dockerfile_env(name: str) -> str:
+    """The value an ``ENV`` line of the Dockerfile gives ``name``."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    m = re.search(rf"^ENV .*\b{name}=(\S+)", text, re.M)
+    assert m, f"no ENV {name} in the Dockerfile"
+    return m.group(1)
 
 
 def dockerfile_json(instruction: str) -> list[str]:
@@ -101,18 +111,35 @@ def test_compose_services_and_their_command_lines() -> None:
     board_cfg = load_board(host_path(board, config))  # the file the volume mounts
     assert board_cfg.mqtt is not None
     assert board_cfg.mqtt.broker.split(":")[0] == "mosquitto"  # the compose service
-    assert board_cfg.mqtt.advertise.split(":")[0] == "board"
-    assert serve.params["listen"] == "0.0.0.0:7707"
-    assert "7707:7707" in board["ports"]
+    # One address per network: the service name for the ci-job, loopback for the host.
+    assert serve.params["advertise"] == "board:7707,127.0.0.1:7707"
+    assert serve.params["listen"] is None  # the image's BUSBRIDGE_LISTEN, which health reads
+    assert dockerfile_env("BUSBRIDGE_LISTEN") == "0.0.0.0:7707"
+    assert "127.0.0.1:7707:7707" in board["ports"]
     assert host_path(services["mosquitto"], "/mosquitto/config/mosquitto.conf").is_file()
     job = services["ci-job"]
     run = check_cli(job["entrypoint"] + job["command"])
-    assert run.params["board"] == board_cfg.name
+    assert run.params["conn_board"] == board_cfg.name  # `run --board`, its own option
     assert job["environment"]["BUSBRIDGE_BROKER"].split(":")[0] == "mosquitto"
     assert job["depends_on"]["board"]["condition"] == "service_healthy"
-    check_cli(dockerfile_json("HEALTHCHECK"))
+    assert check_cli(dockerfile_json("HEALTHCHECK")).info_name == "health"
     with pytest.raises(click.NoSuchOption):  # the checker does refuse a wrong option
         check_cli([*entry, "--configg", "x"])
+
+
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    """Issue 17 item 3: an unauthenticated board and an anonymous broker stay off the LAN."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_compose_comments_use_the_docker_compose_debian_packages() -> None:
+    """Issue 17 item 6: Debian packages docker-compose 1.x, not the `docker compose` plugin."""
+    commands = [line for line in COMPOSE.read_text().splitlines()
+                if re.match(r"#\s+(docker|busbridge)", line)]
+    assert commands
+    assert not [c for c in commands if "docker compose " in c]
 
 
 def test_deploy_board_says_how_it_may_listen_on_every_interface() -> None:
@@ -219,12 +246,12 @@ def test_image_entrypoint_healthcheck_and_ci_job_run(mosquitto: Any, tmp_path: P
         assert entry["name"] == "lab-sim-1"
         assert entry["address"] == f"127.0.0.1:{port}"
 
+        # The image's HEALTHCHECK, as the engine runs it: the port from BUSBRIDGE_LISTEN.
         health = dockerfile_json("HEALTHCHECK")
-        health = [a.replace("127.0.0.1:7707", f"127.0.0.1:{port}") for a in health]
         out = subprocess.run([*BUSBRIDGE, *health[1:]], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=30, env={**env, "BUSBRIDGE_LISTEN": f"127.0.0.1:{port}"})
         assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines()[0] == "board:   lab-sim-1"
+        assert out.stdout.startswith(f"healthy: 127.0.0.1:{port}: board 'lab-sim-1', ")
 
         job = services["ci-job"]
         command = [sys.executable if a == "python" else a for a in job["command"]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT
+from .common import CONTEXT, CliError
 
 
 @click.command(context_settings=CONTEXT)
@@ -24,6 +24,12 @@ from .common import CONTEXT
 def bench(reps: int, quick: bool, json_path: str | None, plot_path: str | None,
           memory: int | None) -> None:
     """Measure the bridge against a bare uvloop echo in the same run; print ratios."""
+    if plot_path:  # checked first: a run of minutes must not end in "no plot"
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib: pip install 'busbridge[bench]' "
+                           "(nothing was measured)") from None
     from ..bench import bench_command
 
     bench_command(reps, quick, json_path, plot_path, memory)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import need_aiomqtt
+from .. import logs
+from .common import ConnectError, connection_options, need_aiomqtt, options
 
 if TYPE_CHECKING:
     from ..mqtt.discovery import BoardRecord
@@ -46,7 +47,8 @@ def board_rows(records: list[BoardRecord], now: float | None = None) -> list[lis
         buses = r.buses()
         rows.append([
             r.name, "online" if r.online else (r.status or {}).get("state", "?"),
-            r.address or "-", ",".join(buses["i2c"]) or "-", ",".join(buses["spi"]) or "-",
+            ",".join(r.addresses) or "-", ",".join(buses["i2c"]) or "-",
+            ",".join(buses["spi"]) or "-",
             _uptime(float(h["uptime_s"])) if "uptime_s" in h else "-",
             str(h.get("requests", "-")), str(h.get("errors", "-")), _age(r.last_seen, now),
         ])
@@ -60,23 +62,21 @@ def format_table(rows: list[list[str]]) -> list[str]:
 
 
 @click.command("boards", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
-              help="MQTT broker (default: busbridge --broker, $BUSBRIDGE_BROKER, "
-                   "localhost:1883).")
 @click.option("--all", "show_all", is_flag=True, help="Include boards that are offline.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: everything retained.")
+@connection_options
 @click.pass_context
-def boards(ctx: click.Context, broker: str | None, show_all: bool, as_json: bool) -> None:
-    """List the boards announced on the MQTT broker: name, address, buses, last health."""
+def boards(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List the boards announced on the MQTT broker (--broker, default localhost:1883):
+    name, address, buses, last health."""
     need_aiomqtt("busbridge boards")
     from ..mqtt.discovery import run_sync, snapshot
 
-    broker = broker or getattr(ctx.obj, "broker", None)
-    timeout = float(getattr(ctx.obj, "timeout", 5.0))
+    opts = options(ctx)
     try:
-        found = run_sync(snapshot(broker, timeout=timeout))
+        found = run_sync(snapshot(opts.broker, timeout=opts.timeout))
     except OSError as e:
-        raise click.ClickException(e.strerror or str(e)) from None
+        raise ConnectError(e.strerror or str(e)) from None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--broker") from None
     records = sorted((r for r in found.values() if show_all or r.online), key=lambda r: r.name)
@@ -84,6 +84,6 @@ def boards(ctx: click.Context, broker: str | None, show_all: bool, as_json: bool
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))
         return
     if not records:
-        click.echo("no boards online" if not show_all else "no boards known", err=True)
+        logs.say("no boards online" if not show_all else "no boards known")
         return
     click.echo("\n".join(format_table(board_rows(records))))

@@ -27,7 +27,7 @@ from protocol.virtio import read, write
 from ..client import AsyncClient, TransferError, spi_xfer
 from ..runtime import have_uvloop, new_event_loop, run
 from ..server import Server
-from .common import CONTEXT, CliError, errmsg, options
+from .common import CONTEXT, CliError, errmsg, verbosity
 from .i2c import scan  # the pipelined i2cdetect
 
 if TYPE_CHECKING:
@@ -418,7 +418,7 @@ def demo(ctx: click.Context, listen: str) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--listen") from None
     try:
-        ok = run_demo(host, port, echo=click.echo, quiet_server=options(ctx).verbose == 0)
+        ok = run_demo(host, port, echo=click.echo, quiet_server=verbosity(ctx) == 0)
     except OSError as e:
         raise CliError(f"demo failed: {errmsg(e)}") from None
     if not ok:

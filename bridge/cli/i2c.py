@@ -9,6 +9,7 @@ these commands ask for confirmation, connect and send.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import click
@@ -21,8 +22,19 @@ from protocol.handshake import (
 )
 from protocol.virtio import read, write
 
+from .. import logs
 from ..client import AsyncClient, TransferError
-from .common import CONTEXT, CliError, Options, confirm, errmsg, options, usage_error, with_client
+from .common import (
+    CONTEXT,
+    CliError,
+    Options,
+    confirm,
+    connection_options,
+    errmsg,
+    options,
+    usage_error,
+    with_client,
+)
 from .i2ctools import (
     GET_MODES,
     I2CArgError,
@@ -75,13 +87,15 @@ _all = click.option("-a", "all_addrs", is_flag=True,
 
 @i2c.command("detect", context_settings=CONTEXT)
 @_yes
-@_all
+@click.option("-a", "all_addrs", is_flag=True,
+              help="Scan every address, 0x00-0x7f (default 0x08-0x77).")
 @click.option("-q", "quick", is_flag=True, help="Probe with quick writes (zero-length write).")
 @click.option("-r", "readbyte", is_flag=True, help="Probe with 1-byte reads.")
 @click.option("-F", "funcs", is_flag=True, help="Show the bus's functionality instead.")
 @click.argument("bus")
 @click.argument("first", required=False)
 @click.argument("last", required=False)
+@connection_options
 @click.pass_context
 def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, readbyte: bool,
                funcs: bool, bus: str, first: str | None, last: str | None) -> None:
@@ -122,8 +136,9 @@ def i2c_detect(ctx: click.Context, yes: bool, all_addrs: bool, quick: bool, read
                            f"{'quick writes' if mode == 'quick' else 'receive byte'}")
         for kind, label in (("quick", "quick write"), ("read", "receive byte")):
             if mode == "auto" and not can[kind]:
-                click.echo(f"Warning: i2c bus {name} cannot do {label}; "
-                           "some addresses are skipped", err=True)
+                logs.say(f"i2c bus {name} cannot do {label}; some addresses are skipped",
+                         logging.WARNING, text=f"Warning: i2c bus {name} cannot do {label}; "
+                         "some addresses are skipped")
         probed = {a for a in range(lo, hi + 1) if can[probe_kind(a, mode)]}
         return probed, await scan(client, name, sorted(probed), mode)
 
@@ -186,6 +201,7 @@ def _reg(text: str) -> int:
 @click.argument("reg", required=False)
 @click.argument("mode", required=False)
 @click.argument("length", required=False)
+@connection_options
 @click.pass_context
 def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
             reg: str | None, mode: str | None, length: str | None) -> None:
@@ -230,7 +246,8 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
             try:
                 await client.transfer(name, [write(a, [r])])
             except TransferError as e:
-                click.echo(f"Warning - write failed: {errmsg(e)}", err=True)
+                logs.say(f"write failed: {errmsg(e)}", logging.WARNING,
+                         text=f"Warning - write failed: {errmsg(e)}")
             (data,) = await client.transfer(name, [read(a, n)])
             return data
         (data,) = await client.transfer(name, [write(a, [r]), read(a, n)])
@@ -249,6 +266,7 @@ def i2c_get(ctx: click.Context, yes: bool, all_addrs: bool, bus: str, addr: str,
 @click.argument("addr")
 @click.argument("reg")
 @click.argument("rest", nargs=-1, metavar="[VALUE]... [MODE]")
+@connection_options
 @click.pass_context
 def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, readback: bool,
             bus: str, addr: str, reg: str, rest: tuple[str, ...]) -> None:
@@ -298,7 +316,8 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
         try:
             back = await get(client, name)
         except TransferError as e:
-            click.echo(f"Warning - readback failed: {errmsg(e)}", err=True)
+            logs.say(f"readback failed: {errmsg(e)}", logging.WARNING,
+                     text=f"Warning - readback failed: {errmsg(e)}")
             return None
         return w.readback_line(v, back)
 
@@ -313,6 +332,7 @@ def i2c_set(ctx: click.Context, yes: bool, all_addrs: bool, mask: str | None, re
 @click.option("-v", "verbose", is_flag=True, help="Print every message, written data too.")
 @click.argument("bus")
 @click.argument("desc", nargs=-1, required=True, metavar="DESC [DATA]...")
+@connection_options
 @click.pass_context
 def i2c_transfer(ctx: click.Context, yes: bool, all_addrs: bool, verbose: bool, bus: str,
                  desc: tuple[str, ...]) -> None:
@@ -328,8 +348,9 @@ def i2c_transfer(ctx: click.Context, yes: bool, all_addrs: bool, verbose: bool, 
     chain: if one message fails, the rest do not run).
 
     \b
-    10-bit addresses (i2ctransfer has none): an address above 0x7f is 10-bit,
-    and @t0xNN forces 10-bit for a low one: r2@0x2a5, w1@t0x050 0x00.
+    10-bit addresses (i2ctransfer has none) are written @t0xNNN: r2@t0x2a5,
+    w1@t0x050 0x00.  An address above 0x7f without the t is refused: it is
+    usually an 8-bit address (0x90 is 7-bit 0x48), not a 10-bit one.
 
     \b
     Example: busbridge i2c transfer -y 1 w1@0x48 0x0f r2    -> 0x01 0x17

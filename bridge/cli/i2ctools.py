@@ -15,13 +15,17 @@ Conventions kept from i2c-tools:
 
 One extension: i2ctransfer has no 10-bit addressing (its source leaves it
 for "a 't' flag before the address").  Here ``@t0x2a5`` marks a 10-bit
-address, and an address above 0x7f, which cannot be 7-bit, is 10-bit too.
+address.  Only that form does: an address above 0x7f written without the
+``t`` is refused, since it is far more often an 8-bit address (the 7-bit one
+shifted left, as some datasheets print it) than a 10-bit one, and sending it
+as 10-bit would talk to a different device.  The same rule holds wherever an
+I2C address is written (:func:`parse_i2c_address`: lease scopes too).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +58,7 @@ __all__ = [
     "parse_descriptor",
     "parse_get_mode",
     "parse_hex_bytes",
+    "parse_i2c_address",
     "parse_number",
     "parse_set",
     "parse_set_args",
@@ -89,9 +94,22 @@ def parse_number(text: str, what: str = "number", maximum: int | None = None) ->
     return value
 
 
+def _above_7_bits(text: str, addr: int, ten: str | None) -> str:
+    """Why an address above 0x7f is refused, and the two things it may have meant."""
+    if addr > TEN_BIT_MAX:
+        return f"chip address {text!r} out of range (7-bit 0x00-0x7f, 10-bit t0x000-t0x3ff)"
+    why = f"chip address {text!r} is not a 7-bit address (0x00-0x7f)"
+    if addr <= 0xFF:
+        why += f"; as an 8-bit address (R/W bit included) it is 7-bit {addr >> 1:#04x}"
+    return why + (f"; a 10-bit address is written {ten}" if ten is not None
+                  else "; 10-bit addresses: i2c transfer with @t0x...")
+
+
 def parse_chip_address(text: str, *, all_addrs: bool = False) -> int:
     """A 7-bit chip address: 0x03-0x77, or 0x00-0x7f with ``-a`` (i2c-tools' rule)."""
     addr = parse_number(text, "chip address")
+    if addr > ALL_ADDR_RANGE[1]:
+        raise I2CArgError(_above_7_bits(text, addr, None))
     lo, hi = ALL_ADDR_RANGE if all_addrs else ADDR_RANGE
     if not lo <= addr <= hi:
         hint = "" if all_addrs else "; -a allows 0x00-0x7f"
@@ -99,8 +117,13 @@ def parse_chip_address(text: str, *, all_addrs: bool = False) -> int:
     return addr
 
 
-def _parse_msg_address(text: str, all_addrs: bool) -> tuple[int, bool]:
-    """``ADDR`` after ``@``: ``t`` prefix or a value above 0x7f means 10-bit."""
+def parse_i2c_address(text: str, *, all_addrs: bool = False,
+                      ten_form: Callable[[str], str] = lambda t: t) -> tuple[int, bool]:
+    """``ADDR`` or ``tADDR`` → ``(address, ten_bit)``: 10-bit only in the explicit ``t`` form.
+
+    ``ten_form`` shows how the ``t`` form is written where ``text`` came from (for
+    the error message), e.g. ``r2@t0x090`` for the descriptor ``r2@0x90``.
+    """
     if text[:1] in ("t", "T"):
         addr = parse_number(text[1:], "10-bit address")
         if addr > TEN_BIT_MAX:
@@ -108,9 +131,7 @@ def _parse_msg_address(text: str, all_addrs: bool) -> tuple[int, bool]:
         return addr, True
     addr = parse_number(text, "chip address")
     if addr > ALL_ADDR_RANGE[1]:
-        if addr > TEN_BIT_MAX:
-            raise I2CArgError(f"chip address {text!r} out of range (7-bit or 10-bit, max 0x3ff)")
-        return addr, True
+        raise I2CArgError(_above_7_bits(text, addr, ten_form(f"t{addr:#05x}")))
     return parse_chip_address(text, all_addrs=all_addrs), False
 
 
@@ -202,7 +223,9 @@ def parse_descriptor(
     if m["addr"] is not None:
         if not m["addr"]:
             raise I2CArgError(f"missing address after '@' in {text!r}")
-        addr, ten = _parse_msg_address(m["addr"], all_addrs)
+        head = text.strip()[: -len(m["addr"])]
+        addr, ten = parse_i2c_address(m["addr"], all_addrs=all_addrs,
+                                      ten_form=lambda t: head + t)
     elif last is None:
         raise I2CArgError(f"no address given in {text!r} (the first message needs @ADDRESS)")
     else:

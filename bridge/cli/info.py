@@ -29,7 +29,7 @@ from protocol.virtio import (
 )
 
 from ..client import AsyncClient
-from .common import CONTEXT, hostport, options, with_client
+from .common import CONTEXT, connection_options, hostport, options, with_client
 from .i2ctools import functionality_names
 
 _MODE_FUNCS = [
@@ -126,11 +126,13 @@ def _wrap(label: str, text: str, indent: int = 17) -> list[str]:
                          subsequent_indent=pad) or [f"  {label}"]
 
 
-def format_info(w: WelcomeInfo, url: str) -> list[str]:
+def format_info(w: WelcomeInfo, url: str, found_as: str | None = None) -> list[str]:
+    """``found_as``: the board name it was looked up by on the MQTT broker, if any."""
     lim = w.limits
+    how = f"; found by name {found_as!r} on the MQTT broker" if found_as else ""
     out = [
         f"board:   {w.board}",
-        f"server:  {w.server or '?'} at {url} (protocol {w.version})",
+        f"server:  {w.server or '?'} at {url} (protocol {w.version}{how})",
         f"limits:  frames up to {lim.max_frame} B, {lim.max_requests} requests per frame, "
         f"{lim.max_in_flight} in flight,",
         f"         I2C messages up to {lim.max_i2c_len} B, "
@@ -188,6 +190,7 @@ def format_local(d: dict[str, Any]) -> list[str]:
 @click.option("--local", is_flag=True,
               help="Describe this install instead (version, event loop, whether the hot "
                    "path is compiled); connects to nothing.")
+@connection_options
 @click.pass_context
 def info(ctx: click.Context, as_json: bool, local: bool) -> None:
     """Show the server's board, limits and each bus's capabilities."""
@@ -205,8 +208,11 @@ def info(ctx: click.Context, as_json: bool, local: bool) -> None:
         return await go(client), hostport(*client.address)
 
     w, address = with_client(opts, go_addr)
-    url = f"{address} (board {opts.board})" if opts.board else opts.url
+    url = address if opts.board else opts.url
     if as_json:
-        click.echo(json.dumps(info_dict(w, url), indent=2))
+        out = info_dict(w, url)
+        if opts.board:
+            out["found_as"] = {"board": opts.board, "broker": opts.broker}
+        click.echo(json.dumps(out, indent=2))
     else:
-        click.echo("\n".join(format_info(w, url)))
+        click.echo("\n".join(format_info(w, url, found_as=opts.board)))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 import os
 import random
 import shlex
@@ -27,12 +28,24 @@ import click
 from protocol.errors import ErrorCode
 from protocol.leases import MAX_LEASE_TTL, LeaseInfo
 
+from .. import logs
 from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
 from ..dropin.session import env_leases
 from ..env import HOLDER as ENV_HOLDER
 from ..env import LEASE as ENV_LEASE
 from ..runtime import run as run_loop
-from .common import CONTEXT, CliError, ConnectError, Options, errmsg, options, with_client
+from .common import (
+    CONTEXT,
+    CliError,
+    ConnectError,
+    Options,
+    connect_failure,
+    connection_options,
+    errmsg,
+    options,
+    with_client,
+)
+from .i2ctools import I2CArgError, parse_i2c_address
 
 #: Longest pause between two attempts while waiting for a busy scope (s).
 MAX_BACKOFF = 2.0
@@ -40,12 +53,18 @@ MAX_BACKOFF = 2.0
 
 @dataclass(frozen=True)
 class Scope:
-    """What to lease: ``i2c:BUS``, ``i2c:BUS@ADDR``, ``spi:BUS`` or ``spi:BUS@CS``."""
+    """What to lease: ``i2c:BUS``, ``i2c:BUS@ADDR``, ``spi:BUS`` or ``spi:BUS@CS``.
+
+    ADDR follows the i2c commands' rule: 7-bit (0x00-0x7f), or 10-bit only in the
+    explicit ``@t0x2a5`` form, so an 8-bit address slip is refused, not leased.  (The
+    lease itself covers the number in both forms, SPEC.md §8.6.)
+    """
 
     kind: str
     bus: str
     address: int | None = None
     cs: int | None = None
+    ten_bit: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Scope:
@@ -58,18 +77,26 @@ class Scope:
             raise ValueError(f"bad lease scope {text!r}: no bus before '@'")
         if not at:
             return cls(kind, bus)
+        if kind == "i2c":
+            try:
+                addr, ten = parse_i2c_address(sub, all_addrs=True,
+                                              ten_form=lambda t: f"i2c:{bus}@{t}")
+            except I2CArgError as e:
+                raise ValueError(f"bad lease scope {text!r}: {e}") from None
+            return cls(kind, bus, addr, None, ten)
         try:
             n = int(sub, 0)
         except ValueError:
             raise ValueError(f"bad lease scope {text!r}: {sub!r} is not a number") from None
-        return cls(kind, bus, n, None) if kind == "i2c" else cls(kind, bus, None, n)
+        return cls(kind, bus, None, n)
 
     def __str__(self) -> str:
         sub = self.address if self.address is not None else self.cs
         if sub is None:
             return f"{self.kind}:{self.bus}"
-        return f"{self.kind}:{self.bus}@{sub:#04x}" if self.kind == "i2c" else \
-            f"{self.kind}:{self.bus}@{sub}"
+        if self.kind == "i2c":
+            return f"i2c:{self.bus}@t{sub:#05x}" if self.ten_bit else f"i2c:{self.bus}@{sub:#04x}"
+        return f"{self.kind}:{self.bus}@{sub}"
 
 
 def default_holder(command: Sequence[str] = ()) -> str:
@@ -151,6 +178,7 @@ def lease() -> None:
 @click.option("--export", "as_export", is_flag=True,
               help=f"Print `export {ENV_LEASE}=...` (adding to the current value), for eval.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lease and token as JSON.")
+@connection_options
 @click.pass_context
 def lease_take(ctx: click.Context, scope: str, ttl: int, holder: str | None, wait: float,
                as_export: bool, as_json: bool) -> None:
@@ -165,7 +193,7 @@ def lease_take(ctx: click.Context, scope: str, ttl: int, holder: str | None, wai
     who = holder or default_holder()
 
     def waiting(msg: str) -> None:
-        click.echo(f"busbridge: waiting up to {wait:g} s: {msg}", err=True)
+        logs.say(f"waiting up to {wait:g} s: {msg}")
 
     got = with_client(options(ctx), lambda c: take(c, sc, ttl=ttl, holder=who, wait=wait,
                                                   on_wait=waiting))
@@ -176,13 +204,14 @@ def lease_take(ctx: click.Context, scope: str, ttl: int, holder: str | None, wai
         click.echo(f"export {ENV_LEASE}={shlex.quote(tokens)}")
     else:
         click.echo(got.token)
-    click.echo(f"busbridge: took {_describe(got.info)}", err=True)
+    logs.say(f"took {_describe(got.info)}", lease=got.info.id)
 
 
 @lease.command("renew", context_settings=CONTEXT)
 @click.argument("tokens", nargs=-1, metavar="[TOKEN]...")
 @click.option("--ttl", type=click.IntRange(1, MAX_LEASE_TTL), default=None, metavar="SECONDS",
               help="New lifetime from now (default: the lease's own TTL).")
+@connection_options
 @click.pass_context
 def lease_renew(ctx: click.Context, tokens: tuple[str, ...], ttl: int | None) -> None:
     """Extend leases to now + TTL (default tokens: $BUSBRIDGE_LEASE)."""
@@ -197,6 +226,7 @@ def lease_renew(ctx: click.Context, tokens: tuple[str, ...], ttl: int | None) ->
 
 @lease.command("release", context_settings=CONTEXT)
 @click.argument("tokens", nargs=-1, metavar="[TOKEN]...")
+@connection_options
 @click.pass_context
 def lease_release(ctx: click.Context, tokens: tuple[str, ...]) -> None:
     """Give leases back (default tokens: $BUSBRIDGE_LEASE); already gone is not an error."""
@@ -211,6 +241,7 @@ def lease_release(ctx: click.Context, tokens: tuple[str, ...]) -> None:
 
 @lease.command("list", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@connection_options
 @click.pass_context
 def lease_list(ctx: click.Context, as_json: bool) -> None:
     """Show every live lease on the board (holders and expiry; never tokens)."""
@@ -234,18 +265,18 @@ def lease_list(ctx: click.Context, as_json: bool) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _say(msg: str) -> None:
-    click.echo(f"busbridge run: {msg}", err=True)
+def _say(msg: str, level: int = logging.INFO) -> None:
+    logs.say(msg, level, who="busbridge run")
 
 
 async def _connect(opts: Options) -> AsyncClient:
     try:
         return await AsyncClient.connect(opts.host, opts.port, timeout=opts.timeout,
-                                         name="busbridge-run")
+                                         name="busbridge-run", auth=opts.auth)
     except RemoteError as e:
         raise CliError(f"{opts.url} refused the connection: {e.message}") from None
     except OSError as e:
-        raise ConnectError(f"cannot connect to {opts.url}: {errmsg(e)}") from None
+        raise ConnectError(connect_failure(opts.url, opts.address, e)) from None
 
 
 class _Holder:
@@ -274,9 +305,11 @@ class _Holder:
                 except RemoteError as e:
                     if e.code is ErrorCode.NO_LEASE:
                         self.lost.add(lease.id)
-                    _say(f"could not renew lease {lease.id} on {lease.info.scope}: {e.message}")
+                    _say(f"could not renew lease {lease.id} on {lease.info.scope}: {e.message}",
+                         logging.WARNING)
                 except (OSError, CliError) as e:  # board unreachable: retry at the next tick
-                    _say(f"could not renew lease {lease.id}: {errmsg(e)}; retrying")
+                    _say(f"could not renew lease {lease.id}: {errmsg(e)}; retrying",
+                         logging.WARNING)
 
     async def release(self) -> None:
         for lease in self.held:
@@ -284,7 +317,7 @@ class _Holder:
                 await (await self.conn()).lease_release(lease)
             except (OSError, RemoteError, CliError) as e:
                 _say(f"could not release lease {lease.id} on {lease.info.scope} "
-                     f"({errmsg(e)}): it ends at its TTL")
+                     f"({errmsg(e)}): it ends at its TTL", logging.WARNING)
         if self.client is not None:
             await self.client.close()
 

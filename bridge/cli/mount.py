@@ -8,11 +8,19 @@ import threading
 
 import click
 
-from ..client.auth import ClientAuth
+from .. import logs
 from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
+from .common import (
+    CliError,
+    ConnectError,
+    connect_failure,
+    connection_options,
+    options,
+    resolve_board,
+)
 
 EPILOG = """\b
 Examples:
@@ -24,13 +32,12 @@ Examples:
 
 @click.command("mount", context_settings={"help_option_names": ["-h", "--help"]},
                epilog=EPILOG)
-@click.option("--connect", "url", metavar="HOST:PORT", default=None,
-              help="Server with the buses (default: busbridge --connect, $BUSBRIDGE_URL).")
 @click.option("--map", "maps", metavar="i2c:LOCAL=REMOTE|spi:LOCAL=REMOTE", multiple=True,
               help="Create /dev/i2c-LOCAL (or /dev/spidevLOCAL.CS for each chip select) for "
                    "the remote bus; repeatable. Default: every remote bus named by a number.")
+@connection_options
 @click.pass_context
-def mount(ctx: click.Context, url: str | None, maps: tuple[str, ...]) -> int:
+def mount(ctx: click.Context, maps: tuple[str, ...]) -> int:
     """Create character devices backed by the remote buses, through CUSE, until stopped.
 
     For programs LD_PRELOAD cannot reach (static, setuid, Go) and for containers.
@@ -38,29 +45,27 @@ def mount(ctx: click.Context, url: str | None, maps: tuple[str, ...]) -> int:
     """
     from ..native.agent import Agent
     from ..native.cuse import start
-    from ..native.link import Link
+    from ..native.link import ClientPool
 
-    opts = ctx.obj
-    url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
-    auth = getattr(opts, "auth", None) or ClientAuth.from_env()
+    opts = options(ctx)
+    url = resolve_board(opts.board, opts.broker, opts.timeout) if opts.board else opts.address
     env = dict(os.environ)
-    env.update(auth.env())
+    env.update(opts.auth.env())
     env[ENV_URL] = url
-    env[ENV_TIMEOUT] = f"{float(getattr(opts, 'timeout', 5.0)):g}"
+    env[ENV_TIMEOUT] = f"{opts.timeout:g}"
     try:
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None
     env[ENV_MAP] = bus_map.format()
     if not os.path.exists("/dev/cuse"):
-        raise click.ClickException("/dev/cuse does not exist: load the kernel's CUSE module "
-                                   "(modprobe cuse) or use `busbridge run` (LD_PRELOAD)")
-    agent = Agent(Link(env, name="busbridge-mount"), bus_map)
+        raise CliError("/dev/cuse does not exist: load the kernel's CUSE module "
+                       "(modprobe cuse) or use `busbridge run` (LD_PRELOAD)")
+    agent = Agent(ClientPool(env, name="busbridge-mount"), bus_map)
     try:
         welcome = agent.link.welcome()
     except OSError as e:
-        raise click.ClickException(f"cannot reach the busbridge server at {url}: "
-                                   f"{e.strerror or e}") from None
+        raise ConnectError(connect_failure(f"the busbridge server at {url}", url, e)) from None
     wanted: list[tuple[str, int, int]] = []
     if maps:
         wanted += [("i2c", int(k), 0) for k in bus_map.i2c if k.isdigit()]
@@ -73,18 +78,18 @@ def mount(ctx: click.Context, url: str | None, maps: tuple[str, ...]) -> int:
         wanted += [("spi", int(b.name), cs) for b in welcome.spi if b.name.isdigit()
                    for cs in range(b.config.cs_max_number)]
     if not wanted:
-        raise click.ClickException("no bus to mount: give --map i2c:LOCAL=REMOTE")
+        raise CliError("no bus to mount: give --map i2c:LOCAL=REMOTE")
     devices = []
     for kind, local, cs in wanted:
         try:
             devices.append(start(agent, kind, local, cs))
         except OSError as e:
             what = f"/dev/i2c-{local}" if kind == "i2c" else f"/dev/spidev{local}.{cs}"
-            raise click.ClickException(f"{what}: {e.strerror or e}") from None
+            raise CliError(f"{what}: {e.strerror or e}") from None
     for d in devices:
         if not d.ready.wait(10):
-            raise click.ClickException(f"/dev/{d.name}: the kernel did not finish CUSE_INIT")
-        click.echo(f"busbridge mount: /dev/{d.name} -> {url}", err=True)
+            raise CliError(f"/dev/{d.name}: the kernel did not finish CUSE_INIT")
+        logs.say(f"/dev/{d.name} -> {url}", who="busbridge mount", device=f"/dev/{d.name}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -15,8 +16,15 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from ..env import TIMEOUT as ENV_TIMEOUT
 from ..env import URL as ENV_URL
-from .common import Options, resolve_board
-from .lease import hold_and_run
+from .common import (
+    CliError,
+    ConnectError,
+    connect_failure,
+    connection_options,
+    options,
+    resolve_board,
+)
+from .lease import default_holder, hold_and_run
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "dropin" / "shim"
 
@@ -58,31 +66,24 @@ def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--connect") from None
     except RemoteError as e:
-        raise click.ClickException(f"the busbridge server at {url} refused the connection: "
-                                   f"{e.message}") from None
+        raise CliError(f"the busbridge server at {url} refused the connection: "
+                       f"{e.message}") from None
     except OSError as e:
-        raise click.ClickException(f"cannot reach the busbridge server at {url}: "
-                                   f"{e.strerror or e}") from None
+        raise ConnectError(connect_failure(f"the busbridge server at {url}", url, e)) from None
     for kind, table, have in (("i2c", bus_map.i2c, [b.name for b in w.i2c]),
                               ("spi", bus_map.spi, [b.name for b in w.spi])):
         for local, remote in table.items():
             if remote not in have:
-                raise click.ClickException(
+                raise CliError(
                     f"--map {kind}:{local}={remote}: the server at {url} has no {kind} bus "
                     f"{remote!r} (its {kind} buses: {', '.join(have) or 'none'})")
 
 
+# Options end at COMMAND's first word: `busbridge run pytest --timeout 30` passes --timeout
+# to pytest, not to busbridge.
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"],
-                                        "ignore_unknown_options": True}, epilog=EPILOG)
-@click.option("--connect", "url", metavar="HOST:PORT", default=None,
-              help="Server with the buses (default: busbridge --connect, $BUSBRIDGE_URL).")
-@click.option("--board", metavar="NAME", default=None,
-              help="Board found by name through the MQTT broker (--broker), "
-                   "instead of --connect; default: busbridge --board, "
-                   "$BUSBRIDGE_BOARD.")
-@click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
-              help="MQTT broker for --board (default: busbridge --broker, $BUSBRIDGE_BROKER, "
-                   "localhost:1883).")
+                                        "ignore_unknown_options": True,
+                                        "allow_interspersed_args": False}, epilog=EPILOG)
 @click.option("--map", "maps", metavar="[i2c:|spi:]LOCAL=REMOTE", multiple=True,
               envvar=ENV_MAP, help="Local bus number to remote bus name; repeatable "
               "(also cs:PIN=BUS.CS for a GPIO chip select). Default: same name.")
@@ -103,11 +104,11 @@ def _check(url: str, bus_map: BusMap, timeout: float, auth: ClientAuth) -> None:
               help="Also give native programs (C, Rust, Node, i2c-tools) the remote "
               "/dev/i2c-N and /dev/spidevB.C through an LD_PRELOAD library (docs/native.md).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@connection_options
 @click.pass_context
-def run(ctx: click.Context, url: str | None, board: str | None, broker: str | None,
-        maps: tuple[str, ...],
-        check: bool, leases: tuple[str, ...], lease_ttl: int, lease_wait: float,
-        holder: str | None, native: bool, command: tuple[str, ...]) -> int | None:
+def run(ctx: click.Context, maps: tuple[str, ...], check: bool, leases: tuple[str, ...],
+        lease_ttl: int, lease_wait: float, holder: str | None, native: bool,
+        command: tuple[str, ...]) -> int | None:
     """Run COMMAND with smbus2, spidev, Blinka's board/busio and /dev/i2c-N, /dev/spidevB.C
     on the remote buses.
 
@@ -118,31 +119,26 @@ def run(ctx: click.Context, url: str | None, board: str | None, broker: str | No
     /dev/spidevB.C get the remote devices through an LD_PRELOAD library.
     With --board, the name is resolved once, here, and COMMAND gets the address.
     """
-    opts = ctx.obj
-    timeout = float(getattr(opts, "timeout", 5.0))
-    if url and board:
-        raise click.UsageError("give --connect HOST:PORT or --board NAME, not both")
-    board = board or (None if url else getattr(opts, "board", None))
-    if board:
-        url = resolve_board(board, broker or getattr(opts, "broker", None), timeout)
-    url = url or getattr(opts, "url", None) or os.environ.get(ENV_URL) or "127.0.0.1:7707"
+    opts = options(ctx)
+    timeout, auth = opts.timeout, opts.auth
+    url = resolve_board(opts.board, opts.broker, timeout) if opts.board else opts.address
     try:
         bus_map = BusMap.parse(maps)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--map") from None
-    auth = getattr(opts, "auth", None) or ClientAuth.from_env()
     if check:
         _check(url, bus_map, timeout, auth)
     env = child_env(url, bus_map, timeout, auth=auth)
     program = shutil.which(command[0], path=env.get("PATH"))
     if program is None:
-        raise click.ClickException(f"{command[0]}: command not found")
+        raise CliError(f"{command[0]}: command not found")
     from ..native.launch import prepare, serve_and_run
 
     library = prepare(program, native)
     if leases:
         host, port = parse_address(url)
-        lease_opts = Options(url, host, port, timeout)
+        lease_opts = dataclasses.replace(opts, url=url, host=host, port=port, board=None)
+        holder = holder or default_holder(command)  # the user's command, not the wrapper
         if library is not None:  # the agent starts once the leases' tokens are in env
             program, command = sys.executable, (sys.executable, "-m", "bridge.native.launch",
                                                 program, *command)

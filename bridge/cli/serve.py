@@ -7,12 +7,14 @@ Heavy imports wait until the command runs, so ``busbridge --help`` stays quick.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import click
 
 from protocol.limits import MAX_TIMEOUT_MS
 
+from .. import env, logs
 from ..runtime import run
 from .common import CONTEXT, CliError, ConfigError, errmsg, hostport, need_aiomqtt
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 @click.command(context_settings=CONTEXT)
 @click.option("--config", "config_path", metavar="BOARD.TOML", default=None,
               help="Board description; default: the built-in simulated board.")
-@click.option("--listen", metavar="HOST:PORT", default=None,
+@click.option("--listen", metavar="HOST:PORT", default=None, envvar=env.LISTEN,
+              show_envvar=True,
               help="Address to listen on (port 0: any free port); default: the board "
                    "file's [server] listen, else 127.0.0.1:7707.")
 @click.option("--request-timeout", type=click.IntRange(1, MAX_TIMEOUT_MS), metavar="MS",
@@ -32,8 +35,10 @@ if TYPE_CHECKING:
                                  "board file's [server] request_timeout_ms, else 1000.")
 @click.option("--broker", metavar="[mqtt[s]://]HOST[:PORT]", default=None,
               help="Announce the board on this MQTT broker (overrides [mqtt] broker).")
-@click.option("--advertise", metavar="HOST:PORT", default=None,
-              help="Address clients should dial, as announced (overrides [mqtt] advertise).")
+@click.option("--advertise", metavar="HOST:PORT[,HOST:PORT...]", default=None,
+              help="Address clients should dial, as announced (overrides [mqtt] advertise); "
+                   "several for clients on different networks, the first a client can "
+                   "resolve is dialled.")
 @click.option("--tls-cert", "cert", metavar="PEM", default=None,
               help="Server certificate (chain); default: the board file's [server.tls] cert.")
 @click.option("--tls-key", "key", metavar="PEM", default=None, help="Key of --tls-cert.")
@@ -60,7 +65,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
-    from ..server.auth import InsecureListenError, is_loopback, server_policy
+    from ..server.auth import InsecureListenError, is_loopback
+    from ..server.settings import server_policy
 
     if listen is not None:
         try:
@@ -89,24 +95,27 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     def ready(server: Server) -> None:
         buses = f"i2c: {', '.join(board.i2c) or '-'}; spi: {', '.join(board.spi) or '-'}"
-        click.echo(f"busbridge: serving board {board.name!r} on "
-                   f"{hostport(server.host, server.port)} ({buses})", err=True)
+        listen = hostport(server.host, server.port)
+        logs.say(f"serving board {board.name!r} on {listen} ({buses})", board=board.name,
+                 listen=listen)
         sec = server.security
         auth = [x for x, on in (("client certificates", sec.client_certs),
                                 ("tokens", bool(sec.tokens))) if on]
-        click.echo(f"busbridge: {'TLS' if sec.ssl else 'no TLS'}; authentication: "
-                   f"{' or '.join(auth) or 'none'}"
-                   + ("; access rules: " + str(len(server.acl.rules)) if server.acl else ""),
-                   err=True)
-        click.echo(f"busbridge: {build_status().summary()}", err=True)
+        rules = len(server.acl.rules) if server.acl else 0
+        logs.say(f"{'TLS' if sec.ssl else 'no TLS'}; authentication: "
+                 f"{' or '.join(auth) or 'none'}"
+                 + (f"; access rules: {rules}" if server.acl else ""),
+                 tls=sec.ssl is not None, authentication=auth, access_rules=rules)
+        build = build_status()
+        logs.say(build.summary(), hot_path=build.state)
         if not auth and not is_loopback(server.host):
-            click.echo("busbridge: WARNING: no authentication (insecure): anyone who can "
-                       "reach this port can drive the buses", err=True)
+            logs.say("no authentication (insecure): anyone who can reach this port can "
+                     "drive the buses", logging.WARNING)
 
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
-            board, host=host, port=port, request_timeout=timeout_s, ready=on_ready,
-            max_lease_ttl=board.server.lease_max_ttl_s, **policy), ready, _announced))
+            board, host=host, port=port, policy=policy, request_timeout=timeout_s,
+            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s), ready, _announced))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None
@@ -133,5 +142,6 @@ def _mqtt_settings(board: Board, broker: str | None, advertise: str | None
 
 
 def _announced(p: Presence) -> None:
-    click.echo(f"busbridge: announcing {p.server.board.name!r} as {p.address} on MQTT "
-               f"broker {p.broker} (topics {p.topic('+')})", err=True)
+    logs.say(f"announcing {p.server.board.name!r} as {', '.join(p.addresses)} on MQTT "
+             f"broker {p.broker} (topics {p.topic('+')})", addresses=p.addresses,
+             broker=str(p.broker))

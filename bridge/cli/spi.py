@@ -10,7 +10,7 @@ import click
 from protocol.virtio import SpiMode
 
 from ..client import AsyncClient, spi_xfer
-from .common import CONTEXT, options, usage_error, with_client
+from .common import CONTEXT, connection_options, options, usage_error, with_client
 from .i2ctools import I2CArgError, format_hex, parse_hex_bytes
 
 
@@ -46,6 +46,7 @@ def spi() -> None:
 @click.argument("bus")
 @click.argument("cs", type=click.IntRange(0, 255))
 @click.argument("hexbytes", nargs=-1)
+@connection_options
 @click.pass_context
 def spi_transfer(ctx: click.Context, speed_hz: int, mode: int, bits_per_word: int,
                  lsb_first: bool, cs_high: bool, loop: bool, cs_change: bool, delay_us: int,

@@ -7,7 +7,9 @@ import sys
 
 import click
 
+from .. import logs
 from ..server.auth import hash_token, new_token
+from .common import CliError
 
 
 def _snippet(name: str, token: str) -> str:
@@ -27,10 +29,16 @@ def new(name: str, path: str | None) -> None:
     """Make a random token; print it and the board-file lines that accept it."""
     tok = new_token()
     if path:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise CliError(f"{path} already exists: not overwritten (a token in use may be "
+                           "in it); remove it first or choose another --token-file") from None
+        except OSError as e:
+            raise CliError(f"cannot create {path}: {e.strerror or e}") from None
         with os.fdopen(fd, "w") as f:
             f.write(tok + "\n")
-        click.echo(f"busbridge: token written to {path}", err=True)
+        logs.say(f"token written to {path}")
     else:
         click.echo(tok)
     click.echo("# board file ([server] section):", err=True)

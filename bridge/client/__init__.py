@@ -21,9 +21,8 @@ connection) under ``aio`` (:class:`AsyncClient`) under ``threaded`` (:class:`Cli
 (:class:`BlockingClient`, which needs no event loop).
 """
 
-from protocol.virtio import chain, read, write
+from protocol.virtio import chain
 
-from ..addresses import parse_address
 from .aio import AsyncClient
 from .auth import ClientAuth
 from .blocking import BlockingClient
@@ -36,7 +35,7 @@ from .errors import (
     RequestTimeout,
     TransferError,
 )
-from .requests import Lease, spi_xfer
+from .requests import Lease, parse_address, read, spi_xfer, write
 from .threaded import Client
 
 __all__ = [

@@ -20,8 +20,9 @@ connection itself (handshake, requests in flight, deadlines) is
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Unpack
 
 from protocol.events import Error, Event, Ping, Result
 from protocol.leases import LeaseInfo, LeaseOp, LeaseRequest, LeaseResult
@@ -33,13 +34,14 @@ from .errors import BusBridgeError, InvalidRequest, RemoteError
 from .pipeline import Pipeline
 from .requests import (
     Lease,
+    SpiHead,
     answer_wait,
     check_answer,
-    encode_i2c,
-    encode_spi,
+    i2c_frame,
     raise_for_i2c,
     raise_for_spi,
     server_address,
+    spi_frame,
     spi_xfer,
 )
 
@@ -99,7 +101,7 @@ class AsyncClient(Pipeline):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
-        rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
+        rid, data = i2c_frame(self.conn, bus, msgs, timeout, chained)
         return self._start(rid, data, answer_wait(self.timeout, timeout))
 
     def start_spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
@@ -108,7 +110,7 @@ class AsyncClient(Pipeline):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._not_connected()
-        rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
+        rid, data = spi_frame(self.conn, bus, cs, transfers, timeout)
         return self._start(rid, data, answer_wait(self.timeout, timeout))
 
     # -- raw virtio level ---------------------------------------------------------
@@ -163,18 +165,17 @@ class AsyncClient(Pipeline):
         raise_for_spi(result)
         return result.reads
 
-    async def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any
-                   ) -> bytes:
+    async def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int],
+                   **head: Unpack[SpiHead]) -> bytes:
         """Full-duplex transfer of ``data``; returns what was clocked in."""
         (rx,) = await self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
         return rx
 
     async def ping(self, timeout: float | None = None) -> float:
         """Round-trip time in seconds."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
         await self._request(Ping(self._next_id()), timeout)
-        return loop.time() - t0
+        return time.perf_counter() - t0
 
     # -- leases -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.limits import MAX_TOKEN
+from protocol.limits import MAX_ACCESS_TOKEN
 
 from .. import env
 from .errors import InvalidRequest
@@ -35,8 +35,8 @@ class ClientAuth:
     token: str | None = None
 
     def __post_init__(self) -> None:
-        if self.token is not None and not 0 < len(self.token) <= MAX_TOKEN:
-            raise InvalidRequest(f"a token must be 1..{MAX_TOKEN} characters")
+        if self.token is not None and not 0 < len(self.token) <= MAX_ACCESS_TOKEN:
+            raise InvalidRequest(f"a token must be 1..{MAX_ACCESS_TOKEN} characters")
 
     def __repr__(self) -> str:
         return (f"ClientAuth(tls={self.uses_tls}, cafile={self.cafile!r}, "

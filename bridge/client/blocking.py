@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno as _errno
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -27,14 +28,23 @@ from collections.abc import Sequence
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
-from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.handshake import WelcomeInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from .. import __version__
+from . import diagnose
 from .auth import ClientAuth
 from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
-from .requests import answer_wait, check_answer, encode, encode_i2c, encode_spi
+from .requests import (
+    answer_wait,
+    check_answer,
+    check_timeout,
+    encode,
+    hello_info,
+    i2c_frame,
+    spi_frame,
+)
 from .sync import SyncClientBase
 
 __all__ = ["BlockingClient"]
@@ -46,7 +56,7 @@ class BlockingClient(SyncClientBase):
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
                  auth: ClientAuth | None = None) -> None:
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.address = (host, port)
         self.auth = auth or ClientAuth()
         self.conn = Connection(Role.CLIENT)
@@ -54,6 +64,7 @@ class BlockingClient(SyncClientBase):
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._closed_why = ""
+        self._head: bytearray | None = bytearray()  # the peer's first bytes, until WELCOME
         try:
             sock = socket.create_connection((host, port), timeout)
         except TimeoutError:
@@ -63,20 +74,30 @@ class BlockingClient(SyncClientBase):
         if ctx is not None:
             try:
                 sock = ctx.wrap_socket(sock, server_hostname=self.auth.server_hostname or host)
+            except ssl.SSLError as e:
+                sock.close()
+                raise diagnose.tls_error(host, port, e, self.auth) from None
             except BaseException:
                 sock.close()
                 raise
         self._sock: socket.socket | None = sock
         try:
             self.welcome = self._handshake(name or f"busbridge-client/{__version__}", leases)
+        except (ConnectTimeout, ConnectionLost, ssl.SSLError) as e:
+            self._drop("")
+            better = diagnose.explain_sync(host, port, bytes(self._head or b""), self.auth,
+                                           timeout, timed_out=isinstance(e, ConnectTimeout),
+                                           exc=e.__context__ or e)
+            raise (better or e) from None
         except BaseException:
             self._drop("")
             raise
+        self._head = None
 
     # -- the wire ----------------------------------------------------------------
 
     def _handshake(self, name: str, leases: Sequence[str]) -> WelcomeInfo:
-        hello = HelloInfo(client=name, token=self.auth.token, leases=list(leases))
+        hello = hello_info(name, self.auth.token, leases)
         self._send(encode(self.conn, Hello(hello)))
         deadline = time.monotonic() + self.timeout
         while True:
@@ -117,6 +138,8 @@ class BlockingClient(SyncClientBase):
         except OSError as e:
             self._drop(str(e))
             raise self._lost() from None
+        if self._head is not None and len(self._head) < diagnose.HEAD:
+            self._head += self._view[:min(n, diagnose.HEAD - len(self._head))]
         try:
             items = self.conn.receive(self._view[:n] if n else b"")
         except ProtocolError as e:
@@ -143,7 +166,7 @@ class BlockingClient(SyncClientBase):
         self._send(data)
         deadline = time.monotonic() + timeout
         while True:
-            for ev in self._read(deadline, "an answer"):
+            for ev in self._read(deadline, "answer"):
                 if getattr(ev, "id", None) == rid:
                     return ev
                 # Anything else is a late answer to a request that timed out: dropped.
@@ -178,7 +201,7 @@ class BlockingClient(SyncClientBase):
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
         with self._lock:
-            rid, data = encode_i2c(self.conn, bus, msgs, timeout, chained)
+            rid, data = i2c_frame(self.conn, bus, msgs, timeout, chained)
             ev = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
         return ev if type(ev) is Result else check_answer(ev)
 
@@ -186,7 +209,7 @@ class BlockingClient(SyncClientBase):
             timeout: float | None = None) -> Result:
         """One SPI message on ``cs``; every head's chip_select_id is set to ``cs``."""
         with self._lock:
-            rid, data = encode_spi(self.conn, bus, cs, transfers, timeout)
+            rid, data = spi_frame(self.conn, bus, cs, transfers, timeout)
             answer = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
         return answer if type(answer) is Result else check_answer(answer)
 

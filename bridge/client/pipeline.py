@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import errno as _errno
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
-from protocol.handshake import HelloInfo, WelcomeInfo
+from protocol.handshake import WelcomeInfo
 from protocol.leases import LeaseRequest, LeaseResult
 
 from .. import __version__
+from . import diagnose
 from .auth import ClientAuth
 from .errors import ConnectionLost, ConnectTimeout, RemoteError, RequestTimeout
-from .requests import encode
+from .requests import check_timeout, encode, hello_info
 
 __all__ = ["Pipeline"]
 
@@ -59,7 +61,7 @@ class Pipeline:
 
     def __init__(self, *, timeout: float = 5.0, name: str = "",
                  leases: Sequence[str] = (), auth: ClientAuth | None = None) -> None:
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.auth = auth or ClientAuth()
         self.name = name or f"busbridge-client/{__version__}"
         #: Lease tokens presented in HELLO: this connection may use what they lease.
@@ -76,6 +78,9 @@ class Pipeline:
         self._wbuf: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._gone: asyncio.Future[None] | None = None
+        #: The peer's first bytes and why the connection ended, to explain a failed handshake.
+        self._head = bytearray()
+        self._lost_exc: Exception | None = None
 
     async def _open(self, host: str, port: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -90,16 +95,24 @@ class Pipeline:
                 self.timeout)
         except TimeoutError:
             raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
+        except ssl.SSLError as e:
+            raise diagnose.tls_error(host, port, e, self.auth) from None
         self._transport = transport
         self._gone = loop.create_future()  # resolved by connection_lost
-        hello = HelloInfo(client=self.name, token=self.auth.token, leases=self.lease_tokens)
+        hello = hello_info(self.name, self.auth.token, self.lease_tokens)
         try:
             self._transport.write(encode(self.conn, Hello(hello)))
             self.welcome = await asyncio.wait_for(self._welcomed, self.timeout)
         except TimeoutError:
             transport.abort()
-            raise ConnectTimeout(_errno.ETIMEDOUT, f"no WELCOME from {host}:{port} in time"
-                                 ) from None
+            raise (await diagnose.explain(host, port, self._head, self.auth, self.timeout,
+                                          timed_out=True)
+                   or ConnectTimeout(_errno.ETIMEDOUT, f"no WELCOME from {host}:{port} in time")
+                   ) from None
+        except ConnectionLost as e:
+            transport.abort()
+            raise (await diagnose.explain(host, port, self._head, self.auth, self.timeout,
+                                          exc=self._lost_exc) or e) from None
         except BaseException:
             transport.abort()
             raise
@@ -107,6 +120,8 @@ class Pipeline:
     # -- receiving ------------------------------------------------------------
 
     def _feed(self, data: bytes | memoryview) -> None:
+        if self.welcome is None and len(self._head) < diagnose.HEAD:
+            self._head += data[:diagnose.HEAD - len(self._head)]
         try:
             items = self.conn.receive(data)
         except ProtocolError as e:
@@ -142,6 +157,7 @@ class Pipeline:
             self._transport.write(self.conn.send(Pong(ev.id)))
 
     def _lost(self, exc: Exception | None) -> None:
+        self._lost_exc = exc
         host, port = self.address
         reason = f"{self._closed_exc}" if self._closed_exc else (str(exc) if exc else "closed")
         err = ConnectionLost(
@@ -255,6 +271,7 @@ class Pipeline:
         self.conn = Connection(Role.CLIENT)
         self.welcome = None
         self._closed_exc = None
+        self._head.clear()
         await self._open(*self.address)
 
     async def close(self) -> None:

@@ -11,17 +11,39 @@ from __future__ import annotations
 import dataclasses
 import errno as _errno
 from collections.abc import Sequence
+from typing import TypedDict
 
+import pydantic
+
+from protocol import virtio
 from protocol.connection import Connection, LocalProtocolError
-from protocol.events import Error, Event, Result, SpiRequest
+from protocol.events import ChainedI2CRequest, Error, Event, I2CRequest, Result, SpiRequest
+from protocol.handshake import HelloInfo
 from protocol.leases import LeaseInfo
+from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, I2CStatus, SpiResult, SpiTransfer, SpiTransferHead
 
-from ..addresses import parse_address
+from .. import addresses
 from .errors import InvalidRequest, RemoteError, TransferError
 
-__all__ = ["Lease", "answer_wait", "check_answer", "encode", "encode_i2c", "encode_spi",
-           "raise_for_i2c", "raise_for_spi", "server_address", "spi_xfer"]
+__all__ = [
+    "Lease",
+    "SpiHead",
+    "answer_wait",
+    "check_answer",
+    "check_timeout",
+    "encode",
+    "hello_info",
+    "i2c_frame",
+    "parse_address",
+    "raise_for_i2c",
+    "raise_for_spi",
+    "read",
+    "server_address",
+    "spi_frame",
+    "spi_xfer",
+    "write",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +56,57 @@ class Lease:
     @property
     def id(self) -> str:
         return self.info.id
+
+
+class SpiHead(TypedDict, total=False):
+    """The per-transfer fields of :func:`spi_xfer`, for ``xfer(..., **head)``."""
+
+    speed_hz: int
+    mode: int
+    bits_per_word: int
+    cs_change: bool
+    tx_nbits: int
+    rx_nbits: int
+    word_delay_ns: int
+    cs_setup_ns: int
+    cs_hold_ns: int
+    cs_inactive_ns: int
+
+
+def read(addr: int, length: int, *, ten_bit: bool = False) -> I2CMsg:
+    """A read of ``length`` bytes from ``addr`` (:func:`protocol.virtio.read`); a
+    negative length is an :class:`InvalidRequest`, not a frame the server refuses."""
+    if type(length) is not int or length < 0:
+        raise InvalidRequest(f"read length must be an integer >= 0, not {length!r}")
+    return virtio.read(addr, length, ten_bit=ten_bit)
+
+
+def write(addr: int, data: bytes | bytearray | Sequence[int] = b"", *,
+          ten_bit: bool = False) -> I2CMsg:
+    """A write of ``data`` to ``addr`` (:func:`protocol.virtio.write`); data that is not
+    bytes (a value above 255, say) is an :class:`InvalidRequest`."""
+    try:
+        return virtio.write(addr, data, ten_bit=ten_bit)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequest(f"write data for address {addr:#x}: {e}") from None
+
+
+def hello_info(name: str, token: str | None, leases: Sequence[str]) -> HelloInfo:
+    """The HELLO a client sends; a name, token or lease the protocol refuses is an
+    :class:`InvalidRequest` raised before anything is sent."""
+    try:
+        return HelloInfo(client=name, token=token, leases=list(leases))
+    except pydantic.ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                             for err in e.errors(include_url=False))
+        raise InvalidRequest(f"cannot introduce this client: {problems}") from None
+
+
+def check_timeout(timeout: float) -> float:
+    """A client's timeout must be a positive number of seconds."""
+    if not timeout > 0:
+        raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
+    return timeout
 
 
 def spi_xfer(
@@ -54,7 +127,10 @@ def spi_xfer(
     """One SPI transfer.  ``tx`` only: write; ``rx_len`` only: read; ``tx`` with
     ``rx_len=None``: full duplex of ``len(tx)`` bytes.  The chip select is
     filled in by :meth:`AsyncClient.spi`."""
-    data = None if tx is None else bytes(tx)
+    try:
+        data = None if tx is None else bytes(tx)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequest(f"SPI tx data: {e}") from None
     if rx_len is None:
         rx_len = len(data) if data is not None else 0
     head = SpiTransferHead(
@@ -73,6 +149,15 @@ def spi_xfer(
     return SpiTransfer(head, data, rx_len)
 
 
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST[:PORT]``, ``[v6]:PORT`` or ``tcp://HOST:PORT`` → ``(host, port)``
+    (:func:`bridge.addresses.parse_address`); a malformed one is an :class:`InvalidRequest`."""
+    try:
+        return addresses.parse_address(text, default_port)
+    except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+
+
 def server_address(url: str) -> tuple[str, int]:
     """``(host, port)`` of ``HOST[:PORT]`` / ``tcp://HOST:PORT`` (port 7707 by default);
     a malformed one raises :class:`InvalidRequest`."""
@@ -87,7 +172,7 @@ def server_address(url: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------
 
 
-def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
+def i2c_frame(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
                timeout: float | None, chained: bool) -> tuple[int, bytes]:
     """A fresh request id and the I2C frame; limits broken locally raise :class:`InvalidRequest`.
 
@@ -96,15 +181,16 @@ def encode_i2c(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
     """
     rid = conn.next_id()
     try:
-        return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
-                                  _server_ms(timeout), chained)
+        request = ChainedI2CRequest if chained else I2CRequest
+        return rid, conn.send(request(rid, bus if type(bus) is str else str(bus), tuple(msgs),
+                                      _server_ms(timeout)))
     except LocalProtocolError as e:
         raise InvalidRequest(str(e)) from None
 
 
-def encode_spi(conn: Connection, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
+def spi_frame(conn: Connection, bus: str | int, cs: int, transfers: Sequence[SpiTransfer],
                timeout: float | None) -> tuple[int, bytes]:
-    """Like :func:`encode_i2c`; every head's chip_select_id is set to ``cs``."""
+    """Like :func:`i2c_frame`; every head's chip_select_id is set to ``cs``."""
     ts = tuple(
         t if t.head.chip_select_id == cs
         else dataclasses.replace(t, head=dataclasses.replace(t.head, chip_select_id=cs))
@@ -125,7 +211,12 @@ def encode(conn: Connection, ev: Event) -> bytes:
 
 
 def _server_ms(timeout: float | None) -> int | None:
-    return None if timeout is None else max(1, int(timeout * 1000))
+    """A request's own timeout, sent as its deadline; zero or negative is refused here."""
+    if timeout is None:
+        return None
+    if not timeout > 0:
+        raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
+    return max(1, int(timeout * 1000))
 
 
 def answer_wait(default: float, timeout: float | None) -> float:

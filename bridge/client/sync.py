@@ -10,14 +10,14 @@ thread.  So the two agree on every call, and neither depends on the other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self, Unpack
 
 from protocol.events import Result
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
 
 from .auth import ClientAuth
-from .requests import raise_for_i2c, raise_for_spi, server_address, spi_xfer
+from .requests import SpiHead, raise_for_i2c, raise_for_spi, server_address, spi_xfer
 
 __all__ = ["SyncClientBase"]
 
@@ -69,7 +69,8 @@ class SyncClientBase:
         raise_for_spi(result)
         return result.reads
 
-    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int], **head: Any) -> bytes:
+    def xfer(self, bus: str | int, cs: int, data: bytes | Sequence[int],
+             **head: Unpack[SpiHead]) -> bytes:
         """Full-duplex transfer of ``data``; returns what was clocked in."""
         (rx,) = self.spi_transfer(bus, cs, [spi_xfer(data, **head)])
         return rx

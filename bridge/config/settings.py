@@ -13,9 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from protocol.limits import DEFAULT_PORT, MAX_TIMEOUT_MS
 
 from ..addresses import parse_host_port
-from ..server.acl import AccessRule
-from ..server.auth import TlsSettings, TokenSpec
-from ..server.guard import LimitSettings
+from ..server.settings import AccessRule, LimitSettings, TlsSettings, TokenSpec
 from .fields import STRICT
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -75,7 +73,8 @@ class MqttSettings(BaseModel):
     #: Default ``busbridge-<board name>``.
     client_id: str = ""
     #: HOST:PORT clients should dial; default: the listen address, or this host's
-    #: name when listening on every interface (0.0.0.0 / ::).
+    #: name when listening on every interface (0.0.0.0 / ::).  Several, comma-separated,
+    #: for clients on different networks: a client dials the first it can resolve.
     advertise: str = ""
     health_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     keepalive_s: Annotated[int, Field(ge=1, le=65535)] = 30
@@ -89,6 +88,6 @@ class MqttSettings(BaseModel):
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, v: str) -> str:
-        if v:
-            parse_host_port(v)
+        for part in v.split(",") if v else ():
+            parse_host_port(part.strip())
         return v

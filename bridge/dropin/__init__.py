@@ -3,14 +3,15 @@
 Import the classes directly (``from bridge.dropin import SMBus``) after
 :func:`connect`, or run unchanged programs under ``busbridge run``, which
 puts :mod:`bridge.dropin.shim` first on ``PYTHONPATH`` so that ``import
-smbus2``, ``import spidev``, ``import board``/``busio``/``digitalio`` land here.
+smbus2``, ``import smbus`` (python-smbus, :mod:`bridge.dropin.pysmbus`),
+``import spidev``, ``import board``/``busio``/``digitalio`` land here.
 """
 
 from __future__ import annotations
 
 from .busio import I2C, SPI, Pin
 from .digitalio import DigitalInOut, Direction
-from .session import BusMap, Session, connect, disconnect, session
+from .session import BusMap, DropinSession, connect, disconnect, session
 from .smbus import I2cFunc, SMBus, i2c_msg
 from .spidev import SpiDev
 
@@ -20,10 +21,10 @@ __all__ = [
     "BusMap",
     "DigitalInOut",
     "Direction",
+    "DropinSession",
     "I2cFunc",
     "Pin",
     "SMBus",
-    "Session",
     "SpiDev",
     "connect",
     "disconnect",

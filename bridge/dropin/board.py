@@ -37,7 +37,7 @@ _spi: _SPI | None = None
 def I2C() -> _I2C:
     """The board's default I2C bus (a singleton per connection, as Blinka's is per process)."""
     global _i2c
-    if _i2c is None or _i2c._deinited or _i2c._session is not _session():
+    if _i2c is None or _i2c.deinited or _i2c.session is not _session():
         _i2c = _I2C(SCL, SDA)
     return _i2c
 
@@ -48,7 +48,7 @@ STEMMA_I2C = I2C
 def SPI() -> _SPI:
     """The board's default SPI bus (a singleton per connection)."""
     global _spi
-    if _spi is None or _spi._deinited or _spi._session is not _session():
+    if _spi is None or _spi.deinited or _spi.session is not _session():
         _spi = _SPI(SCK, MOSI, MISO)
     return _spi
 

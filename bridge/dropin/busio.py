@@ -24,7 +24,7 @@ from typing import Any
 from protocol.virtio import I2CStatus, SpiMode, SpiTransfer, read, write
 
 from ..client import spi_xfer
-from .session import Session, call
+from .session import DropinSession, call
 from .session import session as default_session
 
 __all__ = ["I2C", "SPI", "Pin"]
@@ -53,9 +53,16 @@ def _span(buf: Any, start: int, end: int | None) -> tuple[int, int]:
 
 
 class _Lockable:
+    _session: DropinSession
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._deinited = False
+
+    @property
+    def session(self) -> DropinSession:
+        """The connection this bus object talks through."""
+        return self._session
 
     def try_lock(self) -> bool:
         """Take the bus without waiting; never a network round trip."""
@@ -65,6 +72,11 @@ class _Lockable:
     def unlock(self) -> None:
         if self._lock.locked():
             self._lock.release()
+
+    @property
+    def deinited(self) -> bool:
+        """``deinit()`` was called: a new object is needed."""
+        return self._deinited
 
     def _check(self) -> None:
         if self._deinited:
@@ -81,7 +93,7 @@ class I2C(_Lockable):
 
     def __init__(self, scl: Pin | None = None, sda: Pin | None = None, *,
                  frequency: int = 100000, timeout: int = 255, bus: int | str | None = None,
-                 session: Session | None = None) -> None:
+                 session: DropinSession | None = None) -> None:
         super().__init__()
         if bus is None:
             key = (getattr(scl, "id", None), getattr(sda, "id", None))
@@ -195,7 +207,7 @@ class SPI(_Lockable):
 
     def __init__(self, clock: Pin | None = None, MOSI: Pin | None = None,
                  MISO: Pin | None = None, *, bus: int | None = None, cs: int = 0,
-                 session: Session | None = None) -> None:
+                 session: DropinSession | None = None) -> None:
         super().__init__()
         if bus is None:
             cid = getattr(clock, "id", None)

@@ -119,7 +119,7 @@ def target_address(url: str, board: str | None, broker: str | None,
 AnyClient = Client | BlockingClient
 
 
-class Session:
+class DropinSession:
     """A client plus the bus map, reconnected after ``fork``.
 
     Its own client is a :class:`~bridge.client.BlockingClient`: drivers make one
@@ -206,13 +206,13 @@ class Session:
             self._client = None
 
 
-_session: Session | None = None
+_session: DropinSession | None = None
 _session_lock = threading.Lock()
 
 
 def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = None, *,
             timeout: float | None = None, client: AnyClient | None = None,
-            board: str | None = None, broker: str | None = None) -> Session:
+            board: str | None = None, broker: str | None = None) -> DropinSession:
     """Point every drop-in object created afterwards at ``url``, ``board`` or ``client``."""
     global _session
     if bus_map is not None and not isinstance(bus_map, BusMap):
@@ -220,7 +220,7 @@ def connect(url: str | None = None, bus_map: BusMap | Iterable[str] | None = Non
     env_url = os.environ.get(env.URL, "")
     if not url and not board and not env_url:
         board = os.environ.get(env.BOARD) or None
-    s = Session("" if board else url or env_url or "127.0.0.1:7707", bus_map,
+    s = DropinSession("" if board else url or env_url or "127.0.0.1:7707", bus_map,
                 timeout=timeout if timeout is not None else _env_timeout(), client=client,
                 board=board, broker=broker or os.environ.get(env.BROKER) or None)
     with _session_lock:
@@ -238,7 +238,7 @@ def _env_timeout() -> float:
         raise ValueError(f"{env.TIMEOUT}={raw!r} is not a number of seconds") from None
 
 
-def session() -> Session:
+def session() -> DropinSession:
     """The process's session, configured from the environment on first use."""
     global _session
     with _session_lock:
@@ -249,7 +249,7 @@ def session() -> Session:
                 raise OSError(errno.ENODEV, f"busbridge: no server configured: set "
                               f"{env.URL}=HOST:PORT (or {env.BOARD}=NAME) or call "
                               "bridge.dropin.connect()")
-            _session = Session(url, BusMap.parse([os.environ.get(env.MAP, "")]),
+            _session = DropinSession(url, BusMap.parse([os.environ.get(env.MAP, "")]),
                                timeout=_env_timeout(), board=board or None,
                                broker=os.environ.get(env.BROKER) or None)
         return _session

@@ -19,7 +19,7 @@ from enum import IntFlag
 
 from protocol.virtio import I2CMsg, read, write
 
-from .session import Session, call, session
+from .session import DropinSession, call, session
 from .smbus_msg import I2C_M_RD, i2c_msg
 
 __all__ = ["I2C_M_RD", "I2C_SMBUS_BLOCK_MAX", "I2cFunc", "SMBus", "i2c_msg"]
@@ -91,7 +91,7 @@ class SMBus:
     """
 
     def __init__(self, bus: int | str | None = None, force: bool = False, *,
-                 session: Session | None = None) -> None:
+                 session: DropinSession | None = None) -> None:
         self.fd: int | None = None
         self.funcs = I2cFunc(0)
         self._session = session

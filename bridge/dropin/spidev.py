@@ -28,7 +28,7 @@ from protocol.virtio import (
 )
 
 from ..client import spi_xfer
-from .session import Session, call, session
+from .session import DropinSession, call, session
 
 __all__ = ["SpiDev"]
 
@@ -92,7 +92,7 @@ class SpiDev:
     the chip select.  ``session`` picks a connection other than the default.
     """
 
-    def __init__(self, bus: int = -1, client: int = -1, *, session: Session | None = None
+    def __init__(self, bus: int = -1, client: int = -1, *, session: DropinSession | None = None
                  ) -> None:
         self._session = session
         self._fd = -1

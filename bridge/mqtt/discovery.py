@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures as cf
 import errno
 import os
+import socket
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import aiomqtt
 
 from .. import env
 from ..addresses import format_address, parse_address
-from ..client import AsyncClient, Client, ClientAuth
+from ..client import AsyncClient, BusBridgeError, Client, ClientAuth
 from .topics import DEFAULT_PREFIX, BrokerAddress, Topics, decode
 
 T = TypeVar("T")
@@ -41,7 +42,7 @@ DEFAULT_TIMEOUT = 5.0
 QUIET = 0.5
 
 
-class DiscoveryError(OSError):
+class DiscoveryError(BusBridgeError, OSError):
     """A board name that cannot be turned into an address (or no broker to ask)."""
 
 
@@ -67,6 +68,15 @@ class BoardRecord:
         return ""
 
     @property
+    def addresses(self) -> list[str]:
+        """Every address the board advertises, in its order (``address`` is the first)."""
+        for p in (self.inventory, self.status):
+            many = p.get("addresses") if p is not None else None
+            if isinstance(many, list) and many and all(isinstance(a, str) for a in many):
+                return [str(a) for a in many]
+        return [self.address] if self.address else []
+
+    @property
     def last_seen(self) -> str:
         """Latest time the board said anything (health is periodic, so it is the best clue)."""
         times = [str(p["at"]) for p in (self.status, self.health, self.inventory)
@@ -80,7 +90,8 @@ class BoardRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "online": self.online, "address": self.address,
-                "last_seen": self.last_seen, "buses": self.buses(), "status": self.status,
+                "addresses": self.addresses, "last_seen": self.last_seen, "buses": self.buses(),
+                "status": self.status,
                 "inventory": self.inventory, "health": self.health, "leases": self.leases}
 
 
@@ -183,11 +194,38 @@ async def resolve(name: str, broker: str | BrokerAddress | None = None, *,
     if not rec.address:
         raise DiscoveryError(errno.ENODEV, f"board {name!r} is online but has not published "
                              f"its address yet (broker {addr})")
-    try:
-        return parse_address(rec.address)
-    except ValueError as e:
-        raise DiscoveryError(errno.EINVAL,
-                             f"board {name!r} published a bad address: {e}") from None
+    return await _reachable_name(name, rec.addresses, timeout)
+
+
+async def _reachable_name(name: str, addresses: list[str], timeout: float
+                          ) -> tuple[str, int]:
+    """The first advertised address whose host name resolves here.
+
+    A board on two networks (a compose network and its host, a LAN and a VPN)
+    advertises one address per network; the names of the others usually do not
+    resolve where this client runs.  One address is returned as it is: dialling
+    it says what fails, naming it.
+    """
+    parsed = []
+    for text in addresses:
+        try:
+            parsed.append(parse_address(text))
+        except ValueError as e:
+            raise DiscoveryError(errno.EINVAL,
+                                 f"board {name!r} published a bad address: {e}") from None
+    if len(parsed) == 1:
+        return parsed[0]
+    loop = asyncio.get_running_loop()
+    why = []
+    for (host, port), text in zip(parsed, addresses, strict=True):
+        try:
+            await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                                   timeout)
+            return host, port
+        except (OSError, TimeoutError) as e:
+            why.append(f"{text}: {getattr(e, 'strerror', None) or e or 'timed out'}")
+    raise DiscoveryError(errno.EHOSTUNREACH, f"board {name!r} advertises "
+                         f"{', '.join(addresses)}; none resolves here ({'; '.join(why)})")
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -43,18 +43,27 @@ def backoff_delay(attempt: int, low: float, high: float) -> float:
     return random.uniform(low, max(low, min(high, low * 2 ** min(attempt, 30))))
 
 
-def advertised_address(settings: MqttSettings | None, host: str, port: int) -> str:
-    """The HOST:PORT clients should dial: ``advertise``, else the listen address.
+def advertised_addresses(settings: MqttSettings | None, host: str, port: int) -> list[str]:
+    """The HOST:PORTs clients should dial, in order: ``advertise``, else the listen address.
 
     A wildcard listen address (0.0.0.0, ::, "") is not dialable, so this host's
-    name stands in for it.
+    name stands in for it.  Several advertised addresses serve clients on
+    different networks (a container network and the host, a LAN and a VPN).
     """
     if settings is not None and settings.advertise:
-        adv_host, adv_port = parse_host_port(settings.advertise)
-        return format_address(adv_host, adv_port or port)
+        out = []
+        for part in settings.advertise.split(","):
+            adv_host, adv_port = parse_host_port(part.strip())
+            out.append(format_address(adv_host, adv_port or port))
+        return out
     if host in ("", "0.0.0.0", "::"):
         host = socket.getfqdn()
-    return format_address(host, port)
+    return [format_address(host, port)]
+
+
+def advertised_address(settings: MqttSettings | None, host: str, port: int) -> str:
+    """The first of :func:`advertised_addresses`: what ``address`` in the payloads says."""
+    return advertised_addresses(settings, host, port)[0]
 
 
 def _devices(backend: object) -> list[dict[str, Any]] | None:
@@ -69,7 +78,8 @@ def _devices(backend: object) -> list[dict[str, Any]] | None:
              "name": d.name} for d in found]
 
 
-def inventory(server: Server, address: str, description: str = "") -> dict[str, Any]:
+def inventory(server: Server, address: str, description: str = "",
+              addresses: list[str] | None = None) -> dict[str, Any]:
     """What the board offers, as WELCOME tells it, plus where to dial and what is attached."""
     w = server.welcome
     i2c = []
@@ -86,23 +96,18 @@ def inventory(server: Server, address: str, description: str = "") -> dict[str, 
     return {
         "schema": SCHEMA, "board": w.board, "description": description,
         "version": __version__, "server": w.server, "protocol": w.version,
-        "address": address, "listen": format_address(server.host, server.port),
+        "address": address, "addresses": addresses or [address],
+        "listen": format_address(server.host, server.port),
         "limits": w.limits.model_dump(), "i2c": i2c, "spi": spi, "at": utc_iso(),
     }
 
 
 def health(server: Server, started: float) -> dict[str, Any]:
-    """Counters since start: the server's totals and each bus's requests and errors."""
-    st = server.stats
-    buses: dict[str, dict[str, dict[str, int]]] = {"i2c": {}, "spi": {}}
-    for (kind, name), worker in server.workers.items():
-        buses[kind][name] = {"requests": worker.requests, "errors": worker.errors}
+    """Counters since start (:class:`~bridge.server.stats.ServerStats`): totals, then per bus."""
     return {
         "schema": SCHEMA, "board": server.board.name, "at": utc_iso(),
         "uptime_s": round(time.monotonic() - started, 3),
-        "clients": len(server.sessions), "connections": st.connections,
-        "requests": st.requests, "errors": st.errors, "timeouts": st.timeouts,
-        "i2c": buses["i2c"], "spi": buses["spi"],
+        "clients": len(server.sessions), **server.stats.snapshot(),
     }
 
 
@@ -142,7 +147,8 @@ class Presence:
         self.board = server.board.name
         self.description = description
         self.client_id = settings.client_id or f"busbridge-{self.board}"
-        self.address = advertised_address(settings, server.host, server.port)
+        self.addresses = advertised_addresses(settings, server.host, server.port)
+        self.address = self.addresses[0]
         self.started = time.monotonic()
         self.online_since = ""
         #: Connections made so far (tests and logs: a reconnect increments it).
@@ -160,7 +166,8 @@ class Presence:
 
     def status(self, state: str, reason: str = "") -> dict[str, Any]:
         p: dict[str, Any] = {"schema": SCHEMA, "board": self.board, "state": state,
-                             "address": self.address, "at": utc_iso()}
+                             "address": self.address, "addresses": self.addresses,
+                             "at": utc_iso()}
         if state == "online":
             p["since"] = self.online_since
         else:
@@ -267,7 +274,8 @@ class Presence:
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         await client.publish(self.topic("inventory"), encode(
-            inventory(self.server, self.address, self.description)), qos=1, retain=True)
+            inventory(self.server, self.address, self.description, self.addresses)),
+            qos=1, retain=True)
         await client.publish(self.topic("health"), encode(health(self.server, self.started)),
                              qos=1, retain=True)
         await self._publish_leases(client)

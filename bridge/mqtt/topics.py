@@ -22,7 +22,7 @@ DEFAULT_MQTT_PORT = 1883
 DEFAULT_MQTTS_PORT = 8883
 
 #: The four retained topics under ``<prefix>/boards/<board>/``.
-KINDS = ("status", "inventory", "health", "leases")
+TOPIC_KINDS = ("status", "inventory", "health", "leases")
 
 
 def utc_iso(t: float | None = None) -> str:

@@ -5,7 +5,7 @@ directory only the user can enter (and a peer-credential check on top), named
 to the command by ``BUSBRIDGE_NATIVE_SOCKET``.  Each process of the command
 connects once (a forked child opens its own connection) and sends one request
 at a time; every connection has a thread, and bus calls go through
-:class:`~bridge.native.link.Link`'s pool.  The state the kernel keeps per
+:class:`~bridge.native.link.ClientPool`'s pool.  The state the kernel keeps per
 adapter (I2C_TIMEOUT) or per SPI device (mode, word size, speed) lives here,
 so every process of the command sees the same, as with the kernel.
 """
@@ -27,18 +27,18 @@ from ..dropin.session import BusMap
 from ..env import MAP as ENV_MAP
 from . import wire
 from .i2cdev import I2C_M_RD, I2cAdapter, Msg
-from .link import Link
-from .spidev import SpiDevice, Xfer
+from .link import ClientPool
+from .spidev import SpidevNode, Xfer
 
 log = logging.getLogger("busbridge.native")
 
-Device = I2cAdapter | SpiDevice
+Device = I2cAdapter | SpidevNode
 
 
 class Agent:
     """The devices of one ``busbridge run`` and the requests on them."""
 
-    def __init__(self, link: Link, bus_map: BusMap) -> None:
+    def __init__(self, link: ClientPool, bus_map: BusMap) -> None:
         self.link = link
         self.map = bus_map
         self._lock = threading.Lock()
@@ -47,7 +47,7 @@ class Agent:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Agent:
-        return cls(Link(env), BusMap.parse([env.get(ENV_MAP, "")]))
+        return cls(ClientPool(env), BusMap.parse([env.get(ENV_MAP, "")]))
 
     # -- devices ------------------------------------------------------------
 
@@ -80,15 +80,15 @@ class Agent:
         info = self.link.welcome().spi_bus(name)
         if info is None or cs >= info.config.cs_max_number:
             raise OSError(errno.ENOENT, f"no spi bus {name!r} chip select {cs} on the board")
-        h = self._handle(("spi", name, cs), lambda: SpiDevice(self.link, info, cs))
+        h = self._handle(("spi", name, cs), lambda: SpidevNode(self.link, info, cs))
         dev = self.device(h)
-        assert isinstance(dev, SpiDevice)
+        assert isinstance(dev, SpidevNode)
         dev.opened()
         return h, dev.bufsiz
 
     def close(self, handle: int) -> None:
         dev = self.device(handle)
-        if isinstance(dev, SpiDevice):
+        if isinstance(dev, SpidevNode):
             dev.released()
 
     # -- requests ------------------------------------------------------------
@@ -144,7 +144,7 @@ class Agent:
             return wire.RES.pack(0)
         raise OSError(errno.ENOTTY, f"operation {op} is not for an i2c device")
 
-    def _spi(self, dev: SpiDevice, op: int, body: bytes) -> bytes:
+    def _spi(self, dev: SpidevNode, op: int, body: bytes) -> bytes:
         if op == wire.OP_SPI_MSG:
             (n,) = wire.XFER_COUNT.unpack_from(body)
             size = wire.SPI_IOC_TRANSFER.size

@@ -35,7 +35,7 @@ from ..buses.linux import abi
 from . import wire
 from .agent import Agent
 from .i2cdev import I2C_CLIENT_PEC, I2C_M_RD, I2C_M_RECV_LEN, I2C_M_TEN, I2cAdapter, Msg
-from .spidev import SpiDevice, Xfer
+from .spidev import SpidevNode, Xfer
 
 log = logging.getLogger("busbridge.native")
 
@@ -171,12 +171,12 @@ class CuseDevice:
             fh = self._next_fh
             self._next_fh += 1
             self.files[fh] = OpenFile(flags & os.O_ACCMODE)
-            if isinstance(self.dev, SpiDevice):
+            if isinstance(self.dev, SpidevNode):
                 self.dev.opened()
             self._reply(unique, 0, OPEN_OUT.pack(fh, FOPEN_NONSEEKABLE, 0))
         elif opcode == FUSE_RELEASE:
             fh = struct.unpack_from("=Q", body)[0]
-            if self.files.pop(fh, None) is not None and isinstance(self.dev, SpiDevice):
+            if self.files.pop(fh, None) is not None and isinstance(self.dev, SpidevNode):
                 self.dev.released()
             self._reply(unique)
         elif opcode == FUSE_FLUSH:
@@ -353,7 +353,7 @@ def _smbus(dev: I2cAdapter, f: OpenFile, arg: int, mem: Memory) -> tuple[int, by
     return 0, bytes(union[:datasize]) if copy_out else b""
 
 
-def spi_ioctl(dev: SpiDevice, bufsiz: int, cmd: int, arg: int, mem: Memory) -> tuple[int, bytes]:
+def spi_ioctl(dev: SpidevNode, bufsiz: int, cmd: int, arg: int, mem: Memory) -> tuple[int, bytes]:
     """spidev_ioctl() (spidev.c:344-512), as csrc/spidev.c does it."""
     if (cmd >> 8) & 0xFF != abi.SPI_IOC_MAGIC:
         raise OSError(errno.ENOTTY, "not a spidev ioctl")

@@ -43,7 +43,7 @@ from protocol.limits import MAX_TIMEOUT_MS
 from protocol.virtio import I2CMsg, I2CStatus, chain, read, write
 
 from ..buses.linux import abi
-from .link import Link
+from .link import ClientPool
 
 log = logging.getLogger("busbridge.native")
 
@@ -89,7 +89,7 @@ def _addr_byte(m: Msg) -> int:
 class I2cAdapter:
     """One remote bus.  ``retries`` and ``timeout`` are adapter-wide, as in the kernel."""
 
-    def __init__(self, link: Link, info: I2CBusInfo) -> None:
+    def __init__(self, link: ClientPool, info: I2CBusInfo) -> None:
         self.link = link
         self.bus = info.name
         self.functionality = info.functionality

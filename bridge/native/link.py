@@ -63,7 +63,7 @@ MAX_IDLE = 4
 RECHECK_AFTER_S = 1.0
 
 
-class Link:
+class ClientPool:
     """Bus calls for the agent, each on a client of its own while it runs."""
 
     def __init__(self, env: Mapping[str, str], *, name: str = "busbridge-native") -> None:

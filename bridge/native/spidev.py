@@ -45,7 +45,7 @@ from protocol.virtio import (
 
 from ..buses.linux import abi
 from . import wire
-from .link import Link
+from .link import ClientPool
 
 #: spidev.c:62-67.
 SPI_MODE_MASK = (abi.SPI_CPHA | abi.SPI_CPOL | abi.SPI_CS_HIGH | abi.SPI_LSB_FIRST
@@ -99,10 +99,10 @@ def controller_mode_bits(info: SpiBusInfo) -> int:
     return bits
 
 
-class SpiDevice:
+class SpidevNode:
     """/dev/spidevB.C: ``struct spi_device`` and ``struct spidev_data`` in one."""
 
-    def __init__(self, link: Link, info: SpiBusInfo, cs: int,
+    def __init__(self, link: ClientPool, info: SpiBusInfo, cs: int,
                  bufsiz: int = DEFAULT_BUFSIZ) -> None:
         self.link = link
         self.bus = info.name

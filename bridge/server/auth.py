@@ -212,33 +212,22 @@ def build_server_security(tls: TlsSettings | None, tokens: list[TokenSpec], inse
                           bool(tls and tls.client_ca), insecure)
 
 
-# ---------------------------------------------------------------------------
-# Client side
-# ---------------------------------------------------------------------------
+def resolve_tls(tls: TlsSettings | None, source: str = "", *, cert: str | None = None,
+                key: str | None = None, client_ca: str | None = None) -> TlsSettings | None:
+    """A board file's ``[server.tls]`` with the command line's paths on top.
 
-def server_policy(settings: Any, source: str = "", *, cert: str | None = None,
-                  key: str | None = None, client_ca: str | None = None,
-                  insecure: bool = False) -> dict[str, Any]:
-    """``Server`` keyword arguments from a board's ``[server]`` settings and CLI overrides.
-
-    Relative certificate paths in a board file are relative to that file.
+    Relative paths in a board file are relative to that file (``source``); paths
+    given on the command line are relative to the working directory.
     """
-    from .acl import Acl  # here, so a guest-side import of this module stays light
-
     base = Path(source).resolve().parent if source and not source.startswith("<") else None
-    tls: TlsSettings | None = settings.tls
     if tls is not None and base is not None:
         tls = TlsSettings(cert=_path(tls.cert, base), key=_path(tls.key, base),
                           client_ca=_path(tls.client_ca, base) if tls.client_ca else None)
-    if cert or key or client_ca:  # command-line paths are relative to the working directory
+    if cert or key or client_ca:
         merged = {**(tls.model_dump() if tls else {}),
                   **{k: v for k, v in (("cert", cert), ("key", key), ("client_ca", client_ca))
                      if v}}
         if not merged.get("cert") or not merged.get("key"):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         tls = TlsSettings(**merged)
-    security = build_server_security(tls, list(settings.tokens),
-                                     insecure or settings.insecure)
-    return {"security": security, "limit_settings": settings.limits,
-            "acl": Acl(list(settings.access)) if settings.access else None,
-            "limits": settings.limits.protocol_limits()}
+    return tls

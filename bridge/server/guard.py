@@ -1,61 +1,28 @@
-"""Server resource limits: clients, request rate, idle and handshake timeouts, keepalive.
+"""The per-frame access and rate policy: the :class:`Guard` a session asks before it runs a frame.
 
-The protocol limits (frame size, requests in flight) live in
-:mod:`protocol.limits`; this module adds the ones that need a clock or a
-socket, and the per-session :class:`Guard` that the server calls once per
-frame — only when a rate, an idle timeout or access rules are configured, so an
-unconfigured server pays one attribute test.
+One guard per session once its HELLO is accepted, built by :func:`make_guard` from
+the client's access rules and the server's :class:`~.settings.LimitSettings`:
+it stamps the session's last activity (idle timeout), takes a token from the
+client's rate bucket, and checks the access rules.  It exists only when one of
+those is configured, so an unconfigured server pays one attribute test per
+frame.  The limits themselves are in :mod:`.settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from typing import Annotated, Any, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Protocol
 
 from protocol.errors import ErrorCode
 from protocol.events import Error, Event, I2CRequest, SpiRequest
 from protocol.leases import LeaseRequest
-from protocol.limits import DEFAULT_LIMITS, Limits
 
 from ..logs import event
 from .acl import ClientAcl
+from .settings import LimitSettings
 
 log = logging.getLogger("busbridge.server")
-
-Seconds = Annotated[float, Field(ge=0, le=86400)]
-
-
-class LimitSettings(BaseModel):
-    """``[server.limits]``; 0 turns a timeout or the rate limit off."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_frame: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = DEFAULT_LIMITS.max_frame
-    max_in_flight: Annotated[int, Field(ge=1, le=65536)] = DEFAULT_LIMITS.max_in_flight
-    max_clients: Annotated[int, Field(ge=1, le=65536)] = 256
-    #: Request frames per second per client (token bucket); 0: unlimited.
-    rate: Annotated[float, Field(ge=0)] = 0.0
-    #: Bucket size: how many requests may come at once; default one second's worth.
-    burst: Annotated[int, Field(ge=0)] = 0
-    idle_timeout_s: Seconds = 0.0
-    handshake_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
-    #: TCP keepalive: first probe after this many idle seconds (0: off).
-    keepalive_idle_s: Annotated[int, Field(ge=0, le=32767)] = 0
-    keepalive_interval_s: Annotated[int, Field(ge=1, le=32767)] = 5
-    keepalive_count: Annotated[int, Field(ge=1, le=127)] = 3
-
-    def protocol_limits(self, base: Limits = DEFAULT_LIMITS) -> Limits:
-        return Limits(max_frame=self.max_frame, max_requests=base.max_requests,
-                      max_i2c_len=base.max_i2c_len, max_spi_len=base.max_spi_len,
-                      max_in_flight=self.max_in_flight)
-
-    @property
-    def bucket_size(self) -> float:
-        return float(self.burst) if self.burst else max(1.0, self.rate)
 
 
 class TokenBucket:
@@ -153,19 +120,3 @@ def make_guard(limits: LimitSettings, acl: ClientAcl | None, buckets: dict[str, 
     if acl is None and bucket is None and not stamp:
         return None
     return Guard(acl, bucket, stamp)
-
-
-def set_keepalive(transport: Any, limits: LimitSettings) -> None:
-    """Short TCP keepalive, so a peer that vanished (half-open TCP) is noticed."""
-    if not limits.keepalive_idle_s:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", limits.keepalive_idle_s),
-                        ("TCP_KEEPINTVL", limits.keepalive_interval_s),
-                        ("TCP_KEEPCNT", limits.keepalive_count)):
-        opt = getattr(socket, name, None)
-        if opt is not None:  # Linux has all three; others may lack some
-            sock.setsockopt(socket.IPPROTO_TCP, opt, value)

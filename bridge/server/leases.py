@@ -51,7 +51,13 @@ class LeaseError(Exception):
 
 
 @dataclass(eq=False)
-class Lease:
+class HeldLease:
+    """A live lease as the table keeps it, secret token included.
+
+    What goes on the wire is its :class:`~protocol.leases.LeaseInfo`, without the
+    token (the client's ``Lease`` is that, as a taker sees it).
+    """
+
     id: str
     token: str
     kind: str
@@ -102,8 +108,8 @@ class LeaseTable:
         self.max_ttl = max_ttl
         self.clock = clock
         self.wall = wall
-        self.held: dict[tuple[str, str], list[Lease]] = {}
-        self._by_token: dict[str, Lease] = {}
+        self.held: dict[tuple[str, str], list[HeldLease]] = {}
+        self._by_token: dict[str, HeldLease] = {}
         self._listeners: list[Listener] = []
 
     # -- observers --------------------------------------------------------------
@@ -125,13 +131,13 @@ class LeaseTable:
             except Exception:  # an observer must never break the data path
                 log.exception("lease listener failed")
 
-    def info(self, lease: Lease, now: float | None = None) -> LeaseInfo:
+    def info(self, lease: HeldLease, now: float | None = None) -> LeaseInfo:
         now = self.clock() if now is None else now
         left = max(0.0, lease.expires - now)
         return LeaseInfo(lease.id, lease.kind, lease.bus, lease.address, lease.cs, lease.holder,
                          lease.peer, lease.ttl, iso_utc(self.wall() + left), int(left * 1000))
 
-    def live(self) -> list[Lease]:
+    def live(self) -> list[HeldLease]:
         self.expire()
         return [x for leases in self.held.values() for x in leases]
 
@@ -146,7 +152,7 @@ class LeaseTable:
 
     # -- changes ---------------------------------------------------------------------
 
-    def _drop(self, lease: Lease) -> None:
+    def _drop(self, lease: HeldLease) -> None:
         self._by_token.pop(lease.token, None)
         key = (lease.kind, lease.bus)
         leases = self.held.get(key)
@@ -155,7 +161,7 @@ class LeaseTable:
             if not leases:
                 del self.held[key]  # keeps `held` empty when nothing is leased
 
-    def expire(self, now: float | None = None) -> list[Lease]:
+    def expire(self, now: float | None = None) -> list[HeldLease]:
         """Drop the leases whose time is up; they are dead from their expiry on."""
         now = self.clock() if now is None else now
         dead = [x for x in self._by_token.values() if x.expires <= now]
@@ -174,7 +180,7 @@ class LeaseTable:
                              f"{self.max_ttl} s")
 
     def take(self, kind: str, bus: str, *, address: int | None = None, cs: int | None = None,
-             ttl: int, holder: str, peer: str = "", tokens: Collection[str] = ()) -> Lease:
+             ttl: int, holder: str, peer: str = "", tokens: Collection[str] = ()) -> HeldLease:
         """A new lease, or ``LeaseError(busy)`` naming the first lease in the way."""
         self._check_ttl(ttl)
         self.expire()
@@ -189,8 +195,8 @@ class LeaseTable:
             lease_id = secrets.token_hex(4)
         # Hex, not URL-safe base64: a token starting with "-" would read as an option
         # on the command line (`busbridge lease release TOKEN`).
-        lease = Lease(lease_id, secrets.token_hex(24), kind, bus, address, cs, holder, peer,
-                      ttl, self.clock() + ttl)
+        lease = HeldLease(lease_id, secrets.token_hex(24), kind, bus, address, cs, holder,
+                          peer, ttl, self.clock() + ttl)
         self._by_token[lease.token] = lease
         self.held.setdefault((kind, bus), []).append(lease)
         event(log, logging.INFO, "lease taken", lease=lease.id, scope=lease.scope,
@@ -198,14 +204,14 @@ class LeaseTable:
         self._changed()
         return lease
 
-    def _alive(self, token: str) -> Lease | None:
+    def _alive(self, token: str) -> HeldLease | None:
         lease = self._by_token.get(token)
         if lease is not None and lease.expires <= self.clock():
             self.expire()
             return None
         return lease
 
-    def renew(self, token: str, ttl: int | None = None) -> Lease:
+    def renew(self, token: str, ttl: int | None = None) -> HeldLease:
         """Extend a live lease to now + ``ttl`` (default: its own ttl)."""
         if ttl is not None:
             self._check_ttl(ttl)
@@ -221,7 +227,7 @@ class LeaseTable:
         self._changed()
         return lease
 
-    def release(self, token: str) -> Lease | None:
+    def release(self, token: str) -> HeldLease | None:
         """Drop a live lease; idempotent (an unknown or dead token is not an error)."""
         lease = self._alive(token)
         if lease is None:
@@ -252,7 +258,7 @@ class LeaseTable:
     # -- enforcement ------------------------------------------------------------------------
 
     def blocking(self, kind: str, bus: str, targets: Iterable[int | None],
-                 tokens: Collection[str]) -> Lease | None:
+                 tokens: Collection[str]) -> HeldLease | None:
         """The first live lease of ``bus`` that covers one of ``targets`` (addresses for
         I2C, one cs for SPI) and whose token is not in ``tokens``."""
         leases = self.held.get((kind, bus))

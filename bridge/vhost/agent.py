@@ -10,7 +10,7 @@ from ..client.auth import ClientAuth
 from .backend import VhostUserBackend
 from .device import VirtioDevice
 from .i2c import VirtioI2CDevice
-from .link import Link
+from .link import ServerLink
 from .spi import VirtioSpiDevice
 
 
@@ -18,7 +18,7 @@ class AgentError(Exception):
     pass
 
 
-async def make_device(link: Link, bus: str, kind: str) -> VirtioDevice:
+async def make_device(link: ServerLink, bus: str, kind: str) -> VirtioDevice:
     """Connect, check the bus exists, and build the device from what the board advertises."""
     try:
         welcome = await link.start()
@@ -40,7 +40,7 @@ async def run_agent(socket_path: str, host: str, port: int, bus: str, kind: str,
                     timeout: float = 5.0, ready: asyncio.Event | None = None,
                     auth: ClientAuth | None = None) -> None:
     """Serve until cancelled or SIGINT/SIGTERM."""
-    link = Link(host, port, timeout=timeout, auth=auth)
+    link = ServerLink(host, port, timeout=timeout, auth=auth)
     device = await make_device(link, bus, kind)
     backend = VhostUserBackend(device, socket_path)
     backend.listen()

@@ -8,7 +8,6 @@ restart) the state is dropped and the next connection starts afresh.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import logging
@@ -18,85 +17,26 @@ from collections.abc import Callable
 
 from ..logs import event
 from . import messages
+from .channel import Channel, VhostUserError
 from .device import VirtioDevice
-from .memory import GuestMemory, GuestMemoryError
 from .messages import Req
-from .virtqueue import ChainError, Virtqueue
+from .rings import Rings, u64
 
 log = logging.getLogger("busbridge.vhost")
 
-#: How long GET_VRING_BASE waits for requests in flight before answering.
-DRAIN_TIMEOUT = 10.0
-
-
-class VhostUserError(Exception):
-    pass
-
-
-class Session:
+class FrontEndSession:
     """State of one front-end connection."""
 
     def __init__(self, device: VirtioDevice, sock: socket.socket, n_queues: int = 1) -> None:
         self.device = device
-        self.sock = sock
-        self.loop = asyncio.get_running_loop()
-        self.mem = GuestMemory()
-        self.queues = [Virtqueue(i) for i in range(n_queues)]
+        self.channel = Channel(sock)
+        self.rings = Rings(device, n_queues)
+        self.mem = self.rings.mem
+        self.queues = self.rings.queues
+        self.loop = self.rings.loop  # kicks and replies share the one event loop
         self.features = 0
         self.protocol_features = 0
         self.seen: list[str] = []  # request names seen, kept short, for diagnostics
-
-    # -- socket I/O -------------------------------------------------------------
-
-    async def _readable(self) -> None:
-        fut: asyncio.Future[None] = self.loop.create_future()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        fd = self.sock.fileno()
-        self.loop.add_reader(fd, ready)
-        try:
-            await fut
-        finally:
-            self.loop.remove_reader(fd)
-
-    async def _recv(self, n: int, fds: list[int]) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                data, anc, _flags, _addr = self.sock.recvmsg(
-                    n - len(buf), socket.CMSG_SPACE(messages.MAX_FDS * 4))
-            except BlockingIOError:
-                await self._readable()
-                continue
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    arr = array.array("i")
-                    arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
-                    fds.extend(arr)
-            if not data:
-                raise EOFError
-            buf += data
-        return bytes(buf)
-
-    async def receive(self) -> tuple[int, int, bytes, list[int]]:
-        fds: list[int] = []
-        try:
-            head = await self._recv(messages.HEADER_SIZE, fds)
-            request, flags, size = messages.HEADER.unpack(head)
-            if size > messages.MAX_PAYLOAD:
-                raise VhostUserError(f"message {request} with a {size}-byte payload")
-            payload = await self._recv(size, fds) if size else b""
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return request, flags, payload, fds
-
-    async def send(self, data: bytes) -> None:
-        await self.loop.sock_sendall(self.sock, data)
 
     # -- the message loop ------------------------------------------------------------
 
@@ -104,7 +44,7 @@ class Session:
         try:
             while True:
                 try:
-                    request, flags, payload, fds = await self.receive()
+                    request, flags, payload, fds = await self.channel.receive()
                 except EOFError:
                     return
                 await self._one(request, flags, payload, fds)
@@ -141,91 +81,18 @@ class Session:
             ok = False
             event(log, logging.WARNING, "vhost-user message failed", request=name, error=str(e))
         if answer is not None:
-            await self.send(messages.reply(request, answer))
+            await self.channel.send(messages.reply(request, answer))
         elif request in messages.REPLYING:
             # Must answer something or QEMU waits forever.
-            await self.send(messages.reply(request, messages.U64.pack(0)))
+            await self.channel.send(messages.reply(request, messages.U64.pack(0)))
         elif flags & messages.FLAG_NEED_REPLY:
-            await self.send(messages.reply(request, messages.U64.pack(0 if ok else 1)))
+            await self.channel.send(messages.reply(request, messages.U64.pack(0 if ok else 1)))
 
     async def close(self) -> None:
         for vq in self.queues:
-            await self._stop(vq)
+            await self.rings.stop(vq)
             vq.close_fds()
         self.mem.clear()
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _vq(self, index: int) -> Virtqueue:
-        if not 0 <= index < len(self.queues):
-            raise VhostUserError(f"no virtqueue {index}")
-        return self.queues[index]
-
-    @staticmethod
-    def _u64(payload: bytes) -> int:
-        if len(payload) < 8:
-            raise VhostUserError("payload too short for a u64")
-        return int(messages.U64.unpack_from(payload)[0])
-
-    def _remap(self) -> None:
-        for vq in self.queues:
-            if vq.desc_addr and vq.size:
-                try:
-                    vq.map(self.mem)
-                except (ChainError, GuestMemoryError) as e:
-                    vq.unmap()
-                    event(log, logging.DEBUG, "ring not mapped yet", index=vq.index, why=str(e))
-
-    def _set_fd(self, payload: bytes, fds: list[int], attr: str) -> Virtqueue:
-        value = self._u64(payload)
-        vq = self._vq(value & messages.VRING_FILE_INDEX_MASK)
-        old = getattr(vq, attr)
-        if attr == "kick_fd" and old is not None:
-            self.loop.remove_reader(old)
-        if old is not None:
-            os.close(old)
-        new = None if value & messages.VRING_FILE_NOFD or not fds else fds.pop(0)
-        for fd in fds:
-            os.close(fd)
-        setattr(vq, attr, new)
-        return vq
-
-    def _on_kick(self, vq: Virtqueue) -> None:
-        if vq.kick_fd is not None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(vq.kick_fd, 8)
-        self.process(vq)
-
-    def process(self, vq: Virtqueue) -> None:
-        """Take every available chain and hand them to the device."""
-        if not vq.ready:
-            return
-        try:
-            while True:
-                chains = []
-                while (c := vq.pop()) is not None:
-                    chains.append(c)
-                # EVENT_IDX: ask for a kick on the next new entry, then look again
-                # in case the driver queued one before seeing the update.
-                vq.publish_avail_event()
-                if chains:
-                    self.device.handle(vq, chains)
-                if vq.pending() == 0:
-                    return
-        except (ChainError, GuestMemoryError, ValueError) as e:
-            # A broken ring (not just a broken chain): stop using it until reset.
-            event(log, logging.WARNING, "virtqueue broken", index=vq.index, error=str(e))
-            vq.enabled = False
-
-    async def _stop(self, vq: Virtqueue) -> None:
-        if vq.kick_fd is not None:
-            self.loop.remove_reader(vq.kick_fd)
-        was = vq.started
-        vq.started = False
-        if was or vq.mem is not None:
-            self.device.stop(vq)
-            await self.device.drain(DRAIN_TIMEOUT)
-        vq.unmap()
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -233,7 +100,7 @@ class Session:
         return messages.U64.pack(self.device.features)
 
     def _h_set_features(self, payload: bytes, fds: list[int]) -> None:
-        self.features = self._u64(payload)
+        self.features = u64(payload)
         for vq in self.queues:
             vq.event_idx = bool(self.features & messages.F_EVENT_IDX)
             vq.indirect = bool(self.features & messages.F_INDIRECT_DESC)
@@ -242,7 +109,7 @@ class Session:
         return messages.U64.pack(self.device.protocol_features)
 
     def _h_set_protocol_features(self, payload: bytes, fds: list[int]) -> None:
-        self.protocol_features = self._u64(payload) & self.device.protocol_features
+        self.protocol_features = u64(payload) & self.device.protocol_features
 
     def _h_get_queue_num(self, payload: bytes, fds: list[int]) -> bytes:
         return messages.U64.pack(len(self.queues))
@@ -255,7 +122,7 @@ class Session:
 
     async def _h_reset_owner(self, payload: bytes, fds: list[int]) -> None:
         for vq in self.queues:
-            await self._stop(vq)
+            await self.rings.stop(vq)
             vq.enabled = False
         self.features = 0
 
@@ -276,7 +143,7 @@ class Session:
         self.mem.clear()
         for r, fd in zip(regions, fds, strict=True):
             self.mem.add(r, fd)
-        self._remap()
+        self.rings.remap()
 
     def _h_add_mem_reg(self, payload: bytes, fds: list[int]) -> None:
         if len(payload) < 8 + messages.MEM_REGION.size or len(fds) != 1:
@@ -284,7 +151,7 @@ class Session:
                 os.close(fd)
             raise VhostUserError("ADD_MEM_REG needs one region and one fd")
         self.mem.add(messages.Region.unpack_from(payload, 8), fds[0])
-        self._remap()
+        self.rings.remap()
 
     def _h_rem_mem_reg(self, payload: bytes, fds: list[int]) -> None:
         for fd in fds:
@@ -296,27 +163,27 @@ class Session:
             if vq.mem is not None:
                 vq.unmap()
         self.mem.remove(region)
-        self._remap()
+        self.rings.remap()
 
     def _h_set_vring_num(self, payload: bytes, fds: list[int]) -> None:
         index, num = messages.VRING_STATE.unpack_from(payload)
-        self._vq(index).size = num
+        self.rings.vq(index).size = num
 
     def _h_set_vring_base(self, payload: bytes, fds: list[int]) -> None:
         index, num = messages.VRING_STATE.unpack_from(payload)
-        vq = self._vq(index)
+        vq = self.rings.vq(index)
         vq.last_avail = num & 0xFFFF
 
     def _h_set_vring_addr(self, payload: bytes, fds: list[int]) -> None:
         a = messages.VringAddr.unpack(payload)
-        vq = self._vq(a.index)
+        vq = self.rings.vq(a.index)
         vq.desc_addr, vq.used_addr, vq.avail_addr = a.desc, a.used, a.avail
         vq.map(self.mem)
 
     async def _h_get_vring_base(self, payload: bytes, fds: list[int]) -> bytes:
         index, _ = messages.VRING_STATE.unpack_from(payload)
-        vq = self._vq(index)
-        await self._stop(vq)
+        vq = self.rings.vq(index)
+        await self.rings.stop(vq)
         vq.enabled = False
         if vq.kick_fd is not None:
             os.close(vq.kick_fd)
@@ -324,28 +191,28 @@ class Session:
         return messages.VRING_STATE.pack(index, vq.last_avail)
 
     def _h_set_vring_kick(self, payload: bytes, fds: list[int]) -> None:
-        vq = self._set_fd(payload, fds, "kick_fd")
+        vq = self.rings.set_fd(payload, fds, "kick_fd")
         if vq.kick_fd is not None:
             os.set_blocking(vq.kick_fd, False)
-            self.loop.add_reader(vq.kick_fd, self._on_kick, vq)
+            self.loop.add_reader(vq.kick_fd, self.rings.on_kick, vq)
         vq.started = True
         if not self.features & messages.F_PROTOCOL_FEATURES:
             vq.enabled = True
         if vq.mem is None:
-            self._remap()
-        self.process(vq)
+            self.rings.remap()
+        self.rings.process(vq)
 
     def _h_set_vring_call(self, payload: bytes, fds: list[int]) -> None:
-        self._set_fd(payload, fds, "call_fd")
+        self.rings.set_fd(payload, fds, "call_fd")
 
     def _h_set_vring_err(self, payload: bytes, fds: list[int]) -> None:
-        self._set_fd(payload, fds, "err_fd")
+        self.rings.set_fd(payload, fds, "err_fd")
 
     def _h_set_vring_enable(self, payload: bytes, fds: list[int]) -> None:
         index, num = messages.VRING_STATE.unpack_from(payload)
-        vq = self._vq(index)
+        vq = self.rings.vq(index)
         vq.enabled = bool(num)
-        self.process(vq)
+        self.rings.process(vq)
 
     def _h_get_config(self, payload: bytes, fds: list[int]) -> bytes:
         offset, size, flags = messages.CONFIG_HEAD.unpack_from(payload)
@@ -374,7 +241,7 @@ class VhostUserBackend:
         self.device = device
         self.path = path
         self.sessions = 0
-        self.last_session: Session | None = None
+        self.last_session: FrontEndSession | None = None
         self._listener: socket.socket | None = None
         self._ready = asyncio.Event()
 
@@ -405,7 +272,7 @@ class VhostUserBackend:
                 conn.setblocking(False)
                 self.sessions += 1
                 event(log, logging.INFO, "front end connected", socket=self.path)
-                session = Session(self.device, conn)
+                session = FrontEndSession(self.device, conn)
                 self.last_session = session
                 try:
                     await session.run()

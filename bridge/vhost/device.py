@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 
 from ..logs import event
-from .link import Link
+from .link import ServerLink
 from .virtqueue import Chain, Virtqueue
 
 log = logging.getLogger("busbridge.vhost")
@@ -28,7 +28,7 @@ class VirtioDevice:
     #: Status byte written to a chain that fails for any reason.
     error_status: int = 1
 
-    def __init__(self, link: Link, bus: str) -> None:
+    def __init__(self, link: ServerLink, bus: str) -> None:
         self.link = link
         self.bus = bus
         self._tasks: set[asyncio.Task[None]] = set()

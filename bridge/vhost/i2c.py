@@ -23,7 +23,7 @@ from protocol.virtio import (
 
 from ..logs import event
 from .device import VirtioDevice
-from .link import Link
+from .link import ServerLink
 from .messages import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
@@ -80,7 +80,7 @@ class VirtioI2CDevice(VirtioDevice):
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIGURE_MEM_SLOTS
     error_status: int = I2CStatus.ERR
 
-    def __init__(self, link: Link, bus: str) -> None:
+    def __init__(self, link: ServerLink, bus: str) -> None:
         super().__init__(link, bus)
         self.held: list[Item] = []
 

@@ -20,7 +20,7 @@ from ..logs import event
 log = logging.getLogger("busbridge.vhost")
 
 
-class Link:
+class ServerLink:
     def __init__(self, host: str, port: int, *, timeout: float = 5.0,
                  backoff: tuple[float, float] = (0.1, 5.0),
                  auth: ClientAuth | None = None) -> None:

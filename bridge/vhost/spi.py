@@ -3,6 +3,16 @@
 Linux's driver keeps one transfer in flight, so each chain is its own frame.
 Parameters are checked against the board's advertised config before sending,
 so a PARAM_ERR costs no round trip and never reaches the bus.
+
+The driver hands over one transfer at a time and marks neither the end of a
+message nor its transfers as belonging together (``cs_change`` is 0 on every
+transfer of a plain message, the last one included), so each transfer runs
+as its own SPI message and chip select is released after it.  A guest message
+that writes a command in one transfer and reads the answer in the next gets
+wrong data with status OK.  The agent cannot tell that pattern from two
+one-transfer messages, so it warns, once per chip select, the first time it
+sees two consecutive transfers on one chip select, the first with
+``cs_change = 0``.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from protocol.virtio import (
 
 from ..logs import event
 from .device import VirtioDevice
-from .link import Link
+from .link import ServerLink
 from .messages import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
@@ -64,10 +74,13 @@ class VirtioSpiDevice(VirtioDevice):
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIG | PF_CONFIGURE_MEM_SLOTS
     error_status: int = SpiResult.TRANS_ERR
 
-    def __init__(self, link: Link, bus: str, config: SpiConfig) -> None:
+    def __init__(self, link: ServerLink, bus: str, config: SpiConfig) -> None:
         super().__init__(link, bus)
         self.spi_config = config
         self._config_bytes = config.pack()
+        #: (chip select, cs_change) of the previous transfer; chip selects warned about.
+        self._previous: tuple[int, int] | None = None
+        self.warned_cs: set[int] = set()
 
     def config(self) -> bytes:
         return self._config_bytes
@@ -84,8 +97,25 @@ class VirtioSpiDevice(VirtioDevice):
                 event(log, logging.INFO, "spi parameters refused", head=c.head, reason=why)
                 self.fail(vq, c, SpiResult.PARAM_ERR)
                 continue
+            self._watch_chip_select(t.head)
             self.spawn(vq, [c], self._execute(vq, c, t))
         self.signal(vq)
+
+    def _watch_chip_select(self, head: SpiTransferHead) -> None:
+        """Warn once per chip select that CS is released between back-to-back transfers."""
+        cs = head.chip_select_id
+        previous, self._previous = self._previous, (cs, head.cs_change)
+        if previous != (cs, 0) or cs in self.warned_cs:
+            return
+        self.warned_cs.add(cs)
+        event(log, logging.WARNING,
+              "spi transfers run as separate messages: chip select released between them",
+              bus=self.bus, cs=cs,
+              why="Linux's virtio-spi driver does not mark where a message ends; a message "
+                  "that writes a command in one transfer and reads in the next gets wrong "
+                  "data with status OK",
+              fix="send command and answer as one full-duplex transfer; see "
+                  "docs/vhost-user.md (SPI)")
 
     async def _execute(self, vq: Virtqueue, chain: Chain, t: SpiTransfer) -> None:
         client = await self.link.client()

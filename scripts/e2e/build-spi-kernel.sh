@@ -1,7 +1,9 @@
 #!/bin/sh
-# The SPI suite's guest kernel: sid's linux-source-7.2 with CONFIG_SPI_VIRTIO, SPI_SPIDEV and
+# The SPI suites' guest kernel: sid's linux-source-7.2 with CONFIG_SPI_VIRTIO, SPI_SPIDEV and
 # a test-only board file (busbridge_e2e_spi.c), built inside the sid chroot, plus the kernel
-# tree's tools/spi/spidev_test and spidev_fdx built static.
+# tree's tools/spi/spidev_test and spidev_fdx built static.  Networking, 9p and epoll are
+# there for tests/e2e/test_spi_chain.py, whose guest runs the host's Python (busbridge serve)
+# from the host's file tree.
 #
 # Cached in ${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}/kernel-spi/KEY/{bzImage,spidev_test,
 # spidev_fdx}; prints the bzImage path as the last line.
@@ -11,7 +13,8 @@ cache=${BUSBRIDGE_CACHE:-$HOME/.cache/busbridge}
 root=$("$here/build-sid-chroot.sh" | tail -n1)
 options="64BIT PCI PCI_MSI ACPI PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD RD_GZIP \
 DEVTMPFS BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS TMPFS SHMEM EVENTFD FUTEX MULTIUSER \
-POSIX_TIMERS UNIX98_PTYS VIRTIO_MENU VIRTIO VIRTIO_PCI SPI SPI_MASTER SPI_SPIDEV SPI_VIRTIO"
+POSIX_TIMERS UNIX98_PTYS VIRTIO_MENU VIRTIO VIRTIO_PCI SPI SPI_MASTER SPI_SPIDEV SPI_VIRTIO \
+EPOLL NET INET UNIX NETDEVICES NET_CORE VIRTIO_NET NET_9P NET_9P_VIRTIO NETWORK_FILESYSTEMS 9P_FS"
 src=$(ls "$root"/usr/src/linux-source-*.tar.xz | tail -n1)
 key=$( { echo "$root $options"; stat -c '%n %s %Y' "$src"; cat "$here/busbridge_e2e_spi.c" \
     "$here/build-kernel.sh" "$0"; } | sha256sum | cut -c1-16)

@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Build (or reuse) the i2c-stub guest: Debian's stock kernel + a busybox initramfs.
+"""Build (or reuse) the board guest: Debian's stock kernel + a busybox initramfs.
 
 The guest boots Debian's own kernel so the board server runs against the real
 i2c-core / i2c-dev / i2c-stub code, not a fake.  Its modules come from the
 linux-image package (``apt-get download`` + ``dpkg -x``), the userspace is
 static busybox, and the board server itself runs from the host's file tree,
 shared read-only over 9p.
+
+Debian does not enable ``CONFIG_I2C_VIRTIO``, so ``i2c-virtio.ko`` is built
+out of tree from the same kernel version's source (``linux-source-X.Y``)
+against that kernel's headers (``linux-headers-*``, ``linux-kbuild-*``; a few
+seconds): with a ``vhost-user-i2c-pci`` device the guest then has a full-I2C
+adapter (``I2C_RDWR``) next to the SMBus-only i2c-stub.
 
 Output (printed as the last line, a directory)::
 
@@ -15,7 +21,8 @@ Output (printed as the last line, a directory)::
 ``<key>`` hashes this script, the init script and the kernel package version,
 so a change to any of them builds a new guest; an existing complete build is
 reused.  Needs: apt-get (with current package lists), dpkg, modinfo (kmod),
-cpio, gzip, busybox-static.  Runs as any user.
+cpio, gzip, busybox-static, make and gcc (the compiler the kernel was built
+with: gcc-12 on bookworm).  Runs as any user.
 """
 
 from __future__ import annotations
@@ -94,6 +101,60 @@ def module_closure(moddir: Path, wanted: list[str]) -> list[Path]:
     return order
 
 
+def fetch_debs(names: list[str], version: str, dest: Path) -> None:
+    """``apt-get download`` each ``name=version`` into ``dest``."""
+    run(["apt-get", "download", *[f"{n}={version}" for n in names]], cwd=dest)
+
+
+def build_i2c_virtio(t: Path, kver: str, version: str) -> Path:
+    """``i2c-virtio.ko`` for kernel ``kver``, built out of tree; returns the module file.
+
+    The headers package's Makefile includes its ``-common`` sibling by absolute
+    path, so that path is pointed at the unpacked copy; nothing is installed.
+    """
+    headers = f"linux-headers-{kver}"
+    deps = run(["apt-cache", "depends", f"{headers}={version}"])
+    names = [headers] + [ln.split(":", 1)[1].strip() for ln in deps.splitlines()
+                         if ln.strip().startswith("Depends:") and "linux-" in ln
+                         and "linux-compiler" not in ln]
+    debs = t / "headers-debs"
+    debs.mkdir()
+    log(f"downloading {' '.join(names)} (about 15 MB)")
+    fetch_debs(names, version, debs)
+    root = t / "headers"
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg", "-x", str(deb), str(root)])
+    kdir = root / "usr" / "src" / headers
+    mk = kdir / "Makefile"
+    mk.write_text(mk.read_text().replace("/usr/src/", f"{root}/usr/src/"))
+
+    series = ".".join(kver.split(".")[:2])  # 6.1.0-57-amd64 -> 6.1
+    src_pkg = f"linux-source-{series}"
+    tarball = Path(f"/usr/src/{src_pkg}.tar.xz")
+    installed = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", src_pkg],
+                               capture_output=True, text=True).stdout.strip()
+    if installed != version or not tarball.exists():
+        log(f"downloading {src_pkg} {version} (about 140 MB; {src_pkg} {installed or 'absent'} "
+            "installed)")
+        src_debs = t / "source-debs"
+        src_debs.mkdir()
+        fetch_debs([src_pkg], version, src_debs)
+        run(["dpkg", "-x", str(next(src_debs.glob("*.deb"))), str(t / "source")])
+        tarball = t / "source" / "usr" / "src" / f"{src_pkg}.tar.xz"
+    mod = t / "i2c-virtio"
+    mod.mkdir()
+    run(["tar", "-xf", str(tarball), "-C", str(mod), "--wildcards", "--strip-components=4",
+         "*/drivers/i2c/busses/i2c-virtio.c"])
+    (mod / "Kbuild").write_text("obj-m += i2c-virtio.o\n")
+    log(f"building i2c-virtio.ko against {headers}")
+    run(["make", "-C", str(kdir), f"M={mod}", "modules"])
+    ko = mod / "i2c-virtio.ko"
+    magic = run(["modinfo", "-F", "vermagic", str(ko)]).split()
+    if not magic or magic[0] != kver:
+        sys.exit(f"e2e_stub: i2c-virtio.ko has vermagic {magic[:1]}, the kernel is {kver}")
+    return ko
+
+
 def build(out: Path, pkg: str, version: str, init: Path = INIT,
           wanted: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="busbridge-e2e-stub-") as tmp:
@@ -106,7 +167,11 @@ def build(out: Path, pkg: str, version: str, init: Path = INIT,
         run(["dpkg", "-x", str(deb), str(x)])
         vmlinuz = next((x / "boot").glob("vmlinuz-*"))
         kver = vmlinuz.name.removeprefix("vmlinuz-")
-        mods = module_closure(x / "lib" / "modules" / kver, wanted or WANTED)
+        moddir = x / "lib" / "modules" / kver
+        virtio_ko = build_i2c_virtio(t, kver, version)
+        needs = run(["modinfo", "-F", "depends", str(virtio_ko)]).strip()
+        mods = module_closure(moddir, (wanted or WANTED) + [d for d in needs.split(",") if d])
+        mods.append(virtio_ko)
         log(f"kernel {kver}; modules: {' '.join(m.stem for m in mods)}")
 
         root = t / "root"
@@ -144,7 +209,9 @@ def build(out: Path, pkg: str, version: str, init: Path = INIT,
         shutil.copy2(vmlinuz, staging / "vmlinuz")
         (staging / "manifest.json").write_text(json.dumps(
             {"package": pkg, "version": version, "kernel": kver,
-             "modules": [m.name for m in mods]}, indent=2) + "\n")
+             "modules": [m.name for m in mods],
+             "built_out_of_tree": {virtio_ko.name: f"linux-source {version}"}},
+            indent=2) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
 
@@ -161,11 +228,11 @@ def main() -> None:
                     help="more stock kernel modules to load, comma-separated (e.g. cuse)")
     args = ap.parse_args()
     extra = [m for m in args.extra_modules.split(",") if m]
-    for tool in ("apt-get", "apt-cache", "dpkg", "modinfo", "cpio", "gzip"):
+    for tool in ("apt-get", "apt-cache", "dpkg", "modinfo", "cpio", "gzip", "make", "gcc"):
         if args.check and tool not in ("apt-cache",):
             continue
         if shutil.which(tool) is None:
-            sys.exit(f"e2e_stub: {tool} not found (apt-get install kmod cpio)")
+            sys.exit(f"e2e_stub: {tool} not found (apt-get install kmod cpio build-essential)")
     if not BUSYBOX.exists() and not args.check:
         sys.exit(f"e2e_stub: {BUSYBOX} missing (apt-get install busybox-static)")
     pkg, version = kernel_package(args.package)

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Guest /init: load the stock kernel's modules, create an i2c-stub adapter, then
 # run the busbridge board server from the host's (read-only, 9p) file tree
-# against its /dev/i2c-N.  Settings arrive as environment variables through
-# the kernel command line (unknown name=value parameters go to init):
+# against its /dev/i2c-N: bus "stub", and bus "1" on the i2c-virtio adapter
+# when QEMU gives the guest a vhost-user-i2c-pci device.  Settings arrive as
+# environment variables through the kernel command line (unknown name=value
+# parameters go to init):
 #   BB_PYTHON   the host's Python that has busbridge installed (required)
 #   BB_CHIPS    i2c-stub chip_addr list, e.g. 0x48,0x50
 #   BB_LIFETIME seconds before the guest powers itself off even if nobody stops
@@ -33,11 +35,14 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/busbridge
 
 bus=
+vbus=
 for n in /sys/bus/i2c/devices/i2c-*; do
   grep -q "stub" "$n/name" 2>/dev/null && bus=$(basename "$n")
+  grep -q "virtio" "$n/name" 2>/dev/null && vbus=$(basename "$n")
 done
 [ -n "$bus" ] || fail "no i2c-stub adapter"
 [ -e "/dev/$bus" ] || fail "/dev/$bus missing"
+[ -z "$vbus" ] || [ -e "/dev/$vbus" ] || fail "/dev/$vbus missing"
 
 cat > /host/dev/busbridge/board.toml <<EOF
 name = "i2c-stub-guest"
@@ -46,13 +51,26 @@ description = "Debian stock kernel, i2c-stub on /dev/$bus"
 listen = "0.0.0.0:7707"
 # Reached only through QEMU's user-mode port forward to the host's loopback.
 insecure = true
+# Generous: a request may cross this TCG guest, QEMU and a vhost-user agent.
+request_timeout_ms = 60000
 [[i2c]]
 name = "stub"
 backend = "linux"
 device = "/dev/$bus"
 description = "i2c-stub (SMBus only)"
 EOF
-echo "BUSBRIDGE-GUEST-READY: /dev/$bus"
+if [ -n "$vbus" ]; then
+  cat >> /host/dev/busbridge/board.toml <<EOF
+# Named like the far end's bus (the simulated board's "1": TMP117 @0x48, EEPROM @0x50),
+# so the conformance kit's device checks find the devices they know.
+[[i2c]]
+name = "1"
+backend = "linux"
+device = "/dev/$vbus"
+description = "i2c-virtio (full I2C, through QEMU's vhost-user-i2c-pci)"
+EOF
+fi
+echo "BUSBRIDGE-GUEST-READY: /dev/$bus ${vbus:+/dev/$vbus}"
 timeout "${BB_LIFETIME:-900}" chroot /host /usr/bin/env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/dev/busbridge \
   "$BB_PYTHON" -m bridge.cli serve --config /dev/busbridge/board.toml
 echo "BUSBRIDGE-GUEST-SERVER-EXIT: $?"

@@ -84,7 +84,8 @@ class FakeKernel:
         self.closed: list[int] = []
         self.missing: set[str] = set()
         self.fail: dict[int, int] = {}  # request -> errno
-        #: Called with (Call, address) for data requests; may write answers.
+        #: Called with (Call, address) for data requests; may write answers.  For
+        #: I2C_RDWR it returns the count of completed messages (None: all of them).
         self.reply: Callable[[Call, int], int | None] | None = None
         self._next = 10
 
@@ -107,7 +108,7 @@ class FakeKernel:
     def ioctl(self, fd: int, request: int, arg: int) -> int:
         c = Call(fd, request)
         self.calls.append(c)
-        ret: int | None = 0
+        ret: int | None = None
         if request == abi.I2C_FUNCS:
             ctypes.c_ulong.from_address(arg).value = self.funcs
         elif request in (abi.I2C_SLAVE, abi.I2C_SLAVE_FORCE, abi.I2C_TIMEOUT, abi.I2C_RETRIES):
@@ -140,7 +141,7 @@ class FakeKernel:
             raise OSError(self.fail[request], "fake failure")
         if self.reply is not None:
             ret = self.reply(c, arg)
-        if request == abi.I2C_RDWR and ret in (0, None):
+        if request == abi.I2C_RDWR and ret is None:
             ret = RDWR.unpack(c.raw)[1]
         return ret or 0
 
@@ -166,8 +167,9 @@ def smbus_answer(union: bytes) -> Callable[[Call, int], int | None]:
     """An I2C_SMBUS reply writing ``union`` into ``i2c_smbus_data`` as the kernel would."""
 
     def reply(c: Call, arg: int) -> int | None:
-        if c.request == abi.I2C_SMBUS:
-            ctypes.memmove(SMBUS.unpack(c.raw)[3], union, len(union))
+        if c.request != abi.I2C_SMBUS:
+            return None
+        ctypes.memmove(SMBUS.unpack(c.raw)[3], union, len(union))
         return 0
 
     return reply
@@ -236,11 +238,13 @@ def test_zero_length_and_ten_bit_messages() -> None:
     (errno.EIO, "bus error"),
 ])
 def test_kernel_errno_reaches_the_client_with_words(err: int, words: str) -> None:
+    # Adapter drivers that report a fault as an errno (most SoC drivers: ENXIO for
+    # an address NACK, EREMOTEIO for a data NACK).
     k = FakeKernel()
     k.fail[abi.I2C_RDWR] = err
     bus = LinuxI2CBus("1", "/dev/i2c-1", kernel=k)
     status, reads, failures = run_i2c(bus, chain([write(0x48, [0]), read(0x48, 1)]))
-    # I2C_RDWR does not say which message failed: the whole chain is ERR.
+    # An errno does not say which message failed: the whole chain is ERR.
     assert status == b"\x01\x01"
     assert reads == [b""]
     (f,) = failures
@@ -248,13 +252,38 @@ def test_kernel_errno_reaches_the_client_with_words(err: int, words: str) -> Non
     assert words in f.message
 
 
-def test_short_i2c_rdwr_count_fails_from_the_first_message_not_sent() -> None:
+def test_i2c_rdwr_count_of_0_is_eio_for_the_whole_chain() -> None:
+    # What Linux's i2c-virtio (6.1, measured in tests/e2e/test_i2c_chain.py) does on a
+    # NACK at message 0: no errno, I2C_RDWR returns 0 messages completed.
     k = FakeKernel()
-    k.reply = lambda c, arg: 1 if c.request == abi.I2C_RDWR else None
+    k.reply = lambda c, arg: 0 if c.request == abi.I2C_RDWR else None
     bus = LinuxI2CBus("1", "/dev/i2c-1", kernel=k)
-    status, _reads, failures = run_i2c(bus, chain([write(0x48, [0]), write(0x48, [1])]))
-    assert status == b"\x00\x01"
-    assert failures[0].index == 1
+    status, reads, failures = run_i2c(bus, chain([write(0x33, [0]), read(0x33, 2)]))
+    assert status == b"\x01\x01"
+    assert reads == [b""]
+    (f,) = failures
+    assert (f.index, f.errno) == (0, errno.EIO)
+    assert "completed only 0 of 2 messages" in f.message
+
+
+def test_short_i2c_rdwr_count_fails_from_the_first_message_not_sent() -> None:
+    # i2c-virtio's mid-chain NACK: the count of messages that completed.
+    k = FakeKernel()
+    fill = fill_reads([b"\x12\x34", b"\xee"])  # i2c-dev copies back every read buffer
+
+    def two_done(c: Call, arg: int) -> int | None:
+        fill(c, arg)
+        return 2 if c.request == abi.I2C_RDWR else None
+
+    k.reply = two_done
+    bus = LinuxI2CBus("1", "/dev/i2c-1", kernel=k)
+    status, reads, failures = run_i2c(
+        bus, chain([write(0x48, [0]), read(0x48, 2), write(0x33, [1]), read(0x48, 1)]))
+    assert status == b"\x00\x00\x01\x01"
+    assert reads == [b"\x12\x34", b""]  # the completed read keeps its data
+    (f,) = failures
+    assert (f.index, f.errno) == (2, errno.EIO)
+    assert "completed only 2 of 4 messages" in f.message
 
 
 def test_more_messages_than_i2c_dev_allows_never_reach_the_kernel() -> None:
@@ -504,15 +533,23 @@ def test_spi_chip_select_without_device_is_param_err() -> None:
     assert out[0] == bytes([SpiResult.PARAM_ERR])
 
 
-def test_spi_ioctl_failure_is_trans_err_with_errno() -> None:
+@pytest.mark.parametrize("err", [
+    errno.EINVAL,  # the controller refused a transfer (spi-virtio: the device's PARAM_ERR)
+    errno.EIO,  # the transfer failed (spi-virtio: the device's TRANS_ERR)
+    errno.EMSGSIZE,  # alignment padding pushed the message past spidev's buffer
+])
+def test_spi_ioctl_failure_is_trans_err_with_errno(err: int) -> None:
+    # What Linux 7.2 returns (tests/e2e/test_spi_chain.py): an errno for the whole
+    # message, never a count.
     k = FakeKernel()
-    k.fail[abi.SPI_IOC_MESSAGE(2)] = errno.EMSGSIZE
+    k.fail[abi.SPI_IOC_MESSAGE(2)] = err
     bus = spi_bus(k)
     status, reads, failures = run_spi(bus, 0, [SpiTransfer(head(), b"\x00"),
                                                SpiTransfer(head(), None, 1)])
     assert status == bytes([SpiResult.TRANS_ERR] * 2)
     assert reads == [b""]
-    assert failures[0].errno == errno.EMSGSIZE
+    assert failures[0].errno == err
+    assert "SPI_IOC_MESSAGE(2) failed" in failures[0].message
 
 
 def test_spi_max_freq_defaults_to_the_device_tree_limit() -> None:

@@ -103,11 +103,12 @@ def test_info_json(server_thread: Running) -> None:
 def test_detect_grid_bus_1(server_thread: Running) -> None:
     lines = ok(server_thread, "i2c", "detect", "-y", "1").splitlines()
     assert lines[0] == "     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f"
-    assert lines[5] == "40: -- -- -- -- -- -- -- -- 48 -- -- -- -- -- -- -- "
+    assert lines[5] == "40: 40 -- -- -- 44 -- -- -- 48 -- -- -- -- -- -- -- "
     assert lines[6] == "50: 50 -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- "
     cells = [c for line in lines[1:] for c in re.findall(r"([0-9a-f-]{2}) ", line[4:])]
-    assert sorted(c for c in cells if c != "--") == ["48", "50"]
-    assert cells.count("--") == 0x70 - 2
+    found = ["20", "3c", "40", "44", "48", "50", "68", "76"]  # the default board's bus 1
+    assert sorted(c for c in cells if c != "--") == found
+    assert cells.count("--") == 0x70 - len(found)
 
 
 def test_detect_all_and_range(server_thread: Running) -> None:
@@ -178,8 +179,8 @@ def test_set_then_get(server_thread: Running) -> None:
     assert ok(server_thread, "i2c", "set", "-y", "1", "0x48", "0x02", "0x1234", "w") == ""
     assert ok(server_thread, "i2c", "get", "-y", "1", "0x48", "0x02", "w") == "0x1234\n"
     # i2cset word order on the wire: low byte first, so the big-endian register holds 0x3412.
-    tmp117 = server_thread.board.i2c["1"].device(0x48)  # type: ignore[attr-defined]
-    assert tmp117.get(0x02) == 0x3412
+    tmp117 = server_thread.board.i2c["1"].device(0x48).model  # type: ignore[attr-defined]
+    assert tmp117.peek(0x02) == 0x3412
 
 
 def test_set_byte_is_one_write_message(server_thread: Running) -> None:
@@ -212,8 +213,8 @@ def test_set_prompt_defaults_like_i2cset(server_thread: Running) -> None:
     assert r.exit_code == 0
     assert "Continue? [Y/n]" in r.stderr
     assert "Aborting on user request." in r.stderr
-    tmp117 = server_thread.board.i2c["1"].device(0x48)  # type: ignore[attr-defined]
-    assert tmp117.get(0x02) == 0x6000  # untouched
+    tmp117 = server_thread.board.i2c["1"].device(0x48).model  # type: ignore[attr-defined]
+    assert tmp117.peek(0x02) == 0x6000  # untouched
     # EEPROM addresses default to no, with i2cset's warning.
     r = bb(server_thread, "i2c", "set", "1", "0x50", "0x00", "0x00", input="\n")
     assert r.exit_code == 0
@@ -275,12 +276,41 @@ def test_transfer_suffixes_write_the_eeprom(server_thread: Running) -> None:
 def test_transfer_several_reads_print_one_line_each(server_thread: Running) -> None:
     out = ok(server_thread, "i2c", "transfer", "-y", "1", "w1@0x48", "0x0f", "r2",
              "w1", "0x01", "r2")
-    assert out == "0x01 0x17\n0x02 0x20\n"
+    assert out == "0x01 0x17\n0x22 0x20\n"  # configuration 0x0220 with Data_Ready set
 
 
 def test_transfer_ten_bit(server_thread: Running) -> None:
-    assert ok(server_thread, "i2c", "transfer", "-y", "2", "w1@0x2a5", "0x00", "r1") == "0xa5\n"
     assert ok(server_thread, "i2c", "transfer", "-y", "2", "w1@t0x2a5", "0x00", "r1") == "0xa5\n"
+
+
+@pytest.mark.parametrize("args", [
+    ("i2c", "transfer", "-y", "2", "w1@0x2a5", "0x00", "r1"),
+    ("i2c", "transfer", "-y", "1", "r2@0x90"),
+    ("lease", "take", "i2c:1@0x90"),
+    ("run", "--lease", "i2c:1@0x90", "--", "true"),
+])
+def test_an_address_above_0x7f_needs_the_explicit_10_bit_form(server_thread: Running,
+                                                               args: tuple[str, ...]) -> None:
+    """Issue 17 item 12: an 8-bit-address slip must not silently become a 10-bit address,
+    in i2c transfer as in lease scopes; nothing reaches the board."""
+    err = fails(server_thread, 2, *args)
+    assert err.splitlines()[-1].startswith("busbridge: error: ")
+    assert "is not a 7-bit address (0x00-0x7f)" in err
+    if "0x90" in " ".join(args):
+        assert "as an 8-bit address (R/W bit included) it is 7-bit 0x48" in err
+        assert "@t0x090" in err
+        assert ("i2c:1@t0x090" in err) == ("i2c:1@0x90" in args)
+    assert server_thread.server.stats.totals()["requests"] == 0
+    assert not server_thread.server.leases.snapshot()
+
+
+def test_the_explicit_10_bit_form_leases_and_i2c_get_points_to_it(server_thread: Running
+                                                                   ) -> None:
+    out = ok(server_thread, "lease", "take", "i2c:2@t0x2a5", "--json")
+    assert json.loads(out)["lease"]["address"] == 0x2A5
+    err = fails(server_thread, 2, "i2c", "get", "-y", "1", "0x90", "0x00")
+    assert "it is 7-bit 0x48" in err
+    assert "10-bit addresses: i2c transfer with @t0x..." in err
 
 
 def test_transfer_prompt(server_thread: Running) -> None:
@@ -344,7 +374,7 @@ def test_connection_refused() -> None:
         port = s.getsockname()[1]
     r = _runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
     assert r.exit_code == 1
-    assert r.stderr.startswith(f"busbridge: cannot connect to 127.0.0.1:{port}: ")
+    assert r.stderr.startswith(f"busbridge: error: cannot connect to 127.0.0.1:{port}: ")
     assert "Traceback" not in r.stderr
 
 

@@ -67,7 +67,7 @@ def test_chip_address_range_follows_i2c_tools() -> None:
             parse_chip_address(bad)
     assert parse_chip_address("0x00", all_addrs=True) == 0
     assert parse_chip_address("0x7f", all_addrs=True) == 0x7F
-    with pytest.raises(I2CArgError, match="out of range"):
+    with pytest.raises(I2CArgError, match=r"'0x80' is not a 7-bit address .* it is 7-bit 0x40"):
         parse_chip_address("0x80", all_addrs=True)
 
 
@@ -91,8 +91,14 @@ def test_descriptor_address_carries_over() -> None:
 
 
 def test_ten_bit_addresses() -> None:
-    assert parse_descriptor("r2@0x2a5") == (True, 2, 0x2A5, True)
+    assert parse_descriptor("r2@t0x2a5") == (True, 2, 0x2A5, True)
     assert parse_descriptor("w1@t0x050") == (False, 1, 0x50, True)
+    # Only the explicit form is 10-bit: 0x90 is much more likely an 8-bit slip for 0x48.
+    with pytest.raises(I2CArgError, match=r"it is 7-bit 0x48; a 10-bit address is written "
+                                          r"r2@t0x090"):
+        parse_descriptor("r2@0x90")
+    with pytest.raises(I2CArgError, match=r"a 10-bit address is written r2@t0x2a5$"):
+        parse_descriptor("r2@0x2a5")
     assert parse_descriptor("w1@t0x3ff") == (False, 1, 0x3FF, True)
     with pytest.raises(I2CArgError, match="out of range"):
         parse_descriptor("r1@0x400")
@@ -165,7 +171,7 @@ def test_transfer_suffix_fills_the_rest_of_the_message() -> None:
 
 
 def test_transfer_ten_bit_carries_over() -> None:
-    msgs = parse_transfer(["w1@0x2a5", "0x00", "r1"])
+    msgs = parse_transfer(["w1@t0x2a5", "0x00", "r1"])
     assert msgs == [write(0x2A5, [0], ten_bit=True), read(0x2A5, 1, ten_bit=True)]
 
 
@@ -388,7 +394,8 @@ def _as_args(msgs: list[I2CMsg], fmt: str) -> list[str]:
     """Messages as i2ctransfer arguments, data in ``fmt``: hex, decimal or C octal."""
     args: list[str] = []
     for m in msgs:
-        args.append(f"{'r' if m.is_read else 'w'}{m.size}@{m.addr:#x}")
+        args.append(f"{'r' if m.is_read else 'w'}{m.size}@{'t' if m.ten_bit else ''}"
+                    f"{m.addr:#x}")
         args += [f"0{b:o}" if fmt == "o" else format(b, fmt) for b in m.data]
     return args
 

@@ -157,6 +157,21 @@ def test_run_lease_passes_the_token_to_the_child_and_releases_at_exit(
         assert c.i2c("1", [write(0x48)]).status == b"\x00"
 
 
+def test_run_lease_names_the_users_command_as_holder(server_thread: Running) -> None:
+    """Others' busy errors show the command that holds the bus, not busbridge's wrapper."""
+    program = ("import os, json; from bridge.client import Client, parse_address; "
+               "c = Client(*parse_address(os.environ['BUSBRIDGE_URL'])); "
+               "print(json.dumps([x.holder for x in c.leases()]))")
+    out = subprocess.run([*BUSBRIDGE, "--connect", server_thread.url, "run", "--lease",
+                          "i2c:1", "--", sys.executable, "-c", program],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env=env_without_lease())
+    assert out.returncode == 0, out.stderr
+    (holder,) = json.loads(out.stdout)
+    assert f": {sys.executable} -c " in holder
+    assert "bridge.native.launch" not in holder
+
+
 def test_run_lease_fails_at_once_when_busy_and_without_wait(server_thread: Running,
                                                              tmp_path: Path) -> None:
     with Client(server_thread.host, server_thread.port, name="holder") as c:

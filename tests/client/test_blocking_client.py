@@ -17,8 +17,8 @@ from bridge.buses.sim import RegisterMapDevice
 from bridge.client import ClientAuth, ConnectionLost, RemoteError, TransferError, spi_xfer
 from bridge.client.blocking import BlockingClient
 from bridge.config import load_board
+from bridge.server import LimitSettings, ServerPolicy
 from bridge.server.auth import TlsSettings, build_server_security
-from bridge.server.guard import LimitSettings
 from protocol import ErrorCode, read, write
 
 TMP117 = 0x48
@@ -92,8 +92,7 @@ def test_threads_share_one_client_one_request_at_a_time(server_thread: Any) -> N
 
 def test_a_server_goodbye_is_seen_between_calls() -> None:
     lim = LimitSettings(idle_timeout_s=0.2)
-    running, t = start_server_thread(load_board(None), limits=lim.protocol_limits(),
-                                     limit_settings=lim)
+    running, t = start_server_thread(load_board(None), policy=ServerPolicy(limit_settings=lim))
     try:
         c = BlockingClient.from_url(running.url)
         assert c.connected
@@ -114,7 +113,7 @@ def test_tls_with_the_servers_ca(tmp_path: Path) -> None:
         str(tmp_path / "server.pem"))
     pem = str(tmp_path / "server.pem")
     sec = build_server_security(TlsSettings(cert=pem, key=pem), [], False)
-    running, t = start_server_thread(load_board(None), security=sec)
+    running, t = start_server_thread(load_board(None), policy=ServerPolicy(security=sec))
     try:
         with BlockingClient(running.host, running.port,
                             auth=ClientAuth(cafile=str(tmp_path / "ca.pem"))) as c:

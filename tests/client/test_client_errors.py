@@ -88,3 +88,33 @@ def test_every_call_on_a_closed_client_is_connection_lost(
     if isinstance(c, Client):
         with pytest.raises(ConnectionLost, match="not connected"):
             c.leases()
+
+
+def test_what_a_caller_builds_wrong_is_an_invalid_request_before_anything_is_sent(
+    server_thread: Any,
+) -> None:
+    import bridge.client as bc
+
+    eeprom = server_thread.board.i2c["1"]
+    before = len(eeprom.log_snapshot())
+    bad_builds = [
+        lambda: bc.write(0x50, [0x00, 256]),   # not a byte
+        lambda: bc.read(0x50, -1),             # a negative length
+        lambda: bc.spi_xfer([0x9F, 300]),      # not a byte either
+        lambda: bc.parse_address("host:99999"),
+    ]
+    for build in bad_builds:
+        with pytest.raises(InvalidRequest) as e:
+            build()
+        assert isinstance(e.value, ValueError)
+        assert isinstance(e.value, BusBridgeError)
+    for cls in (BlockingClient, Client):
+        with pytest.raises(InvalidRequest, match="timeout"):
+            cls.from_url(server_thread.url, timeout=0)
+        with pytest.raises(InvalidRequest, match="client"):
+            cls.from_url(server_thread.url, name="x" * 300)  # HELLO allows 256
+        with cls.from_url(server_thread.url) as c:
+            with pytest.raises(InvalidRequest, match="timeout"):
+                c.transfer("1", [bc.write(0x50, [0x00, 0x00, 0xAA])], timeout=-1)
+            assert c.ping() > 0
+    assert len(eeprom.log_snapshot()) == before  # nothing of the above reached the bus

@@ -9,10 +9,13 @@ import pytest
 from bridge.buses.sim import (
     Eeprom24,
     LoopbackDevice,
+    Mcp9808,
+    ModelDevice,
     RegisterMapDevice,
     SimI2CBus,
     SimSpiBus,
     SpiNorFlash,
+    Tmp117,
 )
 from bridge.config import (
     BoardConfigError,
@@ -57,15 +60,17 @@ def test_default_board_contents() -> None:
     assert isinstance(ee, Eeprom24)
     assert (ee.size, ee.page_size, ee.address_bytes) == (4096, 32, 2)
     tmp = bus1.device(0x48)
-    assert isinstance(tmp, RegisterMapDevice)
-    assert tmp.get(0x0F) == 0x0117
-    assert tmp.get(0x01) == 0x0220
+    assert isinstance(tmp, ModelDevice)
+    assert isinstance(tmp.model, Tmp117)
+    assert tmp.model.peek(0x0F) == 0x0117
+    assert tmp.model.peek(0x01) & 0x0FFF == 0x0220
 
     bus2 = board.i2c["2"]
     assert isinstance(bus2, SimI2CBus)
     mcp = bus2.device(0x18)
-    assert isinstance(mcp, RegisterMapDevice)
-    assert (mcp.get(0x06), mcp.get(0x07)) == (0x0054, 0x0400)
+    assert isinstance(mcp, ModelDevice)
+    assert isinstance(mcp.model, Mcp9808)
+    assert (mcp.model.peek(0x06), mcp.model.peek(0x07)) == (0x0054, 0x0400)
     assert bus2.device(0x2A5, ten_bit=True).ten_bit
 
     spi = board.spi["0"]

@@ -80,6 +80,15 @@ def newc(files: dict[str, tuple[bytes, int]]) -> bytes:
     return bytes(out)
 
 
+def initrd_with(initrd: Path, files: dict[str, tuple[bytes, int]], out: Path) -> Path:
+    """``initrd`` with ``files`` appended as a second archive (e.g. the run's /test.sh)."""
+    base = initrd.read_bytes()
+    # The kernel only finds an uncompressed archive after a compressed one if it
+    # starts 4-byte aligned (init/initramfs.c); zeros between archives are skipped.
+    out.write_bytes(base + b"\0" * (-len(base) % 4) + newc(files))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,20 +141,30 @@ def busbridge_server(config: str | None = None) -> Iterator[Served]:
 @contextlib.contextmanager
 def agent(sock: Path, url: str, bus: str, device: str = "i2c",
           extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
-    """``busbridge vhost-user``, waited for until its socket exists."""
+    """``busbridge vhost-user``, waited for until its socket exists.
+
+    Its log (stderr) goes to ``SOCK.log`` next to the socket, for tests to read.
+    """
     cmd = [*BUSBRIDGE, "vhost-user", "--socket", str(sock),
            "--connect", url, "--bus", bus, "--device", device, *extra]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = sock.with_name(sock.name + ".log")
+    with open(log, "wb") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 15
         while not sock.exists():
             if p.poll() is not None or time.monotonic() > deadline:
-                err = p.stderr.read().decode() if p.stderr else ""
-                raise AssertionError(f"busbridge vhost-user did not start: {err}")
+                raise AssertionError("busbridge vhost-user did not start: "
+                                     f"{log.read_text(errors='replace')}")
             time.sleep(0.05)
         yield p
     finally:
         stop(p)
+
+
+def agent_log(sock: Path) -> str:
+    """What the agent serving ``sock`` has logged so far."""
+    return sock.with_name(sock.name + ".log").read_text(errors="replace")
 
 
 @dataclass
@@ -173,12 +192,8 @@ def run_guest(qemu: str, kernel: Path, initrd: Path, script: str, devices: list[
     ``wrapper`` runs QEMU through a command (the sid chroot); the kernel and
     initramfs are copied into ``workdir`` so they are visible there too.
     """
-    rd = workdir / "initrd.img"
-    files = {"test.sh": (script.encode(), 0o100755), **(extra_files or {})}
-    base = initrd.read_bytes()
-    # The kernel only finds an uncompressed archive after a compressed one if it
-    # starts 4-byte aligned (init/initramfs.c); zeros between archives are skipped.
-    rd.write_bytes(base + b"\0" * (-len(base) % 4) + newc(files))
+    rd = initrd_with(initrd, {"test.sh": (script.encode(), 0o100755), **(extra_files or {})},
+                     workdir / "initrd.img")
     shutil.copyfile(kernel, workdir / "bzImage")
     kernel = workdir / "bzImage"
     cmd = [*wrapper, qemu, "-M", "q35,memory-backend=mem", "-accel", "tcg", "-m", f"{mem_mb}M",

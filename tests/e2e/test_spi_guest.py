@@ -17,7 +17,16 @@ import pytest
 
 from bridge.client import Client, parse_address, spi_xfer
 
-from .guest import SCRIPTS, GuestRun, agent, build, busbridge_server, missing, run_guest
+from .guest import (
+    SCRIPTS,
+    GuestRun,
+    agent,
+    agent_log,
+    build,
+    busbridge_server,
+    missing,
+    run_guest,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +76,8 @@ def hexbytes(line: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def guest(prereqs: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[GuestRun, str]]:
+          ) -> Iterator[tuple[GuestRun, str, str]]:
+    """The guest's run, the board's address, and what the agent logged."""
     root, kernel, initrd = prereqs
     work = tmp_path_factory.mktemp("spi-guest")
     sock = work / "vspi.sock"
@@ -80,7 +90,7 @@ def guest(prereqs: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFac
                         [("vhost-user-spi-pci", sock)], work, timeout=240, extra_files=extra,
                         wrapper=wrapper)
         assert run.status == 0, f"guest did not finish its script:\n{run.output[-4000:]}"
-        yield run, srv.url
+        yield run, srv.url, agent_log(sock)
 
 
 def rx(section: str) -> list[int]:
@@ -88,12 +98,12 @@ def rx(section: str) -> list[int]:
     return hexbytes(line)
 
 
-def test_flash_jedec_id(guest: tuple[GuestRun, str]) -> None:
+def test_flash_jedec_id(guest: tuple[GuestRun, str, str]) -> None:
     assert rx(guest[0].section("jedec"))[1:4] == [0xEF, 0x40, 0x16]
 
 
-def test_page_program_and_read_back(guest: tuple[GuestRun, str]) -> None:
-    run, url = guest
+def test_page_program_and_read_back(guest: tuple[GuestRun, str, str]) -> None:
+    run, url, _ = guest
     data = rx(run.section("readback"))
     assert bytes(data[4:4 + 17]) == b"busbridge-spi-e2e"
     with Client(*parse_address(url)) as c:  # the board agrees
@@ -101,20 +111,32 @@ def test_page_program_and_read_back(guest: tuple[GuestRun, str]) -> None:
         assert got[4:] == b"busbridge-spi-e2e"
 
 
-def test_multi_transfer_message(guest: tuple[GuestRun, str]) -> None:
+def test_multi_transfer_message(guest: tuple[GuestRun, str, str]) -> None:
     text = guest[0].section("multi")
     # spidev_fdx: a 1-byte write then a 4-byte read in one message; status = bytes moved
     assert re.search(r"response\(\s*4,\s*5\)", text), text
     assert text.strip().splitlines()[-1] == "rc 0"
 
 
-def test_speed_above_advertised_maximum_is_param_err(guest: tuple[GuestRun, str]) -> None:
+def test_agent_warns_once_per_chip_select_that_cs_drops_between_transfers(
+        guest: tuple[GuestRun, str, str]) -> None:
+    # spidev_fdx -m sends a 1-byte write and a 4-byte read as ONE message on CS1; the
+    # agent cannot see where that message ends (docs/vhost-user.md, SPI) and says so,
+    # once per chip select.  The flash's write-enable then page-program on CS0 looks the
+    # same to it: two consecutive transfers with cs_change 0.
+    warnings = [ln for ln in guest[2].splitlines() if "chip select released" in ln]
+    found = [re.search(r"\bcs=(\d+)", ln) for ln in warnings]
+    assert sorted(m.group(1) for m in found if m) == ["0", "1"], guest[2][-2000:]
+    assert all("level=warning" in ln and "docs/vhost-user.md" in ln for ln in warnings)
+
+
+def test_speed_above_advertised_maximum_is_param_err(guest: tuple[GuestRun, str, str]) -> None:
     text = guest[0].section("param_err")
     assert "can't send spi message: Invalid argument" in text
     assert "rc 0" not in text
 
 
-def test_guest_spi_transfers_per_second(guest: tuple[GuestRun, str]) -> None:
+def test_guest_spi_transfers_per_second(guest: tuple[GuestRun, str, str]) -> None:
     text = guest[0].section("perf")
     lines = text.strip().splitlines()
     assert lines[0] == "rc 0"

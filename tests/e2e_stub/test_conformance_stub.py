@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 from conformance.test_conformance import CHECK_IDS, KNOWN_FAILURES, judge
-from test_i2c_stub_guest import Guest, guest  # noqa: F401  (the booted guest)
+from e2e.board_guest import BoardGuest
+from test_i2c_stub_guest import guest  # noqa: F401  (the booted guest)
 
 from bridge.conformance import Report, Target, run_checks
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stub_report(guest: Guest) -> Report:  # noqa: F811
+def stub_report(guest: BoardGuest) -> Report:  # noqa: F811
     return run_checks(Target("127.0.0.1", guest.port, timeout=20.0))
 
 

@@ -82,7 +82,14 @@ def test_cli_board_option_and_env(board_thread: ThreadBoard, mosquitto: Mosquitt
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["board"] == board_thread.name
-    assert info["url"] == f"127.0.0.1:{board_thread.server.port} (board {board_thread.name})"
+    assert info["url"] == f"127.0.0.1:{board_thread.server.port}"
+    assert info["found_as"] == {"board": board_thread.name, "broker": mosquitto.url}
+    # The same options after the subcommand (issue 17 item 11), text output with one note.
+    r = CliRunner().invoke(cli, ["info", "--broker", mosquitto.url, "--board",
+                                 board_thread.name])
+    assert r.exit_code == 0, r.output
+    assert (f"at 127.0.0.1:{board_thread.server.port} (protocol 1; found by name "
+            f"{board_thread.name!r} on the MQTT broker)\n") in r.output
     # ...but --connect on the command line beats BUSBRIDGE_BOARD from the environment.
     r = CliRunner().invoke(cli, ["--connect", "127.0.0.1:1", "info"], env=env)
     assert r.exit_code == 1
@@ -93,7 +100,7 @@ def test_cli_unknown_board_and_both_targets(board_thread: ThreadBoard,
                                             mosquitto: Mosquitto) -> None:
     r = CliRunner().invoke(cli, ["--broker", mosquitto.url, "--board", "nope", "info"])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"busbridge: no board named 'nope' on the MQTT broker at "
+    assert r.output.strip() == (f"busbridge: error: no board named 'nope' on the MQTT broker at "
                                 f"{mosquitto.url}; online boards: {board_thread.name}")
     r = CliRunner().invoke(cli, ["--connect", "x:1", "--board", "nope", "info"])
     assert r.exit_code == 2
@@ -222,3 +229,67 @@ def test_guest_commands_do_not_import_aiomqtt() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+async def _announce(mosquitto: Mosquitto, board_name: str, advertise: str
+                    ) -> tuple[Server, Presence]:
+    from bridge.config import load_board
+
+    from .conftest import fast_settings, wait_for
+
+    board = load_board(None)
+    board.name = board_name
+    server = Server(board, host="127.0.0.1", port=0)
+    await server.start()
+    presence = Presence(server, fast_settings(mosquitto.url, advertise=advertise.format(
+        port=server.port)))
+    presence.start()
+    await wait_for(lambda: presence.connects >= 1, what="the board to announce itself")
+    return server, presence
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    import asyncio
+
+    r = await asyncio.to_thread(CliRunner().invoke, cli, list(args))
+    return r.exit_code, r.output
+
+
+async def test_a_board_on_two_networks_is_found_from_either(mosquitto: Mosquitto) -> None:
+    """Issue 17 item 4: a compose board advertises its service name for the compose network
+    and 127.0.0.1 for the host; from here only the second resolves, and is dialled."""
+    server, presence = await _announce(mosquitto, "lab-two-nets",
+                                       "board.invalid:{port},127.0.0.1:{port}")
+    try:
+        assert await resolve("lab-two-nets", mosquitto.url) == ("127.0.0.1", server.port)
+        code, out = await _cli("--broker", mosquitto.url, "--board", "lab-two-nets", "info",
+                               "--json")
+        assert code == 0, out
+        assert json.loads(out)["url"] == f"127.0.0.1:{server.port}"
+        code, out = await _cli("boards", "--json", "--broker", mosquitto.url)
+        (rec,) = [b for b in json.loads(out) if b["name"] == "lab-two-nets"]
+        assert rec["addresses"] == [f"board.invalid:{server.port}", f"127.0.0.1:{server.port}"]
+        assert rec["address"] == f"board.invalid:{server.port}"  # older clients: the first
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)
+
+
+async def test_a_board_address_that_fails_here_is_named(mosquitto: Mosquitto) -> None:
+    server, presence = await _announce(mosquitto, "lab-elsewhere", "board.invalid:{port}")
+    try:
+        code, out = await _cli("--broker", mosquitto.url, "--board", "lab-elsewhere", "info")
+        assert code == 1
+        assert out.startswith(f"busbridge: error: cannot connect to board lab-elsewhere at "
+                              f"board.invalid:{server.port} (its address on the broker): ")
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)
+    server, presence = await _announce(mosquitto, "lab-nowhere", "a.invalid:1,b.invalid:2")
+    try:
+        with pytest.raises(DiscoveryError, match=r"advertises a\.invalid:1, b\.invalid:2; "
+                                                 r"none resolves here \(a\.invalid:1: "):
+            await resolve("lab-nowhere", mosquitto.url)
+    finally:
+        await presence.stop()
+        await server.close(grace=1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bridge.client import AsyncClient, TransferError, read, write
+from bridge.client import AsyncClient, RemoteError, TransferError, read, write
 from bridge.config import load_board
 from bridge.mqtt.presence import Presence, advertised_address
 from bridge.server import Server
@@ -40,7 +41,8 @@ async def test_online_status_and_retained_inventory_seen_by_a_second_client(
     i2c = {b["name"]: b for b in inv["i2c"]}
     assert set(i2c) == {"1", "2"}
     assert i2c["1"]["functionality"] == server.welcome.i2c_bus("1").functionality  # type: ignore[union-attr]
-    assert {d["address"] for d in i2c["1"]["devices"]} == {0x48, 0x50}
+    assert {d["address"] for d in i2c["1"]["devices"]} == {0x20, 0x3C, 0x40, 0x44, 0x48, 0x50,
+                                                           0x68, 0x76}
     assert {(d["address"], d["ten_bit"]) for d in i2c["2"]["devices"]} >= {(0x2A5, True)}
     (spi,) = inv["spi"]
     assert spi["config"]["max_freq_hz"] == 50_000_000
@@ -48,22 +50,51 @@ async def test_online_status_and_retained_inventory_seen_by_a_second_client(
                                                             (1, "LoopbackDevice")]
 
 
-async def test_health_counts_requests_and_errors_per_bus(
+async def test_health_counts_requests_and_outcomes_per_bus(
         announced: tuple[Server, Presence], watch: Any) -> None:
+    """Issue 17 item 5: every request counts in requests, on its bus, and in one outcome;
+    the totals are the sums over the buses, a refusal included."""
     server, _ = announced
     w = await watch(TOPIC + "health")
-    async with await AsyncClient.connect(server.host, server.port) as c:
+    async with await AsyncClient.connect(server.host, server.port) as c, \
+            await AsyncClient.connect(server.host, server.port) as other:
         for _ in range(3):
             await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
         with pytest.raises(TransferError):
             await c.transfer("2", [write(0x33)])  # nobody at 0x33: NACK
         await c.xfer("0", 0, b"\x9f\x00\x00\x00")
-    h = await w.until("health", lambda p: p["requests"] == 5)
-    assert h["i2c"]["1"] == {"requests": 3, "errors": 0}
-    assert h["i2c"]["2"] == {"requests": 1, "errors": 1}
-    assert h["spi"]["0"] == {"requests": 1, "errors": 0}
-    assert h["errors"] == 1
+        await c.lease_take("1", 0x50, ttl=60)
+        with pytest.raises(RemoteError, match="busy"):
+            await other.transfer("1", [read(0x50, 1)])  # leased to c: refused
+    h = await w.until("health", lambda p: p["requests"] == 6)
+    assert h["i2c"]["1"] == {"requests": 4, "errors": 0, "nacks": 0, "refused": 1,
+                             "timeouts": 0}
+    assert h["i2c"]["2"] == {"requests": 1, "errors": 0, "nacks": 1, "refused": 0,
+                             "timeouts": 0}
+    assert h["spi"]["0"] == {"requests": 1, "errors": 0, "nacks": 0, "refused": 0,
+                             "timeouts": 0}
+    for key in ("requests", "errors", "nacks", "refused", "timeouts"):
+        assert h[key] == sum(b[key] for kind in ("i2c", "spi") for b in h[kind].values())
+    assert (h["protocol_errors"], h["lease_refused"]) == (0, 0)
     assert h["uptime_s"] > 0
+
+
+async def test_one_i2c_detect_is_probes_and_nacks_not_errors(
+        announced: tuple[Server, Presence], watch: Any) -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli.main import cli
+
+    server, _ = announced
+    w = await watch(TOPIC + "health")
+    r = await asyncio.to_thread(CliRunner().invoke, cli, [
+        "--connect", f"{server.host}:{server.port}", "i2c", "detect", "-y", "1"])
+    assert r.exit_code == 0, r.output
+    found = len(re.findall(r" [0-7][0-9a-f](?= |$)", r.output.split("\n", 1)[1], re.M))
+    probed = 0x77 - 0x08 + 1
+    h = await w.until("health", lambda p: p["requests"] == probed)
+    assert h["i2c"]["1"]["nacks"] == probed - found
+    assert (h["errors"], h["i2c"]["1"]["errors"]) == (0, 0)
 
 
 async def test_graceful_stop_says_offline_shutdown(mosquitto: Mosquitto, watch: Any) -> None:
@@ -165,9 +196,12 @@ async def test_a_stale_offline_is_overwritten_while_the_board_lives(
         await other.publish(TOPIC + "status", b'{"state": "offline", "reason": "stale"}',
                             qos=1, retain=True)
     await w.until("status", lambda p: p.get("reason") == "stale")
-    n = len(w.messages)
-    await wait_for(lambda: any(p and p["state"] == "online" for _, p, _ in w.messages[n:]),
-                   what="the board to overwrite the stale offline")
+    # The board's answer may already be in by the time the stale message is seen (a loaded
+    # machine polls late): look for "online" after the stale message, not after "now".
+    stale = next(i for i, (_, p, _) in enumerate(w.messages) if p and p.get("reason") == "stale")
+    await wait_for(lambda: any(p and p["state"] == "online"
+                               for _, p, _ in w.messages[stale + 1:]),
+                   timeout=30, what="the board to overwrite the stale offline")
 
 
 def test_wildcard_listen_is_advertised_as_a_dialable_name() -> None:

@@ -23,7 +23,7 @@ from bridge.config import load_board
 from bridge.native.agent import Agent
 from bridge.native.cuse import FUSE_IOCTL_MAX_IOV, Memory, OpenFile, Retry, i2c_ioctl, spi_ioctl
 from bridge.native.i2cdev import I2cAdapter
-from bridge.native.spidev import SpiDevice
+from bridge.native.spidev import SpidevNode
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_spi_message_and_settings(agent: Agent) -> None:
     h, bufsiz = agent.open_spi(0, 1)
     agent.close(h)
     dev = agent.device(h)
-    assert isinstance(dev, SpiDevice)
+    assert isinstance(dev, SpidevNode)
     tx = ctypes.create_string_buffer(b"\xa5\x5a\x0f", 3)
     rx = ctypes.create_string_buffer(3)
     xfers = (abi.SpiIocTransfer * 1)()

@@ -12,6 +12,7 @@ import trustme
 from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge.config import load_board
+from bridge.server import ServerPolicy
 from bridge.server.auth import TlsSettings, TokenSpec, build_server_security, hash_token
 
 from .conftest import BUSBRIDGE, need
@@ -29,7 +30,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, preload: Path
         str(d / "server.pem"))
     tls = TlsSettings(cert=str(d / "server.pem"), key=str(d / "server.pem"))
     sec = build_server_security(tls, [TokenSpec(name="ci", hash=hash_token(TOKEN))], False)
-    running, t = start_server_thread(load_board(None), security=sec)
+    running, t = start_server_thread(load_board(None), policy=ServerPolicy(security=sec))
     try:
         yield running, d / "ca.pem"
     finally:

@@ -21,8 +21,7 @@ from conftest import start_server_thread, stop_server_thread
 
 from bridge.client import AsyncClient, Client, ConnectionLost, TransferError, spi_xfer
 from bridge.config import load_board
-from bridge.server import Server
-from bridge.server.guard import LimitSettings
+from bridge.server import LimitSettings, Server, ServerPolicy
 from protocol import SpiResult, read, write
 
 from .helpers import (
@@ -390,7 +389,7 @@ def test_a_vanished_peer_is_dropped_by_the_idle_timeout() -> None:
     and the server drops the session (and its queued answers) by itself."""
     board = load_board(None)
     lim = LimitSettings(idle_timeout_s=0.5)
-    running, t = start_server_thread(board, limits=lim.protocol_limits(), limit_settings=lim)
+    running, t = start_server_thread(board, policy=ServerPolicy(limit_settings=lim))
     server = running.server
     try:
         with child(DOOMED, running.host, str(running.port), "stalled-reader") as p:

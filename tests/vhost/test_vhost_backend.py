@@ -9,6 +9,7 @@ the guest's driver do, minus the virtual machine.
 from __future__ import annotations
 
 import asyncio
+import logging
 import mmap
 import os
 import select
@@ -628,9 +629,10 @@ def spi_fe(running: Running, tmp_path: os.PathLike[str]) -> Iterator[FrontEnd]:
 
 
 def spi_req(tx: bytes | None, rx: int, *, cs: int = 0, freq: int = 1_000_000,
-            mode: int = 0) -> list[Seg]:
+            mode: int = 0, cs_change: int = 0) -> list[Seg]:
     head = SpiTransferHead(chip_select_id=cs, bits_per_word=8, tx_nbits=1 if tx else 0,
-                           rx_nbits=1 if rx else 0, mode=mode, freq=freq).pack()
+                           rx_nbits=1 if rx else 0, mode=mode, freq=freq,
+                           cs_change=cs_change).pack()
     return [head, *([tx] if tx else []), *([rx] if rx else []), 1]
 
 
@@ -672,6 +674,48 @@ def test_spi_flash_id_program_readback_and_param_err(spi_fe: FrontEnd) -> None:
     assert lb == b"abc\x00"
     ((bad, used),) = f.run([[b"\x00" * 8, 1]])
     assert (bad, used) == (b"\x01", 1)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_spi_back_to_back_transfers_warn_once_per_chip_select(spi_fe: FrontEnd) -> None:
+    """Linux's driver does not mark message ends: the agent says CS is released between."""
+    logger = logging.getLogger("busbridge.vhost")
+    h = Records()
+    old_level = logger.level
+    logger.addHandler(h)
+    logger.setLevel(logging.WARNING)
+    try:
+        f = spi_fe.start()
+
+        def warned() -> list[int]:
+            return [r.fields["cs"] for r in h.records  # type: ignore[attr-defined]
+                    if "chip select released" in r.getMessage()]
+
+        f.run([spi_req(b"\x9f", 0)])
+        f.run([spi_req(b"abc", 3, cs=1)])  # another chip select in between: not the pattern
+        f.run([spi_req(b"\x05", 0, cs_change=1)])
+        f.run([spi_req(None, 3)])  # the previous transfer on CS0 asked for a CS toggle
+        assert warned() == []
+        f.run([spi_req(None, 3)])  # write-then-read shape on CS0, cs_change 0 before it
+        assert warned() == [0]
+        f.run([spi_req(b"\x9f", 0)])
+        f.run([spi_req(None, 3)])
+        f.run([spi_req(b"x", 1, cs=1)])
+        f.run([spi_req(b"y", 1, cs=1)])
+        assert warned() == [0, 1]  # once per chip select
+        (r,) = [r for r in h.records if r.fields["cs"] == 0]  # type: ignore[attr-defined]
+        assert "docs/vhost-user.md" in r.fields["fix"]  # type: ignore[attr-defined]
+    finally:
+        logger.removeHandler(h)
+        logger.setLevel(old_level)
 
 
 def test_spi_config_partial_reads(spi_fe: FrontEnd) -> None:

@@ -8,9 +8,19 @@ of one SMBus transaction the adapter offers; anything else is refused with
 ERR / EOPNOTSUPP before it reaches the bus.  The mapping table is
 :func:`smbus_plan`'s docstring and docs/board.md.
 
-Errnos from the kernel are handed to the client unchanged (ENXIO/EREMOTEIO
-for a NACK, ETIMEDOUT for a stuck bus, EAGAIN for lost arbitration, ...),
-with words that say which; the status byte is ERR for all of them.
+How an adapter reports a fault depends on its driver, and both forms reach
+the client:
+
+* an errno from ``I2C_RDWR`` or ``I2C_SMBUS`` (most SoC drivers: ENXIO for an
+  address NACK, EREMOTEIO for a data NACK, ETIMEDOUT for a stuck bus, EAGAIN
+  for lost arbitration, ...) is handed on unchanged, with words that say
+  which; it does not say which message failed, so the whole chain is ERR;
+* a short count from ``I2C_RDWR`` (Linux's i2c-virtio never returns an errno
+  for a NACK: it returns how many messages completed, 0 when message 0 was
+  NACKed) becomes EIO, "adapter completed only K of N messages": messages
+  0..K-1 stay OK with their data, K and the rest are ERR.
+
+Both behaviours were measured on a real kernel (docs/board.md, "Tested on").
 """
 
 from __future__ import annotations
@@ -283,7 +293,8 @@ class LinuxI2CBus(I2CBackend):
             raise BusError(e.errno or errno.EIO, errno_words(e.errno or errno.EIO)) from None
         reads = [bufs[i].raw[: m.length] for i, m in enumerate(chain) if m.is_read]
         if done < len(chain):
-            # The adapter stopped early: the first ``done`` messages went out.
+            # The adapter stopped early without an errno (i2c-virtio's NACK): the
+            # first ``done`` messages went out.
             got = [bufs[i].raw[: m.length] for i, m in enumerate(chain[:done]) if m.is_read]
             raise BusError(errno.EIO, f"adapter completed only {done} of {len(chain)} messages",
                            done, got)

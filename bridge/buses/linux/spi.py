@@ -8,9 +8,13 @@ hand-built ``spi_ioc_transfer`` array.
 
 Field by field (virtio ``transfer_head`` -> ``spi_ioc_transfer``):
 
-* ``freq`` -> ``speed_hz`` (0: the device's default);
+* ``freq`` -> ``speed_hz`` (0: the device's default).  The kernel does not
+  clamp an explicit speed to the device tree's maximum, so the server's own
+  ``max_freq_hz`` check is what keeps an over-speed transfer off a bus whose
+  controller would take it;
 * ``bits_per_word``, ``tx_nbits``, ``rx_nbits`` unchanged (0 on an unused
-  direction, as the virtio driver sends them);
+  direction, as the virtio driver sends them; the spi core turns 0 into 1 for
+  a direction with a buffer);
 * ``cs_change`` -> ``cs_change`` on every transfer but the last, where Linux
   would read it as "keep CS asserted after the message"; virtio always
   releases CS at the end of a message;
@@ -25,6 +29,11 @@ Field by field (virtio ``transfer_head`` -> ``spi_ioc_transfer``):
   plus the bus's configured Linux-only flags (3WIRE, NO_CS, ...) and the
   TX/RX_DUAL/QUAD/OCTAL bits the message's lane widths need.  spidev holds
   one mode per device, so all transfers of a message must share ``mode``.
+
+A failing ``SPI_IOC_MESSAGE`` gives an errno for the whole message (EINVAL
+for a transfer the controller refuses, EIO for one that failed), so the whole
+message is TRANS_ERR.  Measured on Linux 7.2's spidev (docs/board.md, "Tested
+on").
 """
 
 from __future__ import annotations

@@ -158,6 +158,11 @@ class SimI2CBus(I2CBackend):
         for dev in devices:
             self.add(dev)
 
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every transaction; test control takes it so a change lands between two."""
+        return self._lock
     def __repr__(self) -> str:
         devs = ", ".join(d.describe() for d in self.devices())
         return f"SimI2CBus({self.name!r}: {devs or 'no devices'})"

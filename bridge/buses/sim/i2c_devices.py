@@ -1,14 +1,82 @@
-"""Simulated I2C targets: a generic register-map chip and 24Cxx EEPROMs."""
+"""Simulated I2C targets: a generic register-map chip, 24Cxx EEPROMs, and the adapter
+that puts a chip model (``chips/``) on the bus."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal, Protocol
 
 from .i2c import I2CDevice
 
 Endian = Literal["big", "little"]
+
+
+class BusHooks(Protocol):
+    """The bus-side half of a chip model: the :class:`I2CDevice` hooks, forwarded."""
+
+    def ack(self, address: int, read: bool) -> bool: ...
+    def start(self, address: int, read: bool) -> None: ...
+    def restart(self) -> None: ...
+    def write(self, data: bytes) -> int: ...
+    def read(self, length: int) -> bytes: ...
+    def stop(self) -> None: ...
+
+
+class ModelDevice(I2CDevice):
+    """An I2C device whose behaviour is a chip model, an ordinary Python object.
+
+    This module is compiled in the mypyc build (setup.py), and an interpreted
+    class cannot subclass a compiled one; so chip models do not subclass
+    :class:`I2CDevice`, they own one of these, which hands every bus event to
+    ``model``.  The plain register map above keeps its compiled hot path;
+    only chip models pay the forwarding call.  ``extra`` adds addresses the
+    device answers besides ``address``.
+    """
+
+    def __init__(
+        self,
+        model: BusHooks,
+        address: int,
+        *,
+        extra: tuple[int, ...] = (),
+        ten_bit: bool = False,
+        name: str = "",
+        nack: bool = False,
+        nack_after_bytes: int | None = None,
+        stall_s: float = 0.0,
+    ) -> None:
+        super().__init__(
+            address,
+            ten_bit=ten_bit,
+            name=name,
+            nack=nack,
+            nack_after_bytes=nack_after_bytes,
+            stall_s=stall_s,
+        )
+        self.model = model
+        self.extra = extra
+
+    def addresses(self) -> tuple[int, ...]:
+        return (self.address, *self.extra)
+
+    def ack(self, address: int, read: bool) -> bool:
+        return self.model.ack(address, read)
+
+    def start(self, address: int, read: bool) -> None:
+        self.model.start(address, read)
+
+    def restart(self) -> None:
+        self.model.restart()
+
+    def write(self, data: bytes) -> int:
+        return self.model.write(data)
+
+    def read(self, length: int) -> bytes:
+        return self.model.read(length)
+
+    def stop(self) -> None:
+        self.model.stop()
 
 
 class RegisterMapDevice(I2CDevice):
@@ -212,8 +280,11 @@ class Eeprom24(I2CDevice):
     cycle starts only on STOP.  Reads are sequential from the internal
     address counter and wrap at the end of memory; a read without a
     preceding address write is a current-address read.  While a write
-    cycle of ``write_time_s`` runs, the device NACKs its address (ACK
-    polling works); the default 0 makes writes instant.
+    cycle of ``write_time_s`` runs (datasheets: 5 ms), the device NACKs its
+    address, so drivers' ACK polling runs as on silicon; the default 0 makes
+    writes instant.  ``clock`` is the time the write cycle is measured in (the
+    server's monotonic clock; tests inject their own).  ``nack_next``, a
+    fault, NACKs that many more address phases.
     """
 
     def __init__(
@@ -227,6 +298,7 @@ class Eeprom24(I2CDevice):
         name: str = "",
         fill: int = 0xFF,
         write_time_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
         nack: bool = False,
         nack_after_bytes: int | None = None,
         stall_s: float = 0.0,
@@ -249,6 +321,8 @@ class Eeprom24(I2CDevice):
         self.address_bytes = address_bytes
         self.blocks = max(1, size // 256) if address_bytes == 1 else 1
         self.write_time_s = write_time_s
+        self.clock = clock
+        self.nack_next = 0
         self.memory = bytearray([fill & 0xFF]) * size
         self.pointer = 0
         self._busy_until = 0.0
@@ -264,9 +338,17 @@ class Eeprom24(I2CDevice):
 
     @property
     def busy(self) -> bool:
-        return time.monotonic() < self._busy_until
+        return self.clock() < self._busy_until
+
+    def start_write_cycle(self) -> None:
+        """Begin a write cycle now (after a page write; or as the ``busy`` fault)."""
+        if self.write_time_s > 0:
+            self._busy_until = self.clock() + self.write_time_s
 
     def ack(self, address: int, read: bool) -> bool:
+        if self.nack_next > 0:
+            self.nack_next -= 1
+            return False
         return not self.busy
 
     def start(self, address: int, read: bool) -> None:
@@ -310,8 +392,7 @@ class Eeprom24(I2CDevice):
                 self.memory[a] = b
             self._pending.clear()
             self.write_cycles += 1
-            if self.write_time_s > 0:
-                self._busy_until = time.monotonic() + self.write_time_s
+            self.start_write_cycle()
         self._addr_needed = 0
 
 

@@ -191,6 +191,11 @@ class SimSpiBus(SpiBackend):
         for cs, dev in devices.items():
             self.add(cs, dev)
 
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every transaction; test control takes it so a change lands between two."""
+        return self._lock
     def __repr__(self) -> str:
         devs = ", ".join(f"cs{cs} {d.name}" for cs, d in self.devices().items())
         return f"SimSpiBus({self.name!r}: {devs or 'no devices'})"

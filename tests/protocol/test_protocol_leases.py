@@ -8,6 +8,7 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from protocol_pair import ConnectionPair, handshake, put_in_flight
 
 from protocol import (
     NEED_DATA,
@@ -29,15 +30,11 @@ TOKEN = "t" * 32
 
 
 def server() -> Connection:
-    c = Connection(Role.SERVER)
-    c.handshaken = True
-    return c
+    return handshake(Connection(Role.SERVER))
 
 
 def client() -> Connection:
-    c = Connection(Role.CLIENT)
-    c.handshaken = True
-    return c
+    return handshake(Connection(Role.CLIENT))
 
 
 def decode(conn: Connection, data: bytes) -> Any:
@@ -95,12 +92,11 @@ infos = st.builds(LeaseInfo, st.text(max_size=16), st.sampled_from(["i2c", "spi"
 def test_lease_results_round_trip(rid: int, leases: list[LeaseInfo], token: str | None,
                                   released: bool | None) -> None:
     res = LeaseResult(rid, leases, token, released)
-    s = server()
-    s.in_flight.add(rid)
+    pair = ConnectionPair().handshake()
+    pair.client_sends(LeaseRequest(rid, LeaseOp.LIST))  # rid is in flight on both sides
+    s, c = pair.server, pair.client
     data = s.send(res)
     assert rid not in s.in_flight  # answered
-    c = client()
-    c.in_flight.add(rid)
     assert decode(c, data) == res
     assert rid not in c.in_flight
 
@@ -170,8 +166,7 @@ def test_a_lease_frame_before_hello_is_fatal() -> None:
 ])
 def test_a_bad_lease_result_is_a_fatal_violation_by_the_server(body: list[Any], text: str
                                                                 ) -> None:
-    c = client()
-    c.in_flight.add(1)
+    c = put_in_flight(client(), [1])
     e = refused(c, body)
     assert e.fatal
     assert text in e.message

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.client import AsyncClient, ClientAuth, RemoteError, read, spi_xfer, write
 from bridge.config import Board
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
 from bridge.server.acl import AccessRule, Acl
 from bridge.server.auth import TokenSpec, build_server_security, hash_token
 from protocol import ErrorCode, I2CRequest, SpiRequest
@@ -29,7 +29,7 @@ RULES = [
 async def acl_server(board: Board) -> AsyncIterator[Server]:
     sec = build_server_security(None, [TokenSpec(name="ci", hash=hash_token(CI)),
                                        TokenSpec(name="admin", hash=hash_token(ADMIN))], False)
-    s = Server(board, host="127.0.0.1", port=0, security=sec, acl=Acl(RULES))
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(RULES)))
     await s.start()
     yield s
     await s.close(grace=1.0)
@@ -131,7 +131,7 @@ async def test_unconfigured_server_runs_no_checks(server: Server, client: AsyncC
 
 
 async def test_anonymous_clients_only_get_wildcard_rules(board: Board) -> None:
-    s = Server(board, host="127.0.0.1", port=0, acl=Acl(RULES))
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(acl=Acl(RULES)))
     await s.start()
     try:
         async with await AsyncClient.connect("127.0.0.1", s.port) as c:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from protocol_pair import handshake, put_in_flight
 
 import protocol
 from protocol import (
@@ -253,9 +254,9 @@ def decode_one(role: Role, data: bytes, expect: Event) -> Event:
     """Decode ``data`` as the receiving role would, in a state that accepts it."""
     conn = Connection(role)
     if not isinstance(expect, Hello | Welcome):
-        conn.handshaken = True
+        handshake(conn)
     if isinstance(expect, Result | Error | LeaseResult) and expect.id:
-        conn.in_flight.add(expect.id)  # the client sent that request
+        put_in_flight(conn, [expect.id])  # the client sent that request
     conn.receive_data(data)
     ev = conn.next_event()
     assert conn.next_event() is NEED_DATA, "a vector must hold exactly one frame"

@@ -1,7 +1,8 @@
-"""TLS, mutual TLS, tokens and the non-loopback refusal: real ssl on 127.0.0.1.
+"""The server's TLS, mutual TLS, tokens and non-loopback refusal: real ssl on 127.0.0.1.
 
-Certificates come from throwaway CAs made by ``trustme``; nothing is mocked:
-the server and the client negotiate real TLS over real TCP.
+Certificates come from throwaway CAs made by ``trustme`` (the ``pki`` fixture of
+tests/conftest.py); nothing is mocked: the server and the client negotiate real
+TLS over real TCP.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trustme
 from click.testing import CliRunner
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import OTHER_TOKEN, TOKEN, Pki
 
 from bridge.cli.main import cli
 from bridge.client import AsyncClient, ConnectionLost, RemoteError, read, write
 from bridge.client.auth import ClientAuth
 from bridge.config import Board, board_config_from_toml_text, load_board
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
 from bridge.server.auth import (
     InsecureListenError,
     TlsSettings,
@@ -35,56 +34,17 @@ from bridge.server.auth import (
     hash_token,
     is_loopback,
     new_token,
-    server_policy,
 )
+from bridge.server.settings import server_policy
 from protocol import ErrorCode
 
 BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
-TOKEN = "tok-" + "x" * 40
-OTHER_TOKEN = "tok-" + "y" * 40
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A server CA + certificate, and a separate client CA with one client certificate."""
-
-    dir: Path
-    ca: Path  # signs the server's certificate: what clients trust
-    server: Path  # key + chain
-    client_ca: Path  # signs client certificates: what the server trusts
-    client: Path  # key + chain of a client with CN "ci-runner"
-    stranger: Path  # a client certificate from a CA the server does not trust
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    ca, client_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(d / "server.pem"))
-    client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
-    client_ca.issue_cert("ci-runner@lab", common_name="ci-runner") \
-        .private_key_and_cert_chain_pem.write_to_path(str(d / "client.pem"))
-    other_ca.issue_cert("mallory@lab", common_name="mallory") \
-        .private_key_and_cert_chain_pem.write_to_path(str(d / "stranger.pem"))
-    return Pki(d, d / "ca.pem", d / "server.pem", d / "client-ca.pem", d / "client.pem",
-               d / "stranger.pem")
 
 
 async def start(board: Board, **kw: object) -> Server:
-    s = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(**kw))  # type: ignore[arg-type]
     await s.start()
     return s
-
-
-@pytest.fixture
-async def tls_server(board: Board, pki: Pki) -> AsyncIterator[Server]:
-    sec = build_server_security(TlsSettings(cert=str(pki.server), key=str(pki.server)), [],
-                                False)
-    s = await start(board, security=sec)
-    yield s
-    await s.close(grace=1.0)
 
 
 @pytest.fixture
@@ -95,21 +55,12 @@ async def mtls_server(board: Board, pki: Pki) -> AsyncIterator[Server]:
     await s.close(grace=1.0)
 
 
-@pytest.fixture
-async def token_server(board: Board) -> AsyncIterator[Server]:
-    specs = [TokenSpec(name="ci", hash=hash_token(TOKEN)),
-             TokenSpec(name="alice", hash=hash_token(OTHER_TOKEN))]
-    s = await start(board, security=build_server_security(None, specs, False))
-    yield s
-    await s.close(grace=1.0)
-
-
 async def device_id(c: AsyncClient) -> bytes:
     (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
     return data
 
 
-# -- TLS --------------------------------------------------------------------------------
+# -- TLS -------------------------------------------------------------------------------------
 
 
 async def test_tls_round_trip_with_the_servers_ca(tls_server: Server, pki: Pki) -> None:
@@ -118,17 +69,6 @@ async def test_tls_round_trip_with_the_servers_ca(tls_server: Server, pki: Pki) 
         assert await device_id(c) == b"\x01\x17"
         assert c._transport is not None
         assert c._transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
-
-
-async def test_tls_client_refuses_a_server_it_does_not_trust(tls_server: Server) -> None:
-    with pytest.raises(ssl.SSLCertVerificationError):
-        await AsyncClient.connect("127.0.0.1", tls_server.port, auth=ClientAuth(tls=True))
-
-
-async def test_tls_server_name_is_checked(tls_server: Server, pki: Pki) -> None:
-    with pytest.raises(ssl.SSLCertVerificationError):
-        await AsyncClient.connect("127.0.0.1", tls_server.port, auth=ClientAuth(
-            cafile=str(pki.ca), server_hostname="lab-pi.example"))
 
 
 async def test_plain_client_gets_nothing_from_a_tls_server(tls_server: Server) -> None:
@@ -164,7 +104,7 @@ async def test_mtls_refuses_clients_without_a_trusted_certificate(
         assert await device_id(ok) == b"\x01\x17"
 
 
-# -- tokens ---------------------------------------------------------------------------------
+# -- tokens ----------------------------------------------------------------------------------
 
 
 async def test_right_token_is_accepted_and_names_the_client(token_server: Server) -> None:
@@ -214,7 +154,6 @@ async def test_requests_pipelined_behind_a_refused_hello_never_run(
     writer.write(data)
     answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
     writer.close()
-    conn.handshaken = True
     conn.receive_data(answer)
     (err,) = list(conn.events())
     assert err.code == ErrorCode.UNAUTHORIZED  # type: ignore[union-attr]
@@ -248,7 +187,28 @@ def test_token_store_checks_every_hash_and_never_keeps_the_token() -> None:
     assert TOKEN not in repr(ClientAuth(token=TOKEN))
 
 
-# -- listening beyond loopback ------------------------------------------------------------
+async def test_an_overlong_token_is_malformed_and_not_echoed(token_server: Server) -> None:
+    import asyncio
+
+    import msgpack
+
+    secret = "s" * 300
+    with pytest.raises(ValueError, match=r"1\.\.256"):  # the client refuses to send it
+        await AsyncClient.connect("127.0.0.1", token_server.port,
+                                  auth=ClientAuth(token=secret))
+    body = msgpack.packb([0, 0, {"version": 1, "client": "x", "token": secret}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", token_server.port)
+    writer.write(len(body).to_bytes(4, "big") + body)
+    from protocol import Connection, Role
+    conn = Connection(Role.CLIENT)
+    conn.receive_data(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    (err,) = list(conn.events())
+    assert err.code == ErrorCode.MALFORMED  # type: ignore[union-attr]
+    assert "sss" not in err.message  # type: ignore[union-attr]
+
+
+# -- listening beyond loopback ---------------------------------------------------------------
 
 
 async def test_server_refuses_a_non_loopback_listen_without_authentication(
@@ -294,7 +254,22 @@ def test_serve_cli_reports_a_bad_certificate_path(tmp_path: Path) -> None:
     assert "TLS:" in r.output
 
 
+def test_insecure_flag_and_board_key_both_allow_an_unauthenticated_wide_listen() -> None:
+    plain = board_config_from_toml_text('name = "b"\n[server]\nlisten = "0.0.0.0:7707"\n')
+    opted = board_config_from_toml_text(
+        'name = "b"\n[server]\nlisten = "0.0.0.0:7707"\ninsecure = true\n')
+    for settings, flag, allowed in ((plain.server, False, False), (plain.server, True, True),
+                                    (opted.server, False, True)):
+        sec = server_policy(settings, insecure=flag).security
+        if allowed:
+            check_exposure(settings.host, sec.authenticated, sec.insecure)  # never binds
+        else:
+            with pytest.raises(InsecureListenError):
+                check_exposure(settings.host, sec.authenticated, sec.insecure)
+
+
 # -- configuration ---------------------------------------------------------------------------
+
 
 BOARD_TOML = """
 name = "lab"
@@ -329,13 +304,13 @@ def test_board_file_security_settings_resolve_relative_to_the_file(pki: Pki) -> 
     board = load_board(str(path))
     try:
         policy = server_policy(board.server, board.source)
-        sec = policy["security"]
+        sec = policy.security
         assert sec.ssl is not None
         assert sec.client_certs
         assert sec.tokens is not None
         assert sec.tokens.verify(TOKEN) == "ci"
-        assert policy["limit_settings"].max_clients == 8
-        assert policy["acl"] is not None
+        assert policy.limit_settings.max_clients == 8
+        assert policy.acl is not None
         check_exposure(board.server.host, sec.authenticated, sec.insecure)  # does not raise
     finally:
         board.close()
@@ -355,81 +330,6 @@ def test_bad_security_settings_are_reported(change: tuple[str, str], problem: st
     text = BOARD_TOML.replace(*change).format(hash=hash_token(TOKEN))
     with pytest.raises(BoardConfigError, match=problem):
         board_config_from_toml_text(text, "lab.toml")
-
-
-# -- the CLI and the drop-in layers as clients -------------------------------------------
-
-
-@pytest.fixture
-def secured_thread(pki: Pki) -> Iterator[Running]:
-    """TLS with both client certificates and tokens, on a server thread."""
-    tls = TlsSettings(cert=str(pki.server), key=str(pki.server))
-    sec = build_server_security(tls, [TokenSpec(name="ci", hash=hash_token(TOKEN))], False)
-    running, t = start_server_thread(load_board(None), security=sec)
-    try:
-        yield running
-    finally:
-        stop_server_thread(running, t)
-
-
-def test_cli_talks_tls_with_a_token_from_the_environment(secured_thread: Running, pki: Pki,
-                                                         tmp_path: Path) -> None:
-    args = ["--connect", secured_thread.url, "--tls-ca", str(pki.ca),
-            "i2c", "get", "-y", "1", "0x48", "0x0f", "w"]
-    ok = CliRunner().invoke(cli, args, env={"BUSBRIDGE_TOKEN": TOKEN})
-    assert (ok.exit_code, ok.output.strip()) == (0, "0x1701")
-    token_file = tmp_path / "token"
-    token_file.write_text("guess\n")
-    bad = CliRunner().invoke(cli, ["--token-file", str(token_file), *args],
-                             env={"BUSBRIDGE_TOKEN": None})
-    assert bad.exit_code == 1
-    assert "refused the connection: invalid token" in bad.output
-
-
-def test_busbridge_run_hands_tls_flags_and_token_to_the_program(
-    secured_thread: Running, pki: Pki,
-) -> None:
-    program = ("import smbus2; b = smbus2.SMBus(1); "
-               "print(hex(b.read_word_data(0x48, 0x0f)))")
-    env = {**os.environ, "BUSBRIDGE_TOKEN": TOKEN}
-    env.pop("BUSBRIDGE_TLS_CA", None)
-    r = subprocess.run([*BUSBRIDGE, "--connect", secured_thread.url, "--tls-ca", str(pki.ca),
-                        "run", "--", sys.executable, "-c", program],
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert (r.returncode, r.stdout.strip()) == (0, "0x1701"), r.stderr
-    env.pop("BUSBRIDGE_TOKEN")
-    r = subprocess.run([*BUSBRIDGE, "--connect", secured_thread.url, "--tls-ca", str(pki.ca),
-                        "run", "--", sys.executable, "-c", program],
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 1
-    assert "refused the connection: this server requires a token" in r.stderr
-
-
-def test_token_new_gives_a_token_file_and_board_lines_that_accept_it(tmp_path: Path) -> None:
-    path = tmp_path / "ci.token"
-    r = CliRunner().invoke(cli, ["token", "new", "--name", "ci", "--token-file", str(path)])
-    assert r.exit_code == 0, r.output
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    token = path.read_text().strip()
-    assert token not in r.output
-    lines = r.output[r.output.index("[[server.tokens]]"):]
-    config = board_config_from_toml_text('name = "b"\n' + lines, "t.toml")
-    store = TokenStore(config.server.tokens)
-    assert (store.verify(token), store.verify(token + "x")) == ("ci", None)
-    again = CliRunner().invoke(cli, ["token", "hash", "--name", "ci"], input=token + "\n")
-    assert again.exit_code == 0
-    assert TokenStore(board_config_from_toml_text(
-        f'name = "b"\n{again.output}', "t.toml").server.tokens).verify(token) == "ci"
-
-
-async def test_vhost_user_link_authenticates_too(token_server: Server) -> None:
-    from bridge.vhost.link import Link
-
-    link = Link("127.0.0.1", token_server.port, auth=ClientAuth(token=TOKEN))
-    assert (await link.start()).board == "busbridge-sim"
-    await link.close()
-    with pytest.raises(RemoteError, match="requires a token"):
-        await Link("127.0.0.1", token_server.port).start()
 
 
 SERVED_TOML = """
@@ -493,39 +393,3 @@ def test_busbridge_serve_applies_the_board_files_security(pki: Pki) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def test_insecure_flag_and_board_key_both_allow_an_unauthenticated_wide_listen() -> None:
-    plain = board_config_from_toml_text('name = "b"\n[server]\nlisten = "0.0.0.0:7707"\n')
-    opted = board_config_from_toml_text(
-        'name = "b"\n[server]\nlisten = "0.0.0.0:7707"\ninsecure = true\n')
-    for settings, flag, allowed in ((plain.server, False, False), (plain.server, True, True),
-                                    (opted.server, False, True)):
-        sec = server_policy(settings, insecure=flag)["security"]
-        if allowed:
-            check_exposure(settings.host, sec.authenticated, sec.insecure)  # never binds
-        else:
-            with pytest.raises(InsecureListenError):
-                check_exposure(settings.host, sec.authenticated, sec.insecure)
-
-
-async def test_an_overlong_token_is_malformed_and_not_echoed(token_server: Server) -> None:
-    import asyncio
-
-    import msgpack
-
-    secret = "s" * 300
-    with pytest.raises(ValueError, match=r"1\.\.256"):  # the client refuses to send it
-        await AsyncClient.connect("127.0.0.1", token_server.port,
-                                  auth=ClientAuth(token=secret))
-    body = msgpack.packb([0, 0, {"version": 1, "client": "x", "token": secret}])
-    reader, writer = await asyncio.open_connection("127.0.0.1", token_server.port)
-    writer.write(len(body).to_bytes(4, "big") + body)
-    from protocol import Connection, Role
-    conn = Connection(Role.CLIENT)
-    conn.handshaken = True
-    conn.receive_data(await asyncio.wait_for(reader.read(), 5))
-    writer.close()
-    (err,) = list(conn.events())
-    assert err.code == ErrorCode.MALFORMED  # type: ignore[union-attr]
-    assert "sss" not in err.message  # type: ignore[union-attr]

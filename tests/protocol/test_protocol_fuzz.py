@@ -7,6 +7,7 @@ from typing import Any
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from protocol_pair import handshake, put_in_flight
 
 from protocol import (
     NEED_DATA,
@@ -74,9 +75,10 @@ def drain(conn: Connection, data: bytes) -> list[Event]:
 def reencodes(ev: Event, role: Role) -> None:
     """A decoded event is valid: it encodes, and decodes back to itself."""
     conn = Connection(role, LIMITS)
-    conn.handshaken = not isinstance(ev, Hello | Welcome)
+    if not isinstance(ev, Hello | Welcome):
+        handshake(conn)
     if isinstance(ev, Result | Error) and ev.id:
-        conn.in_flight.add(ev.id)
+        put_in_flight(conn, [ev.id])
     conn.receive_data(frame(encode_body(ev)))
     assert conn.next_event() == ev
 
@@ -90,15 +92,15 @@ def reencodes(ev: Event, role: Role) -> None:
 @given(data=st.binary(max_size=300), handshaken=st.booleans())
 def test_random_bytes_only_raise_protocol_errors(data: bytes, handshaken: bool) -> None:
     conn = Connection(Role.SERVER, LIMITS)
-    conn.handshaken = handshaken
+    if handshaken:
+        handshake(conn)
     drain(conn, data)
 
 
 @FUZZ
 @given(bodies=st.lists(st.binary(max_size=80), max_size=5), role=st.sampled_from(Role))
 def test_random_bodies_with_valid_prefixes(bodies: list[bytes], role: Role) -> None:
-    conn = Connection(role, LIMITS)
-    conn.handshaken = True
+    conn = handshake(Connection(role, LIMITS))
     drain(conn, b"".join(frame(b) for b in bodies))
 
 
@@ -133,8 +135,10 @@ def test_wellformed_msgpack_of_any_shape(
 ) -> None:
     """Arrays that start like a frame but hold anything: only events or ProtocolError."""
     conn = Connection(role, LIMITS)
-    conn.handshaken = handshaken
-    conn.in_flight.update(range(1, 4))  # so some RESULT/ERROR frames reach deep checks
+    if handshaken:
+        handshake(conn)
+    if role is Role.CLIENT or handshaken:  # a server has requests in flight only after HELLO
+        put_in_flight(conn, range(1, 4))  # so some RESULT/ERROR frames reach deep checks
     body = msgpack.packb([head, *rest], use_bin_type=True)
     for ev in drain(conn, frame(body)):
         reencodes(ev, role)
@@ -213,11 +217,9 @@ def results(ids: st.SearchStrategy[int] = request_ids) -> st.SearchStrategy[Resu
 @FUZZ
 @given(ev=st.one_of(i2c_requests(), spi_requests()).filter(fits))
 def test_valid_requests_round_trip_exactly(ev: I2CRequest | SpiRequest) -> None:
-    client = Connection(Role.CLIENT, LIMITS)
-    client.peer_limits = LIMITS
+    client = handshake(Connection(Role.CLIENT, LIMITS), LIMITS)
     data = client.send(ev)
-    server = Connection(Role.SERVER, LIMITS)
-    server.handshaken = True
+    server = handshake(Connection(Role.SERVER, LIMITS))
     server.receive_data(data)
     assert server.next_event() == ev
     assert server.next_event() is NEED_DATA
@@ -229,8 +231,7 @@ def test_valid_requests_round_trip_exactly(ev: I2CRequest | SpiRequest) -> None:
 def test_valid_results_round_trip_exactly(ev: Result) -> None:
     server = Connection(Role.SERVER, LIMITS)
     data = server.send(ev)
-    client = Connection(Role.CLIENT, LIMITS)
-    client.in_flight.add(ev.id)
+    client = put_in_flight(Connection(Role.CLIENT, LIMITS), [ev.id])
     client.receive_data(data)
     assert client.next_event() == ev
     assert client.in_flight == set()
@@ -262,7 +263,8 @@ def test_mutated_requests_give_a_valid_event_or_a_protocol_error(
     data: bytes, handshaken: bool
 ) -> None:
     conn = Connection(Role.SERVER, LIMITS)
-    conn.handshaken = handshaken
+    if handshaken:
+        handshake(conn)
     for ev in drain(conn, data):
         reencodes(ev, Role.SERVER)
         if isinstance(ev, I2CRequest):
@@ -277,9 +279,8 @@ def test_mutated_requests_give_a_valid_event_or_a_protocol_error(
 @FUZZ
 @given(data=mutated(results(st.integers(1, 200))))
 def test_mutated_results_give_a_valid_event_or_a_protocol_error(data: bytes) -> None:
-    conn = Connection(Role.CLIENT, LIMITS)
-    conn.handshaken = True
-    conn.in_flight.update(range(1, 256))  # mutated ids still match a request in flight
+    conn = handshake(Connection(Role.CLIENT, LIMITS))
+    put_in_flight(conn, range(1, 256))  # mutated ids still match a request in flight
     for ev in drain(conn, data):
         reencodes(ev, Role.CLIENT)
 
@@ -301,8 +302,7 @@ def test_chunking_never_changes_what_is_decoded(
     data = b"".join(frame(encode_body(e)) for e in evs) + frame(garbage)
 
     def decode(chunks: list[bytes]) -> list[Any]:
-        conn = Connection(Role.SERVER, Limits(max_in_flight=16))
-        conn.handshaken = True
+        conn = handshake(Connection(Role.SERVER, Limits(max_in_flight=16)))
         out: list[Any] = []
         for chunk in [*(c for c in chunks if c), b""]:  # b"" is the end of the stream
             conn.receive_data(chunk)

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from protocol_pair import handshake, put_in_flight
 
 from protocol import (
     DEFAULT_LIMITS,
@@ -60,15 +61,11 @@ def raw_frame(obj: Any) -> bytes:
 
 def server(limits: Limits = DEFAULT_LIMITS, *, handshaken: bool = True) -> Connection:
     conn = Connection(Role.SERVER, limits)
-    conn.handshaken = handshaken
-    return conn
+    return handshake(conn) if handshaken else conn
 
 
 def client(*in_flight: int) -> Connection:
-    conn = Connection(Role.CLIENT)
-    conn.handshaken = True
-    conn.in_flight.update(in_flight)
-    return conn
+    return put_in_flight(handshake(Connection(Role.CLIENT)), in_flight)
 
 
 def feed(conn: Connection, data: bytes) -> list[Event]:
@@ -367,7 +364,7 @@ def test_oversize_length_prefix_is_fatal_before_the_body_arrives() -> None:
 
 
 def test_prefix_at_max_frame_is_accepted() -> None:
-    conn = server(Limits(max_frame=3))
+    conn = server(Limits(max_frame=3), handshaken=False)  # no HELLO fits; PING needs none
     assert feed(conn, frame(encode_body(Ping(1)))) == [Ping(1)]  # 3-byte body
 
 
@@ -636,10 +633,7 @@ def test_client_send_tracks_in_flight() -> None:
 
 
 def _peer_limited(limits: Limits = LIM) -> Connection:
-    c = Connection(Role.CLIENT)
-    c.handshaken = True
-    c.peer_limits = limits
-    return c
+    return handshake(Connection(Role.CLIENT), limits)
 
 
 @pytest.mark.parametrize(
@@ -679,8 +673,7 @@ def test_send_refuses_reads_whose_result_would_not_fit() -> None:
     with pytest.raises(LocalProtocolError, match="RESULT would not fit"):
         c.send(I2CRequest(2, "1", (read(0x48, 340), read(0x48, 341))))
     # The client's own receive limit counts too.
-    c = Connection(Role.CLIENT, Limits(max_frame=1000))
-    c.peer_limits = Limits()
+    c = handshake(Connection(Role.CLIENT, Limits(max_frame=1000)), Limits())
     with pytest.raises(LocalProtocolError, match="max_frame 1000"):
         c.send(SpiRequest(1, "0", 0, (SpiTransfer(SpiTransferHead(), None, 900),)))
 
@@ -720,8 +713,8 @@ def test_flags_word_is_kept_verbatim() -> None:
 def test_next_id_skips_ids_in_flight_and_wraps_at_the_maximum() -> None:
     conn = Connection(Role.CLIENT)
     assert [conn.next_id() for _ in range(3)] == [1, 2, 3]
-    conn.in_flight.update({4, 5})  # e.g. requests whose answers are late
+    put_in_flight(conn, {4, 5})  # e.g. requests whose answers are late
     assert conn.next_id() == 6
     conn._last_id = MAX_REQUEST_ID - 1
-    conn.in_flight.add(1)
+    put_in_flight(conn, [1])
     assert [conn.next_id(), conn.next_id()] == [MAX_REQUEST_ID, 2]
