@@ -8,6 +8,8 @@ optional cProfile of it:
 
     python benchmarks/hot_path.py            # per-part costs
     python benchmarks/hot_path.py --profile  # + cProfile of 20k round trips
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python benchmarks/hot_path.py --round-trips 6000 [--in-flight 64]   # and 2000
 
 For figures that do not move with machine load, run a part under
 ``valgrind --tool=callgrind`` and compare instruction counts (see
@@ -24,6 +26,7 @@ import time
 import timeit
 from collections.abc import Callable
 
+from bridge.bench.clients import bridge_throughput
 from bridge.bench.workload import REG_READ, bench_board_text
 from bridge.client import AsyncClient
 from bridge.config import board_from_toml_text
@@ -111,10 +114,34 @@ async def round_trips(n: int, profile: bool) -> float:
         await server.close()
 
 
+async def pipelined(n: int, depth: int) -> None:
+    """``n`` register reads, ``depth`` in flight on one connection (the bench's throughput)."""
+    board = board_from_toml_text(bench_board_text(1), "<bench>")
+    server = Server(board, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        await bridge_throughput(server.port, n, depth)
+    finally:
+        await server.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--profile", action="store_true", help="cProfile the round trips")
+    ap.add_argument("--round-trips", type=int, metavar="N",
+                    help="only run N round trips (after 500 to warm up), for callgrind: "
+                         "the difference of two N, divided, is one round trip's instructions")
+    ap.add_argument("--in-flight", type=int, default=1, metavar="D",
+                    help="with --round-trips: D requests in flight on one connection")
     args = ap.parse_args()
+    if args.round_trips is not None:
+        loop = new_event_loop()
+        if args.in_flight > 1:
+            loop.run_until_complete(pipelined(args.round_trips, args.in_flight))
+        else:
+            loop.run_until_complete(round_trips(args.round_trips, False))
+        loop.close()
+        return
     print(f"{'part of one register read':46} {'ns':>8}")
     for name, fn in parts().items():
         n = 20_000

@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from bridge.client import AsyncClient
-from bridge.config import Board, load_board
+from bridge.config import Board, load_board, load_board_config
 from bridge.runtime import new_event_loop
 from bridge.server import Server, ServerPolicy
 from bridge.server.auth import (
@@ -50,6 +50,13 @@ class Running:
     def url(self) -> str:
         return f"{self.host}:{self.port}"
 
+
+
+def default_bus_addresses(bus: str = "1") -> list[int]:
+    """The 7-bit addresses a scan of ``bus`` on the embedded default board must find."""
+    spec = next(b for b in load_board_config(None).i2c if b.name == bus)
+    found = {a for d in getattr(spec, "devices", []) if not d.ten_bit for a in d.addresses()}
+    return sorted(found)
 
 def start_server_thread(board: Board, **kw: object) -> tuple[Running, threading.Thread]:
     loop = new_event_loop()

@@ -24,12 +24,23 @@ from protocol.virtio import (
     check_spi_transfer,
 )
 
-from ..buses.base import BusError, I2CBackend, SpiBackend
+from ..buses.base import BusError, I2CBackend, SpiBackend, i2c_clocks
 from ..logs import event
 
 log = logging.getLogger("busbridge.bus")
 
 Outcome = tuple[bytes, list[bytes], list[Failure]]
+
+#: A request's fixed cost in the work estimate of an inline run, in bus clocks: the
+#: simulator spends about as long on each request (checks, hooks, log) as on 3 bytes.
+REQUEST_CLOCKS = 32
+
+#: A frame runs inline on the event loop only if its estimated work is at most this
+#: many clocks: its bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`; SPI: 8 per byte)
+#: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
+#: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
+#: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
+INLINE_CLOCKS = 1024
 
 _ERR = int(I2CStatus.ERR)
 FAIL_NEXT = I2C_FLAGS_FAIL_NEXT
@@ -60,6 +71,21 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     chain get ERR and never reach the bus; earlier requests of the chain
     completed and stay OK.  Other chains of the frame are unaffected.
     """
+    done = run_i2c_within(backend, msgs, 0)
+    assert done is not None
+    return done[0], done[1], done[2]
+
+
+def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
+                   max_clocks: int) -> tuple[bytes, list[bytes], list[Failure], int] | None:
+    """:func:`run_i2c` and the frame's estimated work, unless that exceeds ``max_clocks``
+    or ``INLINE_CLOCKS`` (``max_clocks`` 0: no limit at all): then nothing runs and the
+    answer is None.
+
+    The work is the frame's bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`)
+    plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
+    estimate shares the fast path's one pass over the messages.
+    """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
     ten_ok = backend.functionality & I2C_FUNC_10BIT_ADDR
@@ -67,6 +93,9 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     want: list[int] = []
     one_chain = True
     last = n - 1
+    # The work estimate, on the way: i2c_clocks() (a START and the address per message,
+    # a STOP) and REQUEST_CLOCKS per message.
+    clocks = 1
     for i, m in enumerate(msgs):
         flags = m.flags
         if flags & M_RD:
@@ -74,9 +103,15 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
             want.append(size)
         else:
             size = len(m.data)
+        clocks += 42 + 9 * size  # 10 + REQUEST_CLOCKS, folded: the hot path
         if size > limit or (m.ten_bit and not ten_ok) or (i < last and not flags & FAIL_NEXT):
             one_chain = False
             break
+    if max_clocks:
+        if not one_chain:
+            clocks = i2c_clocks(msgs) + REQUEST_CLOCKS * n
+        if clocks > max_clocks or clocks > INLINE_CLOCKS:
+            return None
     if one_chain:
         try:
             data = backend.transfer(msgs)
@@ -85,29 +120,21 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
             reads: list[bytes] = []
             failures: list[Failure] = []
             _settle(backend, msgs, msgs, 0, status, reads, failures, None, e)
-            return bytes(status), reads, failures
+            return bytes(status), reads, failures, clocks
         if [len(d) for d in data] == want:
-            return bytes(n), data, []
+            return bytes(n), data, [], clocks
         status = bytearray(n)
         reads = []
         failures = []
         _settle(backend, msgs, msgs, 0, status, reads, failures, data, None)
-        return bytes(status), reads, failures
+        return bytes(status), reads, failures, clocks
     status = bytearray(n)
     reads = []
     failures = []
-    start = 0
-    while start < n:
-        # The chain runs to the first message without FAIL_NEXT (the decoder
-        # guarantees the frame's last message closes one).
-        end = start
-        while end < n - 1 and msgs[end].flags & FAIL_NEXT:
-            end += 1
-        end += 1
+    for start, end in i2c_chains(msgs):
         chain = msgs[start:end] if start or end < n else msgs
         _run_chain(backend, msgs, chain, start, status, reads, failures)
-        start = end
-    return bytes(status), reads, failures
+    return bytes(status), reads, failures, clocks
 
 
 def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg],
@@ -215,12 +242,122 @@ def run_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> O
     return bytes(len(transfers)), data, []
 
 
-def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool) -> Outcome:
-    """The answer for a request whose deadline passed."""
+class Work:
+    """A request as a bus worker runs it: in steps, each one transaction.
+
+    Between two steps the worker may run another client's work (§8.1 promises
+    atomicity per chain, not per frame) and checks the frame's deadline.  Runs
+    on the bus's worker thread, one step at a time.
+    """
+
+
+    def wire_time(self) -> float | None:
+        """The next step's wire time, if the bus knows its clock."""
+        return None
+
+    def step(self) -> bool:
+        """Run the next step; True when there is none left."""
+        return True
+
+    def outcome(self) -> Outcome:
+        raise NotImplementedError
+
+
+class Answered(Work):
+    """An outcome known without the bus (an SPI PARAM_ERR) that waits its turn."""
+
+
+    def __init__(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+
+    def outcome(self) -> Outcome:
+        return self._outcome
+
+
+class I2CWork(Work):
+    """An I2C frame, one chain per step; a frame of one chain takes the fast path."""
+
+
+    def __init__(self, backend: I2CBackend, msgs: Sequence[I2CMsg]) -> None:
+        self.backend = backend
+        self.msgs = msgs
+        self.chains = i2c_chains(msgs)
+        self.status = bytearray(len(msgs))
+        self.reads: list[bytes] = []
+        self.failures: list[Failure] = []
+        self._next = 0
+        self._done: Outcome | None = None
+
+    def wire_time(self) -> float | None:
+        start, end = self.chains[self._next]
+        return self.backend.wire_time(self.msgs[start:end])
+
+    def step(self) -> bool:
+        if len(self.chains) == 1:
+            self._done = run_i2c(self.backend, self.msgs)
+            return True
+        start, end = self.chains[self._next]
+        _run_chain(self.backend, self.msgs, self.msgs[start:end], start, self.status,
+                   self.reads, self.failures)
+        self._next += 1
+        return self._next == len(self.chains)
+
+    def outcome(self) -> Outcome:
+        if self._done is not None:
+            return self._done
+        return bytes(self.status), self.reads, self.failures
+
+
+class SpiWork(Work):
+    """An SPI message (already checked): one step."""
+
+
+    def __init__(self, backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> None:
+        self.backend = backend
+        self.cs = cs
+        self.transfers = transfers
+        self._done: Outcome | None = None
+
+    def wire_time(self) -> float | None:
+        return self.backend.wire_time(self.transfers)
+
+    def step(self) -> bool:
+        self._done = run_spi(self.backend, self.cs, self.transfers)
+        return True
+
+    def outcome(self) -> Outcome:
+        assert self._done is not None
+        return self._done
+
+
+def i2c_chains(msgs: Sequence[I2CMsg]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each chain: it runs to the first message without FAIL_NEXT."""
+    chains = []
+    start = 0
+    for i, m in enumerate(msgs):
+        if not m.flags & FAIL_NEXT:
+            chains.append((start, i + 1))
+            start = i + 1
+    if start < len(msgs):  # the decoder refuses a frame that ends inside a chain
+        chains.append((start, len(msgs)))
+    return chains
+
+
+def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
+              doomed: bool = False) -> Outcome:
+    """The answer for a request whose deadline passed, or that could not end before it
+    (``doomed``: its next transaction's wire time exceeds what is left)."""
     st = int(SpiResult.TRANS_ERR) if spi else _ERR
-    why = ("deadline passed while on the bus; its effect is unknown and it is not retried"
-           if started else "deadline passed before it reached the bus; it never will")
+    if doomed:
+        why = ("its next transaction needs longer on the wire than is left before its deadline"
+               + ("; what ran before is not retried" if started else "; it never runs"))
+    elif started:
+        why = "deadline passed while on the bus; its effect is unknown and it is not retried"
+    else:
+        why = "deadline passed before it reached the bus; it never will"
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["Outcome", "check_spi", "run_i2c", "run_spi", "timed_out"]
+__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork",
+           "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
+           "timed_out"]

@@ -1,43 +1,78 @@
-"""How admitted requests reach the buses: bus workers, inline runs, deadlines, withdrawal.
+"""How admitted requests reach the buses: inline or on a bus worker, deadlines, withdrawal.
 
-Concurrency model.  Every bus has one worker thread (a single-thread executor),
-so a bus runs one transaction at a time, in arrival order; different buses run
-in parallel on their workers.  A request whose bus has nothing queued and whose
-backend cannot block (``may_block`` false: the simulated buses without timing)
-runs inline on the event loop instead, which saves two thread hand-offs; it
-keeps the bus's order because it only happens when nothing of that bus waits,
-but while it runs, the loop (every other bus and connection) waits too.
+Concurrency model.  Every bus has one worker thread (:mod:`.buswork`), so a
+bus runs one transaction at a time; different buses run in parallel.  Each
+bus's queue is fair between clients by bus time, one transaction (an I2C
+chain, an SPI message) at a time, and keeps each client's own order.
 
-A queued request's deadline (its ``timeout_ms``, or the server's request
-timeout) answers it with ERR/ETIMEDOUT if the bus does not finish in time: a
-request still queued is withdrawn and never runs, one already on the bus is
-reported as unknown and never retried.  An inline request has no deadline: it
-is answered when it returns.  When a client goes, its requests still queued are
+A frame runs inline on the event loop instead, saving two thread hand-offs,
+only when all of these hold: its bus has nothing queued or running, its
+backend cannot block (``may_block`` false: the simulated buses without
+timing), its estimated work is at most ``INLINE_CLOCKS`` (about 0.1 ms of
+simulator CPU at most), the read it came in has not used up
+``INLINE_CLOCKS_PER_READ``, and its ``timeout_ms`` (if any) is at least
+``INLINE_MIN_TIMEOUT_MS``.  That bounds what one frame, and one read of a
+connection, can hold the loop (every other bus, connection, PING, handshake
+and LEASE frame) for.  Everything else goes to the worker, which yields the
+GIL after every transaction; the scheduler also lowers the interpreter's
+switch interval, so simulated work on a worker holds the loop for at most
+about that long at a time.
+
+Every queued frame has a deadline from the moment it is accepted here: its
+``timeout_ms``, else the server's request timeout, capped at ``max_timeout_ms``
+(SPEC §8.4).  At the deadline it is answered at once with ERR/ETIMEDOUT: a
+frame still queued is withdrawn and never runs; one on its bus starts no
+further transaction and is reported as unknown, never retried.  A transaction
+whose wire time (on a bus that knows its clock) cannot fit before the deadline
+is not started either.  When a client goes, its frames still queued are
 withdrawn.
 
 :class:`Scheduler` decides, inline or queued, for every request; nothing else
-submits to a worker.  Everything here runs on the event loop except the
-functions handed to a worker.
+submits to a worker.  Everything here runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from protocol.errors import ErrorCode
-from protocol.events import Error, Event, Failure, I2CRequest, SpiRequest
+from protocol.events import Error, I2CRequest, SpiRequest
+from protocol.virtio import SpiTransfer
 
 from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
-from .execute import Outcome, check_spi, run_i2c, run_spi, timed_out
-from .stats import BusCounts, ServerStats
+from .buswork import DONE, QUEUED, BusWorker, Job, Requester
+from .execute import (
+    INLINE_CLOCKS,
+    REQUEST_CLOCKS,
+    Answered,
+    I2CWork,
+    Outcome,
+    SpiWork,
+    Work,
+    check_spi,
+    run_i2c_within,
+    run_spi,
+)
+from .settings import DEFAULT_MAX_TIMEOUT_MS
+from .stats import ServerStats
 
 log = logging.getLogger("busbridge.server")
+
+#: Inline work per read of one connection; past it, that read's frames queue.
+INLINE_CLOCKS_PER_READ = 8 * INLINE_CLOCKS
+#: A frame with a deadline shorter than this is never inline: its worker watches it.
+INLINE_MIN_TIMEOUT_MS = 10
+#: The interpreter's GIL switch interval while a server runs (seconds).  A bus
+#: worker running simulated (Python) bus work holds the GIL until the loop
+#: thread has waited this long, at each of the loop's few GIL hand-backs per
+#: wake-up; CPython's default 5 ms would make it the loop's latency.
+SWITCH_INTERVAL = 0.0002
 
 
 class BoardLike(Protocol):
@@ -54,61 +89,6 @@ class BoardLike(Protocol):
     def close(self) -> None: ...
 
 
-class Requester(Protocol):
-    """The connection a request came from, as the scheduler answers it."""
-
-    peer: str
-    loop: asyncio.AbstractEventLoop
-
-    def send(self, ev: Event) -> None: ...
-
-    def answer(self, rid: int, status: bytes, reads: list[bytes],
-               failures: list[Failure]) -> None: ...
-
-
-class BusWorker:
-    """One thread per bus: serialises it and keeps blocking ioctls off the loop."""
-
-    def __init__(self, kind: str, name: str, counts: BusCounts | None = None) -> None:
-        self.label = f"{kind} bus {name}"
-        #: Jobs submitted and not yet settled on the loop; inline runs wait for 0.
-        self.pending = 0
-        #: This bus's requests and their outcomes (held by the server's ServerStats).
-        self.counts = counts if counts is not None else BusCounts()
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
-
-    def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future[Outcome]:
-        return self._pool.submit(fn, *args)
-
-    def shutdown(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-@dataclass(eq=False)
-class Job:
-    """A request handed to a bus worker thread, until it is answered."""
-
-    requester: Requester
-    request: I2CRequest | SpiRequest
-    worker: BusWorker
-    future: cf.Future[Outcome] | None = None
-    timer: asyncio.TimerHandle | None = None
-    answered: bool = False
-
-    @property
-    def where(self) -> str:
-        r = self.request
-        return f"i2c bus {r.bus}" if isinstance(r, I2CRequest) else f"spi bus {r.bus} cs {r.cs}"
-
-    def expired(self, started: bool) -> Outcome:
-        r = self.request
-        if isinstance(r, I2CRequest):
-            n, n_reads = len(r.msgs), sum(1 for m in r.msgs if m.is_read)
-        else:
-            n, n_reads = len(r.transfers), sum(1 for t in r.transfers if t.rx_len)
-        return timed_out(n, n_reads, isinstance(r, SpiRequest), self.where, started)
-
-
 def unknown_bus(board: BoardLike, rid: int, kind: str, bus: str,
                 known: Mapping[str, object]) -> Error:
     """The ERROR for a request or lease naming a bus the board does not have."""
@@ -117,19 +97,25 @@ def unknown_bus(board: BoardLike, rid: int, kind: str, bus: str,
                  f"no {kind} bus {bus!r} on board {board.name!r} ({kind} buses: {have})")
 
 
+
 class Scheduler:
     """The board's bus workers, and every admitted request until it is answered."""
 
-    def __init__(self, board: BoardLike, stats: ServerStats, request_timeout: float) -> None:
+    def __init__(self, board: BoardLike, stats: ServerStats, request_timeout: float,
+                 max_timeout: float = DEFAULT_MAX_TIMEOUT_MS / 1000) -> None:
         self.board = board
         self.stats = stats
+        #: The longest deadline any request gets, in seconds (``max_timeout_ms``).
+        self.max_timeout = max_timeout
         #: Deadline of a request that sets no ``timeout_ms``, in seconds.
-        self.request_timeout = request_timeout
+        self.request_timeout = min(request_timeout, max_timeout)
         self.workers: dict[tuple[str, str], BusWorker] = {}
         for name in board.i2c:
             self.workers["i2c", name] = BusWorker("i2c", name, stats.bus("i2c", name))
         for name in board.spi:
             self.workers["spi", name] = BusWorker("spi", name, stats.bus("spi", name))
+        for w in self.workers.values():
+            w.on_done = self._settle
         #: Bus name -> (backend, worker): one lookup on the hot path.
         self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker]] = {
             name: (b, self.workers["i2c", name]) for name, b in board.i2c.items()
@@ -140,11 +126,16 @@ class Scheduler:
         self._idle.set()
         #: Set when the server shuts down: new requests are refused.
         self.closing = False
+        #: Clocks of inline work the read being handled may still spend; the
+        #: session sets it to INLINE_CLOCKS_PER_READ before each read's frames.
+        self.inline_left = INLINE_CLOCKS_PER_READ
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
 
     # -- requests ----------------------------------------------------------------
 
     def i2c(self, requester: Requester, ev: I2CRequest) -> None:
-        """The hot path: an I2C frame, run inline when its bus is idle and cannot block."""
+        """The hot path: an I2C frame, inline when its bus is idle and it is cheap."""
         route = self.i2c_routes.get(ev.bus)
         if route is None:
             self.stats.unknown_bus += 1
@@ -156,13 +147,20 @@ class Scheduler:
         if self.closing:
             counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
-        elif not worker.pending and not backend.may_block:
-            status, reads, failures = run_i2c(backend, ev.msgs)
-            if failures:
-                counts.failed(failures)
-            requester.answer(ev.id, status, reads, failures)
-        else:
-            self._submit(requester, ev, worker, run_i2c, (backend, ev.msgs))
+            return
+        timeout = ev.timeout_ms
+        if (not worker.pending and not backend.may_block
+                and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
+            left = self.inline_left
+            done = run_i2c_within(backend, ev.msgs, left)
+            if done is not None:
+                status, reads, failures, clocks = done
+                self.inline_left = left - clocks
+                if failures:
+                    counts.failed(failures)
+                requester.answer(ev.id, status, reads, failures)
+                return
+        self._submit(requester, ev, worker, I2CWork(backend, ev.msgs))
 
     def spi(self, requester: Requester, ev: SpiRequest) -> None:
         """An SPI message: refused whole if any transfer is invalid, else run or queued."""
@@ -179,15 +177,22 @@ class Scheduler:
             return
         refused = check_spi(spi_backend, ev.cs, ev.transfers)
         if refused is not None:
-            # Touches no bus, but queues behind earlier requests to keep their order.
-            if worker.pending:
-                self._submit(requester, ev, worker, _refusal, (refused,))
+            # Touches no bus, but waits for this client's earlier frames on the bus.
+            if requester in worker.outstanding:
+                self._submit(requester, ev, worker, Answered(refused))
             else:
                 self._answer(requester, ev.id, refused, worker)
-        elif not worker.pending and not spi_backend.may_block:
-            self._answer(requester, ev.id, run_spi(spi_backend, ev.cs, ev.transfers), worker)
-        else:
-            self._submit(requester, ev, worker, run_spi, (spi_backend, ev.cs, ev.transfers))
+            return
+        if not worker.pending and not spi_backend.may_block:
+            clocks = spi_clocks(ev.transfers, spi_backend.bulk(ev.cs))
+            timeout = ev.timeout_ms
+            if (clocks <= INLINE_CLOCKS and clocks <= self.inline_left
+                    and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
+                self.inline_left -= clocks
+                self._answer(requester, ev.id, run_spi(spi_backend, ev.cs, ev.transfers),
+                             worker)
+                return
+        self._submit(requester, ev, worker, SpiWork(spi_backend, ev.cs, ev.transfers))
 
     def _answer(self, requester: Requester, rid: int, outcome: Outcome,
                 worker: BusWorker) -> None:
@@ -199,38 +204,46 @@ class Scheduler:
     # -- the workers' queues and deadlines -------------------------------------------
 
     def _submit(self, requester: Requester, ev: I2CRequest | SpiRequest, worker: BusWorker,
-                fn: Callable[..., Outcome], args: tuple[Any, ...]) -> None:
-        """Queue on the bus's worker thread, behind what it already has, with a deadline."""
-        job = Job(requester, ev, worker)
+                work: Work) -> None:
+        """Queue on the bus's worker, behind this client's earlier frames, with a deadline.
+
+        The deadline starts now, when the frame is accepted (SPEC §8.4).
+        """
+        timeout = ev.timeout_ms / 1000 if ev.timeout_ms else self.request_timeout
+        timeout = min(timeout, self.max_timeout)
+        job = Job(requester, ev, worker, work, time.monotonic() + timeout)
         self.jobs.add(job)
         self._idle.clear()
-        worker.pending += 1
-        job.future = worker.submit(fn, *args)
-        timeout = ev.timeout_ms / 1000 if ev.timeout_ms else self.request_timeout
         job.timer = requester.loop.call_later(timeout, self._timeout, job)
-        job.future.add_done_callback(lambda _f: self._notify(job))
+        worker.submit(job)
 
-    def _notify(self, job: Job) -> None:
-        """On the bus's thread: hand a finished job back to the loop, if it still runs."""
-        try:
-            job.requester.loop.call_soon_threadsafe(self._done, job)
-        except RuntimeError:  # loop closed: the server stopped before the bus finished
-            event(log, logging.WARNING, "completion after shutdown", where=job.where,
-                  id=job.request.id, peer=job.requester.peer)
-
-    def _done(self, job: Job) -> None:
-        assert job.future is not None
-        job.worker.pending -= 1
-        if job.timer is not None:
-            job.timer.cancel()
+    def _settle(self, job: Job) -> None:
+        """On the loop: a job left its bus (finished, stopped or doomed); answer it."""
+        if job.settled:
+            return
         if not job.answered:
             job.answered = True
-            # Only the deadline cancels futures, and it answers first.
-            outcome = job.expired(False) if job.future.cancelled() else job.future.result()
-            self._answer(job.requester, job.request.id, outcome, job.worker)
-        elif not job.future.cancelled():
-            event(log, logging.WARNING, "late completion after deadline", where=job.where,
-                  id=job.request.id, peer=job.requester.peer)
+            if job.error is not None:
+                log.error("bus job failed", exc_info=job.error,
+                          extra={"fields": {"where": job.where, "id": job.request.id}})
+                job.worker.counts.errors += 1
+                job.requester.send(Error(job.request.id, ErrorCode.INTERNAL,
+                                         f"{job.where}: internal error: {job.error!r}"[:200]))
+            elif job.doomed:
+                self._expired(job, "cannot end before its deadline")
+            elif job.expired or job.finished_at > job.deadline:
+                # The thread saw the deadline first, or finished after it while the
+                # loop's timer waited (a busy machine): not completed by then (§8.4).
+                self._expired(job, "deadline passed")
+            else:
+                self._answer(job.requester, job.request.id, job.work.outcome(), job.worker)
+        self._release(job)
+
+    def _release(self, job: Job) -> None:
+        job.settled = True
+        if job.timer is not None:
+            job.timer.cancel()
+        job.worker.settled(job)
         self.jobs.discard(job)
         if not self.jobs:
             self._idle.set()
@@ -238,13 +251,24 @@ class Scheduler:
     def _timeout(self, job: Job) -> None:
         if job.answered:
             return
-        assert job.future is not None
-        started = not job.future.cancel()
+        left = job.deadline - time.monotonic()
+        if left > 0:  # early: uvloop's timers run on a cached, millisecond clock
+            job.timer = job.requester.loop.call_later(left, self._timeout, job)
+            return
+        state = job.worker.withdraw(job)
+        if state == DONE:  # finished on its bus just now: its own answer is on its way
+            self._settle(job)
+            return
         job.answered = True
+        self._expired(job, "deadline passed")
+        if state == QUEUED:  # withdrawn: it never runs
+            self._release(job)
+
+    def _expired(self, job: Job, why: str) -> None:
         job.worker.counts.timeouts += 1
         event(log, logging.WARNING, "request deadline passed", where=job.where,
-              id=job.request.id, peer=job.requester.peer, started=started)
-        self._answer(job.requester, job.request.id, job.expired(started), job.worker)
+              id=job.request.id, peer=job.requester.peer, started=job.started, reason=why)
+        self._answer(job.requester, job.request.id, job.timed_out(), job.worker)
 
     def withdraw(self, requester: Requester) -> int:
         """Withdraw a gone client's requests that have not reached a bus yet.
@@ -254,8 +278,10 @@ class Scheduler:
         finishes, as it would at a deadline.  Returns how many were withdrawn.
         """
         n = 0
-        for job in list(self.jobs):
-            if job.requester is requester and job.future is not None and job.future.cancel():
+        for worker in self.workers.values():
+            for job in worker.forget(requester):
+                job.answered = True
+                self._release(job)
                 n += 1
         return n
 
@@ -272,8 +298,18 @@ class Scheduler:
     def shutdown(self) -> None:
         """Stop every worker; what is still queued never runs."""
         for w in self.workers.values():
-            w.shutdown(wait=False)
+            w.close()
 
 
-def _refusal(outcome: Outcome) -> Outcome:
-    return outcome
+def spi_clocks(transfers: Sequence[SpiTransfer], bulk: bool = False) -> int:
+    """The inline work estimate of one SPI message, in clocks: 8 per byte, CS edges, and
+    ``REQUEST_CLOCKS`` per transfer (like :func:`~.execute.run_i2c_within` for I2C).
+
+    For a ``bulk`` chip select (:meth:`~bridge.buses.base.SpiBackend.bulk`) a byte
+    costs 1/64 clock: a 4 KiB transfer to the simulated loopback is about 10 µs.
+    """
+    clocks = 0
+    for t in transfers:
+        n = t.length
+        clocks += 2 + REQUEST_CLOCKS + (n >> 6 if bulk else 8 * n)
+    return clocks

@@ -25,9 +25,10 @@ from .. import __version__
 from ..logs import event
 from .acl import Acl
 from .auth import ServerSecurity, check_exposure, is_loopback
+from .buswork import BusWorker, Job
 from .guard import TokenBucket
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseTable
-from .scheduling import BoardLike, BusWorker, Job, Scheduler
+from .scheduling import BoardLike, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
@@ -71,7 +72,8 @@ class Server:
             spi=[b.info() for b in board.spi.values()],
             limits=LimitsInfo(**limits.as_dict()),
         )
-        self.scheduler = Scheduler(board, self.stats, request_timeout)
+        self.scheduler = Scheduler(board, self.stats, request_timeout,
+                                   policy.limit_settings.max_timeout_ms / 1000)
         self.sessions: set[Session] = set()
         self._server: asyncio.Server | None = None
         self.tls_gate: TlsGate | None = None

@@ -42,7 +42,7 @@ from .auth import peer_common_name
 from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import LeaseError, LeaseTable
 from .reqlog import RequestLog
-from .scheduling import BoardLike, Scheduler, unknown_bus
+from .scheduling import INLINE_CLOCKS_PER_READ, BoardLike, Scheduler, unknown_bus
 from .settings import LimitSettings, ServerPolicy
 from .stats import ServerStats
 
@@ -291,6 +291,7 @@ class Session(FramedProtocol):
         self._batch = batch
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
+            scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
                     if self.reqlog is not None:

@@ -1,8 +1,8 @@
 """What a board file's ``[server]`` section configures, as the server takes it.
 
 :class:`LimitSettings` is ``[server.limits]``: clients, request rate, idle and
-handshake timeouts, keepalive.  :class:`ServerPolicy` bundles it with the
-security (TLS, tokens) and the access rules; it is what
+handshake timeouts, keepalive, the cap on deadlines.  :class:`ServerPolicy`
+bundles it with the security (TLS, tokens) and the access rules; it is what
 :class:`~bridge.server.Server` takes, and :func:`server_policy` builds it from a
 board's settings and the command line.
 
@@ -22,12 +22,15 @@ from typing import Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.limits import DEFAULT_LIMITS, Limits
+from protocol.limits import DEFAULT_LIMITS, MAX_TIMEOUT_MS, Limits
 
 from .acl import AccessRule, Acl
 from .auth import ServerSecurity, TlsSettings, TokenSpec, build_server_security, resolve_tls
 
 Seconds = Annotated[float, Field(ge=0, le=86400)]
+
+#: Default cap on any request's deadline (``max_timeout_ms``): 10 s.
+DEFAULT_MAX_TIMEOUT_MS = 10_000
 
 
 #: The board file's schema (bridge/config) takes every server model from here.
@@ -47,6 +50,9 @@ class LimitSettings(BaseModel):
     #: Bucket size: how many requests may come at once; default one second's worth.
     burst: Annotated[int, Field(ge=0)] = 0
     idle_timeout_s: Seconds = 0.0
+    #: Cap on every request's deadline (its ``timeout_ms``, else the server's
+    #: request timeout): how long one frame may wait for and hold a bus.
+    max_timeout_ms: Annotated[int, Field(ge=10, le=MAX_TIMEOUT_MS)] = DEFAULT_MAX_TIMEOUT_MS
     handshake_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     #: TCP keepalive: first probe after this many idle seconds (0: off).
     keepalive_idle_s: Annotated[int, Field(ge=0, le=32767)] = 0

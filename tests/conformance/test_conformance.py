@@ -22,12 +22,6 @@ from .serve import Serve
 
 #: Checks today's server fails, each with the issue-13 item that explains it.
 KNOWN_FAILURES: dict[str, str] = {
-    "dl.running": "issue 13 item 1: deadlines are not honoured while a frame runs",
-    "dl.queued": "issue 13 item 1: a queued frame runs after its deadline",
-    "cc.cross-bus": "issue 13 item 2: simulated buses run inline, so one bus stalls the others",
-    "cc.lease-not-queued": "issue 13 item 2: inline bus work holds LEASE frames too (§8.6)",
-    "tr.drop-withdraws": "issue 13 item 2 (cause): inline execution runs a dropped client's "
-                         "queued frames before the drop is seen",
     "hs.result-before-hello": "issue 13 item 3: fatal error before HELLO carries a non-zero id",
     "hs.unknown-type-before-hello": "issue 13 item 3: fatal error before HELLO carries a "
                                     "non-zero id",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import Running, start_server_thread, stop_server_thread
 
-from bridge.config import load_board, load_board_config
+from bridge.config import load_board
 from bridge.native.launch import library_path
 
 HERE = Path(__file__).parent
@@ -30,13 +30,6 @@ def unavailable(why: str) -> None:
     if os.environ.get("BUSBRIDGE_E2E_REQUIRED") == "1":
         pytest.fail(f"BUSBRIDGE_E2E_REQUIRED=1 but {why}")
     pytest.skip(why)
-
-
-def bus_addresses(bus: str = "1") -> list[int]:
-    """The 7-bit addresses a scan of ``bus`` on the default board must find."""
-    spec = next(b for b in load_board_config(None).i2c if b.name == bus)
-    found = {a for d in getattr(spec, "devices", []) if not d.ten_bit for a in d.addresses()}
-    return sorted(found)
 
 
 def need(tool: str, package: str) -> str:

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import Running, default_bus_addresses, start_server_thread, stop_server_thread
 
 from bridge.config import load_board
 
-from .conftest import PROGRAMS, bus_addresses, compile_c, unavailable
+from .conftest import PROGRAMS, compile_c, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_mount_gives_static_programs_and_i2c_tools_the_remote_buses(
     assert "crw" in s["ls"]  # real character devices
     found = {t for line in s["i2cdetect"].splitlines()[1:] for t in line[4:].split()
              if re.fullmatch(r"[0-9a-f]{2}", t)}
-    assert found == {f"{a:02x}" for a in bus_addresses("1")}
+    assert found == {f"{a:02x}" for a in default_bus_addresses("1")}
     assert s["i2cget"].strip() == "0x1701"
     assert s["i2cset"].strip() == "0x1234"
     assert s["i2ctransfer"].split() == ["0x5a"]

@@ -7,6 +7,7 @@ compiled one: the SPI bus uses these classes, it does not subclass them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,6 +18,20 @@ from ..base import BusError
 
 #: Transactions a simulated bus remembers by default (``log_size``; 0 turns the log off).
 DEFAULT_LOG_SIZE = 1024
+
+#: A simulated I2C bus offers the GIL to other threads after each read longer than
+#: this (reads are the costly direction: a register map latches value by value).
+YIELD_BYTES = 128
+
+
+def let_others_run() -> None:
+    """Offer the GIL to other threads (the server's event loop) for a moment.
+
+    A simulated transaction is Python code on the bus's worker thread; compiled
+    with mypyc it never reaches the interpreter's switch-interval check, so a
+    long one would keep the event loop waiting for the GIL until it ends.
+    """
+    os.sched_yield()
 
 
 class Stalling(Protocol):

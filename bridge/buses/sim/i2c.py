@@ -19,8 +19,15 @@ from typing import Any, ClassVar, TypedDict
 from protocol.handshake import I2C_FUNC_10BIT_ADDR, I2C_FUNC_I2C, I2C_FUNC_SMBUS_EMUL
 from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg, format_i2c_addr
 
-from ..base import BusError, I2CBackend
-from .common import DEFAULT_LOG_SIZE, I2CLogEntry, may_stall, outcome
+from ..base import BusError, I2CBackend, i2c_wire_time
+from .common import (
+    DEFAULT_LOG_SIZE,
+    YIELD_BYTES,
+    I2CLogEntry,
+    let_others_run,
+    may_stall,
+    outcome,
+)
 
 #: What the simulator offers: full I2C, 10-bit addressing, SMBus emulation.
 SIM_I2C_FUNCTIONALITY = I2C_FUNC_I2C | I2C_FUNC_10BIT_ADDR | I2C_FUNC_SMBUS_EMUL
@@ -220,6 +227,10 @@ class SimI2CBus(I2CBackend):
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
         return may_stall(self.timing, self._devices.values())
 
+    def wire_time(self, msgs: Sequence[I2CMsg]) -> float | None:
+        """With ``timing``, the time a transfer sleeps (its wire time); else None."""
+        return i2c_wire_time(msgs, self.frequency_hz) if self.timing else None
+
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
         with self._lock:
             return self._transfer(msgs)
@@ -247,10 +258,7 @@ class SimI2CBus(I2CBackend):
             self.log.append(I2CLogEntry(self._seq, tuple(msgs), tuple(reads),
                                         errno=errno_, index=index, error=error))
         if self.timing:
-            clocks = 1  # STOP
-            for m in msgs:
-                clocks += 1 + 9 * ((2 if m.ten_bit else 1) + m.size)
-            time.sleep(clocks / self.frequency_hz)
+            time.sleep(i2c_wire_time(msgs, self.frequency_hz))
         if failure is not None:
             raise failure
         return reads
@@ -274,6 +282,8 @@ class SimI2CBus(I2CBackend):
             if len(data) != n:  # SDA floats high past what the device drives
                 data = (bytes(data) + b"\xff" * n)[:n]
             reads.append(data if type(data) is bytes else bytes(data))
+            if n > YIELD_BYTES:
+                let_others_run()
             return
         data = m.data
         limit = dev.nack_after_bytes

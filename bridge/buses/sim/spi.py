@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 from protocol.virtio import (
     SPI_MF_CPHA_0,
@@ -31,7 +31,7 @@ from protocol.virtio import (
     bytes_per_word,
 )
 
-from ..base import BusError, SpiBackend
+from ..base import BusError, SpiBackend, spi_wire_time
 from .common import DEFAULT_LOG_SIZE, SpiLogEntry, may_stall, outcome
 
 _LOOP = int(SpiMode.LOOP)
@@ -99,6 +99,11 @@ class SpiDevice:
     them with its lock held.
     """
 
+    #: Whether ``exchange`` does Python work for every byte (most devices do); a
+    #: device that answers in a few bulk operations sets it False, so the server
+    #: may run long messages to it on its event loop (SPEC §7's inline bound).
+    per_byte: ClassVar[bool] = True
+
     def __init__(
         self, *, name: str = "", fail: bool = False, fail_index: int = 0, stall_s: float = 0.0
     ) -> None:
@@ -120,6 +125,8 @@ class SpiDevice:
 
 class FloatingMiso(SpiDevice):
     """What an empty chip select reads: nobody drives MISO, the pull-up gives 0xFF."""
+
+    per_byte = False
 
 
 _BITREV = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
@@ -291,14 +298,12 @@ class SimSpiBus(SpiBackend):
             miso = (bytes(miso) + b"\xff" * len(mosi))[: len(mosi)]
         return from_wire(bytes(miso), h.bits_per_word, lsb)
 
+    def bulk(self, cs: int) -> bool:
+        return not self._devices.get(cs, self._floating).per_byte
+
+    def wire_time(self, transfers: Sequence[SpiTransfer]) -> float | None:
+        """With ``timing``, the time a message sleeps (its wire time); else None."""
+        return self._wire_time(transfers) if self.timing else None
+
     def _wire_time(self, transfers: Sequence[SpiTransfer]) -> float:
-        ns = 0.0
-        default_hz = self.config.max_freq_hz or SIM_SPI_MAX_FREQ_HZ
-        for t in transfers:
-            h = t.head
-            words = t.length // bytes_per_word(h.bits_per_word)
-            ns += words * h.bits_per_word * 1e9 / (h.freq or default_hz)
-            ns += max(words - 1, 0) * h.word_delay_ns + h.cs_setup_ns + h.cs_delay_hold_ns
-            if h.cs_change:
-                ns += h.cs_change_delay_inactive_ns
-        return ns / 1e9
+        return spi_wire_time(transfers, self.config.max_freq_hz or SIM_SPI_MAX_FREQ_HZ)

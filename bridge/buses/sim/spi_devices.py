@@ -12,6 +12,8 @@ from .spi import SpiDevice, SpiDeviceOptions
 class LoopbackDevice(SpiDevice):
     """MISO wired to MOSI: every byte comes straight back, full duplex."""
 
+    per_byte = False
+
     def exchange(self, mosi: bytes) -> bytes:
         return mosi
 

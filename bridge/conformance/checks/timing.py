@@ -222,17 +222,27 @@ def deadline_running(ctx: Ctx) -> str:
 
 @check("dl.queued", "§8.4")
 def deadline_queued(ctx: Ctx) -> str:
-    """A frame whose deadline passes while queued is answered at once and never runs."""
+    """A frame whose deadline passes while queued is answered at once and never runs.
+
+    The frame goes behind the busy frames on their own connection: §7 orders one
+    connection's frames on a bus, while another connection's frame may get the
+    bus's next turn (between two chains of a busy frame) and finish in time.
+    """
     board = Board(ctx)
     bus = board.eeprom()[0]
-    y, probe = ctx.open(), ctx.open()  # before the bus is busy: a handshake may need the loop
+    probe = ctx.open()  # before the bus is busy: a handshake may need the loop
     where = EEPROM_SCRATCH_OFFSETS["queued"]
     mark = fresh_marker(board, probe, where)
     busy = keep_busy(ctx, bus)
     rid = next_id()
-    t0 = y.send(i2c_frame(rid, bus, [board.eeprom_msg(where, bytes([mark]))], 1))
-    f = ctx.recv(y, "the RESULT of a queued 1 ms frame", busy.work * 4 + ctx.target.timeout)
-    rest = busy.finish(ctx)
+    t0 = busy.conn.send(i2c_frame(rid, bus, [board.eeprom_msg(where, bytes([mark]))], 1))
+    got = busy.conn.recv_all(len(busy.ids) + 1, busy.work * 4 + ctx.target.timeout)
+    mine = [x for x in got if x.id == rid]
+    rest = [x for x in got if x.id != rid]
+    if not mine or sorted(x.id or 0 for x in rest) != sorted(busy.ids):
+        raise Fail("the busy frames and the queued one were not each answered once: " +
+                   ", ".join(x.brief()[:50] for x in got))
+    f = mine[0]
     took = f.at - t0
     ran = holds(board, probe, where, mark)
     _deadline_shape(f, rid, 1, f"a 1 ms frame queued behind {ms(busy.work)} of work")
