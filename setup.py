@@ -13,33 +13,29 @@
   build isolation; see docs/performance.md.
 """
 
+import ast
 import os
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-#: The modules every request runs through on the board side (and the protocol,
-#: which the clients share).  Listed once: .ci/run builds the same set.
-COMPILED = [
-    "protocol/codec.py",
-    "protocol/connection.py",
-    "protocol/errors.py",
-    "protocol/events.py",
-    "protocol/limits.py",
-    "protocol/refusals.py",
-    "protocol/states.py",
-    "protocol/virtio.py",
-    "bridge/server/execute.py",
-    "bridge/server/scheduling.py",
-    "bridge/server/server.py",
-    "bridge/server/session.py",
-    "bridge/server/stats.py",
-    "bridge/server/tally.py",
-    "bridge/buses/sim/common.py",
-    "bridge/buses/sim/i2c.py",
-    "bridge/buses/sim/i2c_devices.py",
-]
+
+def _hot_modules() -> list[str]:
+    """bridge/compiled.py's HOT_MODULES as source paths: the one list (read, not imported,
+    as the package's dependencies may not be installed yet)."""
+    tree = ast.parse(Path(__file__).with_name("bridge").joinpath("compiled.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and node.target.id == "HOT_MODULES" and node.value is not None):
+            return [m.replace(".", "/") + ".py" for m in ast.literal_eval(node.value)]
+    raise RuntimeError("bridge/compiled.py has no HOT_MODULES")
+
+
+#: The modules every request runs through, on both sides (bridge/compiled.py says
+#: which, and why two modules on the request path stay interpreted).
+COMPILED = _hot_modules()
 
 PRELOAD = Extension(
     "bridge.native.libbusbridge_preload",

@@ -518,8 +518,8 @@ class Connection(_Receiver):
                 raise LocalProtocolError(e.message) from None
         try:
             body = encode_body(ev)
-        except (TypeError, ValueError) as e:  # what msgpack cannot carry
-            raise LocalProtocolError(f"ADMIN {ev.op}: {e}") from None
+        except (TypeError, ValueError) as err:  # what msgpack cannot carry (not `e`: mypyc)
+            raise LocalProtocolError(f"ADMIN {ev.op}: {err}") from None
         data = self._sent_request(ev.id, body)
         self._subs.requested(ev)
         return data

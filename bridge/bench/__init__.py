@@ -15,7 +15,9 @@ can cost.
 - ``echo_server``, ``bridge_server``: the two server programs (``python -m``)
 - ``processes``: starting them pinned to a core; the client's event loop
 - ``workload``: the bench board and the measured requests
-- ``clients``: echo and bridge clients, latency and throughput
+- ``floors``: the baselines' clients (echo, echo+future, the msgpack floors)
+- ``clients``: busbridge's clients, latency and throughput
+- ``cpu``: CPU time per request of each side, from ``/proc``
 - ``memory``: the server's RSS over many requests, heap per queued request
 - ``runner``: one run of every figure; ``figures``: the figure and its ratio;
   ``report``: the table and the plot
@@ -27,6 +29,7 @@ This module only parses arguments and imports the rest when a bench runs, so
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -60,26 +63,38 @@ def bench_command(reps: int, quick: bool, json_path: str | None, plot_path: str 
     def progress(s: str) -> None:
         print(f"bench: {s}", file=sys.stderr, flush=True)
 
+    from ..compiled import build_status
+
+    build = build_status()
+    load0 = _load()
+    progress(build.summary())
     figs = run_bench(reps=reps, quick=quick, progress=progress)
     mem = None
     if memory is not None or quick:
         mem = run_memory(memory if memory is not None else 20_000, progress)
+    load1 = _load()
     lines, ok = report(figs)
+    print(f"build: {build.summary()}; Python {sys.version.split()[0]}; "
+          f"load average {load0} at the start, {load1} at the end")
     print("\n".join(lines))
-    print(f"\n{reps if not quick else 1} repetition(s), medians; ratio = figure / baseline "
-          f"in the same run; {time.monotonic() - t0:.0f} s")
+    print(f"\n{reps if not quick else 1} repetition(s), medians; ratio = median over "
+          f"repetitions of figure / baseline of the same repetition; x echo: the same to the "
+          f"bare echo; {time.monotonic() - t0:.0f} s")
     for name in noisy(figs):
         print(f"warning: '{name}' varied by more than 25% between repetitions: "
               "this machine is noisy, compare ratios with care", file=sys.stderr)
     if mem is not None:
         print()
         print("\n".join(mem.lines()))
+        ok &= mem.flat and mem.no_heap_regression
     if json_path:
-        data = to_json(figs)
+        data = to_json(figs, build=build.state, compiled=list(build.compiled),
+                       load_average=[load0, load1])
         if mem is not None:
             data["memory"] = {"requests": mem.requests, "rss": mem.rss,
                               "growth_bytes": mem.growth,
-                              "bytes_per_in_flight": mem.bytes_per_in_flight}
+                              "bytes_per_in_flight": mem.bytes_per_in_flight,
+                              "flat": mem.flat, "no_heap_regression": mem.no_heap_regression}
         with open(json_path, "w") as fh:
             json.dump(data, fh, indent=2)
     if plot_path and not plot(figs, plot_path):
@@ -88,6 +103,14 @@ def bench_command(reps: int, quick: bool, json_path: str | None, plot_path: str 
     if not quick:
         print("all targets met" if ok else "some targets missed")
     return 0
+
+
+def _load() -> str:
+    """The 1-minute load average: how busy the machine was (the figures are wall-clock)."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
 
 
 __all__ = ["bench_command", "main"]

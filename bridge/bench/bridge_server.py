@@ -1,7 +1,8 @@
 """The bridge under test: ``python -m bridge.bench.bridge_server uv|asyncio``.
 
 Serves the bench board (:func:`~bridge.bench.workload.bench_board_text`) on an
-ephemeral port, prints the port, then serves until terminated.
+ephemeral port, prints the port, then serves until its stdin closes (a clean
+exit, for callgrind) or it is terminated.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from ..config import board_from_toml_text
 from ..runtime import run
 from ..server import Server
+from .echo_server import until_stdin_closes
 from .workload import bench_board_text
 
 
@@ -19,7 +21,8 @@ async def serve() -> None:
     s = Server(board, host="127.0.0.1", port=0, request_timeout=5.0)
     await s.start()
     print(s.port, flush=True)
-    await s.serve_forever()
+    await until_stdin_closes()
+    await s.close(grace=1.0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,15 +2,17 @@
 
 Answers every length-prefixed frame with a ``SIZE``-byte frame, so the
 same bytes cross the socket as for the bridge; prints its port, then serves
-until terminated.  ``buffered`` is the asyncio ``BufferedProtocol`` variant;
-``msgpack`` also decodes each request and encodes a RESULT-shaped reply, the
-floor of any msgpack bridge.  It imports nothing of the bridge but the loop
-choice, so the baseline stays bare.
+until its stdin closes (a clean exit, which ``valgrind --tool=callgrind``
+needs to write its counts) or it is terminated.  ``buffered`` is the asyncio
+``BufferedProtocol`` variant; ``msgpack`` also decodes each request and encodes
+a RESULT-shaped reply, the floor of any msgpack bridge.  It imports nothing of
+the bridge but the loop choice, so the baseline stays bare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from ..runtime import run
@@ -68,6 +70,9 @@ class BufferedEcho(asyncio.BufferedProtocol):
 
 
 class MsgpackEcho(asyncio.Protocol):
+    """The msgpack floor's server: decodes each request, answers a RESULT-shaped array
+    for its id; the answers to one read go out in one write, as busbridge's do."""
+
     def __init__(self) -> None:
         import msgpack
 
@@ -81,17 +86,36 @@ class MsgpackEcho(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
+        pos, end = 0, len(buf)
         out = []
-        while len(buf) >= 4:
-            n = int.from_bytes(buf[:4], "big")
-            if len(buf) < 4 + n:
+        while end - pos >= 4:
+            n = int.from_bytes(buf[pos : pos + 4], "big")
+            if end - pos - 4 < n:
                 break
-            f = self.unpackb(buf[4 : 4 + n])
-            del buf[: 4 + n]
+            f = self.unpackb(buf[pos + 4 : pos + 4 + n])
+            pos += 4 + n
             body = self.pack([4, f[1], b"\0\0", [b"\x0c\x80"], []])
             out.append(len(body).to_bytes(4, "big") + body)
+        del buf[:pos]
         if out:
-            self.t.write(b"".join(out))
+            self.t.write(b"".join(out) if len(out) > 1 else out[0])
+
+
+async def until_stdin_closes() -> None:
+    """Return once the bench closes this process's stdin."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        if not os.read(fd, 4096) and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
 
 
 async def serve(reply_size: int, mode: str) -> None:
@@ -104,7 +128,8 @@ async def serve(reply_size: int, mode: str) -> None:
     else:
         srv = await loop.create_server(lambda: PlainEcho(reply), "127.0.0.1", 0)
     print(srv.sockets[0].getsockname()[1], flush=True)
-    await asyncio.Event().wait()
+    await until_stdin_closes()
+    srv.close()
 
 
 def main(argv: list[str] | None = None) -> None:

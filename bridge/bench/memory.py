@@ -28,6 +28,12 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+#: Heap per in-flight request before issue 19 (docs/performance.md): the figure must not grow.
+REFERENCE_BYTES_PER_IN_FLIGHT = 4281
+#: Allowed RSS growth after warm-up: flat, up to allocator noise.
+FLAT_RSS_BYTES = 1 << 20
+
+
 @dataclass
 class MemoryReport:
     requests: int
@@ -52,7 +58,20 @@ class MemoryReport:
         out.append(f"memory per in-flight request (client + server, Python heap): "
                    f"{self.bytes_per_in_flight:,.0f} bytes ({self.in_flight} in flight, "
                    "queued behind a stalled device)")
+        out.append(f"  RSS flat (growth ≤ {FLAT_RSS_BYTES >> 10:,} KiB): "
+                   f"{'PASS' if self.flat else 'MISS'}; bytes per in-flight request ≤ "
+                   f"{REFERENCE_BYTES_PER_IN_FLIGHT * 1.1:,.0f} (before issue 19: "
+                   f"{REFERENCE_BYTES_PER_IN_FLIGHT:,}, +10 %): "
+                   f"{'PASS' if self.no_heap_regression else 'MISS'}")
         return out
+
+    @property
+    def flat(self) -> bool:
+        return self.growth <= FLAT_RSS_BYTES
+
+    @property
+    def no_heap_regression(self) -> bool:
+        return self.bytes_per_in_flight <= REFERENCE_BYTES_PER_IN_FLIGHT * 1.1
 
 
 async def _pipelined_checkpoints(port: int, total: int, depth: int, pid: int,

@@ -162,12 +162,42 @@ def format_info(w: WelcomeInfo, url: str, found_as: str | None = None) -> list[s
     return out
 
 
+def local_info() -> dict[str, Any]:
+    """This install: version, Python, event loop, and which hot-path modules are compiled."""
+    import platform
+
+    from .. import __version__
+    from ..compiled import INTERPRETED, build_status
+    from ..runtime import have_uvloop
+
+    st = build_status()
+    return {"version": __version__, "python": platform.python_version(),
+            "event_loop": "uvloop" if have_uvloop() else "asyncio", "hot_path": st.state,
+            "summary": st.summary(), "compiled": list(st.compiled),
+            "interpreted": list(st.interpreted), "always_interpreted": INTERPRETED}
+
+
+def format_local(d: dict[str, Any]) -> list[str]:
+    out = [f"busbridge {d['version']} on Python {d['python']}, {d['event_loop']}",
+           d["summary"]]
+    if d["compiled"] and d["interpreted"]:
+        out += _wrap("interpreted:", ", ".join(d["interpreted"]))
+    return out
+
+
 @click.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--local", is_flag=True,
+              help="Describe this install instead (version, event loop, whether the hot "
+                   "path is compiled); connects to nothing.")
 @connection_options
 @click.pass_context
-def info(ctx: click.Context, as_json: bool) -> None:
+def info(ctx: click.Context, as_json: bool, local: bool) -> None:
     """Show the server's board, limits and each bus's capabilities."""
+    if local:
+        d = local_info()
+        click.echo(json.dumps(d, indent=2) if as_json else "\n".join(format_local(d)))
+        return
     opts = options(ctx)
 
     async def go(client: AsyncClient) -> WelcomeInfo:

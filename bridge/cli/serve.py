@@ -67,6 +67,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     import ssl
 
     from ..addresses import parse_host_port
+    from ..compiled import build_status
     from ..config import BoardConfigError, load_board
     from ..mqtt.announce import serve_announced
     from ..server import Server
@@ -123,6 +124,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
                  f"{' or '.join(auth) or 'none'}"
                  + (f"; access rules: {rules}" if server.acl else ""),
                  tls=sec.ssl is not None, authentication=auth, access_rules=rules)
+        build = build_status()
+        logs.say(build.summary(), hot_path=build.state)
         if not auth and not is_loopback(server.host):
             logs.say("no authentication (insecure): anyone who can reach this port can "
                      "drive the buses", logging.WARNING)

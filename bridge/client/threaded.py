@@ -52,9 +52,9 @@ class Client(SyncClientBase):
                  timeout: float = 5.0, name: str = "", leases: Sequence[str] = (),
                  auth: ClientAuth | None = None) -> None:
         self._loop = new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="busbridge-client",
                                         daemon=True)
-        self._thread.start()
+        self._loop_thread.start()
         try:
             self._client: AsyncClient = self._call(
                 AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases,
@@ -149,7 +149,7 @@ class Client(SyncClientBase):
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._loop_thread.join(5)
         self._loop.close()
 
     def close(self) -> None:

@@ -14,19 +14,18 @@ import ctypes
 import errno
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from enum import IntFlag
-from typing import Any
 
 from protocol.virtio import I2CMsg, read, write
 
 from .session import DropinSession, call, session
+from .smbus_msg import I2C_M_RD, i2c_msg
 
 __all__ = ["I2C_M_RD", "I2C_SMBUS_BLOCK_MAX", "I2cFunc", "SMBus", "i2c_msg"]
 
 I2C_SMBUS_BLOCK_MAX = 32
-#: ``i2c_msg.flags`` bits from <uapi/linux/i2c.h>.
-I2C_M_RD = 0x0001
+#: ``i2c_msg.flags`` bits from <uapi/linux/i2c.h> (I2C_M_RD is with ``i2c_msg``).
 I2C_M_TEN = 0x0010
 I2C_M_RECV_LEN = 0x0400
 I2C_M_NO_RD_ACK = 0x0800
@@ -68,57 +67,6 @@ class I2cFunc(IntFlag):
     SMBUS_BLOCK_DATA = 0x03000000
     SMBUS_I2C_BLOCK = 0x0C000000
     SMBUS_EMUL = 0x0EFF0008
-
-
-class i2c_msg(ctypes.Structure):
-    """``struct i2c_msg``: a ctypes structure, so ``msg.buf[i]`` works as with smbus2.
-
-    :meth:`SMBus.i2c_rdwr` writes read data into ``buf`` in place.
-    """
-
-    _fields_ = [
-        ("addr", ctypes.c_uint16),
-        ("flags", ctypes.c_uint16),
-        ("len", ctypes.c_uint16),
-        ("buf", ctypes.POINTER(ctypes.c_char)),
-    ]
-    addr: int
-    flags: int
-    len: int
-    buf: Any
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(bytes(self))
-
-    def __len__(self) -> int:
-        return int(self.len)
-
-    def __bytes__(self) -> bytes:
-        return ctypes.string_at(self.buf, self.len) if self.len else b""
-
-    def __repr__(self) -> str:
-        return f"i2c_msg({self.addr},{self.flags},{bytes(self)!r})"
-
-    def __str__(self) -> str:
-        return bytes(self).decode(errors="ignore")
-
-    @staticmethod
-    def read(address: int, length: int) -> i2c_msg:
-        arr = ctypes.create_string_buffer(length)
-        return i2c_msg(addr=address, flags=I2C_M_RD, len=length,
-                       buf=ctypes.cast(arr, ctypes.POINTER(ctypes.c_char)))._keep(arr)
-
-    @staticmethod
-    def write(address: int, buf: str | bytes | Sequence[int]) -> i2c_msg:
-        data = bytes(map(ord, buf)) if isinstance(buf, str) else bytes(buf)
-        arr = ctypes.create_string_buffer(data, len(data))
-        return i2c_msg(addr=address, flags=0, len=len(data),
-                       buf=ctypes.cast(arr, ctypes.POINTER(ctypes.c_char)))._keep(arr)
-
-    def _keep(self, arr: ctypes.Array[ctypes.c_char]) -> i2c_msg:
-        # The cast pointer does not own the buffer: keep it alive with the message.
-        self.__dict__["_storage"] = arr
-        return self
 
 
 def _crc8(data: bytes, crc: int = 0) -> int:
@@ -184,15 +132,18 @@ class SMBus:
             self.address = None
             self._force_last = None
 
-    def _get_pec(self) -> int:
+    @property
+    def pec(self) -> int:
         return self._pec
 
-    def enable_pec(self, enable: bool = True) -> None:
+    @pec.setter
+    def pec(self, enable: bool | int) -> None:
+        self.enable_pec(enable)
+
+    def enable_pec(self, enable: bool | int = True) -> None:
         if not (self.funcs & I2cFunc.SMBUS_PEC):
             raise OSError("SMBUS_PEC is not a feature")
         self._pec = int(enable)
-
-    pec = property(_get_pec, enable_pec)
 
     # -- plumbing ---------------------------------------------------------------
 

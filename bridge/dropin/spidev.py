@@ -76,6 +76,14 @@ def _values(values: Any, limit: int | None) -> bytes:
     return bytes(v & 0xFF for v in items)
 
 
+def _xfer_args(name: str, args: tuple[int, ...]) -> tuple[int, int, int]:
+    """``speed_hz, delay_usecs, bits_per_word`` of an ``xfer`` call (0: the device's)."""
+    if len(args) > 3:
+        raise TypeError(f"{name}() takes at most 4 arguments ({len(args) + 1} given)")
+    speed_hz, delay_usecs, bits_per_word = (*args, 0, 0, 0)[:3]
+    return speed_hz, delay_usecs, bits_per_word
+
+
 class SpiDev:
     """py-spidev's ``SpiDev`` on a remote board's SPI bus.
 
@@ -198,16 +206,45 @@ class SpiDev:
             raise _einval(f"{label} not supported by remote bus {self._bus}")
         self._flags = flags
 
-    cshigh = property(lambda self: self._flags["cshigh"],
-                      lambda self, v: self._flag("cshigh", "cshigh", v))
-    lsbfirst = property(lambda self: self._flags["lsbfirst"],
-                        lambda self, v: self._flag("lsbfirst", "lsbfirst", v))
-    threewire = property(lambda self: self._flags["threewire"],
-                         lambda self, v: self._flag("threewire", "3wire", v))
-    loop = property(lambda self: self._flags["loop"],
-                    lambda self, v: self._flag("loop", "loop", v))
-    no_cs = property(lambda self: self._flags["no_cs"],
-                     lambda self, v: self._flag("no_cs", "no_cs", v))
+    @property
+    def cshigh(self) -> bool:
+        return self._flags["cshigh"]
+
+    @cshigh.setter
+    def cshigh(self, value: object) -> None:
+        self._flag("cshigh", "cshigh", value)
+
+    @property
+    def lsbfirst(self) -> bool:
+        return self._flags["lsbfirst"]
+
+    @lsbfirst.setter
+    def lsbfirst(self, value: object) -> None:
+        self._flag("lsbfirst", "lsbfirst", value)
+
+    @property
+    def threewire(self) -> bool:
+        return self._flags["threewire"]
+
+    @threewire.setter
+    def threewire(self, value: object) -> None:
+        self._flag("threewire", "3wire", value)
+
+    @property
+    def loop(self) -> bool:
+        return self._flags["loop"]
+
+    @loop.setter
+    def loop(self, value: object) -> None:
+        self._flag("loop", "loop", value)
+
+    @property
+    def no_cs(self) -> bool:
+        return self._flags["no_cs"]
+
+    @no_cs.setter
+    def no_cs(self, value: object) -> None:
+        self._flag("no_cs", "no_cs", value)
 
     # -- transfers --------------------------------------------------------------------
 
@@ -257,17 +294,19 @@ class SpiDev:
             return values
         return tuple(rx)
 
-    def xfer(self, values: Any, speed_hz: int = 0, delay_usecs: int = 0,
-             bits_per_word: int = 0, /) -> list[int] | tuple[int, ...]:
-        return self._xfer(values, speed_hz, delay_usecs, bits_per_word)
+    # xfer(values[, speed_hz, delay_usecs, bits_per_word]): positional only, as the C
+    # module parses them; *args keeps a keyword a TypeError in the compiled build too
+    # (mypyc accepts keywords for "/" parameters).
 
-    def xfer2(self, values: Any, speed_hz: int = 0, delay_usecs: int = 0,
-              bits_per_word: int = 0, /) -> list[int] | tuple[int, ...]:
-        return self._xfer(values, speed_hz, delay_usecs, bits_per_word)
+    def xfer(self, values: Any, *args: int) -> list[int] | tuple[int, ...]:
+        return self._xfer(values, *_xfer_args("xfer", args))
 
-    def xfer3(self, values: Any, speed_hz: int = 0, delay_usecs: int = 0,
-              bits_per_word: int = 0, /) -> tuple[int, ...]:
+    def xfer2(self, values: Any, *args: int) -> list[int] | tuple[int, ...]:
+        return self._xfer(values, *_xfer_args("xfer2", args))
+
+    def xfer3(self, values: Any, *args: int) -> tuple[int, ...]:
         """Any size, in ``bufsiz`` chunks (CS may toggle between them); returns a tuple."""
+        speed_hz, delay_usecs, bits_per_word = _xfer_args("xfer3", args)
         data = _values(values, None)
         out = bytearray()
         for i in range(0, len(data), SPIDEV_MAXPATH):

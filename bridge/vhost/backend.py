@@ -126,7 +126,9 @@ class FrontEndSession:
             vq.enabled = False
         self.features = 0
 
-    _h_reset_device = _h_reset_owner
+    async def _h_reset_device(self, payload: bytes, fds: list[int]) -> None:
+        # A method, not an alias of _h_reset_owner: the compiled build (mypyc) cannot alias.
+        await self._h_reset_owner(payload, fds)
 
     def _h_set_mem_table(self, payload: bytes, fds: list[int]) -> None:
         try:
@@ -225,7 +227,8 @@ class FrontEndSession:
         for fd in fds:
             os.close(fd)
 
-    _h_set_log_fd = _h_set_slave_req_fd
+    def _h_set_log_fd(self, payload: bytes, fds: list[int]) -> None:
+        self._h_set_slave_req_fd(payload, fds)
 
     def _h_get_status(self, payload: bytes, fds: list[int]) -> bytes:
         return messages.U64.pack(0)

@@ -26,7 +26,7 @@ class VirtioDevice:
     features = 0
     protocol_features = 0
     #: Status byte written to a chain that fails for any reason.
-    error_status = 1
+    error_status: int = 1
 
     def __init__(self, link: ServerLink, bus: str) -> None:
         self.link = link

@@ -78,7 +78,7 @@ class VirtioI2CDevice(VirtioDevice):
     features = (F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_EVENT_IDX
                 | VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIGURE_MEM_SLOTS
-    error_status = I2CStatus.ERR
+    error_status: int = I2CStatus.ERR
 
     def __init__(self, link: ServerLink, bus: str) -> None:
         super().__init__(link, bus)

@@ -72,7 +72,7 @@ class VirtioSpiDevice(VirtioDevice):
     device_id = VIRTIO_ID_SPI
     features = F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_EVENT_IDX
     protocol_features = PF_MQ | PF_REPLY_ACK | PF_CONFIG | PF_CONFIGURE_MEM_SLOTS
-    error_status = SpiResult.TRANS_ERR
+    error_status: int = SpiResult.TRANS_ERR
 
     def __init__(self, link: ServerLink, bus: str, config: SpiConfig) -> None:
         super().__init__(link, bus)

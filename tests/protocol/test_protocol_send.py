@@ -34,12 +34,19 @@ def client() -> Connection:
     return handshake(Connection(Role.CLIENT))
 
 
+#: A value of the wrong type: the compiled build (mypyc) refuses it with TypeError when
+#: the event is built, the pure-Python one with LocalProtocolError when it is sent.
+#: Either way nothing goes out.
+WRONG_TYPE = (LocalProtocolError, TypeError)
+
+
 @pytest.mark.parametrize("bus", ["", "b" * 65, b"1", 1])
 def test_a_client_does_not_send_a_bus_name_every_server_refuses(bus: object) -> None:
     conn = client()
-    with pytest.raises(LocalProtocolError, match="bus must be"):
+    expected = LocalProtocolError if isinstance(bus, str) else WRONG_TYPE
+    with pytest.raises(expected, match=r"bus must be|str object expected"):
         conn.send(I2CRequest(1, bus, (write(0x48),)))  # type: ignore[arg-type]
-    with pytest.raises(LocalProtocolError, match="bus must be"):
+    with pytest.raises(expected, match=r"bus must be|str object expected"):
         conn.send(SpiRequest(2, bus, 0, (SpiTransfer(SpiTransferHead(), b"\x00"),)))  # type: ignore[arg-type]
     assert conn.in_flight == set()  # nothing went out, no id is taken
 
@@ -51,9 +58,10 @@ def test_a_bus_name_of_64_characters_goes_out() -> None:
 @pytest.mark.parametrize("timeout", [0, -1, 3_600_001, 1.5, True])
 def test_a_client_does_not_send_a_timeout_out_of_range(timeout: object) -> None:
     conn = client()
-    with pytest.raises(LocalProtocolError, match="timeout_ms"):
+    expected = WRONG_TYPE if isinstance(timeout, float) else LocalProtocolError
+    with pytest.raises(expected, match=r"timeout_ms|int or None object expected"):
         conn.send(I2CRequest(1, "1", (write(0x48),), timeout))  # type: ignore[arg-type]
-    with pytest.raises(LocalProtocolError, match="timeout_ms"):
+    with pytest.raises(expected, match=r"timeout_ms|int or None object expected"):
         conn.send(SpiRequest(2, "0", 0, (SpiTransfer(SpiTransferHead(), b"\x00"),),
                              timeout))  # type: ignore[arg-type]
     assert conn.in_flight == set()
