@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..board import EEPROM_SCRATCH_OFFSETS, Board, Heavy, fresh_marker, holds, next_id
@@ -388,6 +389,21 @@ def half_close_idle(ctx: Ctx) -> str:
     return f"no frame; closed after {ms(closed - fin)}"
 
 
+def _write_behind_heavy(ctx: Ctx, key: str) -> tuple[Conn, bytes, Heavy,
+                                                      Callable[[], bool]]:
+    """A connection, the bytes of a heavy frame and an EEPROM write queued behind it on the
+    same bus (§7: one connection's frames run in order), and a test of whether it ran."""
+    board = Board(ctx)
+    bus = board.eeprom()[0]
+    heavy = board.heavy(bus)
+    probe = ctx.open()
+    where = EEPROM_SCRATCH_OFFSETS[key]
+    mark = fresh_marker(board, probe, where)
+    data = (frame(i2c_frame(next_id(), bus, heavy.msgs, 600_000)) +
+            frame(i2c_frame(next_id(), bus, [board.eeprom_msg(where, bytes([mark]))])))
+    return ctx.open(), data, heavy, lambda: holds(board, probe, where, mark)
+
+
 @check("tr.eof-inside-frame-in-flight", "§9.2 §9.3 row 2")
 def eof_inside_frame_in_flight(ctx: Ctx) -> str:
     """A stream ending inside a frame with frames in flight: one fatal ERROR, nothing after.
@@ -395,19 +411,10 @@ def eof_inside_frame_in_flight(ctx: Ctx) -> str:
     §9.2 handles the frames in flight as for a drop: the queued EEPROM write never runs
     and no RESULT follows the ERROR.
     """
-    board = Board(ctx)
-    bus = board.eeprom()[0]
-    heavy = board.heavy(bus)
-    probe = ctx.open()
-    where = EEPROM_SCRATCH_OFFSETS["eof-in-flight"]
-    mark = fresh_marker(board, probe, where)
-    c = ctx.open()
+    c, data, heavy, ran = _write_behind_heavy(ctx, "eof-in-flight")
     if c.tls:
         raise Skip("over TLS the server sends nothing after the end of the stream (§1)")
-    ids = [next_id(), next_id()]
-    c.send_bytes(frame(i2c_frame(ids[0], bus, heavy.msgs, 600_000)) +
-                 frame(i2c_frame(ids[1], bus, [board.eeprom_msg(where, bytes([mark]))])) +
-                 b"\x00\x00")
+    c.send_bytes(data + b"\x00\x00")
     c.shutdown_write()
     try:
         frames = c.wait_closed(heavy.seconds * 4 + ctx.target.timeout)
@@ -425,7 +432,7 @@ def eof_inside_frame_in_flight(ctx: Ctx) -> str:
         raise Fail(f"frames after the fatal ERROR: {seen}")
     if any(f.type == PING for f in frames):
         raise Fail(f"a PING although the stream ended inside a frame (no half-close): {seen}")
-    if holds(board, probe, where, mark):
+    if ran():
         raise Fail("the EEPROM write queued behind the heavy frame ran after the fatal ERROR")
     before = len(frames) - 1
     return (f"ERROR malformed id 0 ({before} answer(s) before it), closed; the queued write "
@@ -438,17 +445,10 @@ def tls_close_notify(ctx: Ctx) -> str:
 
     TLS has no half-close (§1): no PING, no answer; the queued write is withdrawn.
     """
-    board = Board(ctx)
-    bus = board.eeprom()[0]
-    heavy = board.heavy(bus)
-    probe = ctx.open()
-    where = EEPROM_SCRATCH_OFFSETS["tls-close"]
-    mark = fresh_marker(board, probe, where)
-    c = ctx.open()
+    c, data, heavy, ran = _write_behind_heavy(ctx, "tls-close")
     if not c.tls:
         raise Skip("the target is not TLS (give --tls-ca)")
-    c.send_bytes(frame(i2c_frame(next_id(), bus, heavy.msgs, 600_000)) +
-                 frame(i2c_frame(next_id(), bus, [board.eeprom_msg(where, bytes([mark]))])))
+    c.send_bytes(data)
     time.sleep(min(heavy.seconds / 4, 0.1))
     c.close_notify()
     try:
@@ -457,7 +457,7 @@ def tls_close_notify(ctx: Ctx) -> str:
         raise Fail("§1: the server kept the connection open after close_notify") from None
     if frames:
         raise Fail("§1: frames after close_notify: " + ", ".join(f.brief()[:50] for f in frames))
-    if holds(board, probe, where, mark):
+    if ran():
         raise Fail("§1: the write queued behind the heavy frame ran after close_notify")
     return "nothing after close_notify, then the close; the queued write never ran"
 
