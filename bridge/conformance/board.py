@@ -2,9 +2,11 @@
 
 SPEC.md defines no board; the device-level checks (FAIL_NEXT on a real NACK, 10-bit,
 "nothing ran") need devices whose behaviour is known.  The facts below are those of
-busbridge's embedded default board (README, bridge/boards/default.toml).  Each is
-verified by reading the device before a check relies on it; a board without it makes
-the check SKIP with a reason, never pass by accident.
+the reference server's embedded default board, as SPEC.md Appendix A states them (the
+10-bit device at 0x2A5 has 8-bit registers with auto-increment, 0x10 a counter; the
+24C32 commits a page write at STOP).  Each is verified by reading the device before a
+check relies on it; a board without it makes the check SKIP with a reason, never pass
+by accident.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ EEPROM_SCRATCH = 0x0FC0                              # the last two pages, the k
 EEPROM_SCRATCH_OFFSETS = {"probe": 0x0FC0, "rw": 0x0FC4, "refused": 0x0FCC, "chain": 0x0FD0,
                           "chain-rest": 0x0FD4, "drop": 0x0FD8, "queued": 0x0FDC,
                           "dup": 0x0FE0, "unauthorized": 0x0FE4, "busy": 0x0FE8,
-                          "denied": 0x0FEC, "limit": 0x0FF0}
+                          "denied": 0x0FEC, "limit": 0x0FF0, "behind-fatal": 0x0FF4,
+                          "eof-in-flight": 0x0FF8, "tls-close": 0x0FFC}
 FLASH = ("0", 0, b"\xef\x40\x16")                    # W25Q32 JEDEC ID on CS 0
 LOOPBACK = ("0", 1)                                  # MISO = MOSI on CS 1
 

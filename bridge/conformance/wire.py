@@ -282,6 +282,13 @@ class Conn:
         with self._lock:
             socket.socket.shutdown(self.sock, socket.SHUT_WR)
 
+    def close_notify(self) -> None:
+        """TLS only: send ``close_notify`` (the TLS end of the stream) and keep reading."""
+        quiet = contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError, OSError,
+                                    ValueError)
+        with self._lock, quiet:
+            self.sock.unwrap()  # type: ignore[attr-defined]
+
     def close(self) -> None:
         self._stop = True
         self._reader.join(2.0)

@@ -21,18 +21,8 @@ from bridge.conformance import Report, Target, all_checks, find_spec_md, run_che
 
 from .serve import Serve
 
-_ROLE = ("kit update pending: the vector role `refused` (SPEC §12, §12.19: frames a server "
-         "must refuse, with their answer)")
-
-#: Checks today's server fails, each with the issue-13 item that explains it.
-KNOWN_FAILURES: dict[str, str] = {
-    "err.ext-type": "kit update pending: an extension type is malformed (SPEC §3, §9.3), "
-                    "not limit-exceeded",
-    "vec.annotated-agree": _ROLE,
-    **{f"vec.{name}": _ROLE for name in (
-        "refused-truncated", "refused-ext-type", "refused-ping-arity", "refused-unknown-type",
-        "refused-result-before-hello", "refused-hello-token-nil")},
-}
+#: Checks today's server fails, each with the reason ("server: ..." for the server's fault).
+KNOWN_FAILURES: dict[str, str] = {}
 
 #: Known failures that only show on a particular configuration.
 KNOWN_FAILURES_SECURE: dict[str, str] = {}

@@ -13,7 +13,7 @@ from bridge.conformance.spec import normative_sentences
 from .test_conformance import CHECK_IDS, KNOWN_FAILURES, SPEC_TEXT
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text(encoding="utf-8")
-NAMED = re.compile(r"`((?:hs|fr|err|lim|ls|spi|i2c|pipe|dl|cc|tr|sec|pol|vec)\.[a-z0-9.*-]+)`")
+NAMED = re.compile(r"`((?:adm|hs|fr|err|lim|ls|spi|i2c|pipe|dl|cc|tr|sec|pol|vec)\.[a-z0-9.*-]+)`")
 
 
 def _section(title: str) -> str:

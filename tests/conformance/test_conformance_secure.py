@@ -22,7 +22,8 @@ from .test_conformance import CHECK_IDS, KNOWN_FAILURES, KNOWN_FAILURES_SECURE, 
 
 pytestmark = pytest.mark.slow
 
-DEFAULT_BOARD = Path(__file__).resolve().parents[2] / "bridge" / "boards" / "default.toml"
+DEFAULT_BOARD = (Path(__file__).resolve().parents[2] / "bridge" / "config" / "boards"
+                 / "default.toml")
 
 HANDSHAKE_TIMEOUT_S = 2
 IDLE_TIMEOUT_S = 4

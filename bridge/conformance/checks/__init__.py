@@ -1,6 +1,7 @@
 """The checks, one module per area of SPEC.md; importing them registers them."""
 
 from . import (  # noqa: F401
+    admin,
     errors,
     frames,
     handshake,

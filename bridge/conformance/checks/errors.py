@@ -46,37 +46,27 @@ def not_an_array(ctx: Ctx) -> str:
     return _refuse(ctx, {"type": 2}, "malformed", 0, fatal=False, what="a map body")
 
 
-@check("err.empty-frame", "§2 §9")
+@check("err.empty-frame", "§2 §9.2 §9.3 row 3")
 def empty_frame(ctx: Ctx) -> str:
-    """A frame of length 0 is malformed: ``malformed`` id 0 (fatality not specified)."""
-    c = ctx.open()
-    return _refuse(ctx, b"\x00\x00\x00\x00", "malformed", 0, fatal=None, raw=True,
-                   what="an empty frame", c=c) + ("; connection kept" if _kept(ctx, c) else
-                                                   "; then closed")
+    """A frame of length 0 after HELLO: non-fatal ``malformed``, id 0."""
+    return _refuse(ctx, b"\x00\x00\x00\x00", "malformed", 0, fatal=False, raw=True,
+                   what="an empty frame")
 
 
-def _kept(ctx: Ctx, c: Conn) -> bool:
-    try:
-        ctx.alive(c)
-        return True
-    except Fail:
-        return False
-
-
-@check("err.trailing-bytes", "§2 §9")
+@check("err.trailing-bytes", "§2 §9.1 §9.3 row 4")
 def trailing_bytes(ctx: Ctx) -> str:
-    """A valid I2C frame followed by one extra byte in the body: non-fatal ``malformed``."""
+    """A valid I2C frame followed by one extra byte: non-fatal ``malformed`` with its id."""
     rid = next_id()
     body = pack(_probe(ctx, rid)) + b"\x00"
-    return _refuse(ctx, frame_body(body), "malformed", {0, rid}, fatal=False, raw=True,
+    return _refuse(ctx, frame_body(body), "malformed", rid, fatal=False, raw=True,
                    what="trailing data")
 
 
-@check("err.truncated-body", "§2 §9")
+@check("err.truncated-body", "§2 §9.1 §9.3 row 4")
 def truncated_body(ctx: Ctx) -> str:
-    """A body that ends inside its array (``[2, 77, "1"`` of a 5-array): non-fatal ``malformed``."""
+    """``[2, 77, "1"`` of a 5-array (ends inside it): non-fatal ``malformed``, id 77 (head)."""
     body = b"\x95\x02\x4d\xa11"
-    return _refuse(ctx, frame_body(body), "malformed", {0, 77}, fatal=False, raw=True,
+    return _refuse(ctx, frame_body(body), "malformed", 77, fatal=False, raw=True,
                    what="a truncated body")
 
 
@@ -158,23 +148,100 @@ def id_2_32(ctx: Ctx) -> str:
     return _refuse(ctx, _probe(ctx, 2**32), "malformed", 0, fatal=False, what="request id 2**32")
 
 
-@check("err.invalid-utf8", "§3 §9")
+@check("err.invalid-utf8", "§3 §9.1 §9.3 row 4")
 def invalid_utf8(ctx: Ctx) -> str:
-    """A bus name that is not valid UTF-8: non-fatal ``malformed``."""
+    """A bus name that is not valid UTF-8: non-fatal ``malformed`` with the frame's id."""
     rid = next_id()
     body = b"\x95\x02" + pack(rid) + b"\xa2\xff\xfe" + pack([[_hdr7(8, 2), 0]]) + b"\xc0"
-    return _refuse(ctx, frame_body(body), "malformed", {0, rid}, fatal=False, raw=True,
+    return _refuse(ctx, frame_body(body), "malformed", rid, fatal=False, raw=True,
                    what="a bus name of bytes ff fe")
 
 
-@check("err.ext-type", "§3 §10")
+@check("err.ext-type", "§3 §9.1 §9.3 row 4")
 def ext_type(ctx: Ctx) -> str:
-    """An extension type inside a request is rejected: ``limit-exceeded`` (§10), non-fatal."""
+    """An extension type inside a request: non-fatal ``malformed`` with the frame's id."""
     rid = next_id()
     body = b"\x95\x02" + pack(rid) + pack(Board(ctx).need_i2c()) + pack([[_hdr7(8, 2), 0]]) + \
         b"\xd6\xff\x00\x00\x00\x00"  # fixext 4, type -1: the timestamp extension
-    return _refuse(ctx, frame_body(body), "limit-exceeded", {0, rid}, fatal=False, raw=True,
+    return _refuse(ctx, frame_body(body), "malformed", rid, fatal=False, raw=True,
                    what="a timestamp extension as timeout_ms")
+
+
+@check("err.type-not-int", "§4 §9.3 row 6")
+def type_not_int(ctx: Ctx) -> str:
+    """``["2", id, ...]`` (item 0 a str) is no frame: non-fatal ``malformed``, id 0."""
+    rid = next_id()
+    return _refuse(ctx, ["2", *_probe(ctx, rid)[1:]], "malformed", 0, fatal=False,
+                   what='frame type "2"')
+
+
+@check("err.head-wide-ints", "§3 §9.1 §9.3 row 4")
+def head_wide_ints(ctx: Ctx) -> str:
+    """Type as ``d0 02``, id as ``ce ...``, a trailing byte: ``malformed`` with that id."""
+    rid = next_id()
+    rest = b"".join(pack(item) for item in _probe(ctx, rid)[2:])
+    body = b"\x95\xd0\x02\xce" + rid.to_bytes(4, "big") + rest + b"\x00"
+    return _refuse(ctx, frame_body(body), "malformed", rid, fatal=False, raw=True,
+                   what="wide head integers and a trailing byte")
+
+
+@check("err.head-not-request", "§9.1 §9.3 row 4")
+def head_not_request(ctx: Ctx) -> str:
+    """``[6, 5]`` then a trailing byte: ``malformed``, id 0 (a PING's id is never echoed)."""
+    return _refuse(ctx, frame_body(pack([6, 5]) + b"\x00"), "malformed", 0, fatal=False,
+                   raw=True, what="a PING with a trailing byte")
+
+
+@check("err.id-float", "§3 §9.1 §9.3 row 16")
+def id_float(ctx: Ctx) -> str:
+    """An I2C frame with id 5.0 (a float): non-fatal ``malformed``, id 0 (the id is wrong)."""
+    obj = _probe(ctx, 5)
+    obj[1] = 5.0
+    return _refuse(ctx, obj, "malformed", 0, fatal=False, what="request id 5.0")
+
+
+# -- precedence (§9.4) -----------------------------------------------------------------
+
+
+@check("err.precedence-decode-first", "§9.4")
+def precedence_decode_first(ctx: Ctx) -> str:
+    """Unknown bus and reserved flags in request 0: ``bad-request`` (decoding first)."""
+    rid = next_id()
+    obj = _i2c(ctx, rid, [[_hdr7(8, 0x4 | 2), 0]], bus=ctx.unknown_bus())
+    return _refuse(ctx, obj, "bad-request", rid, fatal=False,
+                   what="reserved flags on a bus the board lacks")
+
+
+@check("err.precedence-item-order", "§9.4")
+def precedence_item_order(ctx: Ctx) -> str:
+    """timeout_ms 0 before an over-long read; request 0's flags before request 1's length."""
+    n = ctx.limits["max_i2c_len"] + 1
+    rid = next_id()
+    a = _refuse(ctx, _i2c(ctx, rid, [[_hdr7(8, 2), n]], timeout=0), "malformed", rid,
+                fatal=False, what=f"timeout_ms 0 and a read of {n}")
+    rid = next_id()
+    b = _refuse(ctx, _i2c(ctx, rid, [[_hdr7(8, 0x4 | 2), 0], [_hdr7(8, 2), n]]),
+                "bad-request", rid, fatal=False,
+                what=f"request 0 with reserved flags, request 1 a read of {n}")
+    return f"timeout_ms first: {a}; request order: {b}"
+
+
+@check("err.precedence-chain-then-room", "§9.4 §10")
+def precedence_chain_then_room(ctx: Ctx) -> str:
+    """A frame ending in FAIL_NEXT whose reads break the RESULT-size rule: ``bad-request``."""
+    lim = ctx.limits
+    per = lim["max_i2c_len"]
+    if per < 1:
+        raise Skip("max_i2c_len is 0")
+    n = 1
+    while n * per <= lim["max_frame"] - 64 - 128 * n:
+        n += 1
+    if n > lim["max_requests"]:
+        raise Skip(f"breaking the RESULT-size rule needs {n} reads, above max_requests")
+    rid = next_id()
+    obj = _i2c(ctx, rid, [[_hdr7(8, 2 | 1), per]] * n)
+    return _refuse(ctx, obj, "bad-request", rid, fatal=False,
+                   what=f"{n} reads of {per} in one unfinished chain")
 
 
 # -- bad-request ---------------------------------------------------------------------

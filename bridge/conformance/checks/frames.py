@@ -13,7 +13,7 @@ from ..board import (
     reg_read,
     spi,
 )
-from ..model import chain, check_error, check_pong, out_hdr, rd, wr
+from ..model import chain, check_pong, out_hdr, rd, wr
 from ..registry import Ctx, Fail, check
 from ..wire import PING, PONG
 
@@ -163,60 +163,70 @@ def ping_id_0(ctx: Ctx) -> str:
     return "ERROR malformed id 0; connection kept"
 
 
-@check("fr.ping-arity", "§4 §9")
+@check("fr.ping-arity", "§4.7 §9.1 §9.3 row 9")
 def ping_arity(ctx: Ctx) -> str:
-    """``[6, 5, 5]`` has the wrong number of items: non-fatal ``malformed``."""
-    c = ctx.open()
-    c.send([PING, 5, 5])
-    rid, _ = ctx.expect_error(c, "malformed", {0, 5}, fatal=False, what="the 3-item PING")
-    return f"ERROR malformed id {rid}; connection kept"
+    """``[6, 5, 5]`` (3 items): non-fatal ``malformed`` with id 0 (PING is no request frame)."""
+    return _refused_open(ctx, [PING, 5, 5], "the 3-item PING")
 
 
-@check("fr.pong-arity", "§4 §9")
+@check("fr.pong-arity", "§4.7 §9.1 §9.3 row 9")
 def pong_arity(ctx: Ctx) -> str:
-    """``[7]`` has the wrong number of items: non-fatal ``malformed``."""
-    c = ctx.open()
-    c.send([PONG])
-    rid, _ = ctx.expect_error(c, "malformed", 0, fatal=False, what="the 1-item PONG")
-    return f"ERROR malformed id {rid}; connection kept"
+    """``[7]`` (1 item): non-fatal ``malformed`` with id 0."""
+    return _refused_open(ctx, [PONG], "the 1-item PONG")
 
 
-def _bogus_type(ctx: Ctx, obj: list[object], what: str) -> str:
-    """§4.6: an ERROR carries a request frame's id or 0; a client-only check of the answer."""
+def _refused_open(ctx: Ctx, obj: object, what: str, code: str = "malformed") -> str:
+    """After HELLO, ``obj`` gets a non-fatal ERROR ``code`` with id 0 (§9.1: no request id)."""
     c = ctx.open()
     c.send(obj)
-    f = ctx.recv(c, f"ERROR malformed for {what}")
-    rid, code, _ = check_error(f)
-    if code != "malformed":
-        raise Fail(f"{what}: ERROR {code}, expected malformed")
-    if rid != 0:
-        raise Fail(f"{what}: ERROR malformed carries id {rid}; §4.6 allows only a request "
-                   "frame's id or 0, and §7 makes a client close on an id not in flight")
-    try:
-        ctx.alive(c)
-        kept = "connection kept"
-    except Fail:
-        kept = "then closed"
-    return f"ERROR malformed id 0, {kept} (SPEC.md does not say whether it is fatal)"
+    _, msg = ctx.expect_error(c, code, 0, fatal=False, what=what)
+    return f"ERROR {code} id 0 ({msg[:60]!r}); connection kept"
 
 
-@check("fr.unknown-type", "§4.6 §9")
+@check("fr.unknown-type", "§4 §9.1 §9.3 row 7")
 def unknown_type(ctx: Ctx) -> str:
-    """After HELLO, frame type 99 (unassigned) gets ERROR ``malformed`` with id 0 (not a
-    request frame)."""
-    return _bogus_type(ctx, [99, 5], "frame type 99")
+    """After HELLO, frame type 99 (undefined): non-fatal ``malformed`` with id 0."""
+    return _refused_open(ctx, [99, 5], "frame type 99")
 
 
-@check("fr.client-result", "§4.6 §9")
+@check("fr.client-result", "§9.1 §9.3 row 7")
 def client_result(ctx: Ctx) -> str:
-    """After HELLO, a client-sent RESULT gets ERROR ``malformed`` with id 0."""
-    return _bogus_type(ctx, [4, 6, b"\x00", [], []], "a client-sent RESULT")
+    """After HELLO, a client-sent RESULT: non-fatal ``malformed`` with id 0."""
+    return _refused_open(ctx, [4, 6, b"\x00", [], []], "a client-sent RESULT")
 
 
-@check("fr.client-lease-result", "§4.6 §9")
+@check("fr.client-lease-result", "§9.1 §9.3 row 7")
 def client_lease_result(ctx: Ctx) -> str:
-    """After HELLO, a client-sent LEASE_RESULT gets ERROR ``malformed`` with id 0."""
-    return _bogus_type(ctx, [9, 7, {"leases": []}], "a client-sent LEASE_RESULT")
+    """After HELLO, a client-sent LEASE_RESULT: non-fatal ``malformed`` with id 0."""
+    return _refused_open(ctx, [9, 7, {"leases": []}], "a client-sent LEASE_RESULT")
+
+
+@check("fr.client-error", "§4.6 §9.1 §9.3 row 7")
+def client_error(ctx: Ctx) -> str:
+    """After HELLO, a client-sent ERROR ``[5, 8, "internal", "x"]``: ``malformed``, id 0."""
+    return _refused_open(ctx, [5, 8, "internal", "x"], "a client-sent ERROR")
+
+
+@check("fr.client-welcome", "§9.1 §9.3 row 7")
+def client_welcome(ctx: Ctx) -> str:
+    """After HELLO, a client-sent WELCOME ``[1, 9, {}]``: non-fatal ``malformed``, id 0."""
+    return _refused_open(ctx, [1, 9, {}], "a client-sent WELCOME")
+
+
+@check("fr.one-item-after-hello", "§4 §9.3 row 6")
+def one_item_after_hello(ctx: Ctx) -> str:
+    """After HELLO, ``[0]`` and ``[2]`` are no frames (< 2 items): non-fatal ``malformed``, id 0."""
+    _refused_open(ctx, [0], "[0] after HELLO")
+    return _refused_open(ctx, [2], "[2] after HELLO")
+
+
+@check("fr.second-hello-short", "§6 §9.2 §9.3 row 8")
+def second_hello_short(ctx: Ctx) -> str:
+    """After HELLO, ``[0, 0]`` (a type-0 frame, whatever its content): fatal ``malformed``, id 0."""
+    c = ctx.open()
+    c.send([0, 0])
+    _, msg = ctx.expect_error(c, "malformed", 0, fatal=True, what="[0, 0] after HELLO")
+    return f"ERROR malformed id 0 ({msg[:60]!r}), then closed"
 
 
 @check("fr.timeout-given", "§4 §8.4")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..board import Board, next_id
-from ..model import check_pong, check_welcome, i2c_frame, rd
+from ..board import EEPROM_SCRATCH_OFFSETS, Board, fresh_marker, holds, next_id
+from ..model import SpiConfig, check_pong, check_welcome, i2c_frame, rd
 from ..registry import DROP, Ctx, Fail, Skip, check
 from ..wire import PING, PONG, Conn, frame, frame_body, pack
 
@@ -26,11 +26,22 @@ def _welcomed(ctx: Ctx, hello: dict[str, Any] | None = None, raw: bytes | None =
     return c
 
 
-@check("hs.welcome", "§4.2 §6")
+@check("hs.welcome", "§4.2 §5.4 §6 §10")
 def welcome(ctx: Ctx) -> str:
-    """HELLO is answered by a WELCOME with version 1, typed buses and all five limits."""
+    """HELLO is answered by a WELCOME with version 1, typed buses and all five limits.
+
+    Also the server's MUSTs on what it advertises: ``max_frame`` >= 4096 (§10) and no
+    SPI config with 0b00 in its CPHA or CPOL field (§5.4).
+    """
     _welcomed(ctx, ctx.hello_map())
     lim = ctx.limits
+    if lim["max_frame"] < 4096:
+        raise Fail(f"§10: max_frame {lim['max_frame']} is below 4096")
+    for b in ctx.spi_buses():
+        mf = SpiConfig.unpack(b["config"]).mode_func_supported
+        if not mf & 0x3 or not mf & 0xC:
+            raise Fail(f"§5.4: SPI bus {b['name']!r} advertises mode_func_supported "
+                       f"{mf:#x}: 0b00 in its CPHA or CPOL field")
     return (f"{len(ctx.i2c_buses())} I2C, {len(ctx.spi_buses())} SPI buses; limits "
             + ", ".join(f"{k}={lim[k]}" for k in sorted(lim)))
 
@@ -87,7 +98,7 @@ def not_a_map(ctx: Ctx) -> str:
     return _refused(ctx, [0, 0, "hello"], "malformed", "HELLO with a str for its map")
 
 
-@check("hs.short-hello", "§4 §6 §9")
+@check("hs.short-hello", "§6 §9.2 §9.3 row 6")
 def short_hello(ctx: Ctx) -> str:
     """``[0]`` (one item) is an invalid HELLO: fatal ``malformed``, id 0."""
     return _refused(ctx, [0], "malformed", "the 1-item HELLO [0]")
@@ -113,19 +124,19 @@ def client_type(ctx: Ctx) -> str:
     return _refused(ctx, [0, 0, ctx.hello_map(client=5)], "malformed", "client = 5")
 
 
-@check("hs.token-257", "§4.1 §6 §10")
+@check("hs.token-257", "§4.1 §9.3 row 11")
 def token_257(ctx: Ctx) -> str:
     """A ``token`` of 257 characters is a too-long token: fatal ``malformed``."""
     return _refused(ctx, [0, 0, ctx.hello_map(token="t" * 257)], "malformed", "token of 257")
 
 
-@check("hs.token-empty", "§4.1 §6")
+@check("hs.token-empty", "§4.1 §9.3 row 11")
 def token_empty(ctx: Ctx) -> str:
     """A ``token`` of 0 characters is outside 1..256: fatal ``malformed``."""
     return _refused(ctx, [0, 0, ctx.hello_map(token="")], "malformed", 'token ""')
 
 
-@check("hs.token-nil", "§4.1 §6")
+@check("hs.token-nil", "§3 §4.1 §9.3 row 11")
 def token_nil(ctx: Ctx) -> str:
     """``token: nil`` is a wrong type (senders never send nil): fatal ``malformed``."""
     return _refused(ctx, [0, 0, ctx.hello_map(token=None)], "malformed", "token nil")
@@ -171,7 +182,7 @@ def lease_token_ascii(ctx: Ctx) -> str:
                     "a token with é")
 
 
-@check("hs.second-hello", "§6 §9")
+@check("hs.second-hello", "§6 §9.2 §9.3 row 8")
 def second_hello(ctx: Ctx) -> str:
     """A second HELLO is a fatal ``malformed`` with id 0."""
     c = ctx.open()
@@ -202,19 +213,27 @@ def lease_before_hello(ctx: Ctx) -> str:
                     "a LEASE frame before HELLO")
 
 
-@check("hs.result-before-hello", "§6 §9")
+@check("hs.admin-before-hello", "§4.10 §6 §9.3 row 10")
+def admin_before_hello(ctx: Ctx) -> str:
+    """An ADMIN frame before HELLO (a request frame on every server): fatal
+    ``handshake-required``, id 0."""
+    return _refused(ctx, [10, next_id(), "sim.devices", {}], "handshake-required",
+                    "an ADMIN frame before HELLO")
+
+
+@check("hs.result-before-hello", "§6 §9.2 §9.3 row 7")
 def result_before_hello(ctx: Ctx) -> str:
     """A client-sent RESULT before HELLO: fatal ``malformed``, id 0 (fatal errors carry 0)."""
     return _refused(ctx, [4, 1, b"\x00", [], []], "malformed", "a RESULT before HELLO")
 
 
-@check("hs.unknown-type-before-hello", "§6 §9")
+@check("hs.unknown-type-before-hello", "§6 §9.2 §9.3 row 7")
 def unknown_type_before_hello(ctx: Ctx) -> str:
     """Frame type 99 (unassigned) before HELLO: fatal ``malformed``, id 0."""
     return _refused(ctx, [99, 1], "malformed", "frame type 99 before HELLO")
 
 
-@check("hs.welcome-from-client", "§6 §9")
+@check("hs.welcome-from-client", "§6 §9.2 §9.3 row 7")
 def welcome_from_client(ctx: Ctx) -> str:
     """A client-sent WELCOME before HELLO: fatal ``malformed``, id 0."""
     return _refused(ctx, [1, 0, {"version": 1}], "malformed", "a WELCOME from the client")
@@ -244,32 +263,78 @@ def pong_before_hello(ctx: Ctx) -> str:
     return "no answer to the PONG; PING 6 answered next; WELCOME"
 
 
-@check("hs.garbage-before-hello", "§6 §9")
+@check("hs.garbage-before-hello", "§6 §9.2 §9.3 row 4")
 def garbage_before_hello(ctx: Ctx) -> str:
-    """A body that is not msgpack before HELLO: ``malformed`` with id 0 (fatal or not)."""
-    c = ctx.raw()
-    c.send_bytes(frame_body(b"\xc1\xc1\xc1"))
-    return _either(ctx, c, "a non-msgpack body before HELLO")
+    """A non-msgpack body before HELLO: fatal ``malformed``, id 0; a HELLO behind it: no WELCOME."""
+    return _fatal_before_hello(ctx, frame_body(b"\xc1\xc1\xc1"), "a non-msgpack body")
 
 
-@check("hs.empty-frame-before-hello", "§2 §6 §9")
+@check("hs.empty-frame-before-hello", "§2 §6 §9.2 §9.3 row 3")
 def empty_before_hello(ctx: Ctx) -> str:
-    """A frame with length 0 before HELLO: ``malformed`` with id 0 (fatal or not)."""
+    """An empty frame before HELLO: fatal ``malformed``, id 0; a HELLO behind it: no WELCOME."""
+    return _fatal_before_hello(ctx, b"\x00\x00\x00\x00", "an empty frame")
+
+
+@check("hs.ping-arity-before-hello", "§4.7 §9.2 §9.3 row 9")
+def ping_arity_before_hello(ctx: Ctx) -> str:
+    """``[6, 5, 5]`` before HELLO: fatal ``malformed``, id 0; a HELLO behind it: no WELCOME."""
+    return _fatal_before_hello(ctx, frame([PING, 5, 5]), "the 3-item PING")
+
+
+def _fatal_before_hello(ctx: Ctx, data: bytes, what: str) -> str:
+    """§9.2: ``data`` then a valid HELLO in one write: one ERROR, then the close."""
     c = ctx.raw()
-    c.send_bytes(b"\x00\x00\x00\x00")
-    return _either(ctx, c, "an empty frame before HELLO")
+    c.send_bytes(data + frame([0, 0, ctx.hello_map()]))
+    _, msg = ctx.expect_error(c, "malformed", 0, fatal=True, what=f"{what} before HELLO")
+    return f"ERROR malformed id 0 ({msg[:60]!r}), then closed; the HELLO behind it unanswered"
 
 
-def _either(ctx: Ctx, c: Conn, what: str) -> str:
-    """SPEC.md does not say whether this is fatal: accept both, report which."""
-    ctx.expect_error(c, "malformed", 0, fatal=None, what=what)
-    try:
-        c.send([0, 0, ctx.hello_map()])
-        f = c.recv(ctx.target.timeout)
-    except Exception:
-        return "ERROR malformed id 0, then closed (fatal)"
-    check_welcome(f)
-    return "ERROR malformed id 0, connection kept (non-fatal), HELLO then accepted"
+@check("hs.nothing-behind-fatal", "§6 §9.2")
+def nothing_behind_fatal(ctx: Ctx) -> str:
+    """Garbage, a HELLO and an EEPROM write in one write: one ERROR, close; the write never ran."""
+    board = Board(ctx)
+    bus = board.eeprom()[0]
+    probe = ctx.open()
+    where = EEPROM_SCRATCH_OFFSETS["behind-fatal"]
+    mark = fresh_marker(board, probe, where)
+    write = frame(i2c_frame(next_id(), bus, [board.eeprom_msg(where, bytes([mark]))]))
+    c = ctx.raw()
+    c.send_bytes(frame_body(b"\xc1") + frame([0, 0, ctx.hello_map()]) + write)
+    ctx.expect_error(c, "malformed", 0, fatal=True, what="garbage before HELLO")
+    if holds(board, probe, where, mark):
+        raise Fail("the EEPROM write behind a fatal refusal (and a HELLO) ran")
+    return "ERROR malformed id 0, closed; the HELLO and the write behind it never ran"
+
+
+def _hello_typed(name: str, key: str, value: Any, code: str, doc: str) -> None:
+    """Register a check: a HELLO whose ``key`` is ``value`` gets a fatal ``code``, id 0."""
+
+    def fn(ctx: Ctx) -> str:
+        return _refused(ctx, [0, 0, ctx.hello_map(**{key: value})], code, doc)
+
+    fn.__doc__ = f"HELLO {doc}: fatal ``{code}``, id 0."
+    check(name, "§3 §6 §9.3 row 11")(fn)
+
+
+_hello_typed("hs.version-float", "version", 1.0, "malformed", "version 1.0 (a float)")
+_hello_typed("hs.version-true", "version", True, "malformed", "version true (a bool)")
+_hello_typed("hs.version-str", "version", "1", "malformed", 'version "1" (a str)')
+_hello_typed("hs.client-bin", "client", b"kit", "malformed", "client as bin (text expected)")
+
+
+@check("hs.map-65", "§6 §9.2 §9.3 row 5 §10")
+def map_65(ctx: Ctx) -> str:
+    """A HELLO map of 65 pairs breaks a decoding bound: fatal ``limit-exceeded``, id 0."""
+    m = ctx.hello_map()
+    m.update({f"x-{i}": i for i in range(65 - len(m))})
+    return _refused(ctx, [0, 0, m], "limit-exceeded", "a HELLO map of 65 pairs")
+
+
+@check("hs.lease-token-space", "§4.1")
+def lease_token_space(ctx: Ctx) -> str:
+    """A lease token of 16 characters with a space (0x20 is printable ASCII): WELCOME."""
+    _welcomed(ctx, ctx.hello_map(leases=["abcdefgh jklmnop"]))
+    return "lease token 'abcdefgh jklmnop' (unknown, well-formed): WELCOME"
 
 
 @check("hs.pipelined-hello", "§6")

@@ -252,16 +252,16 @@ def timeout_bounds(ctx: Ctx) -> str:
     return "timeout_ms 1 and 3600000: RESULT"
 
 
-@check("lim.str-4097", "§10")
+@check("lim.str-4097", "§9.1 §9.3 row 5 §10")
 def str_4097(ctx: Ctx) -> str:
-    """A str longer than 4096 bytes (a bus name) is ``limit-exceeded``, not ``malformed``."""
+    """A str over 4096 bytes (a bus name): ``limit-exceeded``, not ``malformed``, its id."""
     bus = "b" * 4097
     rid = next_id()
     c = ctx.open()
-    return _over(ctx, c, i2c_frame(rid, bus, [rd(0x08, 0)]), {0, rid}, "a 4097-byte str")
+    return _over(ctx, c, i2c_frame(rid, bus, [rd(0x08, 0)]), rid, "a 4097-byte str")
 
 
-@check("lim.bin-over", "§10")
+@check("lim.bin-over", "§9.1 §9.3 row 5 §10")
 def bin_over(ctx: Ctx) -> str:
     """A bin longer than max(max_i2c_len, max_spi_len, 64) is ``limit-exceeded``."""
     lim = ctx.limits
@@ -272,20 +272,20 @@ def bin_over(ctx: Ctx) -> str:
     rid = next_id()
     c = ctx.open()
     return _over(ctx, c, [2, rid, bus, [[out_hdr(0x10, 0) + bytes(n - 8), b""]], None],
-                 {0, rid}, f"an out_hdr bin of {n} bytes")
+                 rid, f"an out_hdr bin of {n} bytes")
 
 
-@check("lim.array-over", "§10")
+@check("lim.array-over", "§9.1 §9.3 row 5 §10")
 def array_over(ctx: Ctx) -> str:
     """An array longer than max(max_requests, 8) (the frame itself) is ``limit-exceeded``."""
     n = max(ctx.limits["max_requests"], 8) + 1
     rid = next_id()
     c = ctx.open()
     obj: list[Any] = [2, rid, "1", [[out_hdr(0x10, 2), 0]], None] + [None] * (n - 5)
-    return _over(ctx, c, obj, {0, rid}, f"a frame array of {n} items")
+    return _over(ctx, c, obj, rid, f"a frame array of {n} items")
 
 
-@check("lim.map-pairs", "§10 §4.8")
+@check("lim.map-pairs", "§4.8 §9.3 row 5 §10")
 def map_pairs(ctx: Ctx) -> str:
     """A map of 64 pairs is decoded (unknown keys ignored); 65 pairs are ``limit-exceeded``."""
     c = ctx.open()
@@ -296,7 +296,7 @@ def map_pairs(ctx: Ctx) -> str:
         raise Fail(f"LEASE list with 64 unknown params: {f.brief()}")
     rid = next_id()
     params["k64"] = 64
-    over = _over(ctx, c, [8, rid, "list", params], {0, rid}, "a map of 65 pairs")
+    over = _over(ctx, c, [8, rid, "list", params], rid, "a map of 65 pairs")
     return f"64 pairs: LEASE_RESULT; 65: {over}"
 
 

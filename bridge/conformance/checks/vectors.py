@@ -270,6 +270,9 @@ def _judge_error(ctx: Ctx, v: Vector, obj: Any) -> str:
         bus, _, addr = ctx.policy.denied.partition("@")
         c = ctx.open()
         live = ask(ctx, c, [2, obj[1], bus, [[out_hdr(addr7(int(addr, 0)), 0), b"\x00"]], None])
+    elif _refusers(ctx, v.name):
+        ref = _refusers(ctx, v.name)[0]
+        return f"valid; live: {_replay_refused(ctx, ref)} (through vector {ref.name})"
     else:
         raise Skip(f"valid ERROR {code}; pol.{code} provokes it when the policy is stated")
     lid, lcode, _ = check_error(live)
@@ -289,6 +292,39 @@ def _live_busy(ctx: Ctx, obj: Any) -> str:
     if [lid, lcode] != obj[1:3]:
         raise Fail(f"live answer {live.brief()} differs from the vector in id or code")
     return f"valid; live: ERROR busy id {lid} ({msg[:60]!r})"
+
+
+# -- refused (§12, §12.19) ------------------------------------------------------------
+
+
+def _refused_keys(v: Vector, by_name: dict[str, Vector]) -> tuple[str, Vector, bool]:
+    """A refused vector's normative keys: (state, the ERROR vector it names, fatal)."""
+    state = v.fields.get("state", "").strip()
+    fatal = v.fields.get("fatal", "").strip()
+    answer = by_name.get(v.fields.get("answer", "").strip())
+    if state not in ("before-hello", "open"):
+        raise Fail(f"vector {v.name}: state {state!r} is not before-hello or open (§12)")
+    if fatal not in ("yes", "no"):
+        raise Fail(f"vector {v.name}: fatal {fatal!r} is not yes or no (§12)")
+    if answer is None or answer.role != "server-to-client" or answer.body[1:2] != b"\x05":
+        raise Fail(f"vector {v.name}: answer {v.fields.get('answer')!r} names no ERROR vector")
+    return state, answer, fatal == "yes"
+
+
+def _replay_refused(ctx: Ctx, v: Vector) -> str:
+    """§12.19: send the bytes (after a handshake for ``open``); the ERROR of ``answer``."""
+    state, answer, fatal = _refused_keys(v, _vectors(ctx))
+    want = _obj(answer)
+    c = ctx.open() if state == "open" else ctx.raw()
+    c.send_bytes(v.data)
+    _, msg = ctx.expect_error(c, want[2], want[1], fatal=fatal, what=f"vector {v.name}")
+    return (f"{state}: ERROR {want[2]} id {want[1]} like vector {answer.name} ({msg[:50]!r}), "
+            + ("then closed" if fatal else "connection kept"))
+
+
+def _refusers(ctx: Ctx, error_name: str) -> list[Vector]:
+    return [v for v in _vectors(ctx).values()
+            if v.role == "refused" and v.fields.get("answer", "").strip() == error_name]
 
 
 # -- structs -----------------------------------------------------------------------
@@ -340,6 +376,8 @@ def _make(name: str, section: str, role: str) -> Check:
             return _judge_struct(ctx, v)
         if len(v.data) < 4 or int.from_bytes(v.data[:4], "big") != len(v.body):
             raise Fail(f"vector {name}: length prefix does not match its body")
+        if v.role == "refused":
+            return _replay_refused(ctx, v)
         obj = _obj(v)
         _event_agrees(v, obj)
         if v.role == "server-to-client":
@@ -363,10 +401,15 @@ def _consistent(ctx: Ctx) -> str:
     bad = [v.name for v in vs if annotated.get(v.name) != v.data]
     if bad:
         raise Fail(f"annotated bytes differ from the vector (or are missing): {bad}")
-    roles = {v.role for v in vs} - {"client-to-server", "server-to-client", "struct"}
+    roles = {v.role for v in vs} - {"client-to-server", "server-to-client", "struct", "refused"}
     if roles:
         raise Fail(f"unknown roles {roles}")
-    return f"{len(vs)} vectors, each with an annotated block spelling the same bytes"
+    by_name = {v.name: v for v in vs}
+    refused = [v for v in vs if v.role == "refused"]
+    for v in refused:
+        _refused_keys(v, by_name)
+    return (f"{len(vs)} vectors, each with an annotated block spelling the same bytes; "
+            f"{len(refused)} refused vectors name their ERROR vector, state and fatality")
 
 
 def provide(spec_text: str) -> list[Check]:
