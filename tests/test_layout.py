@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "bridge")
-SHARED = {"bridge", "bridge.addresses", "bridge.env", "bridge.logs", "bridge.runtime"}
+SHARED = {"bridge", "bridge.addresses", "bridge.env", "bridge.logs", "bridge.recording",
+          "bridge.runtime"}
 
 
 def _modules() -> dict[str, Path]:

@@ -47,9 +47,15 @@ if TYPE_CHECKING:
 @click.option("--insecure", is_flag=True, default=False,
               help="Allow a non-loopback --listen without authentication (trusted networks "
                    "only).")
+@click.option("--record", metavar="FILE", default=None,
+              help="Write every transaction the board executes to FILE (a recording a "
+                   "replay bus serves back; docs/record.md).")
+@click.option("--record-max-mb", type=click.IntRange(1), metavar="MB", default=1024,
+              show_default=True, help="Stop recording (and keep serving) at this size.")
 def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
           broker: str | None, advertise: str | None, cert: str | None, key: str | None,
-          client_ca: str | None, insecure: bool) -> None:
+          client_ca: str | None, insecure: bool, record: str | None,
+          record_max_mb: int) -> None:
     """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
 
     With a broker ([mqtt] in the board file, or --broker) the board announces
@@ -72,6 +78,11 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
             host, port = parse_host_port(listen)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
+    if record is not None:
+        try:
+            open(record, "ab").close()  # can we write there? (the recorder truncates it)
+        except OSError as e:
+            raise CliError(f"cannot write recording {record}: {errmsg(e)}") from None
     try:
         board = load_board(config_path)
     except BoardConfigError as e:
@@ -97,6 +108,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         listen = hostport(server.host, server.port)
         logs.say(f"serving board {board.name!r} on {listen} ({buses})", board=board.name,
                  listen=listen)
+        if record is not None:
+            logs.say(f"recording every transaction to {record}", record=record)
         sec = server.security
         auth = [x for x, on in (("client certificates", sec.client_certs),
                                 ("tokens", bool(sec.tokens))) if on]
@@ -112,7 +125,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
             board, host=host, port=port, policy=policy, request_timeout=timeout_s,
-            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s), ready, _announced))
+            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s, record=record,
+            record_max_bytes=record_max_mb << 20), ready, _announced))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None

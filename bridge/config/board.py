@@ -194,14 +194,19 @@ def _problem(data: Any, err: Any) -> str:
     return f"{where}: {msg}"
 
 
-def board_config_from_toml_text(text: str, source: str = "<text>") -> BoardConfig:
-    """Parse and validate; raises :class:`BoardConfigError` naming ``source``."""
+def board_config_from_toml_text(text: str, source: str = "<text>",
+                                base_dir: str | None = None) -> BoardConfig:
+    """Parse and validate; raises :class:`BoardConfigError` naming ``source``.
+
+    Relative file names in the board (a replay bus's ``file``) are taken from
+    ``base_dir`` (the board file's directory), else from the working directory.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise BoardConfigError(source, [f"not valid TOML: {e}"]) from None
     try:
-        return BoardConfig.model_validate(data)
+        return BoardConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
         raise BoardConfigError(source, [_problem(data, err) for err in e.errors()]) from None
 
@@ -253,7 +258,7 @@ def load_board_config(path: str | os.PathLike[str] | None) -> BoardConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BoardConfigError(source, [f"not UTF-8: {e}"]) from None
-    return board_config_from_toml_text(text, source)
+    return board_config_from_toml_text(text, source, os.path.dirname(os.path.abspath(source)))
 
 
 def load_board(path: str | os.PathLike[str] | None) -> Board:
