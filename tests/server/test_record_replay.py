@@ -31,7 +31,7 @@ import pytest
 from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge import dropin
-from bridge.client import Client, read, spi_xfer, write
+from bridge.client import Client, chain, read, spi_xfer, write
 from bridge.config import BoardConfigError, load_board
 from bridge.dropin.smbus import SMBus, i2c_msg
 from bridge.dropin.spidev import SpiDev
@@ -302,3 +302,39 @@ def test_replay_config_errors_name_the_problem(tmp_path: Path,
                      f'file = "{not_rec}"\n')
     with pytest.raises(BoardConfigError, match="not a busbridge recording"):
         load_board(board)
+
+
+def test_a_frame_of_several_chains_replays_chain_by_chain(tmp_path: Path) -> None:
+    """Each FAIL_NEXT chain is its own recorded transaction; a NACK in the second chain
+    comes back with the same status bytes, reads and failure message."""
+    from bridge.server.record import Recorder
+
+    frame = [*chain([write(TMP117, [0x0F]), read(TMP117, 2)]),
+             *chain([write(ABSENT, [0x00]), read(ABSENT, 1)]),
+             write(EEPROM, [0x00, 0x40]), read(EEPROM, 3)]
+    path = tmp_path / "chains.bbrec"
+    board = load_board(None)
+    running, t = start_server_thread(board)
+    recorder = Recorder(str(path), board).attach(running.server.observers)
+    try:
+        with Client.from_url(running.url, timeout=10) as c:
+            c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
+            live = c.i2c("1", frame)
+    finally:
+        stop_server_thread(running, t)
+        recorder.close()
+    assert list(live.status) == [0, 0, 1, 1, 0, 0]
+    assert len(read_recording(str(path)).transactions) == 5
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('name = "r"\n[[i2c]]\nname = "1"\nbackend = "replay"\nfile = "chains.bbrec"\n')
+    running, t = start_server_thread(load_board(cfg))
+    try:
+        with Client.from_url(running.url, timeout=10) as c:
+            c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
+            again = c.i2c("1", frame)
+    finally:
+        stop_server_thread(running, t)
+    assert again.status == live.status
+    assert again.reads == live.reads == [b"\x01\x17", b"", b"\x01\x02\x03"]  # ID 0x0117
+    assert again.failures == live.failures
+    assert "message 2 (w1@0x77)" in live.failures[0].message
