@@ -338,3 +338,38 @@ def test_a_frame_of_several_chains_replays_chain_by_chain(tmp_path: Path) -> Non
     assert again.reads == live.reads == [b"\x01\x17", b"", b"\x01\x02\x03"]  # ID 0x0117
     assert again.failures == live.failures
     assert "message 2 (w1@0x77)" in live.failures[0].message
+
+
+def test_a_request_that_expired_on_the_bus_replays_as_unknown(tmp_path: Path) -> None:
+    """Its deadline passed while the chip held the bus: recorded as "outcome unknown", and
+    replayed as ETIMEDOUT saying so (not as a made-up answer)."""
+    from bridge.server.record import Recorder
+
+    path = tmp_path / "expired.bbrec"
+    board = load_board(None)
+    running, t = start_server_thread(board)
+    recorder = Recorder(str(path), board).attach(running.server.observers)
+    dev = board.i2c["1"].device(TMP117)  # type: ignore[attr-defined]
+    dev.stall_s = 3.0  # the chip stretches the clock for 3 s; the deadline is 0.5 s
+    try:
+        with Client.from_url(running.url, timeout=10) as c, \
+                pytest.raises(OSError, match="deadline passed while on the bus"):
+            c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)], timeout=0.5)
+    finally:
+        dev.stall_s = 0
+        stop_server_thread(running, t)
+        recorder.close()
+    (txn,) = read_recording(str(path)).transactions
+    assert txn.unknown
+    assert txn.reads == []
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('name = "r"\n[[i2c]]\nname = "1"\nbackend = "replay"\nfile = "expired.bbrec"\n')
+    running, t = start_server_thread(load_board(cfg))
+    try:
+        with Client.from_url(running.url, timeout=10) as c, \
+                pytest.raises(OSError, match=r"recorded transaction #1 passed its deadline on "
+                                             r"the bus; what the chip answered is unknown") as e:
+            c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)])
+        assert e.value.errno == errno.ETIMEDOUT
+    finally:
+        stop_server_thread(running, t)
