@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 @click.option("--insecure", is_flag=True, default=False,
               help="Allow a non-loopback --listen without authentication (trusted networks "
                    "only).")
+@click.option("--replay", metavar="FILE", default=None,
+              help="Serve a recording instead of a board: every recorded bus as a replay "
+                   "bus (docs/record.md); not with --config.")
+@click.option("--replay-mode", type=click.Choice(["strict", "lenient"]), default="strict",
+              show_default=True, help="How --replay answers.")
 @click.option("--record", metavar="FILE", default=None,
               help="Write every transaction the board executes to FILE (a recording a "
                    "replay bus serves back; docs/record.md).")
@@ -54,8 +59,8 @@ if TYPE_CHECKING:
               show_default=True, help="Stop recording (and keep serving) at this size.")
 def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
           broker: str | None, advertise: str | None, cert: str | None, key: str | None,
-          client_ca: str | None, insecure: bool, record: str | None,
-          record_max_mb: int) -> None:
+          client_ca: str | None, insecure: bool, replay: str | None, replay_mode: str,
+          record: str | None, record_max_mb: int) -> None:
     """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
 
     With a broker ([mqtt] in the board file, or --broker) the board announces
@@ -66,7 +71,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     import ssl
 
     from ..addresses import parse_host_port
-    from ..config import BoardConfigError, load_board
+    from ..config import BoardConfigError, load_board, replay_board
     from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
@@ -78,13 +83,17 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
             host, port = parse_host_port(listen)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
+    if replay is not None and config_path is not None:
+        raise click.UsageError("--replay serves a recording's buses: give it or --config, "
+                               "not both")
     if record is not None:
         try:
             open(record, "ab").close()  # can we write there? (the recorder truncates it)
         except OSError as e:
             raise CliError(f"cannot write recording {record}: {errmsg(e)}") from None
     try:
-        board = load_board(config_path)
+        board = (replay_board(replay, replay_mode) if replay is not None
+                 else load_board(config_path))
     except BoardConfigError as e:
         raise ConfigError(str(e)) from None
     if listen is None:

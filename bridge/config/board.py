@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from ..buses.base import I2CBackend, SpiBackend
 from ..buses.sim import control
 from ..buses.sim.control import Controllable, Kind
+from ..recording import RecordingError, read_recording
 from .buses import I2CBusSpec, SpiBusSpec
 from .fields import STRICT
 from .settings import MqttSettings, ServerSettings
@@ -267,6 +268,28 @@ def load_board(path: str | os.PathLike[str] | None) -> Board:
     return build_board(load_board_config(path), source)
 
 
+def replay_board(path: str, mode: str = "strict") -> Board:
+    """Every bus of a recording as a replay bus (``busbridge serve --replay FILE``).
+
+    The board is named after the recorded one; its server settings are the defaults.
+    """
+    try:
+        rec = read_recording(path)
+    except OSError as e:
+        raise BoardConfigError(path, [f"cannot read recording: {e.strerror or e}"]) from None
+    except RecordingError as e:
+        raise BoardConfigError(path, [str(e)]) from None
+    data: dict[str, Any] = {"name": f"{rec.header.get('board') or 'board'} (replay)"}
+    for kind in ("i2c", "spi"):
+        data[kind] = [{"name": n, "backend": "replay", "file": path, "mode": mode}
+                      for n in rec.buses(kind)]
+    try:
+        config = BoardConfig.model_validate(data)
+    except ValidationError as e:
+        raise BoardConfigError(path, [_problem(data, err) for err in e.errors()]) from None
+    return build_board(config, path)
+
+
 __all__ = [
     "DEFAULT_BOARD",
     "Board",
@@ -278,4 +301,5 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
+    "replay_board",
 ]

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def record_with_cli(path: Path) -> dict[str, Any]:
-    """Run ``busbridge serve --record`` on the default board, the sequence, then SIGTERM."""
+@contextmanager
+def cli_server(*args: str) -> Iterator[str]:
+    """A ``busbridge serve --listen 127.0.0.1:0 ARGS`` process: its address; SIGTERM after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0",
-         "--record", str(path)],
+        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
     lines: queue.Queue[str] = queue.Queue()
 
@@ -102,14 +103,19 @@ def record_with_cli(path: Path) -> dict[str, Any]:
         while m is None:
             line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             m = re.match(r"busbridge: serving board .* on 127\.0\.0\.1:(\d+) ", line)
-        seen = sequence(f"127.0.0.1:{m.group(1)}")
+        yield f"127.0.0.1:{m.group(1)}"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return seen
+
+
+def record_with_cli(path: Path) -> dict[str, Any]:
+    """Run ``busbridge serve --record`` on the default board, the sequence, then SIGTERM."""
+    with cli_server("--record", str(path)) as url:
+        return sequence(url)
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +379,13 @@ def test_a_request_that_expired_on_the_bus_replays_as_unknown(tmp_path: Path) ->
         assert e.value.errno == errno.ETIMEDOUT
     finally:
         stop_server_thread(running, t)
+
+
+@pytest.mark.parametrize("mode", ["strict", "lenient"])
+def test_serve_replay_serves_a_recording_without_a_board_file(
+        mode: str, recorded: tuple[Path, dict[str, Any]]) -> None:
+    with cli_server("--replay", str(recorded[0]), "--replay-mode", mode) as url:
+        assert sequence(url) == recorded[1]
+        with Client.from_url(url, timeout=10) as c:
+            assert c.welcome.board == "busbridge-sim (replay)"
+
