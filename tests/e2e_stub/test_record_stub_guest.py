@@ -17,14 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import start_server_thread, stop_server_thread
-from e2e.board_guest import (
-    GUEST_LIFETIME_S,
-    board_guest,
-    free_port,
-    host_share_and_net,
-    python_for_guest,
-    stub_guest_build,
-)
+from e2e.board_guest import board_guest, free_port, stub_guest_build, stub_guest_cmd
 from e2e.guest import which
 
 from bridge.client import Client, TransferError
@@ -58,20 +51,12 @@ def stub_sequence(url: str) -> dict[str, Any]:
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     qemu = which("qemu-system-x86_64", "apt-get install qemu-system-x86")
     build = stub_guest_build()
-    python = python_for_guest()
     port = free_port()
     tmp = tmp_path_factory.mktemp("guest")
     share = tmp / "rec"
     share.mkdir()
-    cmd = [
-        qemu, "-accel", "tcg", "-M", "q35", "-m", "1024", "-smp", "1",
-        "-nographic", "-no-reboot", "-vga", "none", "-monitor", "none", "-serial", "stdio",
-        "-kernel", str(build / "vmlinuz"), "-initrd", str(build / "initramfs.cpio.gz"),
-        "-append", f"console=ttyS0 panic=-1 quiet BB_PYTHON={python} BB_CHIPS=0x48,0x50 "
-                   f"BB_LIFETIME={GUEST_LIFETIME_S} BB_RECORD=1",
-        *host_share_and_net("/", port),
-        "-virtfs", f"local,path={share},mount_tag=rec,security_model=none,multidevs=remap",
-    ]
+    cmd = stub_guest_cmd(qemu, build, port, "0x48,0x50", append="BB_RECORD=1", extra=[
+        "-virtfs", f"local,path={share},mount_tag=rec,security_model=none,multidevs=remap"])
     with board_guest(cmd, tmp / "console.log", port) as g:
         seen = stub_sequence(g.url)
     return share / "session.bbrec", seen

@@ -33,10 +33,11 @@ from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge import dropin
 from bridge.client import Client, chain, read, spi_xfer, write
-from bridge.config import BoardConfigError, load_board
+from bridge.config import Board, BoardConfigError, load_board
 from bridge.dropin.smbus import SMBus, i2c_msg
 from bridge.dropin.spidev import SpiDev
 from bridge.recording import read_recording
+from bridge.server.record import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 BME280, TMP117, EEPROM, ABSENT = 0x76, 0x48, 0x50, 0x77
@@ -112,6 +113,20 @@ def cli_server(*args: str) -> Iterator[str]:
             proc.wait()
 
 
+@contextmanager
+def served(board: Board, record: Path | None = None) -> Iterator[Running]:
+    """``board`` on a server thread, recorded to ``record`` if given, stopped afterwards."""
+    running, t = start_server_thread(board)
+    recorder = (Recorder(str(record), board).attach(running.server.observers)
+                if record is not None else None)
+    try:
+        yield running
+    finally:
+        stop_server_thread(running, t)
+        if recorder is not None:
+            recorder.close()
+
+
 def record_with_cli(path: Path) -> dict[str, Any]:
     """Run ``busbridge serve --record`` on the default board, the sequence, then SIGTERM."""
     with cli_server("--record", str(path)) as url:
@@ -141,12 +156,8 @@ def replay_board(tmp: Path, recording: Path, mode: str, spi_mode: str | None = N
 @pytest.fixture
 def replaying(request: pytest.FixtureRequest, tmp_path: Path,
               recorded: tuple[Path, dict[str, Any]]) -> Iterator[Running]:
-    running, t = start_server_thread(load_board(replay_board(tmp_path, recorded[0],
-                                                             request.param)))
-    try:
+    with served(load_board(replay_board(tmp_path, recorded[0], request.param))) as running:
         yield running
-    finally:
-        stop_server_thread(running, t)
 
 
 def test_the_recording_is_what_the_board_did(recorded: tuple[Path, dict[str, Any]]) -> None:
@@ -269,22 +280,14 @@ def _last_record_size(data: bytes) -> int:
 
 
 def test_refused_requests_are_not_recorded(tmp_path: Path) -> None:
-    from bridge.server.record import Recorder
-
     path = tmp_path / "r.bbrec"
-    board = load_board(None)
-    running, t = start_server_thread(board)
-    recorder = Recorder(str(path), board).attach(running.server.observers)
-    try:
-        with Client.from_url(running.url, timeout=10) as c:
-            with pytest.raises(OSError, match="above max"):  # PARAM_ERR: never on the bus
-                c.spi_transfer("0", 0, [spi_xfer(b"\x9f\0\0\0", speed_hz=60_000_000)])
-            with pytest.raises(OSError, match="no ACK"):  # an address NACK did reach the bus
-                c.transfer("1", [read(ABSENT, 1)])
-            assert c.transfer("2", [read(0x2A5, 1, ten_bit=True)]) == [b"\xa5"]
-    finally:
-        stop_server_thread(running, t)
-        recorder.close()
+    with served(load_board(None), path) as running, \
+            Client.from_url(running.url, timeout=10) as c:
+        with pytest.raises(OSError, match="above max"):  # PARAM_ERR: never on the bus
+            c.spi_transfer("0", 0, [spi_xfer(b"\x9f\0\0\0", speed_hz=60_000_000)])
+        with pytest.raises(OSError, match="no ACK"):  # an address NACK did reach the bus
+            c.transfer("1", [read(ABSENT, 1)])
+        assert c.transfer("2", [read(0x2A5, 1, ten_bit=True)]) == [b"\xa5"]
     rec = read_recording(str(path))
     assert [(x.kind, x.bus, x.msgs[0].addr) for x in rec.transactions] == [
         ("i2c", "1", ABSENT), ("i2c", "2", 0x2A5)]
@@ -313,33 +316,21 @@ def test_replay_config_errors_name_the_problem(tmp_path: Path,
 def test_a_frame_of_several_chains_replays_chain_by_chain(tmp_path: Path) -> None:
     """Each FAIL_NEXT chain is its own recorded transaction; a NACK in the second chain
     comes back with the same status bytes, reads and failure message."""
-    from bridge.server.record import Recorder
-
     frame = [*chain([write(TMP117, [0x0F]), read(TMP117, 2)]),
              *chain([write(ABSENT, [0x00]), read(ABSENT, 1)]),
              write(EEPROM, [0x00, 0x40]), read(EEPROM, 3)]
     path = tmp_path / "chains.bbrec"
-    board = load_board(None)
-    running, t = start_server_thread(board)
-    recorder = Recorder(str(path), board).attach(running.server.observers)
-    try:
-        with Client.from_url(running.url, timeout=10) as c:
-            c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
-            live = c.i2c("1", frame)
-    finally:
-        stop_server_thread(running, t)
-        recorder.close()
+    with served(load_board(None), path) as running, \
+            Client.from_url(running.url, timeout=10) as c:
+        c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
+        live = c.i2c("1", frame)
     assert list(live.status) == [0, 0, 1, 1, 0, 0]
     assert len(read_recording(str(path)).transactions) == 5
     cfg = tmp_path / "b.toml"
     cfg.write_text('name = "r"\n[[i2c]]\nname = "1"\nbackend = "replay"\nfile = "chains.bbrec"\n')
-    running, t = start_server_thread(load_board(cfg))
-    try:
-        with Client.from_url(running.url, timeout=10) as c:
-            c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
-            again = c.i2c("1", frame)
-    finally:
-        stop_server_thread(running, t)
+    with served(load_board(cfg)) as running, Client.from_url(running.url, timeout=10) as c:
+        c.transfer("1", [write(EEPROM, [0x00, 0x40, 1, 2, 3])])
+        again = c.i2c("1", frame)
     assert again.status == live.status
     assert again.reads == live.reads == [b"\x01\x17", b"", b"\x01\x02\x03"]  # ID 0x0117
     assert again.failures == live.failures
@@ -349,36 +340,23 @@ def test_a_frame_of_several_chains_replays_chain_by_chain(tmp_path: Path) -> Non
 def test_a_request_that_expired_on_the_bus_replays_as_unknown(tmp_path: Path) -> None:
     """Its deadline passed while the chip held the bus: recorded as "outcome unknown", and
     replayed as ETIMEDOUT saying so (not as a made-up answer)."""
-    from bridge.server.record import Recorder
-
     path = tmp_path / "expired.bbrec"
     board = load_board(None)
-    running, t = start_server_thread(board)
-    recorder = Recorder(str(path), board).attach(running.server.observers)
     dev = board.i2c["1"].device(TMP117)  # type: ignore[attr-defined]
     dev.stall_s = 3.0  # the chip stretches the clock for 3 s; the deadline is 0.5 s
-    try:
-        with Client.from_url(running.url, timeout=10) as c, \
-                pytest.raises(OSError, match="deadline passed while on the bus"):
-            c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)], timeout=0.5)
-    finally:
-        dev.stall_s = 0
-        stop_server_thread(running, t)
-        recorder.close()
+    with served(board, path) as running, Client.from_url(running.url, timeout=10) as c, \
+            pytest.raises(OSError, match="deadline passed while on the bus"):
+        c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)], timeout=0.5)
     (txn,) = read_recording(str(path)).transactions
     assert txn.unknown
     assert txn.reads == []
     cfg = tmp_path / "b.toml"
     cfg.write_text('name = "r"\n[[i2c]]\nname = "1"\nbackend = "replay"\nfile = "expired.bbrec"\n')
-    running, t = start_server_thread(load_board(cfg))
-    try:
-        with Client.from_url(running.url, timeout=10) as c, \
-                pytest.raises(OSError, match=r"recorded transaction #1 passed its deadline on "
-                                             r"the bus; what the chip answered is unknown") as e:
-            c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)])
-        assert e.value.errno == errno.ETIMEDOUT
-    finally:
-        stop_server_thread(running, t)
+    with served(load_board(cfg)) as running, Client.from_url(running.url, timeout=10) as c, \
+            pytest.raises(OSError, match=r"recorded transaction #1 passed its deadline on "
+                                         r"the bus; what the chip answered is unknown") as e:
+        c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)])
+    assert e.value.errno == errno.ETIMEDOUT
 
 
 @pytest.mark.parametrize("mode", ["strict", "lenient"])
