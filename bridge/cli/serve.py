@@ -76,6 +76,7 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     from ..server import Server
     from ..server import serve as serve_board
     from ..server.auth import InsecureListenError, is_loopback
+    from ..server.record import RecordError
     from ..server.settings import server_policy
 
     if listen is not None:
@@ -86,11 +87,6 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     if replay is not None and config_path is not None:
         raise click.UsageError("--replay serves a recording's buses: give it or --config, "
                                "not both")
-    if record is not None:
-        try:
-            open(record, "ab").close()  # can we write there? (the recorder truncates it)
-        except OSError as e:
-            raise CliError(f"cannot write recording {record}: {errmsg(e)}") from None
     try:
         board = (replay_board(replay, replay_mode) if replay is not None
                  else load_board(config_path))
@@ -139,6 +135,9 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None
+    except RecordError as e:
+        board.close()
+        raise CliError(str(e.strerror)) from None
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None

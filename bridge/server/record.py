@@ -39,8 +39,8 @@ log = logging.getLogger("busbridge.server")
 DEFAULT_MAX_BYTES = 1 << 30
 
 
-class _Bus(Protocol):
-    name: str
+class RecordError(OSError):
+    """The recording cannot be started (its file cannot be created or written)."""
 
 
 class _Board(Protocol):
@@ -62,14 +62,20 @@ class Recorder:
         i2c: list[I2CBusInfo] = [b.info() for b in board.i2c.values()]
         spi: list[SpiBusInfo] = [b.info() for b in board.spi.values()]
         self._i2c = {b.name: b for b in i2c}
-        # O_APPEND-free, truncating: a recording is one server run.
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd: int | None = None
+        try:  # truncating: a recording is one server run
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as e:
+            raise RecordError(e.errno, f"cannot write recording {path}: {e.strerror}") from None
         self.written = 0
         self.transactions = 0
         self._detach: Callable[[], None] | None = None
-        self._write(MAGIC)
-        self._write(frame(header(board.name, f"busbridge {__version__}", time.time(), i2c,
-                                 spi)))
+        try:
+            self._write(MAGIC + frame(header(board.name, f"busbridge {__version__}",
+                                             time.time(), i2c, spi)))
+        except OSError as e:
+            self._stop()
+            raise RecordError(e.errno, f"cannot write recording {path}: {e.strerror}") from None
 
     def attach(self, observers: Observers) -> Recorder:
         self._detach = observers.attach(self.observe)
@@ -114,22 +120,36 @@ class Recorder:
                   file=self.path, max_bytes=self.max_bytes, transactions=self.transactions)
             self.close("size limit")
             return
-        self._write(out)
+        try:
+            self._write(out)
+        except OSError as e:  # a full disk: stop recording, keep serving
+            event(log, logging.ERROR, "recording stopped: cannot write", file=self.path,
+                  error=str(e), transactions=self.transactions)
+            self._stop()
+            return
         self.transactions += len(records)
+
+    def _stop(self) -> None:
+        """Detach and close the file, writing nothing more."""
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self, why: str = "closed") -> None:
         """End the recording: an ``"end"`` record, fsync, close.  Idempotent."""
         if self._fd is None:
             return
-        if self._detach is not None:
-            self._detach()
-            self._detach = None
         try:
             self._write(frame({"k": "end", "why": why, "transactions": self.transactions}))
             os.fsync(self._fd)
+        except OSError as e:
+            event(log, logging.ERROR, "recording not ended cleanly", file=self.path,
+                  error=str(e))
         finally:
-            os.close(self._fd)
-            self._fd = None
+            self._stop()
         event(log, logging.INFO, "recording ended", file=self.path, reason=why,
               transactions=self.transactions, bytes=self.written)
 

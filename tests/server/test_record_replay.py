@@ -367,3 +367,58 @@ def test_serve_replay_serves_a_recording_without_a_board_file(
         with Client.from_url(url, timeout=10) as c:
             assert c.welcome.board == "busbridge-sim (replay)"
 
+
+
+def test_the_size_limit_ends_the_recording_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    path = tmp_path / "limited.bbrec"
+    board = load_board(None)
+    running, t = start_server_thread(board)
+    recorder = Recorder(str(path), board, max_bytes=4000).attach(running.server.observers)
+    try:
+        with Client.from_url(running.url, timeout=10) as c:
+            for _ in range(100):
+                assert c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) == [b"\x01\x17"]
+        assert len(running.server.observers) == 0  # detached: the hot path is back to one test
+    finally:
+        stop_server_thread(running, t)
+        recorder.close()
+    rec = read_recording(str(path))
+    assert rec.ended == "size limit"
+    assert 10 < len(rec.transactions) < 100
+    assert path.stat().st_size <= 4000 + 100  # and the end record
+
+
+def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
+    """The file-size limit (RLIMIT_FSIZE) makes the recording's writes fail with EFBIG
+    mid-run, as a full disk would: the server answers every request regardless, says why
+    the recording stopped, and the file keeps every whole record before the failure."""
+    path = tmp_path / "full.bbrec"
+
+    # The limit and SIG_IGN for SIGXFSZ are set in the child, then kept across its exec.
+    limited = ("import os, resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n"
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", limited, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0",
+         "--record", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.match(r"busbridge: serving board .* on 127\.0\.0\.1:(\d+) ", line)
+        assert m, line
+        with Client.from_url(f"127.0.0.1:{m.group(1)}", timeout=10) as c:
+            for _ in range(100):
+                assert c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) == [b"\x01\x17"]
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "recording stopped: cannot write" in err
+    rec = read_recording(str(path))
+    assert rec.ended is None
+    assert 10 < len(rec.transactions) < 100
