@@ -10,10 +10,11 @@ advertises the recorded capabilities, so its server refuses those itself.
 Requests whose deadline passed while on the bus are recorded with ``"u"``
 (outcome unknown).
 
-Each record goes out with one unbuffered ``write``: a crash loses at most the
-record being written (the OS still holds what was written; the file is
-fsync'ed only when the recording ends).  A size limit ends the recording
-(with an ``"end"`` record) instead of filling the disk; the server keeps serving.
+A frame's records go out with one unbuffered ``write`` as it is answered: a crash
+loses at most the record (the frame's records) being written; the OS holds what was
+written, and the file is fsync'ed when the recording ends.  A size limit ends the
+recording (with an ``"end"`` record) instead of filling the disk, and so does a write
+that fails (without one); the server keeps serving either way.
 """
 
 from __future__ import annotations
