@@ -178,12 +178,14 @@ class ReplayI2CBus(I2CBackend):
 
     def _index(self, t: Transaction) -> None:
         msgs = t.msgs
+        if t.unknown:  # nothing known to answer with; its writes may have moved a pointer
+            self._track(msgs)
+            return
         failed = len(msgs) if t.error is None else t.error[0]
-        if not t.unknown:
-            for m in msgs[:failed]:
-                self._acked.add((m.addr, m.ten_bit))
-            if t.error is not None and t.error[1] != errno.ENXIO:
-                self._acked.add((msgs[failed].addr, msgs[failed].ten_bit))
+        for m in msgs[:failed]:
+            self._acked.add((m.addr, m.ten_bit))
+        if t.error is not None and t.error[1] != errno.ENXIO:
+            self._acked.add((msgs[failed].addr, msgs[failed].ten_bit))
         ptr = self._lone_read(msgs)
         if ptr is None and len(msgs) > 1 and not msgs[0].flags & I2C_FLAGS_M_RD:
             # write [reg] + read(n) in one chain also answers a write, then a lone read
@@ -252,8 +254,10 @@ class ReplaySpiBus(SpiBackend):
         self._answers = _Answers()
         self._by_cs: dict[int, list[Transaction]] = {}
         for t in txns:
+            if t.unknown:  # lenient answers only with what is known
+                continue
             self._answers.add(_spi_key(t.cs, t.transfers), t)
-            if not t.unknown and t.error is None:
+            if t.error is None:
                 self._by_cs.setdefault(t.cs, []).append(t)
 
     @property

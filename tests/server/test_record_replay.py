@@ -357,6 +357,12 @@ def test_a_request_that_expired_on_the_bus_replays_as_unknown(tmp_path: Path) ->
                                          r"the bus; what the chip answered is unknown") as e:
         c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)])
     assert e.value.errno == errno.ETIMEDOUT
+    # Lenient answers only with what is known: nothing, so the chip seems absent.
+    cfg.write_text(cfg.read_text() + 'mode = "lenient"\n')
+    with served(load_board(cfg)) as running, Client.from_url(running.url, timeout=10) as c, \
+            pytest.raises(OSError, match="never answered in the recording") as e:
+        c.transfer("1", [write(TMP117, [0x00]), read(TMP117, 2)])
+    assert e.value.errno == errno.ENXIO
 
 
 @pytest.mark.parametrize("mode", ["strict", "lenient"])
