@@ -38,7 +38,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY protocol ./protocol
 COPY bridge ./bridge
 RUN python -m venv /opt/busbridge \
-    && /opt/busbridge/bin/pip install --no-cache-dir ".[board,mqtt]"
+    && /opt/busbridge/bin/pip install --no-cache-dir ".[board,mqtt,metrics]"
 
 FROM ${PYTHON_IMAGE}
 ARG I2C_GID=998

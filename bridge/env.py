@@ -47,7 +47,9 @@ PRELOAD_LIBRARY = "BUSBRIDGE_PRELOAD_LIBRARY"
 #: ``HOST:PORT`` ``busbridge serve`` listens on (beats the board file's ``[server] listen``);
 #: ``busbridge health`` checks the same port, so a container sets the port in one place.
 LISTEN = "BUSBRIDGE_LISTEN"
+#: ``HOST:PORT`` of ``busbridge serve``'s Prometheus endpoint (beats ``[server] metrics``).
+METRICS = "BUSBRIDGE_METRICS"
 
-__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "LISTEN", "MAP", "MQTT_PREFIX", "NATIVE_SOCKET",
-           "PRELOAD_LIBRARY", "TIMEOUT", "TLS", "TLS_CA", "TLS_CERT", "TLS_KEY",
+__all__ = ["BOARD", "BROKER", "HOLDER", "LEASE", "LISTEN", "MAP", "METRICS", "MQTT_PREFIX",
+           "NATIVE_SOCKET", "PRELOAD_LIBRARY", "TIMEOUT", "TLS", "TLS_CA", "TLS_CERT", "TLS_KEY",
            "TLS_SERVER_NAME", "TOKEN", "TOKEN_FILE", "URL"]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from pydantic import ValidationError
 
 from .admin import AdminEvent, AdminRequest, AdminResult
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
@@ -42,7 +43,7 @@ from .events import (
     SpiRequest,
     Welcome,
 )
-from .handshake import HelloInfo, WelcomeInfo
+from .handshake import WIRE, HelloInfo, WelcomeInfo
 from .leases import LeaseRequest, LeaseResult
 from .limits import (
     MAX_BUS_NAME,
@@ -130,6 +131,21 @@ def _no_room(rx: int, cap: int) -> LocalProtocolError:
         f"reads total {rx} bytes: the RESULT would not fit in max_frame {cap}")
 
 
+def _check_target(bus: Any, timeout_ms: Any) -> None:
+    """Refuse locally what every server refuses as ``malformed`` (SPEC.md §4.3, §10).
+
+    The bus name and ``timeout_ms`` of a request frame, checked before anything is
+    sent, so a caller's mistake is its own exception and not an ERROR later.
+    """
+    if type(bus) is not str or not 0 < len(bus) <= MAX_BUS_NAME:
+        raise LocalProtocolError(f"bus must be a string of 1..{MAX_BUS_NAME} characters, "
+                                 f"got {bus!r:.80}")
+    if timeout_ms is not None and (type(timeout_ms) is not int
+                                   or not 0 < timeout_ms <= MAX_TIMEOUT_MS):
+        raise LocalProtocolError(f"timeout_ms must be None or 1..{MAX_TIMEOUT_MS}, "
+                                 f"got {timeout_ms!r}")
+
+
 def _count_ok(n: int, peer: Limits) -> None:
     if not n:
         raise LocalProtocolError("a request needs at least one message")
@@ -149,6 +165,7 @@ def encode_i2c(ev: I2CRequest, peer: Limits | None = None, result_cap: int = 0) 
     msgs = ev.msgs
     maxlen = _UNLIMITED
     if peer is not None:
+        _check_target(ev.bus, ev.timeout_ms)
         if not 0 < len(msgs) <= peer.max_requests:  # the call only to raise the precise error
             _count_ok(len(msgs), peer)
         maxlen = peer.max_i2c_len
@@ -170,6 +187,8 @@ def encode_i2c(ev: I2CRequest, peer: Limits | None = None, result_cap: int = 0) 
         buf: bytes | int
         if flags & I2C_FLAGS_M_RD:
             buf = n = m.length
+            if n < 0 and peer is not None:
+                raise LocalProtocolError(f"{m.describe()}: read length {n} is negative")
             rx += n
         else:
             buf = m.data
@@ -189,8 +208,11 @@ def encode_spi(ev: SpiRequest, peer: Limits | None = None, result_cap: int = 0) 
     """The body of an SPI frame; ``peer`` and ``result_cap`` as for :func:`encode_i2c`."""
     transfers = ev.transfers
     if peer is not None:
+        _check_target(ev.bus, ev.timeout_ms)
         _count_ok(len(transfers), peer)
         for t in transfers:
+            if t.rx_len < 0:
+                raise LocalProtocolError(f"SPI rx_len {t.rx_len} is negative")
             if t.length > peer.max_spi_len:
                 raise LocalProtocolError(f"SPI transfer of {t.length} bytes; "
                                          f"limit {peer.max_spi_len}")
@@ -302,44 +324,6 @@ def unpacker(limits: Limits, client: bool) -> Callable[[Buffer], Any]:
         max_ext_len=0,
     )
     return unpack
-
-
-def peek_id(body: Buffer) -> int:
-    """Best-effort request id of a body that failed to decode, for the ERROR frame."""
-    try:
-        up = msgpack.Unpacker(max_buffer_size=len(body), max_bin_len=0, max_str_len=0,
-                              max_array_len=0, max_map_len=0, max_ext_len=0)
-        up.feed(body)
-        up.read_array_header()
-        up.unpack()  # type
-        rid = up.unpack()
-    except Exception:
-        return 0
-    return rid if type(rid) is int and 0 < rid <= MAX_REQUEST_ID else 0
-
-
-def undecodable(e: Exception, body: Buffer) -> ProtocolError:
-    """The refusal of a body msgpack could not decode (``e`` is what msgpack raised)."""
-    code = ErrorCode.MALFORMED
-    if isinstance(e, ValueError):  # includes ExtraData, FormatError, StackError, limits
-        text = str(e)
-        if "exceeds max" in text and "max_ext_len" not in text:  # ext types are malformed
-            code = ErrorCode.LIMIT_EXCEEDED
-    return _bad(code, f"undecodable frame: {e}", peek_id(body))
-
-
-def not_a_frame() -> ProtocolError:
-    """The refusal of a body that decoded to something other than ``[type, id, ...]``."""
-    return _bad(ErrorCode.MALFORMED, "frame must be an array [type, id, ...]")
-
-
-def frame_too_large(n: int, max_frame: int) -> ProtocolError:
-    """The fatal refusal of a length prefix over ``max_frame`` (its body is never read)."""
-    return _bad(ErrorCode.FRAME_TOO_LARGE, f"frame of {n} bytes; limit {max_frame}", fatal=True)
-
-
-def stream_ended_inside_frame(avail: int) -> ProtocolError:
-    return _bad(ErrorCode.MALFORMED, f"stream ended inside a frame ({avail} bytes)", fatal=True)
 
 
 def request_id_or_0(v: Any) -> int:
@@ -538,19 +522,30 @@ def decode_error(f: list[Any]) -> Error:
         return Error(f[1], ErrorCode.INTERNAL, f"{f[2]}: {f[3]}")
 
 
+def _ping_id(f: list[Any], what: str) -> int:
+    """The id of a PING or PONG; a refusal carries id 0 (they are not request frames)."""
+    if len(f) != 2:
+        raise _bad(ErrorCode.MALFORMED, f"{what} frame must be [{f[0]}, id]")
+    return _check_id(f[1])
+
+
 def decode_ping(f: list[Any]) -> Ping:
-    return Ping(_check_id(f[1]))
+    return Ping(_ping_id(f, "PING"))
 
 
 def decode_pong(f: list[Any]) -> Pong:
-    return Pong(_check_id(f[1]))
+    return Pong(_ping_id(f, "PONG"))
 
 
 def _handshake_map(f: list[Any], model: type[HelloInfo] | type[WelcomeInfo]) -> Any:
     if len(f) != 3 or type(f[2]) is not dict:
         raise _bad(ErrorCode.MALFORMED, "handshake frame must be [type, 0, map]", fatal=True)
     try:
-        return model.model_validate(f[2])
+        return model.model_validate(f[2], context=WIRE)
+    except ValidationError as e:  # one line per problem, joined: no pydantic banner
+        why = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'map'}: {err['msg']}"
+                        for err in e.errors())
+        raise _bad(ErrorCode.MALFORMED, f"invalid handshake: {why}", fatal=True) from None
     except ValueError as e:
         raise _bad(ErrorCode.MALFORMED, f"invalid handshake: {e}", fatal=True) from None
 

@@ -45,12 +45,7 @@ from .codec import (
     encode_result,
     encode_spi,
     frame,
-    frame_too_large,
-    not_a_frame,
     pack_prefix,
-    request_id_or_0,
-    stream_ended_inside_frame,
-    undecodable,
     unpack_prefix,
     unpacker,
 )
@@ -65,6 +60,7 @@ from .events import (
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
+from .refusals import frame_too_large, not_a_frame, stream_ended_inside_frame, undecodable
 from .states import MOVES, RECEIVES, SENDS, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
@@ -96,6 +92,11 @@ class _Core:
         self._peer_limits = limits  # the client learns the server's from WELCOME
         self._result_cap = limits.max_frame  # a RESULT must fit both sides' max_frame
         self._in_flight: set[int] = set()
+        #: Server: ids (0 too) of non-fatal refusals whose ERROR is not yet sent, with
+        #: how many times each is owed (a refusal never puts its id in flight, §9.1).
+        self._owed: dict[int, int] = {}
+        #: Server: the ERROR that ends the connection (a fatal one) has been sent.
+        self._ended = False
         self._last_id = 0
         self._subs = Subscriptions()  # which ids carry EVENT frames (SPEC.md §4.12)
         self._buf = bytearray()  # the start of a frame whose end has not arrived
@@ -112,6 +113,9 @@ class _Core:
         self._queue: deque[Event | ProtocolError] = deque()
         self._state = State.AWAIT_HELLO if role is Role.SERVER else State.AWAIT_WELCOME
         self._on = self._tables[self._state]
+        #: Every refusal is fatal: on a server before HELLO (the stream may not be
+        #: busbridge at all), and on a client, which closes on any violation (SPEC §9).
+        self._all_fatal = True
 
     @property
     def state(self) -> State:
@@ -154,6 +158,7 @@ class _Core:
                                f"{self._state.name} to {new.name}")
         self._state = new
         self._on = self._tables.get(new, {})
+        self._all_fatal = self.role is Role.CLIENT or new is not State.OPEN
 
     def next_id(self) -> int:
         """A request id not in flight: counting up, wrapping at ``MAX_REQUEST_ID``."""
@@ -173,8 +178,20 @@ class _Core:
         """
         if self.role is not Role.SERVER:
             raise LocalProtocolError("only a server withdraws a request")
-        self._in_flight.discard(request_id)
+        if not self._settle_owed(request_id):
+            self._in_flight.discard(request_id)
         self._subs.answered(request_id, False)
+
+    def _settle_owed(self, rid: int) -> bool:
+        """Take one owed refusal of ``rid`` off the books; False if none was owed."""
+        n = self._owed.get(rid)
+        if not n:
+            return False
+        if n == 1:
+            del self._owed[rid]
+        else:
+            self._owed[rid] = n - 1
+        return True
 
 
 class _Receiver(_Core):
@@ -238,10 +255,15 @@ class _Receiver(_Core):
                         item = e
                 else:
                     item = not_a_frame()
+            if self._all_fatal and not item.fatal:
+                item = item.as_fatal()
             # A kept error must not pin a view of the caller's buffer through
             # its traceback or the exception it replaced.
             item.__traceback__ = item.__context__ = None
             out.append(item)
+            if not item.fatal:  # its ERROR is owed (id 0 included)
+                rid = item.request_id
+                self._owed[rid] = self._owed.get(rid, 0) + 1
             if item.fatal:
                 self._enter(State.CLOSED)
                 return out
@@ -362,14 +384,14 @@ class _Receiver(_Core):
         return decode_pong(f)
 
     def _unexpected(self, f: list[Any]) -> Event:
-        """A frame type this role does not take in this state (or no known type at all)."""
-        if self.role is Role.CLIENT:
-            raise _bad(ErrorCode.MALFORMED, f"frame type {f[0]} is not accepted by a client",
-                       fatal=True)
-        # Before HELLO the stream may not be busbridge at all: fatal; after it, only
-        # this frame is refused (a newer client's frame type, say).
-        raise _bad(ErrorCode.MALFORMED, f"frame type {f[0]} is not accepted by a server",
-                   request_id_or_0(f[1]), fatal=self._state is not State.OPEN)
+        """A frame type this role does not take in this state (or no known type at all).
+
+        Its id is never echoed: it is no request frame, and a client closes on an
+        ERROR whose id is not in flight (SPEC.md §7, §9).  After HELLO only this
+        frame is refused; before it (and on a client) the refusal is fatal.
+        """
+        raise _bad(ErrorCode.MALFORMED,
+                   f"frame type {f[0]} is not accepted by a {self.role.value}")
 
     # -- the pull view of receive() ------------------------------------------
 
@@ -522,18 +544,50 @@ class Connection(_Receiver):
             raise LocalProtocolError(f"request id {rid} names a live subscription")
 
     def _send_result(self, ev: Result) -> bytes:
+        if ev.id not in self._in_flight:
+            raise self._not_in_flight(ev)
         body = encode_result(ev)
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
-        self._in_flight.discard(ev.id)
+        self._in_flight.remove(ev.id)
         return pack_prefix(len(body)) + body
 
     def _send_answer(self, ev: Error | LeaseResult | AdminResult) -> bytes:
+        """An ERROR, LEASE_RESULT or ADMIN_RESULT: only for a request read and not yet answered.
+
+        ERROR may also answer a non-fatal refusal (its id is owed, never in flight)
+        or carry id 0.  Once the receiving side is ``CLOSED``, an ERROR with id 0
+        that no non-fatal refusal owes is the fatal one: the last thing a server
+        sends (answers to frames read before the fatal frame may precede it).
+        """
+        rid = ev.id
+        if self._ended:
+            raise LocalProtocolError(f"cannot send {type(ev).__name__}: the connection "
+                                     "ended with a fatal ERROR")
+        owed = type(ev) is Error and rid in self._owed
+        if rid not in self._in_flight and not owed and (rid or type(ev) is not Error):
+            raise self._not_in_flight(ev)
         body = self._send_other(ev)
-        self._in_flight.discard(ev.id)
-        if type(ev) is not LeaseResult:
-            self._subs.answered(ev.id, type(ev) is AdminResult)
+        if owed:
+            self._settle_owed(rid)
+        elif rid:
+            self._in_flight.discard(rid)
+            if type(ev) is not LeaseResult:
+                self._subs.answered(rid, type(ev) is AdminResult)
+        elif self._state is State.CLOSED:
+            self._ended = True
+            self._in_flight.clear()
+            self._owed.clear()
         return body
+
+    def _not_in_flight(self, ev: Result | Error | LeaseResult | AdminResult) -> LocalProtocolError:
+        if self._ended:
+            why = "the connection ended with a fatal ERROR"
+        elif self._state is State.AWAIT_HELLO:
+            why = "no HELLO has been accepted"
+        else:
+            why = f"request {ev.id} is not in flight"
+        return LocalProtocolError(f"cannot send {type(ev).__name__}: {why}")
 
     def _send_other(self, ev: Event) -> bytes:
         body = encode_body(ev)

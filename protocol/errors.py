@@ -49,7 +49,10 @@ class ProtocolError(ProtocolViolation):
 
     ``fatal`` means the byte stream can no longer be trusted (framing lost or
     handshake failed): the connection must be closed after the ERROR frame.
-    Otherwise only the request ``request_id`` is refused and decoding goes on.
+    A fatal error is about the connection, so its ``request_id`` is always 0
+    (SPEC.md §9), whatever the caller passed.  Otherwise only the request
+    ``request_id`` is refused (0 when its id could not be read) and decoding
+    goes on.
     """
 
     def __init__(
@@ -58,8 +61,12 @@ class ProtocolError(ProtocolViolation):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.request_id = request_id
+        self.request_id = 0 if fatal else request_id
         self.fatal = fatal
+
+    def as_fatal(self) -> ProtocolError:
+        """The same refusal, fatal (and so with id 0): before HELLO, and on a client."""
+        return ProtocolError(self.code, self.message, fatal=True)
 
 
 class LocalProtocolError(ProtocolViolation):

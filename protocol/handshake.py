@@ -1,7 +1,10 @@
 """HELLO / WELCOME payloads: validated with pydantic, off the hot path.
 
 The handshake happens once per connection, so it gets full validation and
-clear messages; request frames use hand checks (see ``codec``).
+clear messages; request frames use hand checks (see ``codec``).  Types are
+strict, as in every other frame (SPEC.md §3): an integer field takes an
+integer and nothing else (not ``1.0``, ``true`` or ``"1"``), a text field a
+str (not a bin), and a key that is present is never nil.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_serializer,
@@ -47,7 +53,13 @@ I2C_FUNC_SMBUS_EMUL = 0x0EFF0008
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 _IGNORE = ConfigDict(extra="ignore", frozen=True)  # newer peers may add keys
 
-BusName = Annotated[str, Field(min_length=1, max_length=MAX_BUS_NAME)]
+BusName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_BUS_NAME)]
+#: Unsigned 32-bit fields of the handshake maps.
+U32 = Annotated[StrictInt, Field(ge=0, le=0xFFFFFFFF)]
+
+#: ``model_validate(..., context=WIRE)`` marks a map that came off the wire, where a
+#: nil value is a wrong type (SPEC.md §4.1); Python callers may pass ``token=None``.
+WIRE = {"wire": True}
 
 
 class HelloInfo(BaseModel):
@@ -56,12 +68,20 @@ class HelloInfo(BaseModel):
     # Errors never echo the input: it may hold lease tokens.
     model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    version: int = PROTOCOL_VERSION
-    client: str = Field(default="", max_length=256)
+    version: StrictInt = PROTOCOL_VERSION
+    client: StrictStr = Field(default="", max_length=256)
     #: Bearer token for servers that require one; never in repr, logs or dumps of None.
-    token: str | None = Field(default=None, min_length=1, max_length=MAX_ACCESS_TOKEN, repr=False)
+    token: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_ACCESS_TOKEN,
+                                    repr=False)
     #: Lease tokens this connection holds (SPEC.md §4.1): secrets, never logged.
-    leases: list[str] = Field(default=[], max_length=MAX_HELLO_LEASES, repr=False)
+    leases: list[StrictStr] = Field(default=[], max_length=MAX_HELLO_LEASES, repr=False)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_nil_token(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None and info.context and info.context.get("wire"):
+            raise ValueError("token must be a string; leave the key out when there is none")
+        return v
 
     @field_validator("leases")
     @classmethod
@@ -86,9 +106,9 @@ class I2CBusInfo(BaseModel):
     model_config = _IGNORE
 
     name: BusName
-    functionality: int = Field(ge=0, le=0xFFFFFFFF)
-    max_msg_len: int = Field(ge=0)
-    description: str = ""
+    functionality: U32
+    max_msg_len: StrictInt = Field(ge=0)
+    description: StrictStr = ""
 
 
 class SpiBusInfo(BaseModel):
@@ -98,7 +118,7 @@ class SpiBusInfo(BaseModel):
 
     name: BusName
     config: SpiConfig
-    description: str = ""
+    description: StrictStr = ""
 
     @field_validator("config", mode="before")
     @classmethod
@@ -117,11 +137,11 @@ class SpiBusInfo(BaseModel):
 class LimitsInfo(BaseModel):
     model_config = _IGNORE
 
-    max_frame: int = Field(gt=0)
-    max_requests: int = Field(gt=0)
-    max_i2c_len: int = Field(ge=0)
-    max_spi_len: int = Field(ge=0)
-    max_in_flight: int = Field(gt=0)
+    max_frame: StrictInt = Field(gt=0)
+    max_requests: StrictInt = Field(gt=0)
+    max_i2c_len: StrictInt = Field(ge=0)
+    max_spi_len: StrictInt = Field(ge=0)
+    max_in_flight: StrictInt = Field(gt=0)
 
     def to_limits(self) -> Limits:
         return Limits(**self.model_dump())
@@ -132,9 +152,9 @@ class WelcomeInfo(BaseModel):
 
     model_config = _IGNORE
 
-    version: int = PROTOCOL_VERSION
-    server: str = ""
-    board: str = ""
+    version: StrictInt = PROTOCOL_VERSION
+    server: StrictStr = ""
+    board: StrictStr = ""
     i2c: list[I2CBusInfo] = []
     spi: list[SpiBusInfo] = []
     limits: LimitsInfo

@@ -204,6 +204,13 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert float(m.group(1)) <= 2.0, out.stdout  # systemd rates <= 2 "OK"/"SAFE"
     text = UNIT.read_text()
     assert "SupplementaryGroups=i2c spi" in text
+    # A descriptor per connection from accept on: the default limits must fit (issue 14).
+    from bridge.server.server import SPARE_FDS
+    from bridge.server.settings import LimitSettings
+
+    nofile = int(re.search(r"^LimitNOFILE=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    lim = LimitSettings()
+    assert nofile >= lim.max_clients + lim.max_pending + SPARE_FDS
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     ctx = check_cli(["busbridge", *exec_start.split()[1:]])
     assert ctx.params["config_path"] == "/etc/busbridge/board.toml"

@@ -34,6 +34,7 @@ from ..client import AsyncClient, ConnectionLost, Lease, RemoteError
 from ..dropin.session import env_leases
 from ..env import HOLDER as ENV_HOLDER
 from ..env import LEASE as ENV_LEASE
+from ..logs import printable, quoted
 from ..runtime import run as run_loop
 from .common import (
     CONTEXT,
@@ -57,8 +58,8 @@ class Scope:
     """What to lease: ``i2c:BUS``, ``i2c:BUS@ADDR``, ``spi:BUS`` or ``spi:BUS@CS``.
 
     ADDR follows the i2c commands' rule: 7-bit (0x00-0x7f), or 10-bit only in the
-    explicit ``@t0x2a5`` form, so an 8-bit address slip is refused, not leased.  (The
-    lease itself covers the number in both forms, SPEC.md §8.6.)
+    explicit ``@t0x2a5`` form, so an 8-bit address slip is refused, not leased.  The two
+    are different scopes: ``i2c:2@t0x050`` is not ``i2c:2@0x50`` (SPEC.md §8.6).
     """
 
     kind: str
@@ -124,7 +125,8 @@ async def take(client: AsyncClient, scope: Scope, *, ttl: int, holder: str, wait
     while True:
         try:
             return await client.lease_take(scope.bus, scope.address, scope.cs, ttl=ttl,
-                                           kind=scope.kind, holder=holder)
+                                           kind=scope.kind, holder=holder,
+                                           ten_bit=scope.ten_bit)
         except RemoteError as e:
             left = deadline - loop.time()
             if e.code is not ErrorCode.BUSY or left <= 0:
@@ -152,9 +154,16 @@ def _tokens(given: Sequence[str]) -> list[str]:
     return tokens
 
 
+def holder_text(info: LeaseInfo) -> str:
+    """The holder's own words, quoted and escaped, and who the server says took it:
+    ``"ci job 7" (token:ci)``.  Only the part in parentheses is vouched for."""
+    who = f" ({printable(info.client)})" if info.client else ""
+    return quoted(info.holder) + who
+
+
 def _describe(info: LeaseInfo) -> str:
-    return (f"lease {info.id} on {info.scope} held by {info.holder} until {info.expires} "
-            f"({info.remaining_ms / 1000:.0f} s left)")
+    return (f"lease {printable(info.id)} on {printable(info.scope)} held by {holder_text(info)} "
+            f"until {printable(info.expires)} ({info.remaining_ms / 1000:.0f} s left)")
 
 
 @click.group(context_settings=CONTEXT)
@@ -274,8 +283,10 @@ def lease_list(ctx: click.Context, as_json: bool) -> None:
     if not infos:
         click.echo("no leases")
         return
-    rows = [("ID", "SCOPE", "HOLDER", "FROM", "EXPIRES", "LEFT")] + [
-        (x.id, x.scope, x.holder, x.peer, x.expires, f"{x.remaining_ms / 1000:.0f}s")
+    # Every cell came from the server, the holder from whoever took the lease: escaped.
+    rows = [("ID", "SCOPE", "HOLDER", "CLIENT", "FROM", "EXPIRES", "LEFT")] + [
+        tuple(printable(c) for c in (x.id, x.scope, quoted(x.holder), x.client or "?", x.peer,
+                                     x.expires, f"{x.remaining_ms / 1000:.0f}s"))
         for x in infos]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:

@@ -18,9 +18,12 @@ from .. import env, logs
 from ..runtime import run
 from .common import CONTEXT, CliError, ConfigError, errmsg, hostport, need_aiomqtt
 
+METRICS_HINT = "pip install 'busbridge[metrics]'"
+
 if TYPE_CHECKING:
     from ..config import Board, MqttSettings
     from ..mqtt.presence import Presence
+    from ..server.metrics import MetricsServer
 
 
 @click.command(context_settings=CONTEXT)
@@ -44,6 +47,10 @@ if TYPE_CHECKING:
 @click.option("--tls-key", "key", metavar="PEM", default=None, help="Key of --tls-cert.")
 @click.option("--tls-client-ca", "client_ca", metavar="PEM", default=None,
               help="Require client certificates signed by this CA (mutual TLS).")
+@click.option("--metrics", metavar="HOST:PORT", default=None, envvar=env.METRICS,
+              show_envvar=True,
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free "
+                   "port); default: the board file's [server] metrics, else none.")
 @click.option("--insecure", is_flag=True, default=False,
               help="Allow a non-loopback --listen without authentication (trusted networks "
                    "only).")
@@ -59,8 +66,8 @@ if TYPE_CHECKING:
               show_default=True, help="Stop recording (and keep serving) at this size.")
 def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
           broker: str | None, advertise: str | None, cert: str | None, key: str | None,
-          client_ca: str | None, insecure: bool, replay: str | None, replay_mode: str,
-          record: str | None, record_max_mb: int) -> None:
+          client_ca: str | None, metrics: str | None, insecure: bool, replay: str | None,
+          replay_mode: str, record: str | None, record_max_mb: int) -> None:
     """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
 
     With a broker ([mqtt] in the board file, or --broker) the board announces
@@ -87,6 +94,11 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     if replay is not None and config_path is not None:
         raise click.UsageError("--replay serves a recording's buses: give it or --config, "
                                "not both")
+    if metrics is not None:
+        try:
+            parse_host_port(metrics)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--metrics") from None
     try:
         board = (replay_board(replay, replay_mode) if replay is not None
                  else load_board(config_path))
@@ -108,7 +120,13 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         board.close()
         raise ConfigError(f"TLS: {errmsg(e)}") from None
 
+    exporter = _metrics(metrics or board.server.metrics, board)
+
     def ready(server: Server) -> None:
+        if exporter is not None:
+            exporter.attach(server.stats, board.name)
+            where = f"http://{hostport(exporter.host, exporter.port)}/metrics"
+            logs.say(f"metrics on {where}", metrics=where)
         buses = f"i2c: {', '.join(board.i2c) or '-'}; spi: {', '.join(board.spi) or '-'}"
         listen = hostport(server.host, server.port)
         logs.say(f"serving board {board.name!r} on {listen} ({buses})", board=board.name,
@@ -141,6 +159,29 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def _metrics(spec: str | None, board: Board) -> MetricsServer | None:
+    """The Prometheus endpoint, bound now so a bad address stops us before serving."""
+    if spec is None:
+        return None
+    from ..addresses import parse_host_port
+
+    host, port = parse_host_port(spec)
+    try:
+        from ..server.metrics import MetricsServer
+    except ImportError:
+        board.close()
+        raise CliError(f"--metrics needs the Prometheus client: {METRICS_HINT}") from None
+    try:
+        return MetricsServer(host, port)
+    except OSError as e:
+        board.close()
+        raise CliError(f"cannot listen on {hostport(host, port)} for metrics: "
+                       f"{errmsg(e)}") from None
 
 
 def _mqtt_settings(board: Board, broker: str | None, advertise: str | None

@@ -190,17 +190,19 @@ class AsyncClient(Pipeline):
 
     async def lease_take(self, bus: str | int, address: int | None = None,
                          cs: int | None = None, *, ttl: int = 60, kind: str | None = None,
-                         holder: str = "") -> Lease:
+                         holder: str = "", ten_bit: bool = False) -> Lease:
         """Exclusive use of a bus, or of one I2C ``address`` / SPI ``cs`` on it, for ``ttl`` s.
 
-        ``kind`` defaults to ``"spi"`` when ``cs`` is given, else ``"i2c"``.  Raises
+        ``kind`` defaults to ``"spi"`` when ``cs`` is given, else ``"i2c"``.  An
+        address above 0x7f is 10-bit; ``ten_bit`` makes a low one 10-bit (a
+        10-bit 0x050 is another device than the 7-bit 0x50).  Raises
         :class:`RemoteError` with code ``busy`` (naming holder and expiry) if taken.
         The lease outlives this connection: release or let it expire.
         """
         kind = kind or ("spi" if cs is not None else "i2c")
         res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.TAKE, kind=kind,
                                              bus=str(bus), address=address, cs=cs, ttl=ttl,
-                                             holder=holder))
+                                             holder=holder, ten_bit=ten_bit))
         if res.token is None or len(res.leases) != 1:
             raise BusBridgeError("the server answered a lease take without one lease and token")
         return Lease(res.token, res.leases[0])
@@ -220,9 +222,20 @@ class AsyncClient(Pipeline):
         res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.RELEASE, token=token))
         return bool(res.released)
 
-    async def leases(self) -> list[LeaseInfo]:
-        """Every live lease on the board (anyone may look; no tokens)."""
-        return (await self._lease(LeaseRequest(self._next_id(), LeaseOp.LIST))).leases
+    async def leases(self, limit: int = 100_000) -> list[LeaseInfo]:
+        """Every live lease on the board (anyone may look; no tokens), page by page.
+
+        A board with many leases answers ``list`` in pages that each fit in a
+        frame; this follows the server's cursor for at most ``limit`` leases.
+        """
+        out: list[LeaseInfo] = []
+        after = ""
+        while True:
+            res = await self._lease(LeaseRequest(self._next_id(), LeaseOp.LIST, after=after))
+            out += res.leases
+            if res.next is None or not res.leases or len(out) >= limit or res.next == after:
+                return out[:limit]
+            after = res.next
 
     # -- the admin channel (SPEC.md §4.10) ---------------------------------------------
 

@@ -124,9 +124,10 @@ class Client(SyncClientBase):
         return self._call(self._client.admin(op, params, timeout))
 
     def lease_take(self, bus: str | int, address: int | None = None, cs: int | None = None, *,
-                   ttl: int = 60, kind: str | None = None, holder: str = "") -> Lease:
+                   ttl: int = 60, kind: str | None = None, holder: str = "",
+                   ten_bit: bool = False) -> Lease:
         return self._call(self._client.lease_take(bus, address, cs, ttl=ttl, kind=kind,
-                                                  holder=holder))
+                                                  holder=holder, ten_bit=ten_bit))
 
     def lease_renew(self, lease: Lease | str, ttl: int | None = None) -> LeaseInfo:
         return self._call(self._client.lease_renew(lease, ttl))

@@ -27,6 +27,9 @@ class ServerSettings(BaseModel):
 
     listen: str = DEFAULT_LISTEN
     request_timeout_ms: Annotated[int, Field(gt=0, le=MAX_TIMEOUT_MS)] = DEFAULT_REQUEST_TIMEOUT_MS
+    #: ``HOST:PORT`` of the Prometheus endpoint (``/metrics``); absent: none (docs/docker.md,
+    #: Metrics).
+    metrics: str | None = None
     #: Longest lease TTL the server grants (seconds); longer takes are refused.
     lease_max_ttl_s: Annotated[int, Field(gt=0, le=86_400)] = 3600
     # Security and limits (docs/security.md); the models live with their logic.
@@ -36,10 +39,11 @@ class ServerSettings(BaseModel):
     limits: LimitSettings = LimitSettings()
     access: list[AccessRule] = []
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics")
     @classmethod
-    def _check_listen(cls, v: str) -> str:
-        parse_host_port(v)
+    def _check_listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_host_port(v)
         return v
 
     @property

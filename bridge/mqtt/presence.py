@@ -107,7 +107,7 @@ def health(server: Server, started: float) -> dict[str, Any]:
     return {
         "schema": SCHEMA, "board": server.board.name, "at": utc_iso(),
         "uptime_s": round(time.monotonic() - started, 3),
-        "clients": len(server.sessions), **server.stats.snapshot(),
+        **server.stats.snapshot(),
     }
 
 

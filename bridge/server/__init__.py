@@ -3,9 +3,9 @@
 Nothing here imports the client wing; what both sides share is in ``protocol/``.
 """
 
+from .framing import READ_BUFFER
 from .scheduling import BoardLike
 from .server import Server, serve
-from .session import READ_BUFFER
 from .settings import LimitSettings, ServerPolicy
 
 __all__ = ["READ_BUFFER", "BoardLike", "LimitSettings", "Server", "ServerPolicy", "serve"]

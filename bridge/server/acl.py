@@ -6,10 +6,24 @@ default-deny: a request runs only if, for every one of its messages, some rule
 of that client (or of ``client = "*"``) matches the bus and the address / chip
 select and allows the direction.
 
-What counts as a write: an I2C request with ``M_RD`` clear and at least one data
-byte, and any SPI transfer with a non-empty ``tx``. A zero-length I2C request
-(a probe, SMBus quick) carries no data and counts as a read, so ``i2c detect``
-works for read-only clients (see docs/security.md for the caveat).
+Who a rule is for: ``token:NAME`` (a token of that name), ``cn:NAME`` (a
+client certificate with that subject CN), ``anonymous`` (a client with
+neither), ``*`` (everyone), or a bare ``NAME``: a token or a CN of that name.
+A connection's identity is spelled the same way (:func:`token_identity`,
+:func:`cert_identity`), so a certificate whose CN is ``anonymous`` or ``*`` is
+``cn:anonymous`` / ``cn:*`` and can never pass for an unauthenticated client.
+
+What counts as a write on I2C: a request with ``M_RD`` clear and at least one
+data byte; a zero-length request (a probe, SMBus quick) counts as a read, so
+``i2c detect`` works for read-only clients (see docs/security.md for the caveat).
+
+SPI is full duplex: every transfer clocks bytes out on MOSI, a receive-only one
+zeros (what Linux's SPI core sends without a tx buffer), and to a register chip
+the first byte is a command whatever the client meant.  So a read-only rule
+lets an SPI message run only if it lists ``read_commands`` and each chip-select
+assertion of the message clocks out one of those commands followed by zeros
+alone, in the rule's SPI mode, 8 bits per word, one wire: the only bytes that
+reach the device are those the board's owner wrote down (:class:`ReadCommands`).
 
 Taking a lease locks others out, so it needs read-write access to the whole
 leased scope: the address or chip select, or — for a bus-wide lease — a rule
@@ -24,17 +38,30 @@ admin ops need an admin rule (default deny, like everything else).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from protocol.events import I2CRequest, SpiRequest
 from protocol.leases import LeaseOp, LeaseRequest
-from protocol.virtio import I2C_FLAGS_M_RD
+from protocol.virtio import I2C_FLAGS_M_RD, SpiTransfer
 
-#: The client name of a connection that presented neither a token nor a certificate.
+#: The identity of a connection that presented neither a token nor a certificate.
 ANONYMOUS = "anonymous"
+TOKEN_PREFIX, CN_PREFIX = "token:", "cn:"
+
+#: Verdicts a connection keeps; past this many the cache starts over (it is a cache).
+MAX_CACHED_VERDICTS = 256
+
+
+def token_identity(name: str) -> str:
+    return TOKEN_PREFIX + name
+
+
+def cert_identity(cn: str) -> str:
+    return CN_PREFIX + cn
 
 
 def _address_range(v: Any) -> Any:
@@ -57,6 +84,68 @@ def _address_range(v: Any) -> Any:
 AddressRange = Annotated[tuple[int, int], BeforeValidator(_address_range)]
 
 
+@dataclass(frozen=True)
+class ReadCommands:
+    """The MOSI patterns a read-only SPI rule admits, each a list of ``(mask, value)`` bytes.
+
+    A pattern is written as bytes separated by spaces: two hex digits (``03``),
+    ``xx`` for any byte (an address byte), or eight of ``0``/``1``/``x`` for a
+    byte with some bits fixed (``1xxxxxxx``: bit 7 set, the read bit of ST and
+    Bosch sensors).  A chip-select assertion matches if its MOSI bytes start
+    with a whole pattern and every byte after it is 0x00.
+    """
+
+    patterns: tuple[tuple[tuple[int, int], ...], ...]
+
+    @classmethod
+    def parse(cls, texts: Sequence[str]) -> ReadCommands:
+        out = []
+        for text in texts:
+            pat = []
+            for tok in text.split():
+                t = tok.lower().removeprefix("0x")
+                if len(t) == 2 and t == "xx":
+                    pat.append((0, 0))
+                elif len(t) == 2 and all(c in "0123456789abcdef" for c in t):
+                    pat.append((0xFF, int(t, 16)))
+                elif len(t) == 8 and set(t) <= set("01x"):
+                    pat.append((int(t.replace("0", "1").replace("x", "0"), 2),
+                                int(t.replace("x", "0"), 2)))
+                else:
+                    raise ValueError(f"read command {text!r}: {tok!r} is not a byte (\"03\"), "
+                                     "\"xx\" or eight bits of 0/1/x (\"1xxxxxxx\")")
+            if not pat:
+                raise ValueError("a read command has at least one byte")
+            out.append(tuple(pat))
+        return cls(tuple(out))
+
+    def admits(self, mosi: bytes) -> bool:
+        for pat in self.patterns:
+            n = len(pat)
+            if len(mosi) >= n and all(mosi[i] & m == v for i, (m, v) in enumerate(pat)) \
+                    and not any(mosi[n:]):
+                return True
+        return False
+
+
+def mosi_segments(transfers: Sequence[SpiTransfer]) -> list[tuple[int, bytes]]:
+    """The bytes clocked out per chip-select assertion, with each one's first transfer.
+
+    A receive-only transfer clocks zeros; ``cs_change`` on any but the last
+    transfer ends an assertion (the last one's is dropped: the message ends).
+    """
+    segs: list[tuple[int, bytes]] = []
+    cur, first = bytearray(), 0
+    last = len(transfers) - 1
+    for i, t in enumerate(transfers):
+        cur += t.tx if t.tx is not None else bytes(t.rx_len)
+        if t.head.cs_change and i < last:
+            segs.append((first, bytes(cur)))
+            cur, first = bytearray(), i + 1
+    segs.append((first, bytes(cur)))
+    return segs
+
+
 class AccessRule(BaseModel):
     """One ``[[server.access]]`` entry."""
 
@@ -70,6 +159,10 @@ class AccessRule(BaseModel):
     access: Literal["read-only", "read-write"] = "read-write"
     #: Grants the admin ops (SPEC.md §4.10) on the buses this rule covers; only those.
     admin: bool = False
+    #: SPI, read-only: the commands a read may clock out (see :class:`ReadCommands`).
+    read_commands: list[str] | None = None
+    #: SPI, read-only: the devices' mode (CPOL << 1 | CPHA) reads must use.
+    spi_mode: Annotated[int, Field(ge=0, le=3)] = 0
 
     @model_validator(mode="after")
     def _check(self) -> AccessRule:
@@ -82,6 +175,9 @@ class AccessRule(BaseModel):
         if self.bus != "*" and (not sep or kind not in ("i2c", "spi") or not name):
             raise ValueError(f"bus {self.bus!r} must be \"i2c:NAME\", \"spi:NAME\", "
                              "\"i2c:*\", \"spi:*\" or \"*\"")
+        for prefix in (TOKEN_PREFIX, CN_PREFIX):
+            if self.client.startswith(prefix) and len(self.client) == len(prefix):
+                raise ValueError(f"client {self.client!r} names no {prefix[:-1]}")
         if self.addresses is not None:
             if kind != "i2c":
                 raise ValueError("addresses apply to I2C buses only (bus = \"i2c:...\")")
@@ -92,11 +188,28 @@ class AccessRule(BaseModel):
                                      f"0x00-{top:#x}")
         if self.chip_selects is not None and kind != "spi":
             raise ValueError("chip_selects apply to SPI buses only (bus = \"spi:...\")")
+        if self.read_commands is not None:
+            if kind != "spi" or self.access != "read-only":
+                raise ValueError("read_commands belong to read-only rules of SPI buses "
+                                 "(bus = \"spi:...\", access = \"read-only\")")
+            ReadCommands.parse(self.read_commands)
         return self
 
     @property
     def read_only(self) -> bool:
         return self.access == "read-only"
+
+    def commands(self) -> ReadCommands | None:
+        return ReadCommands.parse(self.read_commands) if self.read_commands else None
+
+    def matches_client(self, identity: str) -> bool:
+        """Is this rule for a connection of ``identity`` (``token:X``, ``cn:X``, anonymous)?"""
+        c = self.client
+        if c == "*" or c == identity:
+            return True
+        if c == ANONYMOUS or c.startswith((TOKEN_PREFIX, CN_PREFIX)):
+            return False
+        return identity in (TOKEN_PREFIX + c, CN_PREFIX + c)  # a bare name: token or CN
 
     def matches_bus(self, kind: str, bus: str) -> bool:
         if self.bus == "*":
@@ -125,34 +238,61 @@ class AccessRule(BaseModel):
         return f"access rule {index} (client {self.client!r}, {where}, {what})"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a client may do with one target: read, write, and which read-only rules apply."""
+
+    may_read: bool
+    may_write: bool
+    #: The first matching rule, described, when it forbids writes.
+    why: str
+    #: Matching read-only SPI rules that list read commands: (description, commands, mode).
+    reads: tuple[tuple[str, ReadCommands, int], ...] = ()
+
+
 class Acl:
     """All rules of a board, compiled per client when that client's handshake succeeds."""
 
     def __init__(self, rules: list[AccessRule]) -> None:
         self.rules = list(enumerate(rules))
 
-    def for_client(self, client: str) -> ClientAcl:
-        return ClientAcl(client, [(i, r) for i, r in self.rules if r.client in ("*", client)])
+    def for_client(self, identity: str, buses: Collection[tuple[str, str]] | None = None
+                   ) -> ClientAcl:
+        """``identity``'s rules; ``buses`` (kind, name) are the board's, whose verdicts are
+        cached (a bus name the client made up is judged, never remembered)."""
+        return ClientAcl(identity, [(i, r) for i, r in self.rules if r.matches_client(identity)],
+                         buses)
 
 
 class ClientAcl:
     """One client's rules; answers "may this request run?" with ``None`` or the reason."""
 
-    def __init__(self, client: str, rules: list[tuple[int, AccessRule]]) -> None:
+    def __init__(self, client: str, rules: list[tuple[int, AccessRule]],
+                 buses: Collection[tuple[str, str]] | None = None) -> None:
         self.client = client
         self.rules = rules
-        #: (kind, bus, target, ten_bit) -> (may read, may write, rule that forbids writes)
-        self._cache: dict[tuple[str, str, int, bool], tuple[bool, bool, str]] = {}
+        self._commands = {i: r.commands() for i, r in rules}
+        self._buses = frozenset(buses) if buses is not None else None
+        #: (kind, bus, target, ten_bit) -> verdict, for the board's buses only, bounded.
+        self._cache: dict[tuple[str, str, int, bool], Verdict] = {}
 
-    def _verdict(self, kind: str, bus: str, target: int, ten_bit: bool) -> tuple[bool, bool, str]:
+    def _verdict(self, kind: str, bus: str, target: int, ten_bit: bool) -> Verdict:
         key = (kind, bus, target, ten_bit)
         v = self._cache.get(key)
-        if v is None:
-            hits = [(i, r) for i, r in self.rules if not r.admin
-                    and r.matches_bus(kind, bus) and r.matches_target(kind, target, ten_bit)]
-            may_write = any(not r.read_only for _, r in hits)
-            why = hits[0][1].describe(hits[0][0]) if hits and not may_write else ""
-            v = self._cache[key] = (bool(hits), may_write, why)
+        if v is not None:
+            return v
+        hits = [(i, r) for i, r in self.rules
+                if not r.admin and r.matches_bus(kind, bus)
+                and r.matches_target(kind, target, ten_bit)]
+        may_write = any(not r.read_only for _, r in hits)
+        why = hits[0][1].describe(hits[0][0]) if hits and not may_write else ""
+        reads = tuple((r.describe(i), c, r.spi_mode) for i, r in hits
+                      if kind == "spi" and (c := self._commands[i]) is not None)
+        v = Verdict(bool(hits), may_write, why, reads)
+        if self._buses is None or (kind, bus) in self._buses:
+            if len(self._cache) >= MAX_CACHED_VERDICTS:
+                self._cache.clear()
+            self._cache[key] = v
         return v
 
     def check(self, ev: I2CRequest | SpiRequest | LeaseRequest) -> str | None:
@@ -163,23 +303,21 @@ class ClientAcl:
         if isinstance(ev, I2CRequest):
             for i, m in enumerate(ev.msgs):
                 is_write = not m.flags & I2C_FLAGS_M_RD and len(m.data) > 0
-                may_read, may_write, why = self._verdict("i2c", ev.bus, m.addr, m.ten_bit)
-                what = f"i2c bus {ev.bus!r} address {m.addr:#04x}" + (
-                    " (10-bit)" if m.ten_bit else "")
-                if not may_read:
-                    return f"no access rule lets {who} use {what} (message {i})"
-                if is_write and not may_write:
-                    return f"{why} forbids writes: {what} (message {i})"
+                v = self._verdict("i2c", ev.bus, m.addr, m.ten_bit)
+                if not v.may_read or (is_write and not v.may_write):
+                    what = f"i2c bus {ev.bus!r} address {m.addr:#04x}" + (
+                        " (10-bit)" if m.ten_bit else "")
+                    if not v.may_read:
+                        return f"no access rule lets {who} use {what} (message {i})"
+                    return f"{v.why} forbids writes: {what} (message {i})"
             return None
-        may_read, may_write, why = self._verdict("spi", ev.bus, ev.cs, False)
+        v = self._verdict("spi", ev.bus, ev.cs, False)
         what = f"spi bus {ev.bus!r} cs {ev.cs}"
-        if not may_read:
+        if not v.may_read:
             return f"no access rule lets {who} use {what}"
-        if not may_write:
-            for i, t in enumerate(ev.transfers):
-                if t.tx:
-                    return f"{why} forbids writes: {what} (transfer {i} sends data)"
-        return None
+        if v.may_write:
+            return None
+        return _spi_read_only(v, ev, what)
 
     def admin_denial(self, scopes: Iterable[tuple[str, str]]) -> str | None:
         """``None`` if an admin rule of this client covers every ``(kind, bus)`` of
@@ -205,10 +343,36 @@ class ClientAcl:
                      for _, r in self.rules)
             what = f"{ev.kind} bus {ev.bus!r}"
         else:
-            ok = self._verdict(ev.kind, ev.bus, target, target > 0x7F)[1]
-            what = (f"i2c bus {ev.bus!r} address {target:#04x}" if ev.kind == "i2c"
-                    else f"spi bus {ev.bus!r} cs {target}")
+            ten = ev.ten_bit
+            ok = self._verdict(ev.kind, ev.bus, target, ten).may_write
+            what = (f"i2c bus {ev.bus!r} address {target:#04x}" + (" (10-bit)" if ten else "")
+                    if ev.kind == "i2c" else f"spi bus {ev.bus!r} cs {target}")
         if ok:
             return None
         return (f"no access rule lets {who} lease {what}: a lease needs read-write access "
                 "to all of its scope")
+
+
+def _spi_read_only(v: Verdict, ev: SpiRequest, what: str) -> str | None:
+    """``None`` if some read-only rule's commands admit every assertion of ``ev``."""
+    if not v.reads:
+        return (f"{v.why} forbids writes: {what}: on SPI every transfer clocks bytes out on "
+                "MOSI, and the rule lists no read_commands")
+    for i, t in enumerate(ev.transfers):
+        h = t.head
+        if h.bits_per_word != 8 or h.tx_nbits > 1 or h.rx_nbits > 1 \
+                or all(h.mode != mode for _, _, mode in v.reads):
+            modes = "/".join(sorted({str(m) for _, _, m in v.reads}))
+            return (f"{v.why} forbids writes: {what} (transfer {i}): a read-only transfer "
+                    f"uses SPI mode {modes}, 8 bits per word and one wire")
+    segments = mosi_segments(ev.transfers)
+    for _rule, commands, mode in v.reads:
+        if all(t.head.mode == mode for t in ev.transfers) \
+                and all(commands.admits(mosi) for _, mosi in segments):
+            return None
+    for first, mosi in segments:
+        if not any(c.admits(mosi) for _, c, _ in v.reads):
+            shown = mosi[:8].hex(" ") + (" ..." if len(mosi) > 8 else "")
+            return (f"{v.why} forbids writes: {what} (transfer {first}): MOSI {shown or 'empty'} "
+                    "is none of its read_commands followed by zeros")
+    return f"{v.why} forbids writes: {what}: no single read-only rule admits every transfer"

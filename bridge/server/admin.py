@@ -80,7 +80,9 @@ class AdminSession(Protocol):
     client: str
     client_name: str
     conn: Connection
-    paused: bool
+
+    @property
+    def paused(self) -> bool: ...
     #: The client's access rules; None when the server has none (everything is open).
     acl: ClientAcl | None
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .acl import cert_identity, token_identity
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 HASH_SCHEME = "sha256"
@@ -186,18 +188,20 @@ class ServerSecurity:
         return self.client_certs or bool(self.tokens)
 
     def identify(self, token: str | None, cert_cn: str | None) -> tuple[str | None, str]:
-        """``(client name, "")`` for an accepted HELLO, ``(None, reason)`` for a refused one.
+        """``(identity, "")`` for an accepted HELLO, ``(None, reason)`` for a refused one.
 
-        A valid token names the client; without one, a verified certificate's CN
-        does. A token that does not match is refused even with a certificate.
+        A valid token names the client (``token:NAME``); without one, a verified
+        certificate's CN does (``cn:NAME``): the prefixes keep the two namespaces
+        apart, so a CN can never pose as a token, nor as the anonymous client.
+        A token that does not match is refused even with a certificate.
         """
         if token is not None and self.tokens:  # without tokens configured it grants nothing
             name = self.tokens.verify(token)
             if name is None:
                 return None, "invalid token"
-            return name, ""
+            return token_identity(name), ""
         if cert_cn is not None:
-            return cert_cn, ""
+            return cert_identity(cert_cn), ""
         if self.client_certs:  # a certificate without a CN
             return None, "client certificate has no common name"
         if self.tokens:

@@ -19,11 +19,14 @@ from protocol.errors import ErrorCode
 from protocol.events import Error, Event, I2CRequest, SpiRequest
 from protocol.leases import LeaseRequest
 
-from ..logs import event
+from ..logs import LogGate
 from .acl import ClientAcl
 from .settings import LimitSettings
 
 log = logging.getLogger("busbridge.server")
+
+#: Rate buckets of named clients kept; past it, full buckets (nothing to remember) go.
+MAX_BUCKETS = 4096
 
 
 class TokenBucket:
@@ -51,6 +54,7 @@ class SessionLike(Protocol):
     client: str
     last_frame: float
     loop: asyncio.AbstractEventLoop
+    gate: LogGate
 
     def send(self, ev: Event) -> None: ...
 
@@ -72,8 +76,8 @@ class Guard:
         if not isinstance(ev, I2CRequest | SpiRequest | LeaseRequest | AdminRequest):
             return False
         if self.bucket is not None and not self.bucket.take(s.loop.time()):
-            event(log, logging.INFO, "rate limited", peer=s.peer, client=s.client, id=ev.id,
-                  bus=getattr(ev, "bus", "-"))
+            s.gate.event(log, logging.INFO, "rate limited", peer=s.peer, identity=s.client,
+                         id=ev.id, bus=getattr(ev, "bus", "-"))
             s.send(Error(ev.id, ErrorCode.RATE_LIMITED,
                          f"client {s.client!r} is over its request rate "
                          f"({self.bucket.rate:g}/s, burst {self.bucket.size:g}); not run"))
@@ -83,8 +87,8 @@ class Guard:
             if why is not None:
                 kind = ("i2c" if isinstance(ev, I2CRequest) else "spi"
                         if isinstance(ev, SpiRequest) else ev.kind)
-                event(log, logging.WARNING, "request denied", peer=s.peer, client=s.client,
-                      id=ev.id, bus=f"{kind}:{ev.bus}", reason=why)
+                s.gate.event(log, logging.WARNING, "request denied", peer=s.peer,
+                             identity=s.client, id=ev.id, bus=f"{kind}:{ev.bus}", reason=why)
                 s.send(Error(ev.id, ErrorCode.DENIED, why))
                 return True
         return False
@@ -106,8 +110,9 @@ def make_guard(limits: LimitSettings, acl: ClientAcl | None, buckets: dict[str, 
                client: str | None, now: float) -> Guard | None:
     """The session's guard, or ``None`` when nothing needs checking per frame.
 
-    Authenticated clients share one bucket per name, so more connections do not
-    buy more rate; anonymous connections get one each.
+    Authenticated clients share one bucket per identity, so more connections do
+    not buy more rate; anonymous connections get one each.  The table of buckets
+    is bounded: when full, the buckets that have refilled (as good as new) go.
     """
     bucket = None
     if limits.rate:
@@ -116,8 +121,18 @@ def make_guard(limits: LimitSettings, acl: ClientAcl | None, buckets: dict[str, 
         else:
             bucket = buckets.get(client)
             if bucket is None:
+                if len(buckets) >= MAX_BUCKETS:
+                    _forget_full(buckets, now)
                 bucket = buckets[client] = TokenBucket(limits.rate, limits.bucket_size, now)
     stamp = limits.idle_timeout_s > 0
     if acl is None and bucket is None and not stamp:
         return None
     return Guard(acl, bucket, stamp)
+
+
+def _forget_full(buckets: dict[str, TokenBucket], now: float) -> None:
+    """Drop buckets that have refilled (a new one would be the same); else the oldest half."""
+    full = [k for k, b in buckets.items()
+            if b.tokens + (now - b.stamp) * b.rate >= b.size]
+    for k in full or list(buckets)[: len(buckets) // 2]:
+        del buckets[k]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.limits import DEFAULT_LIMITS, MAX_TIMEOUT_MS, Limits
 
@@ -59,6 +59,22 @@ class LimitSettings(BaseModel):
     keepalive_interval_s: Annotated[int, Field(ge=1, le=32767)] = 5
     keepalive_count: Annotated[int, Field(ge=1, le=127)] = 3
 
+    # -- hardening: connections not past HELLO, leases, memory (docs/security.md) --
+    #: Connections accepted and not yet past HELLO, waiting or in their handshake;
+    #: past it, the oldest waiting one of the source with the most waiting is closed.
+    max_pending: Annotated[int, Field(ge=1, le=65536)] = 256
+    #: Of those, how many do their handshake (TLS, then HELLO) at once, in all and
+    #: per source address (an IPv6 source is its /64); the others wait their turn.
+    max_handshakes: Annotated[int, Field(ge=1, le=65536)] = 64
+    max_handshakes_per_source: Annotated[int, Field(ge=1, le=65536)] = 8
+    #: Live leases on the board, and per client identity.
+    max_leases: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    max_leases_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    #: Bytes of answers owed (admitted requests' RESULTs, reads included) and answers
+    #: written but not yet taken by the peer, over all connections, and per connection.
+    answer_budget: Annotated[int, Field(ge=65536)] = 32 * 1024 * 1024
+    client_answer_budget: Annotated[int, Field(ge=65536)] = 4 * 1024 * 1024
+
     def protocol_limits(self, base: Limits = DEFAULT_LIMITS) -> Limits:
         return Limits(max_frame=self.max_frame, max_requests=base.max_requests,
                       max_i2c_len=base.max_i2c_len, max_spi_len=base.max_spi_len,
@@ -67,6 +83,19 @@ class LimitSettings(BaseModel):
     @property
     def bucket_size(self) -> float:
         return float(self.burst) if self.burst else max(1.0, self.rate)
+
+    @model_validator(mode="after")
+    def _budgets(self) -> LimitSettings:
+        if self.max_handshakes > self.max_pending:
+            raise ValueError(f"max_handshakes {self.max_handshakes} is above max_pending "
+                             f"{self.max_pending}")
+        if self.client_answer_budget < self.max_frame:
+            raise ValueError(f"client_answer_budget {self.client_answer_budget} is below "
+                             f"max_frame {self.max_frame}: no answer would fit")
+        if self.answer_budget < self.client_answer_budget:
+            raise ValueError(f"answer_budget {self.answer_budget} is below "
+                             f"client_answer_budget {self.client_answer_budget}")
+        return self
 
 
 @dataclass(frozen=True)

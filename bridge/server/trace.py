@@ -43,8 +43,9 @@ class Subscriber(Protocol):
     peer: str
     client: str
     conn: Connection
-    #: True while the transport is above its high-water mark (``pause_writing``).
-    paused: bool
+    @property
+    def paused(self) -> bool:
+        """True while the transport is above its high-water mark (``pause_writing``)."""
 
     def send(self, ev: Event) -> None: ...
 

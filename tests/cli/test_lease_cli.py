@@ -54,7 +54,8 @@ def test_take_list_use_renew_release_from_the_shell(server_thread: Running) -> N
     out = json.loads(took.stdout)
     token, lease_id = out["token"], out["lease"]["id"]
     assert token not in took.stderr  # only stdout carries the secret
-    assert f"took lease {lease_id} on i2c bus 1 address 0x48 held by ci job 42" in took.stderr
+    assert (f'took lease {lease_id} on i2c bus 1 address 0x48 held by "ci job 42" '
+            "(anonymous)") in took.stderr
 
     listed = bb(server_thread, "lease", "list")
     assert lease_id in listed.stdout
@@ -63,7 +64,7 @@ def test_take_list_use_renew_release_from_the_shell(server_thread: Running) -> N
 
     denied = bb(server_thread, "i2c", "get", "-y", "1", "0x48", "0x0f", "w")
     assert denied.returncode == 1
-    assert "busy: i2c bus 1 address 0x48 held by ci job 42 until" in denied.stderr
+    assert 'busy: i2c bus 1 address 0x48 held by "ci job 42" (anonymous) until' in denied.stderr
     assert f"(lease {lease_id})" in denied.stderr
 
     holder_env = {**env_without_lease(), "BUSBRIDGE_LEASE": token}
@@ -149,7 +150,7 @@ def test_run_lease_passes_the_token_to_the_child_and_releases_at_exit(
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["ident"] == 0x1701  # the child's drop-in smbus2 passed with the env token
-    assert got["outsider"].startswith("busy: i2c bus 1 held by nightly until ")
+    assert got["outsider"].startswith('busy: i2c bus 1 held by "nightly" (anonymous) until ')
     assert got["tokens"] == 1
     assert "holding lease" in out.stderr
     with Client(server_thread.host, server_thread.port) as c:
@@ -179,7 +180,7 @@ def test_run_lease_fails_at_once_when_busy_and_without_wait(server_thread: Runni
         out = bb(server_thread, "run", "--lease", "i2c:1", "--", sys.executable, "-c",
                  "open('ran', 'w')")
     assert out.returncode == 1
-    assert "busy: i2c bus 1 address 0x50 held by the flash job until" in out.stderr
+    assert 'busy: i2c bus 1 address 0x50 held by "the flash job" (anonymous) until' in out.stderr
     assert not (tmp_path / "ran").exists()
 
 
@@ -208,7 +209,7 @@ def test_run_lease_blocks_a_second_run_until_the_first_command_exits(
         assert second.wait(30) == 0
         assert float(started2.read_text()) > t_go
         err2 = second.stderr.read() if second.stderr else ""
-        assert "waiting up to 40 s: busy: i2c bus 1 address 0x50 held by job 1" in err2
+        assert 'waiting up to 40 s: busy: i2c bus 1 address 0x50 held by "job 1"' in err2
     finally:
         for p in (first, second):
             if p is not None and p.poll() is None:
@@ -306,7 +307,7 @@ def test_sigterm_while_waiting_releases_what_was_taken(server_thread: Running,
         try:
             assert p.stderr is not None
             line = p.stderr.readline()
-            assert "waiting up to 60 s: busy: i2c bus 1 held by the test" in line
+            assert 'waiting up to 60 s: busy: i2c bus 1 held by "the test"' in line
             assert sorted(x.scope for x in c.leases()) == ["i2c bus 1", "i2c bus 2"]
             p.send_signal(signal.SIGTERM)
             assert p.wait(20) == 128 + signal.SIGTERM

@@ -67,13 +67,27 @@ async def test_health_counts_requests_and_outcomes_per_bus(
         with pytest.raises(RemoteError, match="busy"):
             await other.transfer("1", [read(0x50, 1)])  # leased to c: refused
     h = await w.until("health", lambda p: p["requests"] == 6)
-    assert h["i2c"]["1"] == {"requests": 4, "errors": 0, "nacks": 0, "refused": 1,
-                             "timeouts": 0}
-    assert h["i2c"]["2"] == {"requests": 1, "errors": 0, "nacks": 1, "refused": 0,
-                             "timeouts": 0}
-    assert h["spi"]["0"] == {"requests": 1, "errors": 0, "nacks": 0, "refused": 0,
-                             "timeouts": 0}
-    for key in ("requests", "errors", "nacks", "refused", "timeouts"):
+    outcomes = ("requests", "errors", "nacks", "refused", "timeouts")
+
+    def bus(kind: str, name: str) -> dict[str, Any]:
+        return {k: h[kind][name][k] for k in (*outcomes, "bytes_read", "bytes_written",
+                                              "errnos", "codes", "in_flight", "leases")}
+
+    assert bus("i2c", "1") == {"requests": 4, "errors": 0, "nacks": 0, "refused": 1,
+                               "timeouts": 0, "bytes_read": 6, "bytes_written": 3,
+                               "errnos": {}, "codes": {"busy": 1}, "in_flight": 0, "leases": 1}
+    assert bus("i2c", "2") == {"requests": 1, "errors": 0, "nacks": 1, "refused": 0,
+                               "timeouts": 0, "bytes_read": 0, "bytes_written": 0,
+                               "errnos": {"ENXIO": 1}, "codes": {}, "in_flight": 0,
+                               "leases": 0}
+    assert bus("spi", "0") == {"requests": 1, "errors": 0, "nacks": 0, "refused": 0,
+                               "timeouts": 0, "bytes_read": 4, "bytes_written": 4,
+                               "errnos": {}, "codes": {}, "in_flight": 0, "leases": 0}
+    # Every answered request is in its bus's latency histogram, the refusal included.
+    assert [sum(h[k][n]["latency"]["buckets"]) for k, n in (("i2c", "1"), ("i2c", "2"),
+                                                            ("spi", "0"))] == [4, 1, 1]
+    assert len(h["latency_bounds_s"]) + 1 == len(h["i2c"]["1"]["latency"]["buckets"])
+    for key in outcomes:
         assert h[key] == sum(b[key] for kind in ("i2c", "spi") for b in h[kind].values())
     assert (h["protocol_errors"], h["lease_refused"]) == (0, 0)
     assert h["uptime_s"] > 0

@@ -68,13 +68,21 @@ def put_in_flight(conn: Connection, ids: Iterable[int]) -> Connection:
     return conn
 
 
+def answering(rid: int, limits: Limits = DEFAULT_LIMITS) -> Connection:
+    """A server connection that owes an answer to request ``rid`` (past HELLO, ``rid``
+    received): the only state in which it may send that RESULT, ERROR or LEASE_RESULT."""
+    return put_in_flight(handshake(Connection(Role.SERVER, limits)), [rid])
+
+
 def subscribe(conn: Connection, sid: int) -> Connection:
     """Subscription ``sid`` open on ``conn`` (past its handshake) through real traffic: a
     ``trace.start`` with that id and its ADMIN_RESULT, from whichever side is the peer."""
     start = AdminRequest(sid, "trace.start", {})
     if conn.role is Role.CLIENT:
         conn.send(start)
-        _took(conn, Connection(Role.SERVER).send(AdminResult(sid, {})))
+        peer = handshake(Connection(Role.SERVER))  # a server answers what it received
+        _took(peer, Connection(Role.CLIENT).send(start))
+        _took(conn, peer.send(AdminResult(sid, {})))
     else:
         _took(conn, Connection(Role.CLIENT).send(start))
         conn.send(AdminResult(sid, {}))

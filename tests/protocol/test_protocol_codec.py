@@ -335,12 +335,13 @@ def test_welcome_with_a_short_spi_config_is_fatal() -> None:
 
 
 def test_server_refuses_frame_types_it_does_not_accept() -> None:
-    # Before the handshake: fatal.  After: only that frame is refused.
+    # Before the handshake: fatal, id 0.  After: only that frame is refused, and its
+    # id is not echoed: a RESULT is no request frame (SPEC.md §9.1).
     e = refuse(server(handshaken=False), frame(encode_body(RESULT)))
-    assert (e.code, e.fatal) == (ErrorCode.MALFORMED, True)
+    assert (e.code, e.fatal, e.request_id) == (ErrorCode.MALFORMED, True, 0)
     conn = server()
     e = refuse(conn, frame(encode_body(RESULT)))
-    assert (e.code, e.fatal, e.request_id) == (ErrorCode.MALFORMED, False, 7)
+    assert (e.code, e.fatal, e.request_id) == (ErrorCode.MALFORMED, False, 0)
     assert feed(conn, frame(encode_body(Ping(1)))) == [Ping(1)]
 
 
@@ -574,8 +575,8 @@ def test_malformed_frames_are_not_fatal(body: bytes, rid: int) -> None:
     _assert_refused(frame(body), ErrorCode.MALFORMED, rid)
 
 
-def test_unknown_frame_type_after_handshake_is_not_fatal() -> None:
-    _assert_refused(raw_frame([99, 50]), ErrorCode.MALFORMED, 50)
+def test_unknown_frame_type_after_handshake_is_not_fatal_and_echoes_no_id() -> None:
+    _assert_refused(raw_frame([99, 50]), ErrorCode.MALFORMED, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_pair import handshake, put_in_flight
+from protocol_pair import answering, handshake, put_in_flight
 
 from protocol import (
     NEED_DATA,
@@ -229,8 +229,7 @@ def test_valid_requests_round_trip_exactly(ev: I2CRequest | SpiRequest) -> None:
 @FUZZ
 @given(ev=results())
 def test_valid_results_round_trip_exactly(ev: Result) -> None:
-    server = Connection(Role.SERVER, LIMITS)
-    data = server.send(ev)
+    data = answering(ev.id, LIMITS).send(ev)
     client = put_in_flight(Connection(Role.CLIENT, LIMITS), [ev.id])
     client.receive_data(data)
     assert client.next_event() == ev

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from protocol_pair import handshake, put_in_flight, subscribe
+from protocol_pair import answering, handshake, put_in_flight, subscribe
 
 import protocol
 from protocol import (
@@ -56,6 +56,8 @@ from protocol import (
 )
 from protocol.admin import AdminEvent, AdminRequest, AdminResult
 from protocol.connection import NEED_DATA
+from protocol.errors import ProtocolError
+from protocol.refusals import peek_id
 from protocol.virtio import I2C_FLAGS_FAIL_NEXT, SPI_CONFIG_SIZE, SPI_TRANSFER_HEAD_SIZE
 
 SPEC = Path(protocol.__file__).with_name("SPEC.md")
@@ -91,7 +93,9 @@ FULL_DUPLEX_HEAD = SpiTransferHead(
 PLAIN_HEAD = SpiTransferHead(chip_select_id=0, bits_per_word=8, freq=500_000)
 TOKEN = "q3JvZkQ1bXlfc2VjcmV0X3Rva2Vu"
 LEASE_50 = LeaseInfo("7f3a9c1e", "i2c", "1", 0x50, None, "ci job 7", "10.0.0.5", 60,
-                     "2026-12-01T08:01:00.000Z", 60000)
+                     "2026-12-01T08:01:00.000Z", 60000, False, "token:ci")
+LEASE_CS1 = LeaseInfo("c0ffee01", "spi", "0", None, 1, "nightly", "10.0.0.6", 300,
+                      "2026-12-01T08:04:00.000Z", 240000, False, "cn:lab-pc")
 
 CLIENT_TO_SERVER: dict[str, Event] = {
     "hello": Hello(HelloInfo(version=1, client="agent")),
@@ -118,6 +122,9 @@ CLIENT_TO_SERVER: dict[str, Event] = {
     "lease-renew": LeaseRequest(11, LeaseOp.RENEW, token=TOKEN, ttl=120),
     "lease-release": LeaseRequest(12, LeaseOp.RELEASE, token=TOKEN),
     "lease-list": LeaseRequest(13, LeaseOp.LIST),
+    "lease-list-after": LeaseRequest(16, LeaseOp.LIST, after="2"),
+    "lease-take-10bit": LeaseRequest(15, LeaseOp.TAKE, kind="i2c", bus="2", address=0x50,
+                                     ttl=60, ten_bit=True),
     "admin-sim-set": AdminRequest(20, "sim.set", {"kind": "i2c", "bus": "1", "addr": 0x48,
                                                   "values": {"temperature": 31.25}}),
     "admin-trace-start": AdminRequest(21, "trace.start", {"bus": "1"}),
@@ -165,6 +172,13 @@ SERVER_TO_CLIENT: dict[str, Event] = {
         [b"", b""],
         [Failure(1, 22, "spi bus 0 cs 0, transfer 1: bits_per_word 12 not in mask 0x80")],
     ),
+    "result-spi-param-err-two": Result(
+        10,
+        b"\x01\x02\x01",
+        [],
+        [Failure(0, 22, "spi bus 0 cs 0, transfer 0: bits_per_word 12 not in mask 0x80"),
+         Failure(2, 22, "spi bus 0 cs 0, transfer 2: cs_change 2 is not 0 or 1")],
+    ),
     "error-unknown-bus": Error(9, ErrorCode.UNKNOWN_BUS, "no I2C bus '7' on board 'demo'"),
     "error-handshake-required": Error(0, ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first"),
     "error-unauthorized": Error(0, ErrorCode.UNAUTHORIZED, "invalid token"),
@@ -176,8 +190,9 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     ),
     "pong": Pong(1),
     "lease-result-take": LeaseResult(10, [LEASE_50], token=TOKEN),
-    "error-busy": Error(14, ErrorCode.BUSY, "busy: i2c bus 1 address 0x50 held by ci job 7 "
-                        "until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
+    "error-busy": Error(14, ErrorCode.BUSY, 'busy: i2c bus 1 address 0x50 held by "ci job 7" '
+                        "(token:ci) until 2026-12-01T08:01:00.000Z (lease 7f3a9c1e)"),
+    "lease-result-list-page": LeaseResult(13, [LEASE_CS1], total=2, next="2"),
     "lease-result-release": LeaseResult(12, [], released=True),
     "welcome-admin": Welcome(WelcomeInfo(server="busbridge 0.1.0", board="demo",
                                          limits=SMALL_LIMITS, capabilities=["admin"])),
@@ -186,6 +201,20 @@ SERVER_TO_CLIENT: dict[str, Event] = {
     "event-trace-i2c": AdminEvent(21, TRACE_EVENT),
     "event-dropped": AdminEvent(21, {"kind": "dropped", "count": 3}),
     "admin-result-empty": AdminResult(22, {}),
+    "error-malformed-77": Error(77, ErrorCode.MALFORMED,
+                                "undecodable frame: the body ends inside its msgpack object"),
+    "error-malformed-0": Error(0, ErrorCode.MALFORMED, "PING frame must be [6, id]"),
+}
+
+#: Frames a server must refuse: the state it is in, the ERROR vector whose id and code
+#: the refusal has, and whether it is fatal (SPEC.md §12.19).
+REFUSED: dict[str, tuple[str, str, bool]] = {
+    "refused-truncated": ("open", "error-malformed-77", False),
+    "refused-ext-type": ("open", "error-malformed-77", False),
+    "refused-ping-arity": ("open", "error-malformed-0", False),
+    "refused-unknown-type": ("open", "error-malformed-0", False),
+    "refused-result-before-hello": ("before-hello", "error-malformed-0", True),
+    "refused-hello-token-nil": ("before-hello", "error-malformed-0", True),
 }
 
 STRUCTS: dict[str, I2CMsg | SpiTransferHead | SpiConfig] = {
@@ -199,6 +228,7 @@ ROLES: dict[str, Mapping[str, object]] = {
     "client-to-server": CLIENT_TO_SERVER,
     "server-to-client": SERVER_TO_CLIENT,
     "struct": STRUCTS,
+    "refused": REFUSED,
 }
 
 # -- parsing SPEC.md --------------------------------------------------------------------
@@ -337,10 +367,41 @@ def test_client_sends_exactly_the_vector(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(SERVER_TO_CLIENT))
 def test_server_sends_exactly_the_vector(name: str) -> None:
     expect = SERVER_TO_CLIENT[name]
-    conn = Connection(Role.SERVER)
-    if isinstance(expect, AdminEvent):
-        subscribe(handshake(conn), expect.id)  # an EVENT only for an open subscription
+    rid = getattr(expect, "id", 0)
+    if isinstance(expect, AdminEvent):  # an EVENT only for an open subscription
+        conn = subscribe(handshake(Connection(Role.SERVER)), expect.id)
+    else:  # an answer only to a request received
+        conn = answering(rid) if rid else handshake(Connection(Role.SERVER))
     assert conn.send(expect) == BY_NAME[name].data
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_vector(name: str) -> None:
+    """The server refuses the frame exactly as the vector says: id, code, fatality."""
+    v = BY_NAME[name]
+    state, answer, fatal = REFUSED[name]
+    assert (v.fields["state"], v.fields["answer"], v.fields["fatal"]) == (
+        state, answer, "yes" if fatal else "no")
+    expect = SERVER_TO_CLIENT[answer]
+    assert isinstance(expect, Error)
+    conn = Connection(Role.SERVER)
+    if state == "open":
+        handshake(conn)
+    (got, *rest) = conn.receive(v.data)
+    assert rest == []
+    assert isinstance(got, ProtocolError)
+    assert (got.code, got.request_id, got.fatal) == (expect.code, expect.id, fatal)
+    assert conn.closed is fatal
+    assert peek_id(v.data[4:]) == (0 if fatal else expect.id)
+
+
+def test_the_ext_type_is_the_only_thing_wrong_with_its_refused_vector() -> None:
+    body = BY_NAME["refused-ext-type"].data[4:]
+    ext = bytes.fromhex("d6ff00000000")
+    assert body.endswith(ext)
+    fixed = body[: -len(ext)] + b"\xc0"  # timeout_ms nil instead
+    (ev,) = handshake(Connection(Role.SERVER)).receive(frame(fixed))
+    assert ev == I2CRequest(77, "1", (write(0x3C),))
 
 
 def test_length_prefix_of_every_frame_vector_is_its_body_length() -> None:

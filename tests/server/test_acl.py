@@ -84,14 +84,14 @@ async def test_write_under_a_read_only_rule_is_denied_naming_it_and_touches_no_b
     assert await admin.transfer("1", [write(0x48, [0x02]), read(0x48, 2)]) == [limit]
     (rec,) = [r for r in caplog.records if r.getMessage() == "request denied"][:1]
     fields = rec.fields  # type: ignore[attr-defined]
-    assert (fields["client"], fields["bus"]) == ("ci", "i2c:1")
+    assert (fields["identity"], fields["bus"]) == ("token:ci", "i2c:1")
     assert "access rule 0" in fields["reason"]
 
 
 async def test_address_outside_every_rule_is_denied(ci: AsyncClient, board: Board) -> None:
     before = len(bus_log(board, "1"))
     err = await denied(ci.transfer("1", [read(0x50, 4)]))
-    assert err.message == "no access rule lets client 'ci' use i2c bus '1' address 0x50 " \
+    assert err.message == "no access rule lets client 'token:ci' use i2c bus '1' address 0x50 " \
                           "(message 0)"
     assert len(bus_log(board, "1")) == before
 
@@ -110,18 +110,19 @@ async def test_wildcard_client_rule_applies_to_everyone(ci: AsyncClient, board: 
     assert err.message.startswith("access rule 3 (client '*', i2c:2, read-only)")
 
 
-async def test_spi_chip_select_and_read_only(ci: AsyncClient, admin: AsyncClient,
-                                             board: Board) -> None:
+async def test_spi_chip_select_and_read_only_without_read_commands(
+        ci: AsyncClient, admin: AsyncClient, board: Board) -> None:
     spi = board.spi["0"]
     before = len(spi.log_snapshot())  # type: ignore[attr-defined]
-    (rx,) = await ci.spi_transfer("0", 1, [spi_xfer(None, 4)])  # receive only: a read
-    assert len(rx) == 4
-    err = await denied(ci.xfer("0", 1, b"\x01\x02"))
+    # Receive-only still clocks zeros out on MOSI: without read_commands it is refused.
+    err = await denied(ci.spi_transfer("0", 1, [spi_xfer(None, 4)]))
     assert err.message == ("access rule 1 (client 'ci', spi:0 cs 1, read-only) forbids "
-                           "writes: spi bus '0' cs 1 (transfer 0 sends data)")
+                           "writes: spi bus '0' cs 1: on SPI every transfer clocks bytes out "
+                           "on MOSI, and the rule lists no read_commands")
+    await denied(ci.xfer("0", 1, b"\x01\x02"))
     err = await denied(ci.xfer("0", 0, b"\x9f\x00\x00\x00"))
-    assert err.message == "no access rule lets client 'ci' use spi bus '0' cs 0"
-    assert len(spi.log_snapshot()) == before + 1  # type: ignore[attr-defined]
+    assert err.message == "no access rule lets client 'token:ci' use spi bus '0' cs 0"
+    assert len(spi.log_snapshot()) == before  # type: ignore[attr-defined]
     assert await admin.xfer("0", 0, b"\x9f\x00\x00\x00") == b"\xff\xef\x40\x16"
 
 
@@ -156,7 +157,7 @@ async def test_a_lease_needs_read_write_access_to_its_whole_scope(
     ci: AsyncClient, admin: AsyncClient,
 ) -> None:
     err = await denied(ci.lease_take("1", 0x48, ttl=5))  # read-only there
-    assert err.message == ("no access rule lets client 'ci' lease i2c bus '1' address 0x48: "
+    assert err.message == ("no access rule lets client 'token:ci' lease i2c bus '1' address 0x48: "
                            "a lease needs read-write access to all of its scope")
     await denied(ci.lease_take("2", ttl=5))  # a read-only rule for the whole bus
     await denied(ci.lease_take("0", cs=1, ttl=5))
@@ -164,3 +165,10 @@ async def test_a_lease_needs_read_write_access_to_its_whole_scope(
     lease = await admin.lease_take("1", ttl=5)  # read-write on everything
     assert [x.id for x in await ci.leases()] == [lease.info.id]
     assert await admin.lease_release(lease)
+
+
+async def test_a_client_no_rule_covers_gets_denied_not_unknown_bus(ci: AsyncClient) -> None:
+    """SPEC §9.4: access rules come before the bus lookup, so a client learns nothing
+    about which buses exist from buses it may not use."""
+    err = await denied(ci.i2c("9", [read(0x48, 1)]))
+    assert "no access rule" in err.message

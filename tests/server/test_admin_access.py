@@ -62,9 +62,9 @@ async def temperature(c: AsyncClient) -> float:
     return int.from_bytes(data, "big", signed=True) * 0.0078125
 
 
-NOT_ON_BUS_1 = ("no access rule grants client 'ci' the admin ops on i2c bus '1' "
+NOT_ON_BUS_1 = ("no access rule grants client 'token:ci' the admin ops on i2c bus '1' "
                 "(an admin = true rule covering it)")
-NOT_ANYWHERE = "no access rule grants client 'ci' the admin ops (admin = true)"
+NOT_ANYWHERE = "no access rule grants client 'token:ci' the admin ops (admin = true)"
 WHERE = {"kind": "i2c", "bus": "1"}
 
 
@@ -133,7 +133,7 @@ async def test_the_admins_trace_shows_the_other_clients_requests_by_name(
         events = [await asyncio.wait_for(anext(t), 10) for _ in range(2)]
         await lab.ping()
         assert t.pending == 0  # the denied op was no transaction
-    assert [(e["client"], e["name"]) for e in events] == [("ci", "ci runner")] * 2
+    assert [(e["client"], e["name"]) for e in events] == [("token:ci", "ci runner")] * 2
     assert [m["addr"] for m in events[0]["msgs"]] == [TMP117, TMP117]
     assert events[1]["msgs"][0]["data"] == b"\x00\x10"
     assert len(events[1]["msgs"][1]["data"]) == 4

@@ -19,7 +19,7 @@ from protocol import ErrorCode, frame
 
 EEPROM, TMP117 = 0x50, 0x48
 BUSY = re.compile(
-    r"^busy: i2c bus 1 address 0x50 held by (?P<holder>.+) until "
+    r"^busy: i2c bus 1 address 0x50 held by \"(?P<holder>.+)\" \((?P<client>[^)]+)\) until "
     r"(?P<until>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) \(lease (?P<id>[0-9a-f]{8})\)$")
 
 
@@ -111,10 +111,11 @@ async def test_a_bus_lease_blocks_every_address_and_spi_cs_leases_are_per_cs(
 ) -> None:
     a, b = clients
     await a.lease_take(1, ttl=30)
-    with pytest.raises(RemoteError, match=r"^busy: i2c bus 1 held by ci job 7 until "):
+    with pytest.raises(RemoteError,
+                       match=r'^busy: i2c bus 1 held by "ci job 7" \(anonymous\) until '):
         await b.i2c(1, [write(TMP117)])
     await a.lease_take(0, cs=1, ttl=30)  # kind inferred from cs: the SPI loopback
-    with pytest.raises(RemoteError, match=r"^busy: spi bus 0 cs 1 held by ci job 7"):
+    with pytest.raises(RemoteError, match=r'^busy: spi bus 0 cs 1 held by "ci job 7"'):
         await b.xfer(0, 1, b"\x01\x02")
     before = len(board.spi["0"].log_snapshot())  # type: ignore[attr-defined]
     (jedec,) = await b.spi_transfer(0, 0, [spi_xfer(b"\x9f\x00\x00\x00")])
@@ -158,7 +159,7 @@ async def test_the_taker_disconnecting_does_not_release(server: Server) -> None:
     await a.close()
     b = await connect(server, "other")
     try:
-        with pytest.raises(RemoteError, match="held by ci step 1"):
+        with pytest.raises(RemoteError, match='held by "ci step 1"'):
             await b.i2c(1, [write(EEPROM)])
         assert [x.id for x in await b.leases()] == [lease.id]
     finally:
@@ -300,7 +301,7 @@ async def test_raw_malformed_lease_frames_are_refused_and_the_connection_lives(
         assert await ask([8, 6, "list"]) == [
             5, 6, "malformed", "LEASE frame must be [8, id, op, params]"]
         ok = await ask([8, 7, "list", {}])
-        assert ok == [9, 7, {"leases": []}]
+        assert ok == [9, 7, {"leases": [], "total": 0}]
     finally:
         writer.close()
         await writer.wait_closed()

@@ -131,7 +131,7 @@ async def test_rate_limit_refuses_at_once_and_per_client(board: Board,
     assert time.monotonic() - t0 < 2.0  # refused, not queued
     refused = [r for r in results if isinstance(r, RemoteError)]
     assert [r.code for r in refused] == [ErrorCode.RATE_LIMITED] * 3
-    assert "client 'ci' is over its request rate (1/s, burst 3)" in refused[0].message
+    assert "client 'token:ci' is over its request rate (1/s, burst 3)" in refused[0].message
     ci2 = await connect(s, auth=ClientAuth(token="t" * 40))  # same client name: same bucket
     with pytest.raises(RemoteError, match="rate"):
         await works(ci2)
@@ -262,3 +262,56 @@ async def test_a_client_that_never_reads_cannot_grow_the_servers_buffer(
     assert sent * answer_len > 4 * (high + batch)  # it did ask for far more than that
     assert await works(client)  # other clients are served throughout
     sock.close()
+
+
+FD_PROBE = """
+import asyncio, resource, sys
+from bridge.config import load_board
+from bridge.logs import setup
+from bridge.server import Server
+
+soft, hard = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+setup()  # as busbridge serve: WARNING and up, key=value, to stderr
+
+async def main() -> None:
+    s = Server(load_board(None), host="127.0.0.1", port=0)
+    await s.start()
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    await s.close(grace=1.0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("hard", "soft_after", "warned"), [(4096, 576, False),
+                                                             (400, 400, True)])
+def test_the_server_raises_its_descriptor_limit_to_what_its_limits_need_or_warns(
+    hard: int, soft_after: int, warned: bool,
+) -> None:
+    """Default limits need max_clients + max_pending + 64 = 576 descriptors: the server
+    raises a lower soft limit that far, and says so when the hard limit is lower."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with open("/proc/self/status", encoding="ascii") as f:
+        if any(line.split()[:2] == ["Seccomp:", "2"] for line in f):
+            pytest.skip("under a seccomp filter the server leaves its limit alone")
+    if resource_hard() < hard:
+        pytest.skip(f"this process's hard descriptor limit is below {hard}")
+    out = subprocess.run([sys.executable, "-c", FD_PROBE, "100", str(hard)],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    assert int(out.stdout.split()[-1]) == soft_after
+    assert ("descriptor limit below what the connection limits need" in out.stderr) is warned
+    if warned:
+        assert "needed=576" in out.stderr, out.stderr
+        assert "limit=400" in out.stderr, out.stderr
+
+
+def resource_hard() -> int:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 30 if hard == resource.RLIM_INFINITY else hard

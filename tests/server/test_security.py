@@ -82,7 +82,7 @@ async def test_mtls_accepts_a_client_certificate_and_names_the_client_by_cn(
     async with await AsyncClient.connect("127.0.0.1", mtls_server.port, auth=ClientAuth(
             cafile=str(pki.ca), certfile=str(pki.client))) as c:
         assert await device_id(c) == b"\x01\x17"
-        assert [s.client for s in mtls_server.sessions] == ["ci-runner"]
+        assert [s.client for s in mtls_server.sessions] == ["cn:ci-runner"]
 
 
 @pytest.mark.parametrize("cert", [None, "stranger"])
@@ -111,7 +111,7 @@ async def test_right_token_is_accepted_and_names_the_client(token_server: Server
     async with await AsyncClient.connect("127.0.0.1", token_server.port,
                                          auth=ClientAuth(token=TOKEN)) as c:
         assert await device_id(c) == b"\x01\x17"
-        assert [s.client for s in token_server.sessions] == ["ci"]
+        assert [s.client for s in token_server.sessions] == ["token:ci"]
 
 
 async def test_wrong_token_is_refused_with_unauthorized(token_server: Server) -> None:

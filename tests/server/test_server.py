@@ -211,6 +211,22 @@ async def test_spi_param_err_runs_nothing_of_the_message(client: AsyncClient) ->
     assert status[0] & 0x02 == 0, "WREN must not have reached the flash"
 
 
+async def test_spi_param_err_has_one_failure_per_invalid_transfer(client: AsyncClient) -> None:
+    """SPEC §4.5 (vector result-spi-param-err-two): each invalid transfer gets its own
+    entry, in index order; the valid one, not run, gets TRANS_ERR and none."""
+    result = await client.spi("0", 0, [
+        spi_xfer(b"\x00\x00", bits_per_word=12),               # not in the mask
+        spi_xfer(b"\x06"),                                    # WREN: valid, must not run
+        spi_xfer(b"\x00", speed_hz=80_000_000),               # above the 50 MHz max
+    ])
+    assert list(result.status) == [SpiResult.PARAM_ERR, SpiResult.TRANS_ERR,
+                                   SpiResult.PARAM_ERR]
+    assert [(f.index, f.errno) for f in result.failures] == [(0, errno.EINVAL),
+                                                             (2, errno.EINVAL)]
+    assert "bits_per_word 12" in result.failures[0].message
+    assert "freq" in result.failures[1].message
+
+
 async def test_spi_param_err_answer_keeps_per_bus_order(
     client: AsyncClient, board: Board
 ) -> None:

@@ -1,0 +1,369 @@
+"""One connection's frames: reading with flow control, answers in bounded writes, closing.
+
+Two layers.  :class:`FlowControl` decides when to read: a read is handled a
+chunk per turn of the loop, and nothing more is read while the peer leaves
+answers unread.  :class:`FramedProtocol` feeds what is read to its sans-I/O
+:class:`~protocol.connection.Connection`, batches the answers made while
+handling one read, charges them to the answer budget, and closes carefully
+(the half-close, a peer that stopped reading).  What a frame means is
+:class:`~.session.Session`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from protocol.connection import Connection, LocalProtocolError, Role
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.events import Error, Event, Failure, Ping, Result
+from protocol.limits import Limits
+
+from ..logs import LogGate, event
+from .budget import AnswerBudget
+from .reqlog import RequestLog
+from .stats import ServerStats
+from .tally import RequestTally
+
+log = logging.getLogger("busbridge.server")
+
+#: Size of each connection's read buffer.
+READ_BUFFER = 65536
+#: Seconds a closing connection gets to take its last answers before it is aborted.
+CLOSE_GRACE = 1.0
+#: Longest failure message sent; SPEC.md asks servers to keep them short.
+MAX_MESSAGE = 512
+#: Answers waiting unread (write buffer) past which a connection is not read, until
+#: they are down to HOLD_LOW; checked every HOLD_POLL seconds meanwhile.
+HOLD_HIGH, HOLD_LOW, HOLD_POLL = 64 * 1024, 16 * 1024, 0.05
+#: A read is decoded and answered this many bytes at a time (see ``data_received``):
+#: enough for max_in_flight small frames written at once to be accepted together.
+CHUNK = 16 * 1024
+#: The most handed to the transport in one write (see ``FlowControl.write``).
+PIECE = 64 * 1024
+
+
+class FlowControl(asyncio.BufferedProtocol):
+    """When to read, and writes the peer's slowness cannot turn into hidden memory.
+
+    A ``BufferedProtocol``: reads land in one reused buffer, which spares the
+    default loop its 256 KiB allocation per read (cpython#85451).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+        self.open = False
+        #: The transport's write buffer as last measured (answers the peer has not taken).
+        self.buffered = 0
+        self._writing_paused = False
+        #: Reading paused for one loop iteration, to let other connections be read.
+        self._yielding = False
+        #: Reading paused until the answers waiting unread drain (``_hold``).
+        self._held = False
+        #: The rest of a read, raw, waiting for the peer to take the answers so far.
+        self._stash: bytes | None = None
+        self._rview = memoryview(bytearray(READ_BUFFER))
+
+    def note_buffer(self) -> None:
+        """Measure the write buffer (the subclass also tells the budget)."""
+        raise NotImplementedError
+
+    # -- reading ---------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rview[:nbytes])
+        if nbytes == READ_BUFFER and self.open and not self._yielding:
+            # A full buffer: more is probably waiting.  libuv would read this socket
+            # up to 32 times in a row before serving any other; let the others go first.
+            self._yielding = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._read_again)
+
+    def _read_again(self) -> None:
+        self._yielding = False
+        self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        """Read again unless something still holds reading: a yield, a peer that takes
+        no answers (the transport's pause, or our own hold), or a read not yet handled."""
+        if self.open and not (self._yielding or self._writing_paused or self._held
+                              or self._stash is not None):
+            self.transport.resume_reading()
+
+    def _hold(self) -> None:
+        """Answers wait unread past ``HOLD_HIGH``: read nothing until they drain.
+
+        The transport's own pause is not enough: behind TLS it counts only what the
+        TLS layer holds, not the encrypted bytes below it.
+        """
+        if not self._held and self.open:
+            self._held = True
+            self.transport.pause_reading()
+            self.loop.call_later(HOLD_POLL, self._check_hold)
+
+    def _check_hold(self) -> None:
+        if not self.open:
+            return
+        self.note_buffer()
+        if self.buffered > HOLD_LOW:
+            self.loop.call_later(HOLD_POLL, self._check_hold)
+            return
+        self._held = False
+        if self._stash is not None:
+            self._unstash()
+        else:
+            self._maybe_resume()
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Decode and handle what one read delivered (the subclass does)."""
+        raise NotImplementedError
+
+    def _unstash(self) -> None:
+        """Handle the rest of a read that waited for the peer (the subclass does)."""
+        raise NotImplementedError
+
+    def pause_writing(self) -> None:
+        # A client that does not read stops being read: no unbounded buffering.
+        self._writing_paused = True
+        self.transport.pause_reading()
+        self.note_buffer()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self.note_buffer()
+        if self._stash is not None and not self._held:
+            self.loop.call_soon(self._unstash)  # reading resumes once the rest is handled
+        else:
+            self._maybe_resume()
+        self.writable()
+
+    @property
+    def paused(self) -> bool:
+        """The transport is above its high-water mark: streamed events wait (trace.py)."""
+        return self._writing_paused
+
+    def writable(self) -> None:
+        """The transport takes data again: the subclass sends what waited."""
+
+    def write(self, answers: list[bytes]) -> None:
+        """Write ``answers`` in pieces of at most ``PIECE`` bytes.
+
+        A write the socket takes only in part stays pinned whole while the
+        transport counts only its unsent rest (uvloop keeps a view of it); a 4 MiB
+        batch the kernel took but 100 KiB of pinned 4 MiB the budget never saw.
+        In pieces, what is pinned and not counted is under ``PIECE`` a connection.
+        """
+        piece: list[bytes] = []
+        size = 0
+        for data in answers:
+            if size + len(data) > PIECE and piece:
+                self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
+                piece, size = [], 0
+            if len(data) > PIECE:
+                for off in range(0, len(data), PIECE):
+                    self.transport.write(data[off:off + PIECE])
+                continue
+            piece.append(data)
+            size += len(data)
+        if piece:
+            self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
+
+
+class FramedProtocol(FlowControl):
+    """The frames of one connection: decoding, batched answers, the budget, closing.
+
+    While a read is handled, answers collect in ``_batch`` and go out together.
+    """
+
+    #: Where refusals are logged, at a bounded rate (the server's, for a session).
+    gate: LogGate
+
+    def __init__(self, stats: ServerStats, limits: Limits, budget: AnswerBudget) -> None:
+        super().__init__()
+        self.stats = stats
+        self.budget = budget
+        #: Bytes reserved for the answers of admitted requests (by id), and their sum.
+        self._costs: dict[int, int] = {}
+        self.owed = 0
+        self.conn = Connection(Role.SERVER, limits)
+        self.peer = "?"
+        self.eof = False
+        self._batch: list[bytes] | None = None
+        #: Bytes in ``_batch``: answers made, counted by the budget, not yet written.
+        self._batched = 0
+        #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
+        self.reqlog: RequestLog | None = None
+        #: Each bus request from arrival to answer: latency, bytes, queue (stats.py).
+        self.tally = RequestTally(stats)
+
+    # -- the answer budget -----------------------------------------------------------
+
+    def note_buffer(self) -> None:
+        """Measure the write buffer for the budget (it shrinks unannounced), with the
+        answers batched for it and not written yet."""
+        if self.open:
+            self.budget.buffer(self, self.transport.get_write_buffer_size() + self._batched)
+
+    def reserve(self, rid: int, cost: int) -> bool:
+        """Charge an admitted request's answer to the budget, or refuse it (not run)."""
+        why = self.budget.refusal(self, cost)
+        if why is None:
+            self._costs[rid] = cost
+            return True
+        self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
+        return False
+
+    def _settle(self, rid: int) -> None:
+        cost = self._costs.pop(rid, 0)
+        if cost:
+            self.budget.release(self, cost)
+
+    def release_budget(self) -> None:
+        """The connection is gone: nothing it reserved or buffered counts any more."""
+        self._costs.clear()
+        self.budget.release(self, self.owed)
+        self.budget.buffer(self, 0)
+
+    def eof_received(self) -> bool | None:
+        # Half-closed by the client: answer what is in flight, then close.
+        self.eof = True
+        if self.transport.get_extra_info("ssl_object") is not None:
+            # TLS has no half-close (SPEC §1): the client's close_notify, or a FIN, ends
+            # the session.  Nothing more is sent (after a close_notify it would be an
+            # error to the peer); frames not started are withdrawn as for a drop.
+            return False
+        # The one receive path: b"" is the end of the stream.  Ending inside a frame
+        # is a fatal malformed (SPEC §9.3): said before closing.
+        for e in self.conn.receive(b""):
+            if isinstance(e, ProtocolError):
+                self._refuse(e)
+                return False
+        if self.conn.in_flight:
+            self._probe_peer()
+        return bool(self.conn.in_flight)
+
+    def _probe_peer(self) -> None:
+        """A FIN means "done sending" or "died" (SIGKILL closes with a FIN too).
+
+        Write a PING: a dead peer's kernel answers it with an RST, which sets
+        the socket's error; then the connection is dropped, and its requests
+        still queued are withdrawn instead of running for nobody.  A live
+        half-closed client loses nothing.
+        """
+        self.send(Ping(1))
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+
+        def check() -> None:
+            try:
+                gone = self.open and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                return  # already closed: connection_lost has run or is about to
+            if gone:
+                event(log, logging.INFO, "peer gone after its FIN", peer=self.peer)
+                self.transport.abort()
+
+        for delay in (0.0, 0.1, 1.0):  # loopback answers at once; allow a WAN round trip
+            self.loop.call_later(delay, check)
+
+    # -- answers -------------------------------------------------------------------------
+
+    def send(self, ev: Event) -> None:
+        if self._costs and type(ev) is Error:
+            self._settle(ev.id)
+        if self.reqlog is not None:
+            self.reqlog.answered(ev)
+        if type(ev) is Error:
+            self.tally.error(ev)
+        if not self.open or self.transport.is_closing():
+            self.conn.withdraw(getattr(ev, "id", 0))
+            return
+        try:
+            data = self.conn.send(ev)
+        except LocalProtocolError as e:
+            # Cannot happen for RESULTs the decoder admitted; never leave a request unanswered.
+            log.exception("cannot encode answer", extra={"fields": {"peer": self.peer}})
+            rid = getattr(ev, "id", 0)
+            data = self.conn.send(Error(rid, ErrorCode.INTERNAL, short_message(str(e))))
+        if self._batch is not None:
+            self._batch.append(data)
+            self._batched += len(data)
+            self.budget.grow(self, len(data))  # counted now: the batch is written after the read
+        else:
+            self.write([data])
+
+    def answer(self, rid: int, status: bytes, reads: list[bytes],
+               failures: list[Failure]) -> None:
+        """The RESULT of request ``rid``, as the bus left it (counted by the scheduler)."""
+        self._settle(rid)
+        if self.reqlog is not None:
+            self.reqlog.answered(Result(rid, status, reads, failures))
+        self.tally.result(rid, status, reads, failures)
+        if failures:
+            for f in failures:
+                if len(f.message) > MAX_MESSAGE:
+                    f.message = short_message(f.message)
+        result = Result(rid, status, reads, failures)
+        if self.open and self._batch is not None:
+            try:
+                data = self.conn.send(result)
+                self._batch.append(data)
+                self._batched += len(data)
+                self.budget.grow(self, len(data))
+            except LocalProtocolError:
+                self.send(result)  # answers INTERNAL
+        else:
+            self.send(result)
+            self.note_buffer()
+        if self.eof and not self.conn.in_flight:
+            self.close()  # half-closed by the client and all answered
+
+    def _refuse(self, e: ProtocolError) -> None:
+        self.stats.protocol_errors += 1
+        self.gate.event(log, logging.WARNING if e.fatal else logging.INFO, "frame refused",
+                        peer=self.peer, id=e.request_id, code=str(e.code), reason=e.message,
+                        fatal=e.fatal)
+        self.send(Error(e.request_id, e.code, e.message))
+        if e.fatal:
+            self._flush()
+            self.close()
+
+    def _flush(self) -> None:
+        """Write the answers batched so far now (the connection is about to close, or
+        they are many)."""
+        if self._batch:
+            self.write(self._batch)
+            self._batch.clear()
+            self._batched = 0
+            self.note_buffer()
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close after the pending answers, or abort if the peer does not take them.
+
+        ``transport.close()`` waits for the write buffer to drain; a peer that
+        stopped reading (frozen, half-open) would keep its session, and megabytes
+        of answers, for ever.
+        """
+        if self.transport.is_closing():
+            return  # closed already (a TLS transport may be detached from its buffer)
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.loop.call_later(CLOSE_GRACE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.open:
+            event(log, logging.INFO, "connection aborted: the peer took no data",
+                  peer=self.peer, buffered=self.transport.get_write_buffer_size())
+            self.transport.abort()
+
+
+def short_message(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
