@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "bridge")
 SHARED = {"bridge", "bridge.addresses", "bridge.compiled", "bridge.env", "bridge.logs",
-          "bridge.runtime"}
+          "bridge.recording", "bridge.runtime"}
 
 
 def _modules() -> dict[str, Path]:

@@ -54,9 +54,20 @@ if TYPE_CHECKING:
 @click.option("--insecure", is_flag=True, default=False,
               help="Allow a non-loopback --listen without authentication (trusted networks "
                    "only).")
+@click.option("--replay", metavar="FILE", default=None,
+              help="Serve a recording instead of a board: every recorded bus as a replay "
+                   "bus (docs/record.md); not with --config.")
+@click.option("--replay-mode", type=click.Choice(["strict", "lenient"]), default="strict",
+              show_default=True, help="How --replay answers.")
+@click.option("--record", metavar="FILE", default=None,
+              help="Write every transaction the board executes to FILE (a recording a "
+                   "replay bus serves back; docs/record.md).")
+@click.option("--record-max-mb", type=click.IntRange(1), metavar="MB", default=1024,
+              show_default=True, help="Stop recording (and keep serving) at this size.")
 def serve(config_path: str | None, listen: str | None, request_timeout: int | None,
           broker: str | None, advertise: str | None, cert: str | None, key: str | None,
-          client_ca: str | None, metrics: str | None, insecure: bool) -> None:
+          client_ca: str | None, metrics: str | None, insecure: bool, replay: str | None,
+          replay_mode: str, record: str | None, record_max_mb: int) -> None:
     """Serve a board's buses until SIGINT/SIGTERM, then finish in-flight requests and exit.
 
     With a broker ([mqtt] in the board file, or --broker) the board announces
@@ -68,11 +79,12 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
 
     from ..addresses import parse_host_port
     from ..compiled import build_status
-    from ..config import BoardConfigError, load_board
+    from ..config import BoardConfigError, load_board, replay_board
     from ..mqtt.announce import serve_announced
     from ..server import Server
     from ..server import serve as serve_board
     from ..server.auth import InsecureListenError, is_loopback
+    from ..server.record import RecordError
     from ..server.settings import server_policy
 
     if listen is not None:
@@ -80,13 +92,17 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
             host, port = parse_host_port(listen)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
+    if replay is not None and config_path is not None:
+        raise click.UsageError("--replay serves a recording's buses: give it or --config, "
+                               "not both")
     if metrics is not None:
         try:
             parse_host_port(metrics)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--metrics") from None
     try:
-        board = load_board(config_path)
+        board = (replay_board(replay, replay_mode) if replay is not None
+                 else load_board(config_path))
     except BoardConfigError as e:
         raise ConfigError(str(e)) from None
     if listen is None:
@@ -116,6 +132,8 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
         listen = hostport(server.host, server.port)
         logs.say(f"serving board {board.name!r} on {listen} ({buses})", board=board.name,
                  listen=listen)
+        if record is not None:
+            logs.say(f"recording every transaction to {record}", record=record)
         sec = server.security
         auth = [x for x, on in (("client certificates", sec.client_certs),
                                 ("tokens", bool(sec.tokens))) if on]
@@ -133,10 +151,14 @@ def serve(config_path: str | None, listen: str | None, request_timeout: int | No
     try:
         run(serve_announced(announce, board.description, lambda on_ready: serve_board(
             board, host=host, port=port, policy=policy, request_timeout=timeout_s,
-            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s), ready, _announced))
+            ready=on_ready, max_lease_ttl=board.server.lease_max_ttl_s, record=record,
+            record_max_bytes=record_max_mb << 20), ready, _announced))
     except InsecureListenError as e:
         board.close()
         raise ConfigError(str(e)) from None
+    except RecordError as e:
+        board.close()
+        raise CliError(str(e.strerror)) from None
     except OSError as e:
         board.close()
         raise CliError(f"cannot listen on {hostport(host, port)}: {errmsg(e)}") from None

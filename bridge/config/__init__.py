@@ -2,7 +2,7 @@
 
 - ``board``: the whole file (:class:`BoardConfig`), the built :class:`Board`, loading and
   the error messages that point into the file
-- ``buses``: ``[[i2c]]`` / ``[[spi]]``, simulated or Linux
+- ``buses``: ``[[i2c]]`` / ``[[spi]]``, simulated, Linux or replay (from a recording)
 - ``devices/``: the simulated device types (how to add one: its docstring)
 - ``settings``: ``[server]`` and ``[mqtt]``
 - ``fields``: the number and name types they all use
@@ -19,6 +19,7 @@ from .board import (
     default_board_text,
     load_board,
     load_board_config,
+    replay_board,
 )
 from .settings import MqttSettings, ServerSettings
 
@@ -34,4 +35,5 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
+    "replay_board",
 ]

@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from ..buses.base import I2CBackend, SpiBackend
 from ..buses.sim import control
 from ..buses.sim.control import Controllable, Kind
+from ..recording import RecordingError, read_recording
 from .buses import I2CBusSpec, SpiBusSpec
 from .fields import STRICT
 from .settings import MqttSettings, ServerSettings
@@ -194,14 +195,19 @@ def _problem(data: Any, err: Any) -> str:
     return f"{where}: {msg}"
 
 
-def board_config_from_toml_text(text: str, source: str = "<text>") -> BoardConfig:
-    """Parse and validate; raises :class:`BoardConfigError` naming ``source``."""
+def board_config_from_toml_text(text: str, source: str = "<text>",
+                                base_dir: str | None = None) -> BoardConfig:
+    """Parse and validate; raises :class:`BoardConfigError` naming ``source``.
+
+    Relative file names in the board (a replay bus's ``file``) are taken from
+    ``base_dir`` (the board file's directory), else from the working directory.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise BoardConfigError(source, [f"not valid TOML: {e}"]) from None
     try:
-        return BoardConfig.model_validate(data)
+        return BoardConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
         raise BoardConfigError(source, [_problem(data, err) for err in e.errors()]) from None
 
@@ -253,13 +259,35 @@ def load_board_config(path: str | os.PathLike[str] | None) -> BoardConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BoardConfigError(source, [f"not UTF-8: {e}"]) from None
-    return board_config_from_toml_text(text, source)
+    return board_config_from_toml_text(text, source, os.path.dirname(os.path.abspath(source)))
 
 
 def load_board(path: str | os.PathLike[str] | None) -> Board:
     """Load and build a board; ``None`` loads the packaged simulated board."""
     source = f"<embedded {DEFAULT_BOARD}>" if path is None else os.fspath(path)
     return build_board(load_board_config(path), source)
+
+
+def replay_board(path: str, mode: str = "strict") -> Board:
+    """Every bus of a recording as a replay bus (``busbridge serve --replay FILE``).
+
+    The board is named after the recorded one; its server settings are the defaults.
+    """
+    try:
+        rec = read_recording(path)
+    except OSError as e:
+        raise BoardConfigError(path, [f"cannot read recording: {e.strerror or e}"]) from None
+    except RecordingError as e:
+        raise BoardConfigError(path, [str(e)]) from None
+    data: dict[str, Any] = {"name": f"{rec.header.get('board') or 'board'} (replay)"}
+    for kind in ("i2c", "spi"):
+        data[kind] = [{"name": n, "backend": "replay", "file": path, "mode": mode}
+                      for n in rec.buses(kind)]
+    try:
+        config = BoardConfig.model_validate(data)
+    except ValidationError as e:
+        raise BoardConfigError(path, [_problem(data, err) for err in e.errors()]) from None
+    return build_board(config, path)
 
 
 __all__ = [
@@ -273,4 +301,5 @@ __all__ = [
     "default_board_text",
     "load_board",
     "load_board_config",
+    "replay_board",
 ]

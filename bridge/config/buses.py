@@ -1,4 +1,4 @@
-"""Board-file types of the buses: ``[[i2c]]`` and ``[[spi]]``, simulated or Linux.
+"""Board-file types of the buses: ``[[i2c]]`` and ``[[spi]]``: simulated, Linux or replay.
 
 ``backend`` selects the spec from the two unions at the end.  A simulated bus
 checks its devices against each other (one device per address or chip
@@ -8,14 +8,23 @@ select); a Linux bus only names device files, opened when the board is built.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from protocol.virtio import SpiConfig
 
 from ..buses.base import I2CBackend, SpiBackend
+from ..buses.replay import ReplayI2CBus, ReplaySpiBus
 from ..buses.sim.i2c import SimI2CBus
 from ..buses.sim.spi import (
     SIM_SPI_BITS_PER_WORD_MASK,
@@ -24,6 +33,7 @@ from ..buses.sim.spi import (
     SIM_SPI_MODE_FUNC,
     SimSpiBus,
 )
+from ..recording import Recording, RecordingError, read_recording
 from .devices import I2CDeviceSpec, SpiDeviceSpec
 from .fields import STRICT, U32, BusName, NonNegInt, parse_int
 
@@ -112,7 +122,46 @@ class LinuxI2CBusSpec(BaseModel):
         )
 
 
-I2CBusSpec = Annotated[SimI2CBusSpec | LinuxI2CBusSpec, Field(discriminator="backend")]
+class _ReplaySpec(BaseModel):
+    """A bus answered from a recording (``busbridge serve --record``, docs/record.md).
+
+    ``file`` is relative to the board file's directory; ``bus`` names the
+    recorded bus (default: this bus's own name); ``mode`` is ``strict`` (the
+    same requests in the same order) or ``lenient`` (answers by lookup).
+    """
+
+    model_config = STRICT
+
+    backend: Literal["replay"]
+    name: BusName
+    description: str = ""
+    file: str = Field(min_length=1)
+    bus: BusName | None = None
+    mode: Literal["strict", "lenient"] = "strict"
+
+    @field_validator("file")
+    @classmethod
+    def _relative_to_board(cls, v: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return os.path.join(base, v) if base and not os.path.isabs(v) else v
+
+    def recording(self) -> Recording:
+        try:
+            return read_recording(self.file)
+        except OSError as e:
+            raise ValueError(f"cannot read recording {self.file}: {e.strerror or e}") from None
+        except RecordingError as e:
+            raise ValueError(f"recording {self.file}: {e}") from None
+
+
+class ReplayI2CBusSpec(_ReplaySpec):
+    def build(self) -> I2CBackend:
+        return ReplayI2CBus(self.name, self.recording(), self.bus or self.name, self.mode,
+                            self.description)
+
+
+I2CBusSpec = Annotated[SimI2CBusSpec | LinuxI2CBusSpec | ReplayI2CBusSpec,
+                       Field(discriminator="backend")]
 
 
 #: The ``virtio_spi_config`` fields an SPI bus spec carries under the same names.
@@ -280,4 +329,11 @@ class LinuxSpiBusSpec(BaseModel):
                            mode_flags=flags, bufsiz=self.bufsiz)
 
 
-SpiBusSpec = Annotated[SimSpiBusSpec | LinuxSpiBusSpec, Field(discriminator="backend")]
+class ReplaySpiBusSpec(_ReplaySpec):
+    def build(self) -> SpiBackend:
+        return ReplaySpiBus(self.name, self.recording(), self.bus or self.name, self.mode,
+                            self.description)
+
+
+SpiBusSpec = Annotated[SimSpiBusSpec | LinuxSpiBusSpec | ReplaySpiBusSpec,
+                       Field(discriminator="backend")]

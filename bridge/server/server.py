@@ -38,6 +38,7 @@ from .buswork import BusWorker, Job
 from .guard import TokenBucket
 from .leases import DEFAULT_MAX_TTL, ExpiryTimer, LeaseTable
 from .observe import Observers
+from .record import DEFAULT_MAX_BYTES, Recorder
 from .scheduling import BoardLike, Scheduler
 from .session import Session
 from .settings import LimitSettings, ServerPolicy
@@ -279,12 +280,27 @@ class Server(Accepting):
 
 async def serve(board: BoardLike, *, host: str, port: int, policy: ServerPolicy | None = None,
                 request_timeout: float = 1.0, max_lease_ttl: int = DEFAULT_MAX_TTL,
-                ready: Callable[[Server], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+                ready: Callable[[Server], None] | None = None, record: str | None = None,
+                record_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully.
+
+    ``record``: write every transaction to this file (:mod:`.record`) from the
+    first request to the end of the shutdown's drain.
+    """
     lim = (policy or ServerPolicy()).limit_settings
     server = Server(board, host=host, port=port, policy=policy, request_timeout=request_timeout,
                     leases=LeaseTable(max_ttl=max_lease_ttl, max_leases=lim.max_leases,
                                       max_per_client=lim.max_leases_per_client))
+    recorder = (Recorder(record, board, record_max_bytes).attach(server.observers)
+                if record is not None else None)
+    try:
+        await _serve(server, ready)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+async def _serve(server: Server, ready: Callable[[Server], None] | None) -> None:
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

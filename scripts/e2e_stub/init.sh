@@ -9,6 +9,8 @@
 #   BB_CHIPS    i2c-stub chip_addr list, e.g. 0x48,0x50
 #   BB_LIFETIME seconds before the guest powers itself off even if nobody stops
 #               QEMU (a crashed test run must not leave a guest behind); default 900
+#   BB_RECORD   if set: the server records every transaction (serve --record) to
+#               session.bbrec on the writable 9p share tagged "rec" (a host directory)
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -70,8 +72,14 @@ device = "/dev/$vbus"
 description = "i2c-virtio (full I2C, through QEMU's vhost-user-i2c-pci)"
 EOF
 fi
+set --
+if [ -n "$BB_RECORD" ]; then
+  mkdir -p /host/dev/busbridge/rec
+  mount -t 9p -o trans=virtio,version=9p2000.L rec /host/dev/busbridge/rec || fail "9p rec mount"
+  set -- --record /dev/busbridge/rec/session.bbrec
+fi
 echo "BUSBRIDGE-GUEST-READY: /dev/$bus ${vbus:+/dev/$vbus}"
 timeout "${BB_LIFETIME:-900}" chroot /host /usr/bin/env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/dev/busbridge \
-  "$BB_PYTHON" -m bridge.cli serve --config /dev/busbridge/board.toml
+  "$BB_PYTHON" -m bridge.cli serve --config /dev/busbridge/board.toml "$@"
 echo "BUSBRIDGE-GUEST-SERVER-EXIT: $?"
 poweroff -f

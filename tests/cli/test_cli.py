@@ -542,6 +542,23 @@ def test_serve_config_error_exits_2(tmp_path: Path) -> None:
     assert "cannot read" in r.stderr
 
 
+def test_serve_record_and_replay_option_errors(tmp_path: Path) -> None:
+    r = _runner().invoke(cli, ["serve", "--replay", "x.bbrec", "--config", "b.toml"])
+    assert r.exit_code == 2
+    assert "give it or --config, not both" in r.stderr
+    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record",
+                               str(tmp_path / "no" / "dir.bbrec")])
+    assert r.exit_code == 1
+    assert r.stderr == (f"busbridge: error: cannot write recording {tmp_path}/no/dir.bbrec: "
+                        "No such file or directory\n")
+    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record", "/dev/full"])
+    assert r.exit_code == 1
+    assert "cannot write recording /dev/full: No space left on device" in r.stderr
+    r = _runner().invoke(cli, ["serve", "--replay", str(tmp_path / "missing.bbrec")])
+    assert r.exit_code == 2
+    assert "cannot read recording" in r.stderr
+
+
 def test_serve_bad_listen_is_a_usage_error() -> None:
     r = _runner().invoke(cli, ["serve", "--listen", "nowhere"])
     assert r.exit_code == 2

@@ -169,7 +169,7 @@ def test_chip_select_beyond_cs_max_number() -> None:
 
 def test_unknown_backend_is_a_clear_error() -> None:
     msg = errors_of(MINIMAL.replace('backend = "sim"', 'backend = "gpio"'))
-    assert "i2c bus '1': unknown backend 'gpio' (known: 'sim', 'linux')" in msg
+    assert "i2c bus '1': unknown backend 'gpio' (known: 'sim', 'linux', 'replay')" in msg
     msg = errors_of(MINIMAL.replace('backend = "sim"\n', ""))
     assert "i2c bus '1': missing 'backend'" in msg
 

@@ -23,7 +23,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,23 @@ def stub_guest_build() -> Path:
     if check.returncode != 0:
         missing(f"board guest: {check.stderr.strip()}")
     return Path(check.stdout.strip().splitlines()[-1])
+
+
+def stub_guest_cmd(qemu: str, build: Path, port: int, chips: str, *, append: str = "",
+                   extra: Sequence[str] = ()) -> list[str]:
+    """QEMU's command line for the i2c-stub board guest serving on 127.0.0.1:``port``.
+
+    ``append`` adds settings to the kernel command line (init's BB_* variables),
+    ``extra`` QEMU options (another 9p share, a vhost-user device).
+    """
+    return [
+        qemu, "-accel", "tcg", "-M", "q35", "-m", "1024", "-smp", "1",
+        "-nographic", "-no-reboot", "-vga", "none", "-monitor", "none", "-serial", "stdio",
+        "-kernel", str(build / "vmlinuz"), "-initrd", str(build / "initramfs.cpio.gz"),
+        "-append", f"console=ttyS0 panic=-1 quiet BB_PYTHON={python_for_guest()} "
+                   f"BB_CHIPS={chips} BB_LIFETIME={GUEST_LIFETIME_S} {append}".rstrip(),
+        *host_share_and_net("/", port), *extra,
+    ]
 
 
 def python_for_guest() -> str:
@@ -166,4 +183,5 @@ class LogWatch:
 
 __all__ = ["KNOWN_ON_LINUX", "BoardGuest", "LogWatch", "board_guest", "free_port", "host_board",
            "host_share_and_net", "python_for_guest", "shared_memory", "stub_guest_build",
+           "stub_guest_cmd",
            "vhost_user_device"]

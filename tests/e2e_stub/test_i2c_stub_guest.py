@@ -16,15 +16,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from e2e.board_guest import (
-    GUEST_LIFETIME_S,
-    BoardGuest,
-    board_guest,
-    free_port,
-    host_share_and_net,
-    python_for_guest,
-    stub_guest_build,
-)
+from e2e.board_guest import BoardGuest, board_guest, free_port, stub_guest_build, stub_guest_cmd
 from e2e.guest import which
 
 from bridge.client import Client, TransferError
@@ -39,18 +31,9 @@ CHIPS = (0x48, 0x50)
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardGuest]:
     qemu = which("qemu-system-x86_64", "apt-get install qemu-system-x86")
     build = stub_guest_build()
-    python = python_for_guest()
     port = free_port()
     console = tmp_path_factory.mktemp("guest") / "console.log"
-    chips = ",".join(f"{a:#04x}" for a in CHIPS)
-    cmd = [
-        qemu, "-accel", "tcg", "-M", "q35", "-m", "1024", "-smp", "1",
-        "-nographic", "-no-reboot", "-vga", "none", "-monitor", "none", "-serial", "stdio",
-        "-kernel", str(build / "vmlinuz"), "-initrd", str(build / "initramfs.cpio.gz"),
-        "-append", f"console=ttyS0 panic=-1 quiet BB_PYTHON={python} BB_CHIPS={chips} "
-                   f"BB_LIFETIME={GUEST_LIFETIME_S}",
-        *host_share_and_net("/", port),
-    ]
+    cmd = stub_guest_cmd(qemu, build, port, ",".join(f"{a:#04x}" for a in CHIPS))
     with board_guest(cmd, console, port) as g:
         yield g
 
