@@ -39,8 +39,9 @@ COMPILED = _hot_modules()
 
 PRELOAD = Extension(
     "bridge.native.libbusbridge_preload",
-    sources=[f"bridge/native/csrc/{n}.c" for n in ("preload", "channel", "i2cdev", "spidev")],
-    depends=["bridge/native/csrc/bb.h"],
+    sources=[f"bridge/native/csrc/{n}.c"
+             for n in ("preload", "open", "io", "channel", "i2cdev", "spidev")],
+    depends=["bridge/native/csrc/bb.h", "bridge/native/csrc/preload.h"],
     extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],
     libraries=["dl"],

@@ -185,6 +185,14 @@ def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
     assert not big, big
 
 
+def test_c_sources_of_the_preload_library_stay_small_enough_to_read_in_one_sitting() -> None:
+    sources = sorted((ROOT / "bridge" / "native" / "csrc").glob("*.[ch]"))
+    assert any(p.name == "preload.c" for p in sources), "the preload library's sources moved"
+    big = [f"{p.name}: {n} lines" for p in sources
+           if (n := len(p.read_text("utf-8").splitlines())) > 650]
+    assert not big, big
+
+
 def test_classes_are_split_by_responsibility_before_they_grow_past_250_lines() -> None:
     big = [f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
            for m, p in MODULES.items()

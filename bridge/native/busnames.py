@@ -2,7 +2,7 @@
 
 ``/dev/i2c-%d`` and ``/dev/spidev%d.%d``: decimal, no sign, no leading zero, so
 ``/dev/i2c-01`` is no device (the preload library parses paths by the same rule,
-csrc/preload.c ``number``).  ``busbridge run`` and ``busbridge mount`` check their
+csrc/open.c ``number``).  ``busbridge run`` and ``busbridge mount`` check their
 ``--map`` entries here before anything starts, so a typo is an error, not a map
 that silently never applies.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-#: The largest bus number the preload library accepts (csrc/preload.c ``match``).
+#: The largest bus number the preload library accepts (csrc/open.c ``match``).
 MAX_BUS = 0xFFFFF
 
 _NUMBER = re.compile(r"0|[1-9][0-9]*")

@@ -1,7 +1,10 @@
-/* busbridge native preload: what the three source files share.
+/* busbridge native preload: what its source files share.
  *
- * preload.c  interposes libc (open, ioctl, read, write, close, dup, fcntl ...)
- *            and keeps the table of emulated descriptors;
+ * preload.c  keeps the table of emulated descriptors and interposes what
+ *            changes it (close, dup, fcntl, close_range ...) and start-up;
+ * open.c     interposes the open family: makes the emulated descriptors;
+ * io.c       interposes ioctl, read, write and the other I/O calls;
+ * preload.h  what those three share (private to them);
  * channel.c  the connection to the agent, and copies from/to the program's memory;
  * i2cdev.c   the ioctls, read and write of Linux drivers/i2c/i2c-dev.c;
  * spidev.c   the ioctls, read and write of Linux drivers/spi/spidev.c.
@@ -41,7 +44,7 @@
  * holds: shared by dup() and fork() and found again after exec(), exactly
  * like the kernel's struct file (and i2c-dev's anonymous i2c_client in it).
  * The program's descriptor is that memfd reopened write-only and append-only,
- * with its size sealed (preload.c): a read, write or truncate that bypasses the
+ * with its size sealed (open.c): a read, write or truncate that bypasses the
  * library (io_uring, a raw system call) fails instead of reaching this page. */
 struct bb_state {
 	uint32_t magic;

@@ -1,6 +1,7 @@
-/* The channel to the agent and the program's memory, for preload.c, i2cdev.c and
- * spidev.c: one Unix stream connection per process (a forked child opens its
- * own), one request at a time under a lock, and copies that fail with EFAULT.
+/* The channel to the agent and the program's memory, for the interposer
+ * (preload.c, open.c, io.c), i2cdev.c and spidev.c: one Unix stream connection
+ * per process (a forked child opens its own), one request at a time under a
+ * lock, and copies that fail with EFAULT.
  * Closes and writes here are system calls, not the interposed libc functions.
  */
 #define _GNU_SOURCE
