@@ -18,11 +18,11 @@
  *     keeps it: the library finds such descriptors again at start-up.
  * Without BUSBRIDGE_NATIVE_SOCKET in the environment the library is inert.
  *
- * This file keeps the table of emulated descriptors and everything that changes
- * it without a device call: close(), dup*(), fcntl(), close_range(), closefrom(),
- * fork() and the start-up that finds descriptors inherited across exec().  The
- * open family is in open.c, ioctl() and the I/O calls in io.c (preload.h is what
- * the three share).
+ * This file keeps the table of emulated descriptors and everything but open()
+ * that changes it: close(), dup*(), fcntl(), close_range(), closefrom(), fork()
+ * and the start-up that finds descriptors inherited across exec().  The open
+ * family is in open.c, ioctl() and the I/O calls in io.c (preload.h is what the
+ * three share).
  */
 #define _GNU_SOURCE
 #define BB_DEFINE_REAL /* the real_* pointers of preload.h live here */
