@@ -320,6 +320,9 @@ class Admin:
             raise AdminRefusal(ErrorCode.UNKNOWN_BUS,
                                f"no {flt.kind or 'i2c or spi'} bus {flt.bus!r} on board "
                                f"{self.board.name!r}")
+        why = self.tracer.refusal(s)
+        if why is not None:
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
         s.send(AdminResult(ev.id, {"queue": self.tracer.max_events}))
         if ev.id in s.conn.subscriptions:  # the answer went out: the client expects events
             self.tracer.start(s, ev.id, flt)

@@ -35,6 +35,11 @@ MAX_QUEUED_EVENTS = 256
 MAX_QUEUED_BYTES = 1 << 20
 #: Bytes an event may carry before its data is cut to :data:`TRUNCATED` bytes per item.
 TRUNCATED = 64
+#: Live subscriptions one connection may hold, and the server in total (SPEC.md §4.12):
+#: every observed transaction is copied to each matching one, so the total bounds both
+#: the memory the queues hold (64 × 1 MiB) and the loop time one transaction costs.
+MAX_SUBS_PER_CONNECTION = 4
+MAX_SUBS = 64
 
 
 class Subscriber(Protocol):
@@ -168,7 +173,19 @@ class Tracer:
         self.max_event_bytes = max_frame // 2
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.max_per_connection = MAX_SUBS_PER_CONNECTION
+        self.max_subs = MAX_SUBS
         self.subs: list[Subscription] = []
+
+    def refusal(self, session: Subscriber) -> str | None:
+        """Why ``session`` may not open one more subscription now, or None."""
+        mine = sum(1 for s in self.subs if s.session is session)
+        if mine >= self.max_per_connection:
+            return (f"this connection has {mine} live traces, the most it may "
+                    "(trace.stop one first)")
+        if len(self.subs) >= self.max_subs:
+            return f"the server has {len(self.subs)} live traces, the most it keeps: try later"
+        return None
 
     def start(self, session: Subscriber, sid: int, flt: TraceFilter) -> Subscription:
         """Open subscription ``sid``: its ADMIN_RESULT has gone out (the connection
