@@ -35,6 +35,7 @@ from protocol.limits import Limits
 
 from ..logs import event
 from .acl import ClientAcl
+from .budget import AnswerBudget
 from .leases import LeaseTable
 from .scheduling import BoardLike, Scheduler, unknown_bus
 from .trace import TraceFilter, Tracer
@@ -43,6 +44,11 @@ log = logging.getLogger("busbridge.server")
 
 #: Ops that read or change a simulated device's state: run on the bus's worker.
 ON_BUS = ("sim.get", "sim.set", "sim.fault", "sim.screenshot", "sim.log")
+#: An answer that may be large (a log page, a screenshot, the device list) needs at
+#: least this much of the connection's answer budget, as a lease ``list`` page does.
+MIN_ADMIN_ROOM = 4096
+#: Bytes of an ADMIN_RESULT frame around its payload (header, keys, ``next``, ``more``).
+RESULT_SLACK = 256
 
 
 class Controllable(Protocol):
@@ -87,6 +93,12 @@ class AdminSession(Protocol):
     acl: ClientAcl | None
 
     loop: asyncio.AbstractEventLoop
+    owed: int
+    buffered: int
+    budget: AnswerBudget
+
+    def note_buffer(self) -> None: ...
+    def charge(self, rid: int, cost: int) -> str | None: ...
 
     def send(self, ev: Event) -> None: ...
 
@@ -208,6 +220,23 @@ class Admin:
         if why is not None:
             raise AdminRefusal(ErrorCode.DENIED, why)
 
+    # -- the answer budget --------------------------------------------------------------
+
+    def _room(self, s: AdminSession, ev: AdminRequest) -> int:
+        """Reserve the room a large answer may take in the answer budget (like a RESULT's,
+        released when it is sent) and return it: at most ``max_frame``, less when the
+        connection's answers wait unread.  ``limit-exceeded`` when there is too little."""
+        s.note_buffer()
+        room = min(self.limits.max_frame, s.budget.per_client - s.owed - s.buffered)
+        if room < MIN_ADMIN_ROOM:
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                               "answers to this connection wait unread; read them, then ask "
+                               "again (client_answer_budget)")
+        why = s.charge(ev.id, room)
+        if why is not None:
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
+        return room
+
     # -- sim ----------------------------------------------------------------------------
 
     def _sim(self) -> SimBoard:
@@ -250,6 +279,13 @@ class Admin:
         if s.acl is not None:
             acl = s.acl
             found = [d for d in found if acl.admin_denial([(d["kind"], d["bus"])]) is None]
+        size = len(msgpack.packb(found, use_bin_type=True)) + RESULT_SLACK
+        room = self._room(s, ev)
+        if size > room:
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                               f"the device list is {size} bytes, over the {room} this "
+                               "connection has room for: read the answers waiting for you, "
+                               "or ask for one bus")
         return {"devices": found}
 
     def _sim_get(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
@@ -287,12 +323,17 @@ class Admin:
         if not callable(shot):
             raise _bad(f"{_where(ev.params)} ({dev.name}) is not a display: nothing to "
                        "screenshot")
-        room = max(self.limits.max_i2c_len, self.limits.max_spi_len)
+        most = max(self.limits.max_i2c_len, self.limits.max_spi_len)
+        room = self._room(s, ev) - RESULT_SLACK
 
         def done(png: bytes) -> dict[str, Any]:
-            if len(png) > room:
-                raise _bad(f"the screenshot is {len(png)} bytes, over this server's {room}: "
+            if len(png) > most:
+                raise _bad(f"the screenshot is {len(png)} bytes, over this server's {most}: "
                            "ask for a smaller scale")
+            if len(png) > room:
+                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                                   f"the screenshot is {len(png)} bytes, over the {room} this "
+                                   "connection has room for: read the answers waiting for you")
             return {"png": png}
 
         return self._on_bus(s, ev, bus, functools.partial(shot, ev.params.get("scale", 4)), done)
@@ -305,7 +346,7 @@ class Admin:
             e = unknown_bus(self.board, 0, kind.upper(), bus, buses)
             raise AdminRefusal(e.code, e.message)
         since = p.get("since", 0)
-        room = self.limits.max_frame - 256
+        room = self._room(s, ev) - RESULT_SLACK  # a page is sized to what is left
 
         return self._on_bus(s, ev, bus, functools.partial(
             self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),

@@ -4,9 +4,10 @@ server hold, and how far a fault may wedge a bus."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
-from bridge.client import AsyncClient, read
+from bridge.client import AsyncClient, read, write
 from bridge.server import Server
 from bridge.server.trace import MAX_SUBS, MAX_SUBS_PER_CONNECTION
 from protocol import Connection, ErrorCode, Hello, HelloInfo, Role
@@ -81,3 +82,44 @@ async def test_trace_subscriptions_are_bounded_per_connection_and_in_total(
     assert len((await client.transfer(1, [read(TMP117, 2)]))[0]) == 2
     a.close()
     b.close()
+
+
+async def test_admin_answers_count_against_the_answer_budget(
+        server: Server, client: AsyncClient) -> None:
+    """A connection that asks for log pages and never reads pins at most its
+    client_answer_budget: the pages past it are refused limit-exceeded, not buffered."""
+    for _ in range(48):  # about 400 KiB of log: every page is a full frame
+        await client.transfer(1, [write(0x50, b"\x00\x00"), read(0x50, 8192)])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    r, w = await asyncio.open_connection(sock=sock)
+    a = Raw(r, w)
+    w.write(a.conn.send(Hello(HelloInfo(client="hoarder"))))
+    n = 64
+    for rid in range(1, n + 1):
+        a.send(rid, "sim.log", {"kind": "i2c", "bus": "1", "limit": 1000})
+    session = None
+    for _ in range(400):  # every frame answered (or refused) server-side: bounded wait
+        await asyncio.sleep(0.05)
+        session = next((s for s in server.sessions if s.client_name == "hoarder"), None)
+        if session is not None and not session.conn.in_flight and session.owed == 0:
+            break
+    assert session is not None
+    session.note_buffer()
+    per_client = server.budget.per_client
+    held = session.owed + session.buffered
+    assert held <= per_client + 64 * 1024, held  # not 64 pages of 256 KiB
+    answers = [await a.answer(rid) for rid in range(1, n + 1)]
+    pages = [x for x in answers if isinstance(x, AdminResult)]
+    refused = [x for x in answers if isinstance(x, Error)]
+    assert pages
+    assert refused
+    assert all(x.code is ErrorCode.LIMIT_EXCEEDED for x in refused)
+    assert "client_answer_budget" in refused[0].message
+    assert all(len(p.result["entries"]) >= 1 for p in pages)
+    # Reading again, the same connection is served.
+    a.send(n + 1, "sim.log", {"kind": "i2c", "bus": "1", "limit": 1})
+    assert isinstance(await a.answer(n + 1), AdminResult)
+    a.close()
