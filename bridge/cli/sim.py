@@ -208,6 +208,8 @@ def sim_log(ctx: click.Context, bus: str, spi: bool, since: int, limit: int,
             page = await c.sim.log(bus, kind=kind, since=after,
                                    limit=min(limit - len(entries), 1000))
             entries += page.entries
+            if page.next <= after or not page.entries:
+                break  # a page that does not advance would be asked for forever
             after, more = page.next, page.more
         return entries, after, more
 

@@ -38,7 +38,7 @@ from .acl import ClientAcl
 from .budget import AnswerBudget
 from .leases import LeaseTable
 from .scheduling import BoardLike, Scheduler, unknown_bus
-from .trace import TraceFilter, Tracer
+from .trace import TraceFilter, Tracer, cut_data
 
 log = logging.getLogger("busbridge.server")
 
@@ -350,7 +350,8 @@ class Admin:
 
         return self._on_bus(s, ev, bus, functools.partial(
             self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),
-            lambda page: _log_page(page[0], page[1], room, since))
+            lambda page: _log_page(page[0], page[1], room,
+                                   self.limits.max_frame - RESULT_SLACK, since))
 
     # -- trace ----------------------------------------------------------------------------
 
@@ -397,16 +398,28 @@ class Admin:
             task.cancel()
 
 
-def _log_page(entries: list[dict[str, Any]], more: bool, room: int, since: int
-              ) -> dict[str, Any]:
-    """``sim.log``'s answer: whole entries only, within ``room`` bytes (one frame); what
-    does not fit is the next page."""
+def _log_page(entries: list[dict[str, Any]], more: bool, room: int, frame_room: int,
+              since: int) -> dict[str, Any]:
+    """``sim.log``'s answer: entries within ``room`` bytes (one frame, or what the
+    budget leaves); what does not fit is the next page.  An entry that could not fit
+    even alone in a frame has its data cut as a trace event's is (``truncated``), so
+    every entry can be paged; one that fits a frame but not the room left is refused
+    ``limit-exceeded`` rather than answered with an empty page that never advances."""
     used, kept = 0, 0
     for entry in entries:
-        used += len(msgpack.packb(entry, use_bin_type=True))
-        if used > room:
+        size = len(msgpack.packb(entry, use_bin_type=True))
+        if size > frame_room:
+            cut_data(entry)
+            size = len(msgpack.packb(entry, use_bin_type=True))
+        if used + size > room:
+            if kept == 0:
+                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                                   f"log entry {entry['seq']} is {size} bytes, over the "
+                                   f"{room} this connection has room for: read the answers "
+                                   "waiting for you, then ask again")
             more = True
             break
+        used += size
         kept += 1
     entries = entries[:kept]
     return {"entries": entries, "next": entries[-1]["seq"] if entries else since, "more": more}

@@ -99,24 +99,28 @@ def event_map(obs: Observed, max_bytes: int) -> tuple[dict[str, Any], int]:
         items = i2c_messages(r.msgs, obs.reads, obs.status)
         m["msgs"] = items
         size = sum(len(x["data"]) for x in items)
-        cut: tuple[str, ...] = ("data",)
     else:
         m["cs"] = r.cs
         items = spi_transfers(r.transfers, obs.reads, obs.status)
         m["transfers"] = items
         size = sum(len(x["tx"] or b"") + len(x["rx"]) for x in items)
-        cut = ("tx", "rx")
     if size > max_bytes:
-        for x in items:
-            for k in cut:
-                if x[k] is not None:
-                    x[k] = x[k][:TRUNCATED]
-        m["truncated"] = True
+        cut_data(m)
         size = len(items) * 2 * TRUNCATED
     m["failures"] = [[f.index, f.errno, f.message] for f in obs.failures]
     m["dur_us"] = int(obs.dur * 1_000_000)
     m["ran"] = obs.ran
     return m, size + 200 + 80 * len(items)
+
+
+def cut_data(m: dict[str, Any]) -> None:
+    """Cut a trace event's or log entry's data to :data:`TRUNCATED` bytes per
+    ``data``/``tx``/``rx`` and mark it ``"truncated": true`` (SPEC.md §4.12)."""
+    for x in m.get("msgs") or m.get("transfers") or ():
+        for k in ("data", "tx", "rx"):
+            if x.get(k) is not None:
+                x[k] = x[k][:TRUNCATED]
+    m["truncated"] = True
 
 
 class Subscription:

@@ -123,3 +123,26 @@ async def test_admin_answers_count_against_the_answer_budget(
     a.send(n + 1, "sim.log", {"kind": "i2c", "bus": "1", "limit": 1})
     assert isinstance(await a.answer(n + 1), AdminResult)
     a.close()
+
+
+async def test_a_log_entry_bigger_than_a_frame_is_cut_so_the_log_pages_on(
+        client: AsyncClient) -> None:
+    """31 page writes and an 8 KiB read in one frame: its entry holds more than a frame.
+    It comes cut to 64 bytes per message, marked truncated, and ``next`` moves past it."""
+    start = await client.sim.log(1, limit=1000)
+    while start.more:
+        start = await client.sim.log(1, since=start.next, limit=1000)
+    big = [write(0x50, b"\x00\x00" + bytes(8190)) for _ in range(31)]
+    await client.transfer(1, [*big, read(0x50, 8192)])
+    await client.transfer(1, [write(TMP117, b"\x0f"), read(TMP117, 2)])
+    page = await client.sim.log(1, since=start.next, limit=10)
+    assert [e["seq"] for e in page.entries] == [start.next + 1, start.next + 2]
+    assert page.next == start.next + 2
+    assert not page.more
+    cut, small = page.entries
+    assert cut["truncated"] is True
+    assert len(cut["msgs"]) == 32
+    assert all(len(m["data"]) == 64 for m in cut["msgs"])
+    assert cut["msgs"][0]["len"] == 8192  # the length says what really went
+    assert "truncated" not in small
+    assert small["msgs"][1]["data"] == b"\x01\x17"
