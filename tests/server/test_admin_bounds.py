@@ -7,7 +7,9 @@ import asyncio
 import socket
 from typing import Any
 
-from bridge.client import AsyncClient, read, write
+import pytest
+
+from bridge.client import AsyncClient, RemoteError, read, write
 from bridge.server import Server
 from bridge.server.trace import MAX_SUBS, MAX_SUBS_PER_CONNECTION
 from protocol import Connection, ErrorCode, Hello, HelloInfo, Role
@@ -146,3 +148,24 @@ async def test_a_log_entry_bigger_than_a_frame_is_cut_so_the_log_pages_on(
     assert cut["msgs"][0]["len"] == 8192  # the length says what really went
     assert "truncated" not in small
     assert small["msgs"][1]["data"] == b"\x01\x17"
+
+
+@pytest.mark.parametrize(("addr", "params", "words"), [
+    (TMP117, {"fault": "stall", "seconds": 1e9}, "outside 0..60"),
+    (TMP117, {"fault": "stall", "seconds": -1.0}, "outside 0..60"),
+    (0x50, {"fault": "nack-next", "count": -5}, "outside 0..1000000"),
+    (0x50, {"fault": "busy", "seconds": 3600.0}, "outside 0..60"),
+])
+async def test_a_fault_that_would_wedge_the_bus_is_refused_and_nothing_changes(
+        client: AsyncClient, addr: int, params: dict[str, object], words: str) -> None:
+    with pytest.raises(RemoteError) as info:
+        await client.admin("sim.fault", {"kind": "i2c", "bus": "1", "addr": addr, **params})
+    assert info.value.code is ErrorCode.BAD_REQUEST
+    assert words in info.value.message
+    # The chip answers at once, as before: no stall, no NACK was installed.
+    got = await asyncio.wait_for(client.transfer(1, [read(addr, 1)]), 10)
+    assert len(got[0]) == 1
+    (dev,) = [d for d in await client.sim.devices("1") if d.get("addr") == TMP117]
+    (stall,) = [f for f in dev["faults"] if f["name"] == "stall"]
+    assert stall["params"] == [{"name": "seconds", "type": "float", "default": None,
+                                "min": 0.0, "max": 60.0}]

@@ -22,7 +22,7 @@ from .chips.base import I2C_FAULTS, SPI_FAULTS, SpiRegisterFront
 from .common import I2CLogEntry, SpiLogEntry
 from .i2c import I2CDevice, SimI2CBus
 from .i2c_devices import Eeprom24, ModelDevice
-from .model import Fault, Param, Quantity, SimModel, Value
+from .model import MAX_STALL_S, Fault, Param, Quantity, SimModel, Value
 from .spi import SimSpiBus, SpiDevice
 from .spi_devices import SpiNorFlash
 
@@ -103,7 +103,8 @@ class EepromControl(DeviceControl):
 
     def faults(self) -> tuple[Fault, ...]:
         return (*I2C_FAULTS, Fault("busy", "start a write cycle now (its address NACKs for "
-                                   "write_time_s, or SECONDS)", (Param("seconds", "float", 0.0),)))
+                                   "write_time_s, or SECONDS)",
+                                   (Param("seconds", "float", 0.0, 0.0, MAX_STALL_S),)))
 
     def device_fault(self, fault: str, params: Mapping[str, Value]) -> None:
         d = self.device
