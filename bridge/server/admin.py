@@ -33,7 +33,7 @@ from protocol.errors import ErrorCode
 from protocol.events import Error, Event, Failure
 from protocol.limits import Limits
 
-from ..logs import event
+from ..logs import AUDIT_LOGGER, LogGate, event
 from .acl import ClientAcl
 from .budget import AnswerBudget
 from .leases import LeaseTable
@@ -41,6 +41,7 @@ from .scheduling import BoardLike, Scheduler, unknown_bus
 from .trace import TraceFilter, Tracer, cut_data
 
 log = logging.getLogger("busbridge.server")
+audit = logging.getLogger(AUDIT_LOGGER)
 
 #: Ops that read or change a simulated device's state: run on the bus's worker.
 ON_BUS = ("sim.get", "sim.set", "sim.fault", "sim.screenshot", "sim.log")
@@ -93,6 +94,7 @@ class AdminSession(Protocol):
     acl: ClientAcl | None
 
     loop: asyncio.AbstractEventLoop
+    gate: LogGate
     owed: int
     buffered: int
     budget: AnswerBudget
@@ -297,8 +299,8 @@ class Admin:
         values = ev.params["values"]
 
         def done(got: dict[str, Any]) -> dict[str, Any]:
-            event(log, logging.INFO, "sim values set", peer=s.peer, client=s.client,
-                  where=_where(ev.params), device=dev.name, values=values)
+            s.gate.event(audit, logging.INFO, "sim values set", peer=s.peer, client=s.client,
+                         where=_where(ev.params), device=dev.name, values=values)
             return {"values": got}
 
         return self._on_bus(s, ev, bus, functools.partial(dev.set, **values), done)
@@ -310,8 +312,9 @@ class Admin:
                   if k not in ("kind", "bus", "addr", "cs", "ten_bit", "fault")}
 
         def done(_: object) -> dict[str, Any]:
-            event(log, logging.INFO, "sim fault injected", peer=s.peer, client=s.client,
-                  where=_where(p), device=dev.name, fault=p["fault"], params=params)
+            s.gate.event(audit, logging.INFO, "sim fault injected", peer=s.peer,
+                         client=s.client, where=_where(p), device=dev.name, fault=p["fault"],
+                         params=params)
             return {}
 
         return self._on_bus(s, ev, bus, functools.partial(dev.inject, p["fault"], **params),

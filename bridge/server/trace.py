@@ -24,10 +24,11 @@ from protocol.admin import AdminEvent, i2c_messages, spi_transfers
 from protocol.connection import Connection
 from protocol.events import Event, I2CRequest
 
-from ..logs import event
+from ..logs import AUDIT_LOGGER, LogGate
 from .observe import Observed, Observers
 
 log = logging.getLogger("busbridge.server")
+audit = logging.getLogger(AUDIT_LOGGER)
 
 #: Events one subscription keeps while its connection cannot take them.
 MAX_QUEUED_EVENTS = 256
@@ -48,6 +49,8 @@ class Subscriber(Protocol):
     peer: str
     client: str
     conn: Connection
+    gate: LogGate
+
     @property
     def paused(self) -> bool:
         """True while the transport is above its high-water mark (``pause_writing``)."""
@@ -198,10 +201,11 @@ class Tracer:
         if not self.subs:
             self.observers.attach(self.observe)
         self.subs.append(sub)
-        event(log, logging.INFO, "trace started", peer=session.peer, client=session.client,
-              id=sid, kind=flt.kind or "*", bus=flt.bus or "*",
-              target="*" if flt.addr is None and flt.cs is None else
-              (f"{flt.addr:#04x}" if flt.addr is not None else f"cs {flt.cs}"))
+        target = "*" if flt.addr is None and flt.cs is None else \
+            (f"{flt.addr:#04x}" if flt.addr is not None else f"cs {flt.cs}")
+        session.gate.event(audit, logging.INFO, "trace started", peer=session.peer,
+                           client=session.client, id=sid, kind=flt.kind or "*",
+                           bus=flt.bus or "*", target=target)
         return sub
 
     def find(self, session: Subscriber, sid: int) -> Subscription | None:
@@ -213,8 +217,9 @@ class Tracer:
             self.subs.remove(sub)
             if not self.subs:
                 self.observers.detach(self.observe)
-            event(log, logging.INFO, f"trace {why}", peer=sub.session.peer,
-                  client=sub.session.client, id=sub.id, sent=sub.sent, dropped=sub.lost)
+            sub.session.gate.event(audit, logging.INFO, f"trace {why}",
+                                   peer=sub.session.peer, client=sub.session.client, id=sub.id,
+                                   sent=sub.sent, dropped=sub.lost)
 
     def forget(self, session: Subscriber) -> None:
         """The connection is gone: its subscriptions end."""

@@ -4,12 +4,17 @@ server hold, and how far a fault may wedge a bus."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from bridge import logs
 from bridge.client import AsyncClient, RemoteError, read, write
+from bridge.logs import AUDIT_LOGGER
 from bridge.server import Server
 from bridge.server.trace import MAX_SUBS, MAX_SUBS_PER_CONNECTION
 from protocol import Connection, ErrorCode, Hello, HelloInfo, Role
@@ -169,3 +174,36 @@ async def test_a_fault_that_would_wedge_the_bus_is_refused_and_nothing_changes(
     (stall,) = [f for f in dev["faults"] if f["name"] == "stall"]
     assert stall["params"] == [{"name": "seconds", "type": "float", "default": None,
                                 "min": 0.0, "max": 60.0}]
+
+
+@pytest.fixture
+def default_logging() -> Iterator[io.StringIO]:
+    """The server's logging as `busbridge serve` sets it up without -v; restored after."""
+    root = logging.getLogger("busbridge")
+    audit = logging.getLogger(AUDIT_LOGGER)
+    saved = (root.handlers[:], root.level, root.propagate, audit.level)
+    logs.setup(0)
+    out = io.StringIO()
+    (handler,) = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(out)
+    yield out
+    root.handlers[:], root.level, root.propagate = saved[:3]
+    audit.setLevel(saved[3])
+
+
+async def test_state_changing_admin_ops_leave_an_audit_trail_at_the_default_level(
+        default_logging: io.StringIO, server: Server, client: AsyncClient) -> None:
+    await client.sim.set(1, TMP117, temperature=31.25)
+    await client.sim.fault(1, 0x50, "nack-next", count=1)
+    async with client.trace(bus=1):
+        pass
+    await client.sim.get(1, TMP117)  # reads leave no line at the default level
+    await client.sim.log(1, limit=1)
+    err = default_logging.getvalue()
+    lines = [line for line in err.splitlines() if "level=info" in line]
+    assert [line.split('msg="')[1].split('"')[0] for line in lines] == [
+        "sim values set", "sim fault injected", "trace started", "trace stopped"]
+    assert "temperature" in lines[0]
+    assert "client=anonymous" in lines[0]
+    assert "level=warning" not in err
