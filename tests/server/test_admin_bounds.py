@@ -18,8 +18,8 @@ from bridge.logs import AUDIT_LOGGER
 from bridge.server import Server
 from bridge.server.trace import MAX_SUBS, MAX_SUBS_PER_CONNECTION
 from protocol import Connection, ErrorCode, Hello, HelloInfo, Role
-from protocol.admin import AdminRequest, AdminResult
-from protocol.events import Error, Event
+from protocol.admin import AdminEvent, AdminRequest, AdminResult
+from protocol.events import Error, Event, I2CRequest, Result
 
 TMP117 = 0x48
 
@@ -47,6 +47,17 @@ class Raw:
         for _ in range(10_000):
             for ev in self.got:
                 if isinstance(ev, (AdminResult, Error)) and ev.id == rid:
+                    return ev
+            data = await asyncio.wait_for(self.reader.read(1 << 20), 10)
+            assert data, "connection closed"
+            self.got += self.conn.receive(data)
+        raise AssertionError("no answer")
+
+    async def answer_any(self, rid: int) -> Event:
+        """Any answer of ``rid``, a RESULT included (bounded wait)."""
+        for _ in range(10_000):
+            for ev in self.got:
+                if isinstance(ev, (AdminResult, Error, Result)) and ev.id == rid:
                     return ev
             data = await asyncio.wait_for(self.reader.read(1 << 20), 10)
             assert data, "connection closed"
@@ -207,3 +218,29 @@ async def test_state_changing_admin_ops_leave_an_audit_trail_at_the_default_leve
     assert "temperature" in lines[0]
     assert "client=anonymous" in lines[0]
     assert "level=warning" not in err
+
+
+async def test_a_request_reusing_a_live_subscriptions_id_is_refused_and_the_trace_goes_on(
+        server: Server, client: AsyncClient) -> None:
+    a = await Raw.open(server)
+    a.send(5, "trace.start", {"bus": "1"})
+    assert isinstance(await a.answer(5), AdminResult)
+    a.writer.write(a.conn.send(I2CRequest(6, "1", [read(TMP117, 2)])))
+    await a.answer_any(6)
+    # The client library refuses to send it; a raw peer does it anyway.
+    a.got.clear()  # the trace.start's answer, the RESULT of 6
+    a.conn._subs.live.discard(5)
+    a.writer.write(a.conn.send(I2CRequest(5, "1", [read(TMP117, 2)])))
+    a.conn._subs.live.add(5)
+    err = await a.answer(5)
+    assert isinstance(err, Error)
+    assert err.code is ErrorCode.BAD_REQUEST
+    assert "live subscription" in err.message
+    # Nothing ran, the trace is still live: another client's transaction reaches it.
+    await client.transfer(1, [read(TMP117, 2)])
+    for _ in range(100):
+        if any(isinstance(e, AdminEvent) for e in a.got):
+            break
+        a.got += a.conn.receive(await asyncio.wait_for(a.reader.read(65536), 10))
+    assert any(isinstance(e, AdminEvent) and e.id == 5 for e in a.got)
+    a.close()
