@@ -276,7 +276,8 @@ class Admin:
     def _sim_devices(self, s: AdminSession, ev: AdminRequest) -> dict[str, Any]:
         bus = ev.params.get("bus")
         if bus is not None and bus not in self.board.i2c and bus not in self.board.spi:
-            raise _bad(f"no bus {bus!r} on board {self.board.name!r}")
+            raise AdminRefusal(ErrorCode.UNKNOWN_BUS,
+                               f"no bus {bus!r} on board {self.board.name!r}")
         found = self._sim().sim_devices(bus)
         if s.acl is not None:
             acl = s.acl

@@ -244,3 +244,14 @@ async def test_a_request_reusing_a_live_subscriptions_id_is_refused_and_the_trac
         a.got += a.conn.receive(await asyncio.wait_for(a.reader.read(65536), 10))
     assert any(isinstance(e, AdminEvent) and e.id == 5 for e in a.got)
     a.close()
+
+
+async def test_devices_name_an_unknown_bus_so_and_give_ranges_as_floats(
+        client: AsyncClient) -> None:
+    with pytest.raises(RemoteError) as info:
+        await client.admin("sim.devices", {"bus": "9"})
+    assert info.value.code is ErrorCode.UNKNOWN_BUS
+    devices = await client.sim.devices()
+    quantities = [q for d in devices for q in d["quantities"]]
+    assert any(q["type"] == "int" for q in quantities)
+    assert all(type(q["min"]) is float and type(q["max"]) is float for q in quantities)

@@ -78,7 +78,8 @@ class Quantity:
         return value
 
     def describe(self) -> dict[str, Value]:
-        return {"name": self.name, "unit": self.unit, "min": self.min, "max": self.max,
+        return {"name": self.name, "unit": self.unit, "min": float(self.min),
+                "max": float(self.max),
                 "type": self.type, "default": self.default, "doc": self.doc,
                 "settable": self.settable}
 
@@ -100,7 +101,7 @@ class Param:
         d: dict[str, Value | None] = {"name": self.name, "type": self.type,
                                       "default": self.default}
         if self.type in ("int", "float"):
-            d["min"], d["max"] = self.min, self.max
+            d["min"], d["max"] = float(self.min), float(self.max)
         return d
 
 
