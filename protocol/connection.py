@@ -284,12 +284,7 @@ class _Receiver(_Core):
 
     def _on_i2c(self, f: list[Any]) -> Event:
         ev = decode_i2c(f, self._limits)
-        rid = ev.id
-        in_flight = self._in_flight
-        if rid in in_flight or len(in_flight) >= self._limits.max_in_flight or \
-                rid in self._subs.live:
-            self._refuse_admission(rid)
-        in_flight.add(rid)
+        self._admit(ev.id)
         return ev
 
     def _on_spi(self, f: list[Any]) -> Event:
@@ -319,8 +314,7 @@ class _Receiver(_Core):
             raise _bad(ErrorCode.DUPLICATE_ID, f"request id {rid} is already in flight",
                        fatal=True)
         if rid in self._subs.live:  # its EVENTs still carry the id (SPEC.md §4.12)
-            raise _bad(ErrorCode.BAD_REQUEST, f"request id {rid} names a live "
-                       "subscription: pick another id", rid)
+            raise _bad(ErrorCode.BAD_REQUEST, f"request id {rid} names a live subscription", rid)
         raise _bad(ErrorCode.LIMIT_EXCEEDED, f"{len(self._in_flight)} requests in flight; "
                    f"limit {self._limits.max_in_flight}", rid)
 

@@ -127,6 +127,22 @@ def _where(p: Mapping[str, Any]) -> str:
     return f"{p.get('kind')} bus {p['bus']} cs {p.get('cs')}"
 
 
+def _room(s: AdminSession, ev: AdminRequest, limits: Limits) -> int:
+    """Reserve the room a large answer may take in the answer budget (like a RESULT's,
+    released when it is sent) and return it: at most ``max_frame``, less when the
+    connection's answers wait unread.  ``limit-exceeded`` when there is too little."""
+    s.note_buffer()
+    room = min(limits.max_frame, s.budget.per_client - s.owed - s.buffered)
+    if room < MIN_ADMIN_ROOM:
+        raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                           "answers to this connection wait unread; read them, then ask "
+                           "again (client_answer_budget)")
+    why = s.charge(ev.id, room)
+    if why is not None:
+        raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
+    return room
+
+
 class Admin:
     """The admin ops of one server (see the module docstring)."""
 
@@ -222,23 +238,6 @@ class Admin:
         if why is not None:
             raise AdminRefusal(ErrorCode.DENIED, why)
 
-    # -- the answer budget --------------------------------------------------------------
-
-    def _room(self, s: AdminSession, ev: AdminRequest) -> int:
-        """Reserve the room a large answer may take in the answer budget (like a RESULT's,
-        released when it is sent) and return it: at most ``max_frame``, less when the
-        connection's answers wait unread.  ``limit-exceeded`` when there is too little."""
-        s.note_buffer()
-        room = min(self.limits.max_frame, s.budget.per_client - s.owed - s.buffered)
-        if room < MIN_ADMIN_ROOM:
-            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
-                               "answers to this connection wait unread; read them, then ask "
-                               "again (client_answer_budget)")
-        why = s.charge(ev.id, room)
-        if why is not None:
-            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
-        return room
-
     # -- sim ----------------------------------------------------------------------------
 
     def _sim(self) -> SimBoard:
@@ -282,13 +281,9 @@ class Admin:
         if s.acl is not None:
             acl = s.acl
             found = [d for d in found if acl.admin_denial([(d["kind"], d["bus"])]) is None]
-        size = len(msgpack.packb(found, use_bin_type=True)) + RESULT_SLACK
-        room = self._room(s, ev)
-        if size > room:
-            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
-                               f"the device list is {size} bytes, over the {room} this "
-                               "connection has room for: read the answers waiting for you, "
-                               "or ask for one bus")
+        if len(msgpack.packb(found, use_bin_type=True)) + RESULT_SLACK > _room(s, ev, self.limits):
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, "the device list does not fit in the "
+                               "room this connection has: read your answers, or ask for one bus")
         return {"devices": found}
 
     def _sim_get(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
@@ -328,16 +323,15 @@ class Admin:
             raise _bad(f"{_where(ev.params)} ({dev.name}) is not a display: nothing to "
                        "screenshot")
         most = max(self.limits.max_i2c_len, self.limits.max_spi_len)
-        room = self._room(s, ev) - RESULT_SLACK
+        room = _room(s, ev, self.limits) - RESULT_SLACK
 
         def done(png: bytes) -> dict[str, Any]:
             if len(png) > most:
                 raise _bad(f"the screenshot is {len(png)} bytes, over this server's {most}: "
                            "ask for a smaller scale")
             if len(png) > room:
-                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
-                                   f"the screenshot is {len(png)} bytes, over the {room} this "
-                                   "connection has room for: read the answers waiting for you")
+                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, f"the screenshot is {len(png)} "
+                                   f"bytes, over the {room} left: read your answers")
             return {"png": png}
 
         return self._on_bus(s, ev, bus, functools.partial(shot, ev.params.get("scale", 4)), done)
@@ -350,7 +344,7 @@ class Admin:
             e = unknown_bus(self.board, 0, kind.upper(), bus, buses)
             raise AdminRefusal(e.code, e.message)
         since = p.get("since", 0)
-        room = self._room(s, ev) - RESULT_SLACK  # a page is sized to what is left
+        room = _room(s, ev, self.limits) - RESULT_SLACK  # a page is sized to what is left
 
         return self._on_bus(s, ev, bus, functools.partial(
             self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),
@@ -366,8 +360,7 @@ class Admin:
             raise AdminRefusal(ErrorCode.UNKNOWN_BUS,
                                f"no {flt.kind or 'i2c or spi'} bus {flt.bus!r} on board "
                                f"{self.board.name!r}")
-        why = self.tracer.refusal(s)
-        if why is not None:
+        if (why := self.tracer.refusal(s)) is not None:
             raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
         s.send(AdminResult(ev.id, {"queue": self.tracer.max_events}))
         if ev.id in s.conn.subscriptions:  # the answer went out: the client expects events

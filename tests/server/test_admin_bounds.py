@@ -255,3 +255,9 @@ async def test_devices_name_an_unknown_bus_so_and_give_ranges_as_floats(
     quantities = [q for d in devices for q in d["quantities"]]
     assert any(q["type"] == "int" for q in quantities)
     assert all(type(q["min"]) is float and type(q["max"]) is float for q in quantities)
+
+
+async def test_a_generic_devices_model_is_its_board_file_type(client: AsyncClient) -> None:
+    models = {d["model"] for d in await client.sim.devices()}
+    assert {"regmap", "loopback", "eeprom"} <= models
+    assert not any(m.endswith("Device") for m in models)
