@@ -32,6 +32,11 @@ from typing import Any
 
 #: The logger :func:`say` writes through in JSON mode.
 CLI_LOGGER = "busbridge.cli"
+#: The audit trail: admin ops that changed something (a simulated value, a fault, a
+#: trace opened or closed).  Normal events, so INFO, but written at the default
+#: level too (:func:`setup` keeps this logger at INFO): who changed the board matters
+#: after the fact, and is rare enough not to be noise.
+AUDIT_LOGGER = "busbridge.audit"
 
 _json_mode = False
 
@@ -139,7 +144,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(verbosity: int = 0, *, json_format: bool = False) -> None:
-    """WARNING by default; ``-v`` INFO, ``-vv`` DEBUG.  Logs go to stderr."""
+    """WARNING by default (the audit trail, :data:`AUDIT_LOGGER`, INFO); ``-v`` INFO,
+    ``-vv`` DEBUG.  Logs go to stderr."""
     global _json_mode
     _json_mode = json_format
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
@@ -149,6 +155,7 @@ def setup(verbosity: int = 0, *, json_format: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    logging.getLogger(AUDIT_LOGGER).setLevel(min(level, logging.INFO))
 
 
 class LogGate:

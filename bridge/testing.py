@@ -9,7 +9,8 @@ Installed with busbridge, this module is a pytest plugin (entry point
         ...
 
 The fixture serves the packaged simulated board (or the board file of a
-``@pytest.mark.busbridge_board("boards/mine.toml")`` marker) on 127.0.0.1 on a
+``@pytest.mark.busbridge_board("boards/mine.toml")`` marker, a path relative to
+the test file's directory) on 127.0.0.1 on a
 port of its own, in this process on a thread of its own, so a synchronous
 driver can block on it; points busbridge's drop-in modules (``smbus2``,
 ``smbus``, ``spidev``, ``board``/``busio``) at it for the test; and hands the
@@ -138,6 +139,10 @@ def busbridge_board(request: pytest.FixtureRequest) -> Iterator[TestBoard]:
     """The simulated board, served for this test; busbridge's drop-ins point at it."""
     mark = request.node.get_closest_marker("busbridge_board")
     path = mark.args[0] if mark is not None and mark.args else None
+    if isinstance(path, str | os.PathLike):
+        # Relative to the test file, as a fixture's data files are: the same board
+        # whatever directory pytest runs from.
+        path = request.path.parent / path
     with TestBoard.serve(path) as tb:
         connect_dropins(tb.url)
         try:

@@ -284,11 +284,7 @@ class _Receiver(_Core):
 
     def _on_i2c(self, f: list[Any]) -> Event:
         ev = decode_i2c(f, self._limits)
-        rid = ev.id
-        in_flight = self._in_flight
-        if rid in in_flight or len(in_flight) >= self._limits.max_in_flight:
-            self._refuse_admission(rid)
-        in_flight.add(rid)
+        self._admit(ev.id)
         return ev
 
     def _on_spi(self, f: list[Any]) -> Event:
@@ -308,7 +304,8 @@ class _Receiver(_Core):
         return ev
 
     def _admit(self, rid: int) -> None:
-        if rid in self._in_flight or len(self._in_flight) >= self._limits.max_in_flight:
+        if rid in self._in_flight or rid in self._subs.live or \
+                len(self._in_flight) >= self._limits.max_in_flight:
             self._refuse_admission(rid)
         self._in_flight.add(rid)
 
@@ -316,6 +313,8 @@ class _Receiver(_Core):
         if rid in self._in_flight:
             raise _bad(ErrorCode.DUPLICATE_ID, f"request id {rid} is already in flight",
                        fatal=True)
+        if rid in self._subs.live:  # its EVENTs still carry the id (SPEC.md §4.12)
+            raise _bad(ErrorCode.BAD_REQUEST, f"request id {rid} names a live subscription", rid)
         raise _bad(ErrorCode.LIMIT_EXCEEDED, f"{len(self._in_flight)} requests in flight; "
                    f"limit {self._limits.max_in_flight}", rid)
 

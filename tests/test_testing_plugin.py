@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,31 @@ def test_a_marker_names_the_board_file(busbridge_board: TestBoard) -> None:
     assert busbridge_board.board.name == "dropin-test"
     with pytest.raises(RemoteError, match="no device at 0x48"):
         busbridge_board.sim.set(1, TMP117, temperature=1.0)
+
+
+@pytest.mark.busbridge_board("boards/dropin.toml")
+def test_a_relative_board_path_is_relative_to_the_test_file_not_the_cwd(
+        busbridge_board: TestBoard) -> None:
+    assert busbridge_board.board.name == "dropin-test"
+
+
+def test_the_relative_path_does_not_depend_on_where_pytest_runs(tmp_path: Path) -> None:
+    """A test suite in one directory, run from another: its board file is found."""
+    suite = tmp_path / "suite"
+    (suite / "boards").mkdir(parents=True)
+    (suite / "boards" / "mine.toml").write_text(BOARD.read_text())
+    (suite / "test_mine.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.busbridge_board('boards/mine.toml')\n"
+        "def test_it(busbridge_board):\n"
+        "    assert busbridge_board.board.name == 'dropin-test'\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(suite / "test_mine.py")], cwd=elsewhere, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
 
 
 def test_serve_works_outside_the_fixture() -> None:

@@ -109,7 +109,7 @@ def sim_devices(ctx: click.Context, bus: str | None, as_json: bool) -> None:
     for d in devs:
         where = f"{d['addr']:#04x}" if d["kind"] == "i2c" else f"cs {d['cs']}"
         qs = ", ".join(f"{q['name']}" + (f" ({q['unit']})" if q.get("unit") else "")
-                       for q in d.get("quantities", []))
+                       for q in d.get("quantities", []) if q.get("settable", True))
         faults = ", ".join(f["name"] for f in d.get("faults", []))
         click.echo(f"{d['kind']} {d['bus']} {where}  {d.get('model', '?')}"
                    f"  set: {qs or '-'}  faults: {faults or '-'}")
@@ -168,7 +168,7 @@ def sim_fault(ctx: click.Context, bus: str, target: str, fault: str, params: tup
         await c.sim.fault(bus, w.pop("addr", None), name, **w, **p)
 
     with_client(options(ctx), go)
-    click.echo(f"{name}: injected")
+    click.echo("every fault cleared" if name == "clear" else f"{name}: injected")
 
 
 async def _first_param(c: AsyncClient, bus: str, where: Mapping[str, Any], fault: str) -> str:
@@ -208,6 +208,8 @@ def sim_log(ctx: click.Context, bus: str, spi: bool, since: int, limit: int,
             page = await c.sim.log(bus, kind=kind, since=after,
                                    limit=min(limit - len(entries), 1000))
             entries += page.entries
+            if page.next <= after or not page.entries:
+                break  # a page that does not advance would be asked for forever
             after, more = page.next, page.more
         return entries, after, more
 
@@ -251,6 +253,7 @@ def _print_values(got: Mapping[str, Any], as_json: bool) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--bus", default=None, metavar="BUS", help="Only this bus.")
 @click.option("--addr", default=None, metavar="ADDR", help="Only this I2C address.")
+@click.option("--ten-bit", is_flag=True, help="ADDR is a 10-bit address (implied above 0x7f).")
 @click.option("--cs", type=click.IntRange(0, 255), default=None, help="Only this chip select.")
 @click.option("--kind", type=click.Choice(["i2c", "spi"]), default=None,
               help="Only I2C or only SPI.")
@@ -261,19 +264,23 @@ def _print_values(got: Mapping[str, Any], as_json: bool) -> None:
               help="Write there instead of stdout.")
 @connection_options
 @click.pass_context
-def trace(ctx: click.Context, bus: str | None, addr: str | None, cs: int | None,
-          kind: str | None, count: int | None, as_json: bool, output: IO[str] | None) -> None:
+def trace(ctx: click.Context, bus: str | None, addr: str | None, ten_bit: bool,
+          cs: int | None, kind: str | None, count: int | None, as_json: bool,
+          output: IO[str] | None) -> None:
     """Every transaction on the board as it happens, from every client (admin only).
 
     One line per transaction, like a logic analyser's decoder: time, client, bus,
     START/address/bytes/STOP (I2C) or MOSI/MISO per transfer (SPI), the result.
     """
+    if ten_bit and addr is None:
+        raise click.UsageError("--ten-bit needs --addr")
     a = parse_target(addr, False) if addr is not None else None
+    ten_bit = ten_bit or (a is not None and a > 0x7F)  # as `sim`: above 0x7f is 10-bit
     out = output or sys.stdout
 
     async def go(c: AsyncClient) -> None:
         n = 0
-        async with c.trace(kind=kind, bus=bus, addr=a, cs=cs) as t:
+        async with c.trace(kind=kind, bus=bus, addr=a, cs=cs, ten_bit=ten_bit) as t:
             async for ev in t:
                 out.write((dumps(ev) if as_json else describe_event(ev)) + "\n")
                 out.flush()

@@ -33,16 +33,23 @@ from protocol.errors import ErrorCode
 from protocol.events import Error, Event, Failure
 from protocol.limits import Limits
 
-from ..logs import event
+from ..logs import AUDIT_LOGGER, LogGate, event
 from .acl import ClientAcl
+from .budget import AnswerBudget
 from .leases import LeaseTable
 from .scheduling import BoardLike, Scheduler, unknown_bus
-from .trace import TraceFilter, Tracer
+from .trace import TraceFilter, Tracer, cut_data
 
 log = logging.getLogger("busbridge.server")
+audit = logging.getLogger(AUDIT_LOGGER)
 
 #: Ops that read or change a simulated device's state: run on the bus's worker.
 ON_BUS = ("sim.get", "sim.set", "sim.fault", "sim.screenshot", "sim.log")
+#: An answer that may be large (a log page, a screenshot, the device list) needs at
+#: least this much of the connection's answer budget, as a lease ``list`` page does.
+MIN_ADMIN_ROOM = 4096
+#: Bytes of an ADMIN_RESULT frame around its payload (header, keys, ``next``, ``more``).
+RESULT_SLACK = 256
 
 
 class Controllable(Protocol):
@@ -87,6 +94,13 @@ class AdminSession(Protocol):
     acl: ClientAcl | None
 
     loop: asyncio.AbstractEventLoop
+    gate: LogGate
+    owed: int
+    buffered: int
+    budget: AnswerBudget
+
+    def note_buffer(self) -> None: ...
+    def charge(self, rid: int, cost: int) -> str | None: ...
 
     def send(self, ev: Event) -> None: ...
 
@@ -111,6 +125,22 @@ def _where(p: Mapping[str, Any]) -> str:
     if p.get("kind", "i2c") == "i2c" and p.get("addr") is not None:
         return f"{p.get('kind', 'i2c')} bus {p['bus']} address {p['addr']:#04x}"
     return f"{p.get('kind')} bus {p['bus']} cs {p.get('cs')}"
+
+
+def _room(s: AdminSession, ev: AdminRequest, limits: Limits) -> int:
+    """Reserve the room a large answer may take in the answer budget (like a RESULT's,
+    released when it is sent) and return it: at most ``max_frame``, less when the
+    connection's answers wait unread.  ``limit-exceeded`` when there is too little."""
+    s.note_buffer()
+    room = min(limits.max_frame, s.budget.per_client - s.owed - s.buffered)
+    if room < MIN_ADMIN_ROOM:
+        raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                           "answers to this connection wait unread; read them, then ask "
+                           "again (client_answer_budget)")
+    why = s.charge(ev.id, room)
+    if why is not None:
+        raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
+    return room
 
 
 class Admin:
@@ -245,11 +275,15 @@ class Admin:
     def _sim_devices(self, s: AdminSession, ev: AdminRequest) -> dict[str, Any]:
         bus = ev.params.get("bus")
         if bus is not None and bus not in self.board.i2c and bus not in self.board.spi:
-            raise _bad(f"no bus {bus!r} on board {self.board.name!r}")
+            raise AdminRefusal(ErrorCode.UNKNOWN_BUS,
+                               f"no bus {bus!r} on board {self.board.name!r}")
         found = self._sim().sim_devices(bus)
         if s.acl is not None:
             acl = s.acl
             found = [d for d in found if acl.admin_denial([(d["kind"], d["bus"])]) is None]
+        if len(msgpack.packb(found, use_bin_type=True)) + RESULT_SLACK > _room(s, ev, self.limits):
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, "the device list does not fit in the "
+                               "room this connection has: read your answers, or ask for one bus")
         return {"devices": found}
 
     def _sim_get(self, s: AdminSession, ev: AdminRequest) -> Awaitable[dict[str, Any]]:
@@ -261,8 +295,8 @@ class Admin:
         values = ev.params["values"]
 
         def done(got: dict[str, Any]) -> dict[str, Any]:
-            event(log, logging.INFO, "sim values set", peer=s.peer, client=s.client,
-                  where=_where(ev.params), device=dev.name, values=values)
+            s.gate.event(audit, logging.INFO, "sim values set", peer=s.peer, client=s.client,
+                         where=_where(ev.params), device=dev.name, values=values)
             return {"values": got}
 
         return self._on_bus(s, ev, bus, functools.partial(dev.set, **values), done)
@@ -274,8 +308,9 @@ class Admin:
                   if k not in ("kind", "bus", "addr", "cs", "ten_bit", "fault")}
 
         def done(_: object) -> dict[str, Any]:
-            event(log, logging.INFO, "sim fault injected", peer=s.peer, client=s.client,
-                  where=_where(p), device=dev.name, fault=p["fault"], params=params)
+            s.gate.event(audit, logging.INFO, "sim fault injected", peer=s.peer,
+                         client=s.client, where=_where(p), device=dev.name, fault=p["fault"],
+                         params=params)
             return {}
 
         return self._on_bus(s, ev, bus, functools.partial(dev.inject, p["fault"], **params),
@@ -287,12 +322,16 @@ class Admin:
         if not callable(shot):
             raise _bad(f"{_where(ev.params)} ({dev.name}) is not a display: nothing to "
                        "screenshot")
-        room = max(self.limits.max_i2c_len, self.limits.max_spi_len)
+        most = max(self.limits.max_i2c_len, self.limits.max_spi_len)
+        room = _room(s, ev, self.limits) - RESULT_SLACK
 
         def done(png: bytes) -> dict[str, Any]:
-            if len(png) > room:
-                raise _bad(f"the screenshot is {len(png)} bytes, over this server's {room}: "
+            if len(png) > most:
+                raise _bad(f"the screenshot is {len(png)} bytes, over this server's {most}: "
                            "ask for a smaller scale")
+            if len(png) > room:
+                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, f"the screenshot is {len(png)} "
+                                   f"bytes, over the {room} left: read your answers")
             return {"png": png}
 
         return self._on_bus(s, ev, bus, functools.partial(shot, ev.params.get("scale", 4)), done)
@@ -305,11 +344,12 @@ class Admin:
             e = unknown_bus(self.board, 0, kind.upper(), bus, buses)
             raise AdminRefusal(e.code, e.message)
         since = p.get("since", 0)
-        room = self.limits.max_frame - 256
+        room = _room(s, ev, self.limits) - RESULT_SLACK  # a page is sized to what is left
 
         return self._on_bus(s, ev, bus, functools.partial(
             self._sim().sim_log, kind, bus, since, p.get("limit", DEFAULT_LOG_LIMIT)),
-            lambda page: _log_page(page[0], page[1], room, since))
+            lambda page: _log_page(page[0], page[1], room,
+                                   self.limits.max_frame - RESULT_SLACK, since))
 
     # -- trace ----------------------------------------------------------------------------
 
@@ -320,6 +360,8 @@ class Admin:
             raise AdminRefusal(ErrorCode.UNKNOWN_BUS,
                                f"no {flt.kind or 'i2c or spi'} bus {flt.bus!r} on board "
                                f"{self.board.name!r}")
+        if (why := self.tracer.refusal(s)) is not None:
+            raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED, why)
         s.send(AdminResult(ev.id, {"queue": self.tracer.max_events}))
         if ev.id in s.conn.subscriptions:  # the answer went out: the client expects events
             self.tracer.start(s, ev.id, flt)
@@ -353,16 +395,28 @@ class Admin:
             task.cancel()
 
 
-def _log_page(entries: list[dict[str, Any]], more: bool, room: int, since: int
-              ) -> dict[str, Any]:
-    """``sim.log``'s answer: whole entries only, within ``room`` bytes (one frame); what
-    does not fit is the next page."""
+def _log_page(entries: list[dict[str, Any]], more: bool, room: int, frame_room: int,
+              since: int) -> dict[str, Any]:
+    """``sim.log``'s answer: entries within ``room`` bytes (one frame, or what the
+    budget leaves); what does not fit is the next page.  An entry that could not fit
+    even alone in a frame has its data cut as a trace event's is (``truncated``), so
+    every entry can be paged; one that fits a frame but not the room left is refused
+    ``limit-exceeded`` rather than answered with an empty page that never advances."""
     used, kept = 0, 0
     for entry in entries:
-        used += len(msgpack.packb(entry, use_bin_type=True))
-        if used > room:
+        size = len(msgpack.packb(entry, use_bin_type=True))
+        if size > frame_room:
+            cut_data(entry)
+            size = len(msgpack.packb(entry, use_bin_type=True))
+        if used + size > room:
+            if kept == 0:
+                raise AdminRefusal(ErrorCode.LIMIT_EXCEEDED,
+                                   f"log entry {entry['seq']} is {size} bytes, over the "
+                                   f"{room} this connection has room for: read the answers "
+                                   "waiting for you, then ask again")
             more = True
             break
+        used += size
         kept += 1
     entries = entries[:kept]
     return {"entries": entries, "next": entries[-1]["seq"] if entries else since, "more": more}

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 
+from protocol.admin import AdminResult
 from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import Error, Event, Failure, Ping, Result
@@ -211,12 +212,19 @@ class FramedProtocol(FlowControl):
 
     def reserve(self, rid: int, cost: int) -> bool:
         """Charge an admitted request's answer to the budget, or refuse it (not run)."""
-        why = self.budget.refusal(self, cost)
+        why = self.charge(rid, cost)
         if why is None:
-            self._costs[rid] = cost
             return True
         self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
         return False
+
+    def charge(self, rid: int, cost: int) -> str | None:
+        """Charge ``cost`` bytes to request ``rid`` until its answer is sent (RESULT,
+        ADMIN_RESULT or ERROR), or say why not (then nothing is charged)."""
+        why = self.budget.refusal(self, cost)
+        if why is None:
+            self._costs[rid] = cost
+        return why
 
     def _settle(self, rid: int) -> None:
         cost = self._costs.pop(rid, 0)
@@ -275,7 +283,7 @@ class FramedProtocol(FlowControl):
     # -- answers -------------------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
-        if self._costs and type(ev) is Error:
+        if self._costs and isinstance(ev, (Error, AdminResult)):
             self._settle(ev.id)
         if self.reqlog is not None:
             self.reqlog.answered(ev)

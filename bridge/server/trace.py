@@ -24,10 +24,11 @@ from protocol.admin import AdminEvent, i2c_messages, spi_transfers
 from protocol.connection import Connection
 from protocol.events import Event, I2CRequest
 
-from ..logs import event
+from ..logs import AUDIT_LOGGER, LogGate
 from .observe import Observed, Observers
 
 log = logging.getLogger("busbridge.server")
+audit = logging.getLogger(AUDIT_LOGGER)
 
 #: Events one subscription keeps while its connection cannot take them.
 MAX_QUEUED_EVENTS = 256
@@ -35,6 +36,11 @@ MAX_QUEUED_EVENTS = 256
 MAX_QUEUED_BYTES = 1 << 20
 #: Bytes an event may carry before its data is cut to :data:`TRUNCATED` bytes per item.
 TRUNCATED = 64
+#: Live subscriptions one connection may hold, and the server in total (SPEC.md §4.12):
+#: every observed transaction is copied to each matching one, so the total bounds both
+#: the memory the queues hold (64 × 1 MiB) and the loop time one transaction costs.
+MAX_SUBS_PER_CONNECTION = 4
+MAX_SUBS = 64
 
 
 class Subscriber(Protocol):
@@ -43,6 +49,8 @@ class Subscriber(Protocol):
     peer: str
     client: str
     conn: Connection
+    gate: LogGate
+
     @property
     def paused(self) -> bool:
         """True while the transport is above its high-water mark (``pause_writing``)."""
@@ -94,24 +102,28 @@ def event_map(obs: Observed, max_bytes: int) -> tuple[dict[str, Any], int]:
         items = i2c_messages(r.msgs, obs.reads, obs.status)
         m["msgs"] = items
         size = sum(len(x["data"]) for x in items)
-        cut: tuple[str, ...] = ("data",)
     else:
         m["cs"] = r.cs
         items = spi_transfers(r.transfers, obs.reads, obs.status)
         m["transfers"] = items
         size = sum(len(x["tx"] or b"") + len(x["rx"]) for x in items)
-        cut = ("tx", "rx")
     if size > max_bytes:
-        for x in items:
-            for k in cut:
-                if x[k] is not None:
-                    x[k] = x[k][:TRUNCATED]
-        m["truncated"] = True
+        cut_data(m)
         size = len(items) * 2 * TRUNCATED
     m["failures"] = [[f.index, f.errno, f.message] for f in obs.failures]
     m["dur_us"] = int(obs.dur * 1_000_000)
     m["ran"] = obs.ran
     return m, size + 200 + 80 * len(items)
+
+
+def cut_data(m: dict[str, Any]) -> None:
+    """Cut a trace event's or log entry's data to :data:`TRUNCATED` bytes per
+    ``data``/``tx``/``rx`` and mark it ``"truncated": true`` (SPEC.md §4.12)."""
+    for x in m.get("msgs") or m.get("transfers") or ():
+        for k in ("data", "tx", "rx"):
+            if x.get(k) is not None:
+                x[k] = x[k][:TRUNCATED]
+    m["truncated"] = True
 
 
 class Subscription:
@@ -168,7 +180,19 @@ class Tracer:
         self.max_event_bytes = max_frame // 2
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.max_per_connection = MAX_SUBS_PER_CONNECTION
+        self.max_subs = MAX_SUBS
         self.subs: list[Subscription] = []
+
+    def refusal(self, session: Subscriber) -> str | None:
+        """Why ``session`` may not open one more subscription now, or None."""
+        mine = sum(1 for s in self.subs if s.session is session)
+        if mine >= self.max_per_connection:
+            return (f"this connection has {mine} live traces, the most it may "
+                    "(trace.stop one first)")
+        if len(self.subs) >= self.max_subs:
+            return f"the server has {len(self.subs)} live traces, the most it keeps: try later"
+        return None
 
     def start(self, session: Subscriber, sid: int, flt: TraceFilter) -> Subscription:
         """Open subscription ``sid``: its ADMIN_RESULT has gone out (the connection
@@ -177,10 +201,11 @@ class Tracer:
         if not self.subs:
             self.observers.attach(self.observe)
         self.subs.append(sub)
-        event(log, logging.INFO, "trace started", peer=session.peer, client=session.client,
-              id=sid, kind=flt.kind or "*", bus=flt.bus or "*",
-              target="*" if flt.addr is None and flt.cs is None else
-              (f"{flt.addr:#04x}" if flt.addr is not None else f"cs {flt.cs}"))
+        target = "*" if flt.addr is None and flt.cs is None else \
+            (f"{flt.addr:#04x}" if flt.addr is not None else f"cs {flt.cs}")
+        session.gate.event(audit, logging.INFO, "trace started", peer=session.peer,
+                           client=session.client, id=sid, kind=flt.kind or "*",
+                           bus=flt.bus or "*", target=target)
         return sub
 
     def find(self, session: Subscriber, sid: int) -> Subscription | None:
@@ -192,8 +217,9 @@ class Tracer:
             self.subs.remove(sub)
             if not self.subs:
                 self.observers.detach(self.observe)
-            event(log, logging.INFO, f"trace {why}", peer=sub.session.peer,
-                  client=sub.session.client, id=sub.id, sent=sub.sent, dropped=sub.lost)
+            sub.session.gate.event(audit, logging.INFO, f"trace {why}",
+                                   peer=sub.session.peer, client=sub.session.client, id=sub.id,
+                                   sent=sub.sent, dropped=sub.lost)
 
     def forget(self, session: Subscriber) -> None:
         """The connection is gone: its subscriptions end."""

@@ -94,3 +94,14 @@ def test_an_admin_force_releases_a_lease_from_the_shell(server_thread: Running) 
         assert holder.leases() == []
         again = bb(server_thread, "lease", "release", "--force", lease.id)
         assert "no live lease" in again.stdout
+
+
+def test_devices_list_only_what_can_be_set_and_clear_says_so(server_thread: Running) -> None:
+    devices = bb(server_thread, "sim", "devices")
+    assert devices.returncode == 0, devices.stderr
+    (oled,) = [line for line in devices.stdout.splitlines() if "ssd1306" in line]
+    for read_only in ("display_on", "contrast", "inverted"):
+        assert read_only not in oled
+    cleared = bb(server_thread, "sim", "fault", "1", "0x50", "clear")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.strip() == "every fault cleared"

@@ -10,7 +10,9 @@ from protocol_pair import ConnectionPair, handshake
 from protocol import Connection, Error, ErrorCode, LocalProtocolError, ProtocolError, Role
 from protocol.admin import AdminEvent, AdminRequest, AdminResult
 from protocol.codec import frame
-from protocol.events import FrameType
+from protocol.events import Event, FrameType, I2CRequest
+from protocol.leases import LeaseOp, LeaseRequest
+from protocol.virtio import I2C_FLAGS_M_RD, I2CMsg
 
 
 def _body(f: list[Any]) -> bytes:
@@ -134,6 +136,26 @@ def test_a_server_refuses_a_second_trace_start_with_a_live_subscription_id() -> 
     (item,) = server.receive(frame(b"\x94\x0a\x09\xabtrace.start\x80"))
     assert isinstance(item, ProtocolError)
     assert (item.code, item.request_id, item.fatal) == (ErrorCode.BAD_REQUEST, 9, False)
+
+
+@pytest.mark.parametrize("request_frame", [
+    AdminRequest(9, "sim.devices", {}),
+    LeaseRequest(9, LeaseOp.LIST),
+    I2CRequest(9, "1", [I2CMsg(0x48, I2C_FLAGS_M_RD, length=2)]),
+])
+def test_any_request_frame_reusing_a_live_subscription_id_is_refused(
+        request_frame: Event) -> None:
+    """SPEC §4.12: the id of a live subscription MUST NOT be used for another request
+    frame; the server answers `bad-request` with that id and runs nothing."""
+    server = handshake(Connection(Role.SERVER))
+    peer = Connection(Role.CLIENT)
+    server.receive(peer.send(AdminRequest(9, "trace.start", {})))
+    server.send(AdminResult(9, {}))
+    (item,) = server.receive(Connection(Role.CLIENT).send(request_frame))
+    assert isinstance(item, ProtocolError)
+    assert (item.code, item.request_id, item.fatal) == (ErrorCode.BAD_REQUEST, 9, False)
+    assert "live subscription" in item.message
+    assert server.in_flight == frozenset()
 
 
 def test_a_client_refuses_locally_what_the_server_would_refuse_but_sends_unknown_ops() -> None:

@@ -21,10 +21,10 @@ from ..base import I2CBackend, SpiBackend
 from .chips.base import I2C_FAULTS, SPI_FAULTS, SpiRegisterFront
 from .common import I2CLogEntry, SpiLogEntry
 from .i2c import I2CDevice, SimI2CBus
-from .i2c_devices import Eeprom24, ModelDevice
-from .model import Fault, Param, Quantity, SimModel, Value
+from .i2c_devices import Eeprom24, ModelDevice, RegisterMapDevice
+from .model import MAX_STALL_S, Fault, Param, Quantity, SimModel, Value
 from .spi import SimSpiBus, SpiDevice
-from .spi_devices import SpiNorFlash
+from .spi_devices import LoopbackDevice, SpiNorFlash, SpiRegisterDevice
 
 Kind = Literal["i2c", "spi"]
 
@@ -103,7 +103,8 @@ class EepromControl(DeviceControl):
 
     def faults(self) -> tuple[Fault, ...]:
         return (*I2C_FAULTS, Fault("busy", "start a write cycle now (its address NACKs for "
-                                   "write_time_s, or SECONDS)", (Param("seconds", "float", 0.0),)))
+                                   "write_time_s, or SECONDS)",
+                                   (Param("seconds", "float", 0.0, 0.0, MAX_STALL_S),)))
 
     def device_fault(self, fault: str, params: Mapping[str, Value]) -> None:
         d = self.device
@@ -144,7 +145,12 @@ def controller(device: I2CDevice | SpiDevice,
         return EepromControl(device, lock, "eeprom")
     if isinstance(device, SpiNorFlash):
         return FlashControl(device, lock, "nor_flash")
-    return DeviceControl(device, lock, type(device).__name__)
+    return DeviceControl(device, lock, BOARD_TYPES.get(type(device), type(device).__name__))
+
+
+#: The board file's ``type`` of each generic device class: what ``model`` reports.
+BOARD_TYPES: dict[type, str] = {RegisterMapDevice: "regmap", LoopbackDevice: "loopback",
+                                SpiRegisterDevice: "spi_regmap"}
 
 
 def _sim_bus(kind: Kind, buses: Mapping[str, Any], bus: str) -> SimI2CBus | SimSpiBus:

@@ -78,7 +78,8 @@ class Quantity:
         return value
 
     def describe(self) -> dict[str, Value]:
-        return {"name": self.name, "unit": self.unit, "min": self.min, "max": self.max,
+        return {"name": self.name, "unit": self.unit, "min": float(self.min),
+                "max": float(self.max),
                 "type": self.type, "default": self.default, "doc": self.doc,
                 "settable": self.settable}
 
@@ -90,6 +91,24 @@ class Param:
     name: str
     type: ValueType
     default: Value | None = None
+    #: The range a number must lie in: a stall of 1e9 s, or a negative count, would
+    #: wedge the bus or mean nothing, so it is refused before anything changes.
+    min: float = -1e18
+    max: float = 1e18
+
+    def describe(self) -> dict[str, Value | None]:
+        """``{name, type, default}`` and, for a number, ``min``/``max`` (SPEC.md §4.10)."""
+        d: dict[str, Value | None] = {"name": self.name, "type": self.type,
+                                      "default": self.default}
+        if self.type in ("int", "float"):
+            d["min"], d["max"] = float(self.min), float(self.max)
+        return d
+
+
+#: The longest ``stall`` (or EEPROM ``busy``) a fault may ask for, in seconds.
+MAX_STALL_S = 60.0
+#: The largest count a fault may ask for (``nack-next`` and the like).
+MAX_FAULT_COUNT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -102,8 +121,7 @@ class Fault:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "doc": self.doc,
-                "params": [{"name": p.name, "type": p.type, "default": p.default}
-                           for p in self.params]}
+                "params": [p.describe() for p in self.params]}
 
     def bind(self, owner: str, params: Mapping[str, object]) -> dict[str, Value]:
         """The parameters with defaults filled in and types checked."""
@@ -117,7 +135,7 @@ class Fault:
             v = params.get(p.name, p.default)
             if v is None:
                 raise ValueError(f"{owner}: fault {self.name!r} needs {p.name}")
-            out[p.name] = Quantity(p.name, "", -1e18, 1e18, 0, p.type).check(v)
+            out[p.name] = Quantity(p.name, "", p.min, p.max, 0, p.type).check(v)
         return out
 
 

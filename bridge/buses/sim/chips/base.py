@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import ClassVar, Literal, Unpack
 
 from ..i2c_devices import ModelDevice
-from ..model import Clock, Conversions, Fault, Param, SimModel, Value
+from ..model import MAX_FAULT_COUNT, MAX_STALL_S, Clock, Conversions, Fault, Param, SimModel, Value
 from ..spi import SpiDeviceOptions
 from ..spi_devices import SpiRegisterDevice
 
@@ -24,19 +24,19 @@ from ..spi_devices import SpiRegisterDevice
 I2C_FAULTS = (
     Fault("nack", "NACK the address (ENXIO) until turned off", (Param("on", "bool", True),)),
     Fault("nack-next", "NACK the next COUNT address phases, then answer again",
-          (Param("count", "int", 1),)),
+          (Param("count", "int", 1, 0, MAX_FAULT_COUNT),)),
     Fault("nack-after-bytes", "in write messages ACK COUNT data bytes, NACK the next "
-          "(EREMOTEIO); a negative COUNT turns it off", (Param("count", "int"),)),
+          "(EREMOTEIO); -1 turns it off", (Param("count", "int", None, -1, MAX_FAULT_COUNT),)),
     Fault("stall", "hold the bus SECONDS each time the chip is addressed (0: off)",
-          (Param("seconds", "float"),)),
+          (Param("seconds", "float", None, 0.0, MAX_STALL_S),)),
     Fault("clear", "remove every fault"),
 )
 #: Faults every SPI chip model supports.
 SPI_FAULTS = (
     Fault("fail", "fail messages (EIO) from transfer INDEX on, until turned off",
-          (Param("on", "bool", True), Param("index", "int", 0))),
+          (Param("on", "bool", True), Param("index", "int", 0, 0, MAX_FAULT_COUNT))),
     Fault("stall", "hold the bus SECONDS before each message (0: off)",
-          (Param("seconds", "float"),)),
+          (Param("seconds", "float", None, 0.0, MAX_STALL_S),)),
     Fault("clear", "remove every fault"),
 )
 #: For chips that convert: results stop coming.

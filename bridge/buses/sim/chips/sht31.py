@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import Fault, Param, Quantity, Value
+from ..model import MAX_FAULT_COUNT, Fault, Param, Quantity, Value
 from .base import I2CChip
 
 FETCH, ART, BREAK, SOFT_RESET = 0xE000, 0x2B32, 0x3093, 0x30A2
@@ -61,7 +61,7 @@ class Sht31(I2CChip):
         Quantity("humidity", "%RH", 0.0, 100.0, 45.0),
     )
     FAULTS = (Fault("crc-error", "send a wrong CRC with the next COUNT words read",
-                    (Param("count", "int", 1),)),)
+                    (Param("count", "int", 1, 0, MAX_FAULT_COUNT),)),)
 
     def __init__(self, address: int | None, *, serial: int = 0x1A2B3C4D, **kw: Any) -> None:
         super().__init__(address, **kw)
