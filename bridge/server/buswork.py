@@ -248,6 +248,8 @@ class BusWorker:
                         return
                     cond.wait()
                     job = self._pick(time.monotonic())
+            wire = job.work.wire_time()
+            cpu0 = time.thread_time()
             t0 = time.perf_counter()
             if not job.began:
                 job.began = t0
@@ -257,10 +259,9 @@ class BusWorker:
                 job.error = e
                 last = True
             job.ended = time.perf_counter()
-            used = job.ended - t0
             with cond:
                 assert job.flow is not None
-                job.flow.used += used
+                job.flow.used += _charge(job.ended - t0, time.thread_time() - cpu0, wire)
                 if last or job.expired:
                     self._finish(job)
             # Let the loop thread take the GIL now if it waits for it (a simulated
@@ -271,6 +272,18 @@ class BusWorker:
 
 def _used(flow: Flow) -> float:
     return flow.used
+
+
+def _charge(wall: float, cpu: float, wire: float | None) -> float:
+    """The bus time a step is charged: its wall time, but never more than its own CPU
+    time plus its wire time when the bus knows its clock.
+
+    Wall time alone counts the time the thread waited for the GIL or the CPU (the
+    event loop's turn, a busy machine): one step descheduled for a second would put
+    its client a second of bus time behind every other, and on a bus shared by 32
+    clients that client would wait for 31 s of their work — past its deadlines.
+    """
+    return wall if wire is None else min(wall, cpu + wire)
 
 
 __all__ = ["DONE", "QUEUED", "RUNNING", "WITHDRAWN", "BusWorker", "Flow", "Job", "Requester"]
