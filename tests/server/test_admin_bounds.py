@@ -220,6 +220,19 @@ async def test_state_changing_admin_ops_leave_an_audit_trail_at_the_default_leve
     assert "level=warning" not in err
 
 
+async def test_a_burst_of_harmless_changes_does_not_hide_the_one_that_matters(
+        default_logging: io.StringIO, server: Server, client: AsyncClient) -> None:
+    for _ in range(30):  # more than the log gate lets through for one event
+        await client.sim.fault(1, 0x50, "nack-next", count=0)
+    await client.sim.fault(1, 0x50, "nack-next", count=3)
+    await client.sim.set(1, TMP117, temperature=20.0 + 0.5)
+    err = default_logging.getvalue()
+    faults = [line for line in err.splitlines() if 'msg="sim fault injected"' in line]
+    assert len(faults) == 31
+    assert "3" in faults[-1].split("params=")[1]
+    assert any('msg="sim values set"' in line and "20.5" in line for line in err.splitlines())
+
+
 async def test_a_request_reusing_a_live_subscriptions_id_is_refused_and_the_trace_goes_on(
         server: Server, client: AsyncClient) -> None:
     a = await Raw.open(server)
