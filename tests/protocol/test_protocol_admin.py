@@ -141,7 +141,7 @@ def test_a_server_refuses_a_second_trace_start_with_a_live_subscription_id() -> 
 @pytest.mark.parametrize("request_frame", [
     AdminRequest(9, "sim.devices", {}),
     LeaseRequest(9, LeaseOp.LIST),
-    I2CRequest(9, "1", [I2CMsg(0x48, I2C_FLAGS_M_RD, length=2)]),
+    I2CRequest(9, "1", (I2CMsg(0x48, I2C_FLAGS_M_RD, length=2),)),
 ])
 def test_any_request_frame_reusing_a_live_subscription_id_is_refused(
         request_frame: Event) -> None:

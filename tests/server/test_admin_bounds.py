@@ -238,12 +238,12 @@ async def test_a_request_reusing_a_live_subscriptions_id_is_refused_and_the_trac
     a = await Raw.open(server)
     a.send(5, "trace.start", {"bus": "1"})
     assert isinstance(await a.answer(5), AdminResult)
-    a.writer.write(a.conn.send(I2CRequest(6, "1", [read(TMP117, 2)])))
+    a.writer.write(a.conn.send(I2CRequest(6, "1", (read(TMP117, 2),))))
     await a.answer_any(6)
     # The client library refuses to send it; a raw peer does it anyway.
     a.got.clear()  # the trace.start's answer, the RESULT of 6
     a.conn._subs.live.discard(5)
-    a.writer.write(a.conn.send(I2CRequest(5, "1", [read(TMP117, 2)])))
+    a.writer.write(a.conn.send(I2CRequest(5, "1", (read(TMP117, 2),))))
     a.conn._subs.live.add(5)
     err = await a.answer(5)
     assert isinstance(err, Error)
