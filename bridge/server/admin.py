@@ -41,6 +41,8 @@ from .scheduling import BoardLike, Scheduler, unknown_bus
 from .trace import TraceFilter, Tracer, cut_data
 
 log = logging.getLogger("busbridge.server")
+#: State changes are logged here with ``event``, never through a session's log gate: a
+#: burst of harmless changes must not hide the one that matters from the audit trail.
 audit = logging.getLogger(AUDIT_LOGGER)
 
 #: Ops that read or change a simulated device's state: run on the bus's worker.
@@ -295,8 +297,6 @@ class Admin:
         values = ev.params["values"]
 
         def done(got: dict[str, Any]) -> dict[str, Any]:
-            # Never suppressed (unlike the gate's lines): a burst of harmless changes
-            # must not hide the one that matters from the audit trail.
             event(audit, logging.INFO, "sim values set", peer=s.peer, client=s.client,
                   where=_where(ev.params), device=dev.name, values=values)
             return {"values": got}
