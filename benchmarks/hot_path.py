@@ -59,9 +59,15 @@ def parts() -> dict[str, Callable[[], object]]:
     # client never withdraws a request (its answer is due), hence the private
     # set: it stands in for the send or receive measured in the other part.
     pending = client._in_flight
+    accepted = server._in_flight  # a server sends a RESULT only for a request it accepted
     request = memoryview(bytearray(client.send(I2CRequest(1, "1", msgs))))
     pending.discard(1)
+    accepted.add(1)
     result = memoryview(bytearray(server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))))
+
+    def server_encode() -> None:
+        accepted.add(1)
+        server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))
 
     def server_decode() -> None:
         server.receive(request)
@@ -81,8 +87,7 @@ def parts() -> dict[str, Callable[[], object]]:
         "server: may_block check": lambda: bus.may_block,
         "server: run_i2c (virtio rules + sim bus)": lambda: run_i2c(bus, msgs),
         "  of which the simulated bus transaction": lambda: bus.transfer(msgs),
-        "server: encode the RESULT":
-            lambda: server.send(Result(1, b"\0\0", [b"\x0c\x80"], [])),
+        "server: encode the RESULT": server_encode,
         "client: decode the RESULT": client_decode,
     }
 
