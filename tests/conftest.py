@@ -6,13 +6,18 @@ import asyncio
 import atexit
 import getpass
 import os
+import queue
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -145,6 +150,71 @@ async def client(server: Server) -> AsyncIterator[AsyncClient]:
         yield c
     finally:
         await c.close()
+
+
+# ---------------------------------------------------------------------------
+# ``busbridge serve`` as a user starts it: a subprocess of this checkout.
+# ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH (the build under test, even
+    from a copy of the tree) and no BUSBRIDGE_URL, so a child talks to no stray board."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("BUSBRIDGE_URL", None)
+    return env
+
+
+@dataclass
+class ServeProcess:
+    """A running ``busbridge serve``; its stderr read line by line on a thread of its own,
+    so a test can wait for a log line without blocking on a pipe for ever."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str]
+    seen: list[str] = field(default_factory=list)  # every line :meth:`wait_for` has read
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """The first line from now on that ``re.search`` finds ``pattern`` in."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            self.seen.append(line)
+            m = re.search(pattern, line)
+            if m is not None:
+                return m
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a service manager stops it: the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextmanager
+def serve_process(*args: str) -> Iterator[ServeProcess]:
+    """``busbridge serve --listen 127.0.0.1:0 ARGS`` in a subprocess; killed afterwards if
+    the test did not stop it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=cli_env(), cwd=ROOT)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield ServeProcess(proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -291,3 +361,4 @@ async def token_server(board: Board) -> AsyncIterator[Server]:
     await s.start()
     yield s
     await s.close(grace=1.0)
+

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import ROOT, cli_env, serve_process
 
 import bridge.cli.info
 from bridge.cli.i2ctools import I2CArgError, parse_set_args
@@ -27,7 +24,6 @@ from bridge.cli.main import cli, main
 if TYPE_CHECKING:
     from conftest import Running
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -469,17 +465,10 @@ def test_main_is_quiet_on_ctrl_c(monkeypatch: pytest.MonkeyPatch,
 # ---------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("BUSBRIDGE_URL", None)
-    return env
-
-
 def test_demo_subprocess() -> None:
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "bridge.cli", "demo"], capture_output=True,
-                       text=True, timeout=60, env=_env(), cwd=ROOT)
+                       text=True, timeout=60, env=cli_env(), cwd=ROOT)
     assert p.returncode == 0, (p.stdout, p.stderr)
     out = p.stdout
     assert "0x48 0x50" in out  # bus 1 scan
@@ -498,36 +487,15 @@ def test_demo_subprocess() -> None:
 
 
 def test_serve_subprocess_info_then_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 20
-        m = None
-        while m is None:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            m = re.fullmatch(r"busbridge: serving board 'busbridge-sim' on "
-                             r"127\.0\.0\.1:(\d+) \(i2c: 1, 2; spi: 0\)\n", line)
+    with serve_process() as serve:
+        m = serve.wait_for(r"^busbridge: serving board 'busbridge-sim' on "
+                           r"127\.0\.0\.1:(\d+) \(i2c: 1, 2; spi: 0\)\n\Z", timeout=20)
         url = f"127.0.0.1:{m.group(1)}"
         info = subprocess.run([sys.executable, "-m", "bridge.cli", "--connect", url, "info"],
-                              capture_output=True, text=True, timeout=30, env=_env(), cwd=ROOT)
+                              capture_output=True, text=True, timeout=30, env=cli_env(), cwd=ROOT)
         assert info.returncode == 0, info.stderr
         assert "board:   busbridge-sim" in info.stdout
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert serve.stop(timeout=20) == 0
 
 
 def test_serve_config_error_exits_2(tmp_path: Path) -> None:
