@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from bridge.client import AsyncClient
 from bridge.config import Board, load_board, load_board_config
 from bridge.runtime import new_event_loop
 from bridge.server import Server, ServerPolicy
+from bridge.server.acl import AccessRule, Acl
 from bridge.server.auth import (
     TlsSettings,
     TokenSpec,
@@ -362,3 +363,17 @@ async def token_server(board: Board) -> AsyncIterator[Server]:
     yield s
     await s.close(grace=1.0)
 
+
+@asynccontextmanager
+async def serve_with_access_rules(board: Board, tokens: dict[str, str],
+                                  rules: list[AccessRule]) -> AsyncIterator[Server]:
+    """Plain TCP on this loop; each client NAME of ``tokens`` presents its token and is held
+    to ``rules``."""
+    specs = [TokenSpec(name=name, hash=hash_token(token)) for name, token in tokens.items()]
+    sec = build_server_security(None, specs, False)
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(rules)))
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close(grace=1.0)
