@@ -25,7 +25,6 @@ import trustme
 
 from bridge.client import AsyncClient
 from bridge.config import Board, load_board, load_board_config
-from bridge.runtime import new_event_loop
 from bridge.server import Server, ServerPolicy
 from bridge.server.acl import AccessRule, Acl
 from bridge.server.auth import (
@@ -34,6 +33,7 @@ from bridge.server.auth import (
     build_server_security,
     hash_token,
 )
+from bridge.testing import _start_server_thread
 
 
 @dataclass
@@ -65,26 +65,10 @@ def default_bus_addresses(bus: str = "1") -> list[int]:
     return sorted(found)
 
 def start_server_thread(board: Board, **kw: object) -> tuple[Running, threading.Thread]:
-    loop = new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Server] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def main() -> None:
-            server = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
-            await server.start()
-            holder["server"] = server
-            ready.set()
-            await server.serve_forever()
-
-        loop.run_until_complete(main())
-
-    t = threading.Thread(target=run, name="test-server", daemon=True)
-    t.start()
-    assert ready.wait(10), "server did not start"
-    return Running(holder["server"], board, loop), t
+    """``board`` served on a thread and loop of its own, as the busbridge_board fixture
+    serves it; ``kw`` are Server options (policy, request_timeout, ...)."""
+    server, loop, t = _start_server_thread(board, "test-server", **kw)
+    return Running(server, board, loop), t
 
 
 def stop_server_thread(running: Running, t: threading.Thread) -> None:
