@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import getpass
+import io
+import logging
 import os
 import queue
 import re
@@ -135,6 +137,24 @@ async def client(server: Server) -> AsyncIterator[AsyncClient]:
         yield c
     finally:
         await c.close()
+
+
+@contextmanager
+def busbridge_log(formatter: logging.Formatter, level: int) -> Iterator[io.StringIO]:
+    """What busbridge's loggers write at ``level`` and above while the block runs, formatted
+    as ``formatter`` formats it for a log file: what an operator would read."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger("busbridge")
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
 
 
 # ---------------------------------------------------------------------------

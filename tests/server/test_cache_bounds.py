@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from conftest import busbridge_log
 from reliability.attacks import frame, hello
 
 from bridge.client import AsyncClient, ClientAuth
@@ -33,18 +34,9 @@ FRAMES = 20_000
 
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger("busbridge")
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)  # what `busbridge serve` writes by default
-    try:
+    # WARNING: what `busbridge serve` writes by default
+    with busbridge_log(LogfmtFormatter(), logging.WARNING) as out:
         yield out
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old)
 
 
 @pytest.fixture
