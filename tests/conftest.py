@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from bridge.buses.sim.i2c import SimI2CBus
+from bridge.buses.sim.spi import SimSpiBus
 from bridge.client import AsyncClient
 from bridge.config import Board, load_board, load_board_config
 from bridge.server import Server, ServerPolicy
@@ -97,6 +99,20 @@ def server_thread(board: Board) -> Iterator[Running]:
 
 
 DROPIN_BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+
+
+def i2c_log(sim: Board, bus: str = "1") -> list[object]:
+    """What the simulated I2C ``bus`` of ``sim`` saw, oldest first: what reached the chips."""
+    b = sim.i2c[bus]
+    assert isinstance(b, SimI2CBus)
+    return list(b.log_snapshot())
+
+
+def spi_log(sim: Board, bus: str = "0") -> list[object]:
+    """What the simulated SPI ``bus`` of ``sim`` saw, oldest first."""
+    b = sim.spi[bus]
+    assert isinstance(b, SimSpiBus)
+    return list(b.log_snapshot())
 
 
 @pytest.fixture
