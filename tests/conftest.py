@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from click.testing import CliRunner
 
 from bridge.buses.sim.i2c import SimI2CBus
 from bridge.buses.sim.spi import SimSpiBus
@@ -171,6 +172,24 @@ def busbridge_log(formatter: logging.Formatter, level: int) -> Iterator[io.Strin
     finally:
         root.removeHandler(handler)
         root.setLevel(old)
+
+
+def cli_runner() -> CliRunner:
+    """A click runner that keeps the command's stderr apart from its stdout."""
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
+    except TypeError:
+        return CliRunner()  # click >= 8.2 keeps stderr apart
+
+
+@pytest.fixture
+def restore_busbridge_logging() -> Iterator[None]:
+    """The CLI run in-process points the busbridge logger at CliRunner's stderr; undo that
+    afterwards (``pytestmark = pytest.mark.usefixtures("restore_busbridge_logging")``)."""
+    log = logging.getLogger("busbridge")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
 
 
 # ---------------------------------------------------------------------------

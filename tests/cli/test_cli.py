@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import ROOT, cli_env, serve_process
+from click.testing import Result
+from conftest import ROOT, cli_env, cli_runner, serve_process
 
 import bridge.cli.info
 from bridge.cli.i2ctools import I2CArgError, parse_set_args
@@ -26,25 +24,12 @@ if TYPE_CHECKING:
 
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the busbridge logger at CliRunner's stderr; undo that afterwards."""
-    log = logging.getLogger("busbridge")
-    saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
-    except TypeError:
-        return CliRunner()  # click >= 8.2 keeps stderr apart
+pytestmark = pytest.mark.usefixtures("restore_busbridge_logging")
 
 
 def bb(srv: Running | None, *args: str, input: str | None = None) -> Result:
     url = ["--connect", srv.url] if srv is not None else []
-    return _runner().invoke(cli, [*url, *args], input=input)
+    return cli_runner().invoke(cli, [*url, *args], input=input)
 
 
 def ok(srv: Running, *args: str) -> str:
@@ -368,21 +353,21 @@ def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = _runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
+    r = cli_runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
     assert r.exit_code == 1
     assert r.stderr.startswith(f"busbridge: error: cannot connect to 127.0.0.1:{port}: ")
     assert "Traceback" not in r.stderr
 
 
 def test_bad_connect_option() -> None:
-    r = _runner().invoke(cli, ["--connect", "host:notaport", "info"])
+    r = cli_runner().invoke(cli, ["--connect", "host:notaport", "info"])
     assert r.exit_code == 2
     assert "--connect" in r.stderr
 
 
 def test_env_var_gives_the_server(server_thread: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUSBRIDGE_URL", server_thread.url)
-    r = _runner().invoke(cli, ["i2c", "get", "-y", "1", "0x48", "0x0f", "w"])
+    r = cli_runner().invoke(cli, ["i2c", "get", "-y", "1", "0x48", "0x0f", "w"])
     assert r.exit_code == 0
     assert r.stdout == "0x1701\n"
 
@@ -501,33 +486,33 @@ def test_serve_subprocess_info_then_sigterm() -> None:
 def test_serve_config_error_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[[i2c]]\nname = "1"\nbackend = "nope"\n')
-    r = _runner().invoke(cli, ["serve", "--config", str(bad)])
+    r = cli_runner().invoke(cli, ["serve", "--config", str(bad)])
     assert r.exit_code == 2
     assert r.stderr.startswith(f"busbridge: error: invalid board config {bad}:")
-    r = _runner().invoke(cli, ["serve", "--config", str(tmp_path / "missing.toml")])
+    r = cli_runner().invoke(cli, ["serve", "--config", str(tmp_path / "missing.toml")])
     assert r.exit_code == 2
     assert "missing.toml" in r.stderr
     assert "cannot read" in r.stderr
 
 
 def test_serve_record_and_replay_option_errors(tmp_path: Path) -> None:
-    r = _runner().invoke(cli, ["serve", "--replay", "x.bbrec", "--config", "b.toml"])
+    r = cli_runner().invoke(cli, ["serve", "--replay", "x.bbrec", "--config", "b.toml"])
     assert r.exit_code == 2
     assert "give it or --config, not both" in r.stderr
-    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record",
+    r = cli_runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record",
                                str(tmp_path / "no" / "dir.bbrec")])
     assert r.exit_code == 1
     assert r.stderr == (f"busbridge: error: cannot write recording {tmp_path}/no/dir.bbrec: "
                         "No such file or directory\n")
-    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record", "/dev/full"])
+    r = cli_runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record", "/dev/full"])
     assert r.exit_code == 1
     assert "cannot write recording /dev/full: No space left on device" in r.stderr
-    r = _runner().invoke(cli, ["serve", "--replay", str(tmp_path / "missing.bbrec")])
+    r = cli_runner().invoke(cli, ["serve", "--replay", str(tmp_path / "missing.bbrec")])
     assert r.exit_code == 2
     assert "cannot read recording" in r.stderr
 
 
 def test_serve_bad_listen_is_a_usage_error() -> None:
-    r = _runner().invoke(cli, ["serve", "--listen", "nowhere"])
+    r = cli_runner().invoke(cli, ["serve", "--listen", "nowhere"])
     assert r.exit_code == 2
     assert "--listen" in r.stderr
