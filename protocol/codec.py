@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 from pydantic import ValidationError
@@ -80,9 +80,9 @@ unpack_prefix = _PREFIX.unpack_from
 
 _HELLO = int(FrameType.HELLO)
 _WELCOME = int(FrameType.WELCOME)
-_I2C = int(FrameType.I2C)
+_I2C: Final = int(FrameType.I2C)
 _SPI = int(FrameType.SPI)
-_RESULT = int(FrameType.RESULT)
+_RESULT: Final = int(FrameType.RESULT)
 _ERROR = int(FrameType.ERROR)
 _PING = int(FrameType.PING)
 _PONG = int(FrameType.PONG)
@@ -400,7 +400,7 @@ def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
 #: Decoded ``out_hdr`` bytes -> ``(addr, flags, ten_bit)``.  Only valid headers
 #: are stored, and there are at most (128 + 1024) addresses x 4 flag words of
 #: them, so the cache is bounded without eviction.
-_HDR_CACHE: dict[bytes, tuple[int, int, bool]] = {}
+_HDR_CACHE: Final[dict[bytes, tuple[int, int, bool]]] = {}
 
 
 def _decode_hdr(hdr: Any, i: int, rid: int) -> tuple[int, int, bool]:

@@ -159,6 +159,9 @@ class FlowControl(asyncio.BufferedProtocol):
         batch the kernel took but 100 KiB of pinned 4 MiB the budget never saw.
         In pieces, what is pinned and not counted is under ``PIECE`` a connection.
         """
+        if len(answers) == 1 and len(answers[0]) <= PIECE:  # the common case: one answer
+            self.transport.write(answers[0])
+            return
         piece: list[bytes] = []
         size = 0
         for data in answers:

@@ -73,9 +73,11 @@ class RequestTally:
 
         The hot path: :meth:`_settle` is written out here rather than called.
         """
-        noted = self._pending.pop(rid, None)
+        pending = self._pending
+        noted = pending.get(rid)  # get and del: compiled, cheaper than pop(rid, None)
         if noted is None:
             return
+        del pending[rid]
         counts, ev, t0 = noted
         if t0 >= 0:  # else its connection is gone (close): bytes and outcome still count
             now = perf_counter()
@@ -87,7 +89,10 @@ class RequestTally:
                 counts.busy_s += now - counts.busy_since
         written = 0
         if not failures:  # the common case: everything moved (reads carry what was read)
-            counts.bytes_read += sum(map(len, reads))
+            nread = 0
+            for r in reads:  # not sum(map(len, reads)): two calls fewer, compiled
+                nread += len(r)
+            counts.bytes_read += nread
             if type(ev) is I2CRequest:
                 for m in ev.msgs:  # a read's data is b""
                     written += len(m.data)
