@@ -149,7 +149,7 @@ class Session(FramedProtocol):
         time, like every other, not a whole read's.
         """
         view = data if isinstance(data, memoryview) else memoryview(data)
-        if not self._receive(view[:CHUNK]) or not self.open:
+        if not self._receive(view if len(view) <= CHUNK else view[:CHUNK]) or not self.open:
             return
         if len(view) > CHUNK:
             self._stash = bytes(view[CHUNK:])
