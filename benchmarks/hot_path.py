@@ -61,7 +61,14 @@ def parts() -> dict[str, Callable[[], object]]:
     pending = client._in_flight
     request = memoryview(bytearray(client.send(I2CRequest(1, "1", msgs))))
     pending.discard(1)
+    # A server answers only a request in flight: the same stand-in on its side.
+    accepted = server._in_flight
+    accepted.add(1)
     result = memoryview(bytearray(server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))))
+
+    def server_encode() -> None:
+        accepted.add(1)
+        server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))
 
     def server_decode() -> None:
         server.receive(request)
@@ -81,8 +88,7 @@ def parts() -> dict[str, Callable[[], object]]:
         "server: may_block check": lambda: bus.may_block,
         "server: run_i2c (virtio rules + sim bus)": lambda: run_i2c(bus, msgs),
         "  of which the simulated bus transaction": lambda: bus.transfer(msgs),
-        "server: encode the RESULT":
-            lambda: server.send(Result(1, b"\0\0", [b"\x0c\x80"], [])),
+        "server: encode the RESULT": server_encode,
         "client: decode the RESULT": client_decode,
     }
 
