@@ -228,9 +228,10 @@ _BIN8: Final = [b"\xc4" + b for b in _BYTE]
 _FIXARRAY: Final = [bytes((0x90 | n,)) for n in range(16)]
 
 
-def _result_body(rid: int, status: bytes, reads: list[bytes]) -> bytes | None:
+def _result_body(rid: int, status: object, reads: list[Any]) -> bytes | None:
     """The common RESULT (no failures, up to 15 reads of up to 255 bytes) from precomputed
-    msgpack headers, no call but one join: the bytes ``_packb`` makes, or None."""
+    msgpack headers, no call but one join: the bytes ``_packb`` makes, or None.  Typed
+    ``object`` / ``Any``: compiled, a ``bytes`` parameter would refuse a bytearray."""
     if (type(status) is not bytes or len(status) > 255 or len(reads) > 15
             or not 0 < rid <= 0xFFFFFFFF):
         return None
