@@ -1,28 +1,24 @@
 """Pure encode/decode of every busbridge frame: events to bytes and back, no state.
 
-Frames are a 4-byte big-endian length followed by one msgpack array whose
-first two items are the frame type and the request id (see ``SPEC.md``).
-Request frames are checked by hand rather than with pydantic: they are the
-hot path, and hand checks cost about a third as much per frame.
+Frames are a 4-byte big-endian length followed by one msgpack array whose first two items are
+the frame type and the request id (see ``SPEC.md``). Request frames are checked by hand rather
+than with pydantic: they are the hot path, and hand checks cost about a third as much per frame.
 
-Nothing here knows whether a handshake happened or which ids are in flight:
-that is :class:`~protocol.connection.Connection`'s job, and it calls these
-functions.  They are public so that peers, tests and tools can build and take
-apart frames without a connection.  Decoders raise :class:`ProtocolError`
-(with the request id when it could be read); encoders raise
-:class:`LocalProtocolError`.  The LEASE / LEASE_RESULT and ADMIN / ADMIN_RESULT /
-EVENT decoders live beside their events in :mod:`protocol.leases` and
-:mod:`protocol.admin` (their maps have many fields).  The only
-state kept is two caches of virtio-i2c headers, bounded because only valid
-headers are stored.
+Nothing here knows whether a handshake happened or which ids are in flight: that is
+:class:`~protocol.connection.Connection`'s job, and it calls these functions. They are public so
+that peers, tests and tools can build and take apart frames without a connection. Decoders raise
+:class:`ProtocolError` (with the request id when it could be read); encoders raise
+:class:`LocalProtocolError`. The LEASE / LEASE_RESULT and ADMIN / ADMIN_RESULT / EVENT decoders
+live beside their events in :mod:`protocol.leases` and :mod:`protocol.admin` (their maps have
+many fields). The only state kept is two caches of virtio-i2c headers, bounded because only
+valid headers are stored.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 from pydantic import ValidationError
@@ -75,15 +71,15 @@ Buffer = bytes | bytearray | memoryview
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _PREFIX = struct.Struct(">I")
 #: ``pack_prefix(len(body)) + body`` is a frame (:func:`frame`, without the call).
-pack_prefix = _PREFIX.pack
+pack_prefix: Final = _PREFIX.pack
 #: ``unpack_prefix(buf, pos)[0]``: the body length of the frame starting at ``pos``.
-unpack_prefix = _PREFIX.unpack_from
+unpack_prefix: Final = _PREFIX.unpack_from
 
 _HELLO = int(FrameType.HELLO)
 _WELCOME = int(FrameType.WELCOME)
-_I2C = int(FrameType.I2C)
+_I2C: Final = int(FrameType.I2C)
 _SPI = int(FrameType.SPI)
-_RESULT = int(FrameType.RESULT)
+_RESULT: Final = int(FrameType.RESULT)
 _ERROR = int(FrameType.ERROR)
 _PING = int(FrameType.PING)
 _PONG = int(FrameType.PONG)
@@ -226,8 +222,42 @@ def encode_spi(ev: SpiRequest, peer: Limits | None = None, result_cap: int = 0) 
     return _packb([_SPI, ev.id, ev.bus, ev.cs, xfers, ev.timeout_ms])
 
 
+#: One byte of each value; msgpack ``bin 8`` headers by length; ``fixarray`` headers.
+_BYTE: Final = [bytes((n,)) for n in range(256)]
+_BIN8: Final = [b"\xc4" + b for b in _BYTE]
+_FIXARRAY: Final = [bytes((0x90 | n,)) for n in range(16)]
+
+
+def _result_body(rid: int, status: object, reads: list[Any]) -> bytes | None:
+    """The common RESULT (no failures, up to 15 reads of up to 255 bytes) from precomputed
+    msgpack headers, no call but one join: the bytes ``_packb`` makes, or None.  Typed
+    ``object`` / ``Any``: compiled, a ``bytes`` parameter would refuse a bytearray."""
+    if (type(status) is not bytes or len(status) > 255 or len(reads) > 15
+            or not 0 < rid <= 0xFFFFFFFF):
+        return None
+    b = _BYTE  # [RESULT (4), the id as msgpack's smallest uint, then the rest
+    parts = ([b"\x95\x04", b[rid]] if rid < 0x80 else [b"\x95\x04\xcc", b[rid]] if rid < 0x100
+             else [b"\x95\x04\xcd", b[rid >> 8], b[rid & 0xFF]] if rid < 0x10000
+             else [b"\x95\x04\xce", b[rid >> 24], b[rid >> 16 & 0xFF], b[rid >> 8 & 0xFF],
+                   b[rid & 0xFF]])
+    parts.append(_BIN8[len(status)])
+    parts.append(status)
+    parts.append(_FIXARRAY[len(reads)])
+    for r in reads:
+        if type(r) is not bytes or len(r) > 255:
+            return None
+        parts.append(_BIN8[len(r)])
+        parts.append(r)
+    parts.append(b"\x90")  # no failures
+    return b"".join(parts)
+
+
 def encode_result(ev: Result) -> bytes:
     fails = ev.failures
+    if not fails and type(fails) is list:
+        body = _result_body(ev.id, ev.status, ev.reads)
+        if body is not None:
+            return body
     if fails:
         return _packb([_RESULT, ev.id, ev.status, ev.reads,
                        [[f.index, f.errno, f.message] for f in fails]])
@@ -312,17 +342,18 @@ def _bad(code: ErrorCode, msg: str, rid: int = 0, fatal: bool = False) -> Protoc
 def unpacker(limits: Limits, client: bool) -> Callable[[Buffer], Any]:
     """``msgpack.unpackb`` bounded so that no object over ``limits`` is ever built.
 
-    Results hold up to ``max_requests`` reads; WELCOME lists buses in maps, so a
-    client allows more array items and map pairs than a server.
+    Results hold up to ``max_requests`` reads; WELCOME lists buses in maps, so a client
+    allows more array items and map pairs than a server.  A closure, not a
+    ``functools.partial``, which would copy its keyword dict on every call.
     """
-    unpack: Callable[[Buffer], Any] = functools.partial(
-        msgpack.unpackb,
-        max_bin_len=max(limits.max_i2c_len, limits.max_spi_len, 64),
-        max_str_len=MAX_STR,
-        max_array_len=max(limits.max_requests, 1024 if client else 8),
-        max_map_len=1024 if client else 64,
-        max_ext_len=0,
-    )
+    max_bin = max(limits.max_i2c_len, limits.max_spi_len, 64)
+    max_array, max_map = max(limits.max_requests, 1024 if client else 8), 1024 if client else 64
+    unpackb = msgpack.unpackb
+
+    def unpack(body: Buffer) -> Any:
+        return unpackb(body, max_bin_len=max_bin, max_str_len=MAX_STR,
+                       max_array_len=max_array, max_map_len=max_map, max_ext_len=0)
+
     return unpack
 
 
@@ -369,7 +400,7 @@ def _check_list(v: Any, what: str, limit: int, rid: int) -> list[Any]:
 #: Decoded ``out_hdr`` bytes -> ``(addr, flags, ten_bit)``.  Only valid headers
 #: are stored, and there are at most (128 + 1024) addresses x 4 flag words of
 #: them, so the cache is bounded without eviction.
-_HDR_CACHE: dict[bytes, tuple[int, int, bool]] = {}
+_HDR_CACHE: Final[dict[bytes, tuple[int, int, bool]]] = {}
 
 
 def _decode_hdr(hdr: Any, i: int, rid: int) -> tuple[int, int, bool]:

@@ -229,7 +229,7 @@ class _Receiver(_Core):
         pos = 0
         limit = self._limits.max_frame
         while size - pos >= PREFIX_SIZE:
-            n = unpack_prefix(buf, pos)[0]
+            n: int = unpack_prefix(buf, pos)[0]
             if n > limit:  # checked before anything is buffered or decoded
                 out.append(self._fail(frame_too_large(n, limit)))
                 return out

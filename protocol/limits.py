@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7707
 
 #: Length prefix size in bytes (unsigned, big-endian).
-PREFIX_SIZE = 4
-MAX_BUS_NAME = 64
+PREFIX_SIZE: Final = 4
+MAX_BUS_NAME: Final = 64
 #: Longest access token a HELLO may carry (characters); lease tokens are
 #: ``leases.MAX_LEASE_TOKEN``.
 MAX_ACCESS_TOKEN = 256
-MAX_STR = 4096
-MAX_REQUEST_ID = 0xFFFF_FFFF
-MAX_TIMEOUT_MS = 3_600_000
+MAX_STR: Final = 4096
+MAX_REQUEST_ID: Final = 0xFFFF_FFFF
+MAX_TIMEOUT_MS: Final = 3_600_000
 
 #: A request frame's RESULT must fit in ``max_frame``: its total read length plus
 #: RESULT_BASE plus RESULT_PER_REQUEST per request (status byte, bin header and room
 #: for a short failure entry) may not exceed it (SPEC.md, "Limits").
-RESULT_BASE = 64
-RESULT_PER_REQUEST = 128
+RESULT_BASE: Final = 64
+RESULT_PER_REQUEST: Final = 128
 
 
 def result_room(n_requests: int, read_bytes: int) -> int:

@@ -75,26 +75,40 @@ class AnswerBudget:
 
     def _move(self, c: Owes, owed: int, buffered: int) -> None:
         """Set ``c``'s counts, keeping ``used`` and ``excess`` in step."""
-        before = c.owed + c.buffered
+        self._shift(c, c.owed + c.buffered, owed, buffered)
+
+    def _shift(self, c: Owes, before: int, owed: int, buffered: int) -> None:
+        """:meth:`_move`, ``before`` (``c.owed + c.buffered``) known: the attributes of a
+        connection (not a native class) are dict lookups."""
         after = owed + buffered
         self.used += after - before
-        self.excess += max(0, after - self.floor) - max(0, before - self.floor)
-        c.owed, c.buffered = owed, buffered
+        floor = self.floor
+        self.excess += ((after - floor if after > floor else 0)
+                        - (before - floor if before > floor else 0))
+        c.owed = owed
+        c.buffered = buffered
 
     def refusal(self, c: Owes, cost: int) -> str | None:
         """Why ``c`` may not take ``cost`` more bytes, or None (then it is charged)."""
-        if c.owed + c.buffered + cost > self.per_client:
+        owed, buffered = c.owed, c.buffered
+        if owed + buffered + cost > self.per_client:
             c.note_buffer()
-            if c.owed + c.buffered + cost > self.per_client:
+            owed, buffered = c.owed, c.buffered
+            if owed + buffered + cost > self.per_client:
                 return (f"this connection's answers owed and unread would pass "
                         f"{self.per_client} bytes (client_answer_budget): read the answers "
                         "waiting for you, then send it again; it did not run")
-        held = c.owed + c.buffered
-        more = max(0, held + cost - self.floor) - max(0, held - self.floor)
-        if more and self.excess + more > self.total and not self.fits(c, cost):
-            return (f"the server's answer budget ({self.total} bytes over all connections) "
-                    "is used up; it did not run: send it again later")
-        self._move(c, c.owed + cost, c.buffered)
+        held = owed + buffered
+        floor = self.floor
+        more = ((held + cost - floor if held + cost > floor else 0)
+                - (held - floor if held > floor else 0))
+        if more and self.excess + more > self.total:
+            if not self.fits(c, cost):
+                return (f"the server's answer budget ({self.total} bytes over all "
+                        "connections) is used up; it did not run: send it again later")
+            owed, buffered = c.owed, c.buffered  # fits() measured every buffer again
+            held = owed + buffered
+        self._shift(c, held, owed + cost, buffered)
         return None
 
     def fits(self, c: Owes, cost: int) -> bool:
@@ -107,6 +121,12 @@ class AnswerBudget:
 
     def release(self, c: Owes, cost: int) -> None:
         self._move(c, c.owed - cost, c.buffered)
+
+    def answered(self, c: Owes, cost: int, size: int) -> None:
+        """:meth:`release` ``cost`` and :meth:`grow` ``size`` in one move: ``c``'s answer
+        is batched.  The same totals as the two calls (``_move`` telescopes)."""
+        owed, buffered = c.owed, c.buffered
+        self._shift(c, owed + buffered, owed - cost, buffered + size)
 
     def buffer(self, c: Owes, size: int) -> None:
         """``c``'s write buffer now holds ``size`` bytes."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Sequence
+from typing import Final
 
 from protocol.events import Failure
 from protocol.handshake import I2C_FUNC_10BIT_ADDR
@@ -33,18 +34,20 @@ Outcome = tuple[bytes, list[bytes], list[Failure]]
 
 #: A request's fixed cost in the work estimate of an inline run, in bus clocks: the
 #: simulator spends about as long on each request (checks, hooks, log) as on 3 bytes.
-REQUEST_CLOCKS = 32
+REQUEST_CLOCKS: Final = 32
 
 #: A frame runs inline on the event loop only if its estimated work is at most this
 #: many clocks: its bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`; SPI: 8 per byte)
 #: plus ``REQUEST_CLOCKS`` per request.  The costliest frames within it take the
 #: simulator about 90 µs of CPU (24 probes, or a 100-byte read of a register map,
 #: measured on a loaded 2-core VM), so an inline frame holds the loop about 0.1 ms.
-INLINE_CLOCKS = 1024
+INLINE_CLOCKS: Final = 1024
 
-_ERR = int(I2CStatus.ERR)
-FAIL_NEXT = I2C_FLAGS_FAIL_NEXT
-M_RD = I2C_FLAGS_M_RD
+# Final: compiled, constants rather than lookups in the module's dict.
+_ERR: Final = int(I2CStatus.ERR)
+FAIL_NEXT: Final = I2C_FLAGS_FAIL_NEXT
+M_RD: Final = I2C_FLAGS_M_RD
+_TEN_BIT_OK: Final = I2C_FUNC_10BIT_ADDR
 
 
 def _where(bus: str, msgs: Sequence[I2CMsg], k: int) -> str:
@@ -88,7 +91,7 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
-    ten_ok = backend.functionality & I2C_FUNC_10BIT_ADDR
+    ten_ok = backend.functionality & _TEN_BIT_OK
     limit = backend.max_msg_len
     want: list[int] = []
     one_chain = True

@@ -159,6 +159,9 @@ class FlowControl(asyncio.BufferedProtocol):
         batch the kernel took but 100 KiB of pinned 4 MiB the budget never saw.
         In pieces, what is pinned and not counted is under ``PIECE`` a connection.
         """
+        if len(answers) == 1 and len(answers[0]) <= PIECE:  # the common case: one answer
+            self.transport.write(answers[0])
+            return
         piece: list[bytes] = []
         size = 0
         for data in answers:
@@ -212,8 +215,9 @@ class FramedProtocol(FlowControl):
 
     def reserve(self, rid: int, cost: int) -> bool:
         """Charge an admitted request's answer to the budget, or refuse it (not run)."""
-        why = self.charge(rid, cost)
+        why = self.budget.refusal(self, cost)  # charge(), written out: the hot path
         if why is None:
+            self._costs[rid] = cost
             return True
         self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
         return False
@@ -308,8 +312,12 @@ class FramedProtocol(FlowControl):
 
     def answer(self, rid: int, status: bytes, reads: list[bytes],
                failures: list[Failure]) -> None:
-        """The RESULT of request ``rid``, as the bus left it (counted by the scheduler)."""
-        self._settle(rid)
+        """The RESULT of request ``rid``, as the bus left it (counted by the scheduler).
+
+        Its reservation is released (``_settle``) and, batched, its bytes charged
+        (``grow``) in one step of the budget: nothing reads the budget in between.
+        """
+        cost = self._costs.pop(rid, 0)
         if self.reqlog is not None:
             self.reqlog.answered(Result(rid, status, reads, failures))
         self.tally.result(rid, status, reads, failures)
@@ -318,15 +326,21 @@ class FramedProtocol(FlowControl):
                 if len(f.message) > MAX_MESSAGE:
                     f.message = short_message(f.message)
         result = Result(rid, status, reads, failures)
-        if self.open and self._batch is not None:
+        batch = self._batch
+        if self.open and batch is not None:
             try:
                 data = self.conn.send(result)
-                self._batch.append(data)
-                self._batched += len(data)
-                self.budget.grow(self, len(data))
             except LocalProtocolError:
+                if cost:
+                    self.budget.release(self, cost)
                 self.send(result)  # answers INTERNAL
+            else:
+                batch.append(data)
+                self._batched += len(data)
+                self.budget.answered(self, cost, len(data))
         else:
+            if cost:
+                self.budget.release(self, cost)
             self.send(result)
             self.note_buffer()
         if self.eof and not self.conn.in_flight:

@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from protocol.admin import AdminRequest
 from protocol.errors import ErrorCode
@@ -69,9 +69,9 @@ from .stats import ServerStats
 log = logging.getLogger("busbridge.server")
 
 #: Inline work per read of one connection; past it, that read's frames queue.
-INLINE_CLOCKS_PER_READ = 8 * INLINE_CLOCKS
+INLINE_CLOCKS_PER_READ: Final = 8 * INLINE_CLOCKS
 #: A frame with a deadline shorter than this is never inline: its worker watches it.
-INLINE_MIN_TIMEOUT_MS = 10
+INLINE_MIN_TIMEOUT_MS: Final = 10
 #: The interpreter's GIL switch interval while a server runs (seconds).  A bus
 #: worker running simulated (Python) bus work holds the GIL until the loop
 #: thread has waited this long, at each of the loop's few GIL hand-backs per

@@ -149,7 +149,7 @@ class Session(FramedProtocol):
         time, like every other, not a whole read's.
         """
         view = data if isinstance(data, memoryview) else memoryview(data)
-        if not self._receive(view[:CHUNK]) or not self.open:
+        if not self._receive(view if len(view) <= CHUNK else view[:CHUNK]) or not self.open:
             return
         if len(view) > CHUNK:
             self._stash = bytes(view[CHUNK:])
@@ -178,10 +178,10 @@ class Session(FramedProtocol):
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
             scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
-            arrived = self.tally.arrived
+            tally = self.tally  # a typed local: compiled, a direct call (a bound method is not)
             for ev in items:
                 if type(ev) is I2CRequest:  # the hot path: one type test per frame
-                    arrived(ev)
+                    tally.arrived(ev)
                     if self.reqlog is not None:
                         self.reqlog.arrived(ev)
                     guard = self.guard

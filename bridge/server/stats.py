@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 #: The outcome counters of one bus, in the order the health message lists them.
 BUS_FIELDS = ("requests", "errors", "nacks", "refused", "timeouts")
@@ -29,8 +29,8 @@ BUS_FIELDS = ("requests", "errors", "nacks", "refused", "timeouts")
 #: Upper bounds (seconds) of the request latency histogram's buckets; one more
 #: bucket above the last holds the rest (Prometheus ``le="+Inf"``).  From a
 #: simulated register read (tens of µs) to a deadline (the default is 1 s).
-LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                  0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BOUNDS: Final[tuple[float, ...]] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class _Failure(Protocol):

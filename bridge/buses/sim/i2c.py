@@ -233,67 +233,73 @@ class SimI2CBus(I2CBackend):
 
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
         with self._lock:
-            return self._transfer(msgs)
+            return _transact(self, msgs)
 
-    def _transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
-        reads: list[bytes] = []
-        touched: list[I2CDevice] = []
-        failure: BusError | None = None
-        run_msg = self._run_msg
-        try:
-            for i, m in enumerate(msgs):
-                if touched:
-                    for d in touched:
-                        if d.custom_restart:
-                            d.restart()
-                run_msg(i, m, touched, reads)
-        except BusError as e:
-            failure = e
-        finally:
-            for d in touched:
-                d.stop()
-        self._seq += 1
-        if self.log.maxlen:
-            errno_, index, error = outcome(failure)
-            self.log.append(I2CLogEntry(self._seq, tuple(msgs), tuple(reads),
-                                        errno=errno_, index=index, error=error, t=time.time()))
-        if self.timing:
-            time.sleep(i2c_wire_time(msgs, self.frequency_hz))
-        if failure is not None:
-            raise failure
-        return reads
 
-    def _run_msg(self, i: int, m: I2CMsg, touched: list[I2CDevice], reads: list[bytes]) -> None:
-        dev = self._devices.get((m.addr, m.ten_bit))
-        if dev is None:
-            raise BusError(errno.ENXIO, "no ACK (no device)", i, reads)
-        if dev.stall_s > 0:
-            time.sleep(dev.stall_s)
-        is_read = bool(m.flags & I2C_FLAGS_M_RD)
-        if dev.nack or (dev.custom_ack and not dev.ack(m.addr, is_read)):
-            why = f"no ACK ({dev.name} NACKed its address)"
-            raise BusError(errno.ENXIO, why, i, reads)
-        if dev not in touched:
-            touched.append(dev)
-        dev.start(m.addr, is_read)
-        if is_read:
-            n = m.length
-            data = dev.read(n) if n else b""
-            if len(data) != n:  # SDA floats high past what the device drives
-                data = (bytes(data) + b"\xff" * n)[:n]
-            reads.append(data if type(data) is bytes else bytes(data))
-            if n > YIELD_BYTES:
-                let_others_run()
-            return
-        data = m.data
-        limit = dev.nack_after_bytes
-        if limit is not None and len(data) > limit:
-            data = data[:limit]
-        acked = dev.write(data) if data else 0
-        if acked < len(m.data):
-            raise BusError(
-                errno.EREMOTEIO,
-                f"data byte {acked} not ACKed by {dev.name}",
-                i,
-                reads,
-            )
+def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
+    """One transaction, the bus lock held.  Functions, not methods: compiled, direct calls
+    (the bus class is not a native one: its base class is interpreted)."""
+    reads: list[bytes] = []
+    touched: list[I2CDevice] = []
+    failure: BusError | None = None
+    devices = bus._devices
+    try:
+        for i, m in enumerate(msgs):
+            if touched:
+                for d in touched:
+                    if d.custom_restart:
+                        d.restart()
+            _run_msg(devices, i, m, touched, reads)
+    except BusError as e:
+        failure = e
+    finally:
+        for d in touched:
+            d.stop()
+    bus._seq += 1
+    if bus.log.maxlen:
+        errno_, index, error = outcome(failure)
+        bus.log.append(I2CLogEntry(bus._seq, tuple(msgs), tuple(reads),
+                                   errno=errno_, index=index, error=error, t=time.time()))
+    if bus.timing:
+        time.sleep(i2c_wire_time(msgs, bus.frequency_hz))
+    if failure is not None:
+        raise failure
+    return reads
+
+
+def _run_msg(devices: dict[tuple[int, bool], I2CDevice], i: int, m: I2CMsg,
+             touched: list[I2CDevice], reads: list[bytes]) -> None:
+    """One message of a transaction (see :func:`_transact`)."""
+    dev = devices.get((m.addr, m.ten_bit))
+    if dev is None:
+        raise BusError(errno.ENXIO, "no ACK (no device)", i, reads)
+    if dev.stall_s > 0:
+        time.sleep(dev.stall_s)
+    is_read = bool(m.flags & I2C_FLAGS_M_RD)
+    if dev.nack or (dev.custom_ack and not dev.ack(m.addr, is_read)):
+        why = f"no ACK ({dev.name} NACKed its address)"
+        raise BusError(errno.ENXIO, why, i, reads)
+    if dev not in touched:
+        touched.append(dev)
+    dev.start(m.addr, is_read)
+    if is_read:
+        n = m.length
+        data = dev.read(n) if n else b""
+        if len(data) != n:  # SDA floats high past what the device drives
+            data = (bytes(data) + b"\xff" * n)[:n]
+        reads.append(data if type(data) is bytes else bytes(data))
+        if n > YIELD_BYTES:
+            let_others_run()
+        return
+    data = m.data
+    limit = dev.nack_after_bytes
+    if limit is not None and len(data) > limit:
+        data = data[:limit]
+    acked = dev.write(data) if data else 0
+    if acked < len(m.data):
+        raise BusError(
+            errno.EREMOTEIO,
+            f"data byte {acked} not ACKed by {dev.name}",
+            i,
+            reads,
+        )
