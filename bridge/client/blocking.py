@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocol.admin import AdminRequest, AdminResult
-from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
+from protocol.fastpath import ClientConnection
 from protocol.handshake import WelcomeInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
@@ -61,7 +61,7 @@ class BlockingClient(SyncClientBase):
         self.timeout = check_timeout(timeout)
         self.address = (host, port)
         self.auth = auth or ClientAuth()
-        self.conn = Connection(Role.CLIENT)
+        self.conn = ClientConnection()
         self._lock = threading.Lock()
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
