@@ -13,7 +13,7 @@ read went there).
 A tail is kept only after :meth:`Connection.send` accepted the same request,
 checked against the same peer limits and RESULT room, so every local refusal
 happens exactly as before (a miss takes the general path, and so does
-anything uncommon: more than two messages, unusual field types, a frame over
+anything uncommon: more than two messages, unusual field types or values, a frame over
 ``_MAX_CACHED`` bytes).  The frame's size, which depends on the id, is
 checked again on every hit.  ``tests/protocol/test_fastpath.py`` compares the
 two paths' bytes, ids and refusals.
@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
+import msgpack
+
+from .codec import Buffer, unpack_prefix
 from .connection import Connection
-from .events import ChainedI2CRequest, I2CRequest
+from .errors import ProtocolError
+from .events import ChainedI2CRequest, Event, FrameType, I2CRequest, Result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, Limits
-from .states import Role
+from .states import Role, State
 from .virtio import I2CMsg
 
 __all__ = ["ClientConnection"]
@@ -36,30 +40,35 @@ __all__ = ["ClientConnection"]
 #: Tails kept per connection; all are dropped when it is full (a workload of that
 #: many different small requests gains nothing from them anyway).
 _MAX_TAILS: Final = 256
+#: The largest RESULT frame :meth:`ClientConnection.receive` decodes itself: smaller
+#: than every bound of the connection's unpacker (no bin, str, array or map that
+#: could break one fits in it), so plain ``unpackb`` decodes it the same way.
+_MAX_RESULT: Final = 64
+_RESULT: Final = int(FrameType.RESULT)
+_unpackb: Final = msgpack.unpackb
 #: Only frames up to this size are kept (a register read's is 37 bytes).
 _MAX_CACHED: Final = 128
 
 # The prefix, the array header (0x95: five items), the frame type 2 and the id,
 # packed as msgpack packs a positive int: the shortest of fixint, uint8/16/32.
-_ID7 = struct.Struct(">IBBB")
-_ID8 = struct.Struct(">IBBBB")
-_ID16 = struct.Struct(">IBBBH")
-_ID32 = struct.Struct(">IBBBI")
+_ID7: Final = struct.Struct(">IBBB").pack
+_ID8: Final = struct.Struct(">IBBBB").pack
+_ID16: Final = struct.Struct(">IBBBH").pack
+_ID32: Final = struct.Struct(">IBBBI").pack
 
-#: A tail's key: (chained, bus, timeout_ms, then per message addr, flags,
-#: ten_bit, data, length).
+#: A tail's key: (chained, bus, timeout_ms, then per message its packed number and data).
 _Key = tuple[object, ...]
 
 
 def _head(rid: int, tail: int) -> bytes:
     """The prefix, array header, type and id of a frame whose tail has ``tail`` bytes."""
     if rid < 0x80:
-        return _ID7.pack(tail + 3, 0x95, 2, rid)
+        return _ID7(tail + 3, 0x95, 2, rid)
     if rid < 0x100:
-        return _ID8.pack(tail + 4, 0x95, 2, 0xCC, rid)
+        return _ID8(tail + 4, 0x95, 2, 0xCC, rid)
     if rid < 0x10000:
-        return _ID16.pack(tail + 5, 0x95, 2, 0xCD, rid)
-    return _ID32.pack(tail + 7, 0x95, 2, 0xCE, rid)
+        return _ID16(tail + 5, 0x95, 2, 0xCD, rid)
+    return _ID32(tail + 7, 0x95, 2, 0xCE, rid)
 
 
 def _key(bus: str, msgs: Sequence[I2CMsg], timeout_ms: int | None, chained: bool
@@ -75,23 +84,36 @@ def _key(bus: str, msgs: Sequence[I2CMsg], timeout_ms: int | None, chained: bool
     if n == 2:
         a = msgs[0]
         b = msgs[1]
-        if type(a) is not I2CMsg or type(b) is not I2CMsg or not (
-                _plain(a.addr, a.flags, a.ten_bit, a.data, a.length)
-                and _plain(b.addr, b.flags, b.ten_bit, b.data, b.length)):
+        if type(a) is not I2CMsg or type(b) is not I2CMsg:
             return None
-        return (chained, bus, timeout_ms, a.addr, a.flags, a.ten_bit, a.data, a.length,
-                b.addr, b.flags, b.ten_bit, b.data, b.length)
+        ka = _number(a.addr, a.flags, a.ten_bit, a.data, a.length)
+        kb = _number(b.addr, b.flags, b.ten_bit, b.data, b.length)
+        if ka < 0 or kb < 0:
+            return None
+        return (chained, bus, timeout_ms, ka, a.data, kb, b.data)
     if n == 1:
         a = msgs[0]
-        if type(a) is not I2CMsg or not _plain(a.addr, a.flags, a.ten_bit, a.data, a.length):
+        if type(a) is not I2CMsg:
             return None
-        return (chained, bus, timeout_ms, a.addr, a.flags, a.ten_bit, a.data, a.length)
+        ka = _number(a.addr, a.flags, a.ten_bit, a.data, a.length)
+        if ka < 0:
+            return None
+        return (chained, bus, timeout_ms, ka, a.data)
     return None
 
 
-def _plain(addr: object, flags: object, ten: object, data: object, length: object) -> bool:
-    return (type(addr) is int and type(flags) is int and type(ten) is bool
-            and type(data) is bytes and type(length) is int)
+def _number(addr: object, flags: object, ten: object, data: object, length: object) -> int:
+    """A message's address, flags, 10-bit flag and read length in one int; -1 unless
+    each is of its exact type and in a range where the packing is one to one."""
+    if not (type(addr) is int and type(flags) is int and type(ten) is bool
+            and type(data) is bytes and type(length) is int):
+        return -1
+    a: int = addr
+    f: int = flags
+    n: int = length
+    if not (0 <= a < 0x400 and 0 <= f < 0x10000 and 0 <= n < 0x1000000):
+        return -1
+    return ((n << 16 | f) << 10 | a) << 1 | (1 if ten else 0)
 
 
 def _id_size(rid: int) -> int:
@@ -106,6 +128,60 @@ class ClientConnection(Connection):
         super().__init__(Role.CLIENT, limits)
         #: key -> (the peer limits and RESULT room it was checked against, the tail).
         self._tails: dict[_Key, tuple[Limits, int, bytes]] = {}
+        self._live = self._subs.live  # the same set, for the next_id below
+
+    def next_id(self) -> int:
+        """:meth:`Connection.next_id`, with the common case (the next id is free) first."""
+        rid = self._last_id + 1
+        if rid <= MAX_REQUEST_ID and rid not in self._in_flight and rid not in self._live:
+            self._last_id = rid
+            return rid
+        return super().next_id()
+
+    def receive(self, data: Buffer) -> list[Event | ProtocolError]:
+        """:meth:`Connection.receive`, with one common read first: exactly one small
+        RESULT frame, of the common shape, answering a request in flight.
+
+        Such a frame is too small for any of the unpacker's bounds to matter, so
+        plain ``msgpack.unpackb`` decodes it as the bounded one would, without its
+        keyword arguments.  Anything else, or anything that goes wrong, is left to
+        ``Connection.receive`` from the start (it decodes the frame again).
+        """
+        size = len(data)
+        if 4 < size <= _MAX_RESULT and not self._buf and self._state is State.OPEN \
+                and unpack_prefix(data, 0)[0] == size - 4 and size - 4 <= self._limits.max_frame:
+            try:
+                f = _unpackb(data[4:])
+            except Exception:
+                f = None
+            if type(f) is list and len(f) == 5 and f[0] == _RESULT and type(f[0]) is int:
+                ev = self._result(f)
+                if ev is not None:
+                    return [ev]
+        return super().receive(data)
+
+    def _result(self, f: list[Any]) -> Result | None:
+        """The Result of a RESULT body of the common shape (every item of its type,
+        one read, no failures, its id in flight), taken out of flight; else None."""
+        rid = f[1]
+        status = f[2]
+        reads = f[3]
+        fails = f[4]
+        if (type(rid) is int and type(status) is bytes and type(reads) is list
+                and type(fails) is list and not fails and len(reads) == 1
+                and type(reads[0]) is bytes and rid in self._in_flight):
+            self._in_flight.remove(rid)
+            return Result(rid, status, reads, fails)
+        return None
+
+    def _on_result(self, f: list[Any]) -> Event:
+        """:meth:`Connection._on_result` for the common RESULT first: every item of
+        the expected type, one read, no failures, its id in flight."""
+        if len(f) == 5:
+            ev = self._result(f)
+            if ev is not None:
+                return ev
+        return super()._on_result(f)
 
     def send_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg], timeout_ms: int | None,
                  chained: bool) -> bytes:

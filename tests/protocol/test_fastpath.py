@@ -12,10 +12,21 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import msgpack
 import pytest
 from protocol_pair import handshake
 
-from protocol import DEFAULT_LIMITS, Connection, I2CRequest, Limits, LocalProtocolError, Role
+from protocol import (
+    DEFAULT_LIMITS,
+    Connection,
+    Event,
+    I2CRequest,
+    Limits,
+    LocalProtocolError,
+    ProtocolError,
+    Role,
+)
+from protocol.codec import frame
 from protocol.events import ChainedI2CRequest
 from protocol.fastpath import ClientConnection
 from protocol.limits import MAX_REQUEST_ID
@@ -127,3 +138,54 @@ def test_the_cache_is_bounded() -> None:
     for i in range(600):
         both(general, fast, i + 1, "1", [write(0x48, bytes([i % 256, i // 256]))], None, False)
         assert len(fast._tails) <= 256
+
+
+def test_next_id_counts_up_skips_ids_in_flight_and_wraps() -> None:
+    general, fast = pair(DEFAULT_LIMITS)
+    reg = [write(0x48, b"\x00"), read(0x48, 2)]
+    for conn in (general, fast):
+        conn.send(I2CRequest(3, "1", tuple(reg)))  # in flight: next_id must skip it
+    assert [fast.next_id() for _ in range(4)] == [general.next_id() for _ in range(4)] == [
+        1, 2, 4, 5]
+    for conn in (general, fast):
+        conn._last_id = MAX_REQUEST_ID - 1
+    assert [fast.next_id() for _ in range(3)] == [general.next_id() for _ in range(3)] == [
+        MAX_REQUEST_ID, 1, 2]
+
+
+@pytest.mark.parametrize("limits", [DEFAULT_LIMITS, SMALL], ids=["default", "small"])
+def test_random_results_are_taken_as_the_general_decoder_takes_them(limits: Limits) -> None:
+    """RESULT frames of every shape, common or not, through both clients' receive."""
+    rng = random.Random(4)
+    ids = list(range(1, 40))
+    for _ in range(300):
+        general = handshake(Connection(Role.CLIENT, limits))
+        fast = handshake(ClientConnection(limits))
+        assert isinstance(fast, ClientConnection)
+        for conn in (general, fast):
+            for rid in ids:
+                conn.send(I2CRequest(rid, "1", (read(0x48, 2),)))
+        for _ in range(rng.randint(1, 4)):
+            item: list[object] = [
+                4,
+                rng.choice([*ids, 0, 99, True, "1", -1]),
+                rng.choice([b"\0", b"\0\0", b"\x01", "s", None]),
+                rng.choice([[b"\x0c\x80"], [], [b"a", b"b"], [b"a", 1], ["x"], None]),
+                rng.choice([[], [], [[0, 5, "EIO"]], [[0, "5", "EIO"]], None]),
+            ]
+            if rng.random() < 0.05:
+                item = item[:rng.randint(1, 4)] + (["extra"] if rng.random() < 0.5 else [])
+            data = frame(msgpack.packb(item))
+            if rng.random() < 0.2:  # two frames in one read: the general path's loop
+                data += frame(msgpack.packb([4, rng.choice(ids), b"\0", [b"\0"], []]))
+            want = general.receive(data) if not general.closed else None
+            got = fast.receive(data) if not fast.closed else None
+            assert summary(got) == summary(want), item
+            assert fast.in_flight == general.in_flight
+
+
+def summary(items: list[Event | ProtocolError] | None) -> object:
+    if items is None:
+        return None
+    return [(e.code, str(e), e.fatal, e.request_id) if isinstance(e, ProtocolError) else e
+            for e in items]
