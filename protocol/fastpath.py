@@ -40,10 +40,10 @@ __all__ = ["ClientConnection"]
 #: Tails kept per connection; all are dropped when it is full (a workload of that
 #: many different small requests gains nothing from them anyway).
 _MAX_TAILS: Final = 256
-#: The largest RESULT frame :meth:`ClientConnection.receive` decodes itself: smaller
+#: The largest RESULT body :meth:`ClientConnection.receive` decodes itself: smaller
 #: than every bound of the connection's unpacker (no bin, str, array or map that
 #: could break one fits in it), so plain ``unpackb`` decodes it the same way.
-_MAX_RESULT: Final = 64
+_MAX_RESULT: Final = 60
 _RESULT: Final = int(FrameType.RESULT)
 _unpackb: Final = msgpack.unpackb
 #: Only frames up to this size are kept (a register read's is 37 bytes).
@@ -139,26 +139,43 @@ class ClientConnection(Connection):
         return super().next_id()
 
     def receive(self, data: Buffer) -> list[Event | ProtocolError]:
-        """:meth:`Connection.receive`, with one common read first: exactly one small
-        RESULT frame, of the common shape, answering a request in flight.
+        """:meth:`Connection.receive`, with the common read first: small RESULT
+        frames of the common shape, each answering a request in flight.
 
         Such a frame is too small for any of the unpacker's bounds to matter, so
         plain ``msgpack.unpackb`` decodes it as the bounded one would, without its
-        keyword arguments.  Anything else, or anything that goes wrong, is left to
-        ``Connection.receive`` from the start (it decodes the frame again).
+        keyword arguments.  From the first frame that is anything else (another
+        type or shape, an error, a frame not complete in ``data``), the rest of
+        ``data`` goes to ``Connection.receive``, which decodes that frame again:
+        nothing before it changed the connection but the ids it took out of flight.
         """
         size = len(data)
-        if 4 < size <= _MAX_RESULT and not self._buf and self._state is State.OPEN \
-                and unpack_prefix(data, 0)[0] == size - 4 and size - 4 <= self._limits.max_frame:
+        if size <= 4 or self._buf or self._state is not State.OPEN:
+            return super().receive(data)
+        out: list[Event | ProtocolError] = []
+        pos = 0
+        limit = min(_MAX_RESULT, self._limits.max_frame)
+        while size - pos > 4:
+            n = unpack_prefix(data, pos)[0]
+            end = pos + 4 + n
+            if n > limit or end > size:
+                break
             try:
-                f = _unpackb(data[4:])
+                f = _unpackb(data[pos + 4:end])
             except Exception:
-                f = None
-            if type(f) is list and len(f) == 5 and f[0] == _RESULT and type(f[0]) is int:
-                ev = self._result(f)
-                if ev is not None:
-                    return [ev]
-        return super().receive(data)
+                break
+            if type(f) is not list or len(f) != 5 or type(f[0]) is not int or f[0] != _RESULT:
+                break
+            ev = self._result(f)
+            if ev is None:
+                break
+            out.append(ev)
+            pos = end
+        if not pos:
+            return super().receive(data)
+        if pos < size:
+            out += super().receive(data[pos:])
+        return out
 
     def _result(self, f: list[Any]) -> Result | None:
         """The Result of a RESULT body of the common shape (every item of its type,
@@ -173,15 +190,6 @@ class ClientConnection(Connection):
             self._in_flight.remove(rid)
             return Result(rid, status, reads, fails)
         return None
-
-    def _on_result(self, f: list[Any]) -> Event:
-        """:meth:`Connection._on_result` for the common RESULT first: every item of
-        the expected type, one read, no failures, its id in flight."""
-        if len(f) == 5:
-            ev = self._result(f)
-            if ev is not None:
-                return ev
-        return super()._on_result(f)
 
     def send_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg], timeout_ms: int | None,
                  chained: bool) -> bytes:
