@@ -129,6 +129,8 @@ class ClientConnection(Connection):
         #: key -> (the peer limits and RESULT room it was checked against, the tail).
         self._tails: dict[_Key, tuple[Limits, int, bytes]] = {}
         self._live = self._subs.live  # the same set, for the next_id below
+        #: The largest RESULT body receive() decodes itself (no larger than max_frame).
+        self._small = min(_MAX_RESULT, limits.max_frame)
 
     def next_id(self) -> int:
         """:meth:`Connection.next_id`, with the common case (the next id is free) first."""
@@ -154,9 +156,9 @@ class ClientConnection(Connection):
             return super().receive(data)
         out: list[Event | ProtocolError] = []
         pos = 0
-        limit = min(_MAX_RESULT, self._limits.max_frame)
+        limit = self._small
         while size - pos > 4:
-            n = unpack_prefix(data, pos)[0]
+            n: int = unpack_prefix(data, pos)[0]
             end = pos + 4 + n
             if n > limit or end > size:
                 break
