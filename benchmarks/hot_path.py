@@ -60,11 +60,20 @@ def parts() -> dict[str, Callable[[], object]]:
     # Each part runs alone, so it puts back what the others would have done.  A
     # client never withdraws a request (its answer is due), hence the private
     # set: it stands in for the send or receive measured in the other part.
-    pending, accepted = client._in_flight, server._in_flight
+    pending = client._in_flight
+    accepted = server._in_flight  # a server sends a RESULT only for a request it accepted
     request = memoryview(bytearray(client.send(I2CRequest(1, "1", msgs))))
     pending.discard(1)
-    server.receive(request)  # a server sends only the RESULT of a request it accepted
+    accepted.add(1)
     result = memoryview(bytearray(server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))))
+
+    def server_encode() -> None:
+        accepted.add(1)
+        server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))
+
+    def client_request() -> None:
+        rid, _ = i2c_frame(client, "1", REG_READ, None, True)
+        pending.discard(rid)
 
     def server_decode() -> None:
         server.receive(request)
@@ -74,17 +83,9 @@ def parts() -> dict[str, Callable[[], object]]:
         client.send(I2CRequest(1, "1", msgs))
         pending.discard(1)
 
-    def client_request() -> None:
-        rid, _ = i2c_frame(client, "1", REG_READ, None, True)
-        pending.discard(rid)
-
     def client_decode() -> None:
         pending.add(1)
         client.receive(result)
-
-    def server_encode() -> None:
-        accepted.add(1)
-        server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))
 
     return {
         "client: encode the request": client_encode,

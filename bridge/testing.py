@@ -85,35 +85,8 @@ class TestBoard:
         """Serve ``board`` (a Board, a board file, or None: the packaged simulated board)
         until the block ends."""
         b = board if isinstance(board, Board) else load_board(board)
-        loop = new_event_loop()
-        ready = threading.Event()
-        failed: list[BaseException] = []
-        holder: list[Server] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-
-            async def main() -> None:
-                server = Server(b, host="127.0.0.1", port=0)
-                try:
-                    await server.start()
-                except BaseException as e:
-                    failed.append(e)
-                    ready.set()
-                    return
-                holder.append(server)
-                ready.set()
-                await server.serve_forever()
-
-            loop.run_until_complete(main())
-
-        t = threading.Thread(target=run, name="busbridge-test-board", daemon=True)
-        t.start()
-        if not ready.wait(START_TIMEOUT_S):
-            raise TimeoutError(f"the test board did not start in {START_TIMEOUT_S:g} s")
-        if failed:
-            raise failed[0]
-        tb = cls(b, holder[0], loop, t)
+        server, loop, t = _start_server_thread(b, "busbridge-test-board")
+        tb = cls(b, server, loop, t)
         try:
             yield tb
         finally:
@@ -126,6 +99,46 @@ class TestBoard:
         fut = asyncio.run_coroutine_threadsafe(self.server.close(grace=2.0), self._loop)
         fut.result(START_TIMEOUT_S)
         self._thread.join(START_TIMEOUT_S)
+
+
+def _start_server_thread(
+    board: Board, thread_name: str, **server_options: Any,
+) -> tuple[Server, asyncio.AbstractEventLoop, threading.Thread]:
+    """``Server(board, host="127.0.0.1", port=0, **server_options)`` started on a new loop
+    on a daemon thread of its own (so a synchronous driver in this thread can block on it):
+    the server, its loop and the thread.  A server that cannot start raises its error here.
+
+    busbridge's own tests serve their boards through this too (with server options).
+    """
+    loop = new_event_loop()
+    ready = threading.Event()
+    failed: list[BaseException] = []
+    holder: list[Server] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            server = Server(board, host="127.0.0.1", port=0, **server_options)
+            try:
+                await server.start()
+            except BaseException as e:
+                failed.append(e)
+                ready.set()
+                return
+            holder.append(server)
+            ready.set()
+            await server.serve_forever()
+
+        loop.run_until_complete(main())
+
+    t = threading.Thread(target=run, name=thread_name, daemon=True)
+    t.start()
+    if not ready.wait(START_TIMEOUT_S):
+        raise TimeoutError(f"the test board did not start in {START_TIMEOUT_S:g} s")
+    if failed:
+        raise failed[0]
+    return holder[0], loop, t
 
 
 def pytest_configure(config: pytest.Config) -> None:

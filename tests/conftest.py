@@ -5,29 +5,40 @@ from __future__ import annotations
 import asyncio
 import atexit
 import getpass
+import io
+import logging
 import os
+import queue
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trustme
+from click.testing import CliRunner
 
+from bridge.buses.sim.i2c import SimI2CBus
+from bridge.buses.sim.spi import SimSpiBus
 from bridge.client import AsyncClient
 from bridge.config import Board, load_board, load_board_config
-from bridge.runtime import new_event_loop
 from bridge.server import Server, ServerPolicy
+from bridge.server.acl import AccessRule, Acl
 from bridge.server.auth import (
     TlsSettings,
     TokenSpec,
     build_server_security,
     hash_token,
 )
+from bridge.testing import _start_server_thread
 
 
 @dataclass
@@ -59,26 +70,10 @@ def default_bus_addresses(bus: str = "1") -> list[int]:
     return sorted(found)
 
 def start_server_thread(board: Board, **kw: object) -> tuple[Running, threading.Thread]:
-    loop = new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Server] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def main() -> None:
-            server = Server(board, host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
-            await server.start()
-            holder["server"] = server
-            ready.set()
-            await server.serve_forever()
-
-        loop.run_until_complete(main())
-
-    t = threading.Thread(target=run, name="test-server", daemon=True)
-    t.start()
-    assert ready.wait(10), "server did not start"
-    return Running(holder["server"], board, loop), t
+    """``board`` served on a thread and loop of its own, as the busbridge_board fixture
+    serves it; ``kw`` are Server options (policy, request_timeout, ...)."""
+    server, loop, t = _start_server_thread(board, "test-server", **kw)
+    return Running(server, board, loop), t
 
 
 def stop_server_thread(running: Running, t: threading.Thread) -> None:
@@ -105,6 +100,20 @@ def server_thread(board: Board) -> Iterator[Running]:
 
 
 DROPIN_BOARD = Path(__file__).parent / "boards" / "dropin.toml"
+
+
+def i2c_log(sim: Board, bus: str = "1") -> list[object]:
+    """What the simulated I2C ``bus`` of ``sim`` saw, oldest first: what reached the chips."""
+    b = sim.i2c[bus]
+    assert isinstance(b, SimI2CBus)
+    return list(b.log_snapshot())
+
+
+def spi_log(sim: Board, bus: str = "0") -> list[object]:
+    """What the simulated SPI ``bus`` of ``sim`` saw, oldest first."""
+    b = sim.spi[bus]
+    assert isinstance(b, SimSpiBus)
+    return list(b.log_snapshot())
 
 
 @pytest.fixture
@@ -145,6 +154,107 @@ async def client(server: Server) -> AsyncIterator[AsyncClient]:
         yield c
     finally:
         await c.close()
+
+
+@contextmanager
+def busbridge_log(formatter: logging.Formatter, level: int) -> Iterator[io.StringIO]:
+    """What busbridge's loggers write at ``level`` and above while the block runs, formatted
+    as ``formatter`` formats it for a log file: what an operator would read."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger("busbridge")
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+
+
+def cli_runner() -> CliRunner:
+    """A click runner that keeps the command's stderr apart from its stdout."""
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
+    except TypeError:
+        return CliRunner()  # click >= 8.2 keeps stderr apart
+
+
+@pytest.fixture
+def restore_busbridge_logging() -> Iterator[None]:
+    """The CLI run in-process points the busbridge logger at CliRunner's stderr; undo that
+    afterwards (``pytestmark = pytest.mark.usefixtures("restore_busbridge_logging")``)."""
+    log = logging.getLogger("busbridge")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
+
+
+# ---------------------------------------------------------------------------
+# ``busbridge serve`` as a user starts it: a subprocess of this checkout.
+# ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH (the build under test, even
+    from a copy of the tree) and no BUSBRIDGE_URL, so a child talks to no stray board."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("BUSBRIDGE_URL", None)
+    return env
+
+
+@dataclass
+class ServeProcess:
+    """A running ``busbridge serve``; its stderr read line by line on a thread of its own,
+    so a test can wait for a log line without blocking on a pipe for ever."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str]
+    seen: list[str] = field(default_factory=list)  # every line :meth:`wait_for` has read
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """The first line from now on that ``re.search`` finds ``pattern`` in."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            self.seen.append(line)
+            m = re.search(pattern, line)
+            if m is not None:
+                return m
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a service manager stops it: the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextmanager
+def serve_process(*args: str) -> Iterator[ServeProcess]:
+    """``busbridge serve --listen 127.0.0.1:0 ARGS`` in a subprocess; killed afterwards if
+    the test did not stop it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=cli_env(), cwd=ROOT)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield ServeProcess(proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -291,3 +401,18 @@ async def token_server(board: Board) -> AsyncIterator[Server]:
     await s.start()
     yield s
     await s.close(grace=1.0)
+
+
+@asynccontextmanager
+async def serve_with_access_rules(board: Board, tokens: dict[str, str],
+                                  rules: list[AccessRule]) -> AsyncIterator[Server]:
+    """Plain TCP on this loop; each client NAME of ``tokens`` presents its token and is held
+    to ``rules``."""
+    specs = [TokenSpec(name=name, hash=hash_token(token)) for name, token in tokens.items()]
+    sec = build_server_security(None, specs, False)
+    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(rules)))
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close(grace=1.0)

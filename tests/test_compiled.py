@@ -10,22 +10,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
+
+from conftest import ROOT, cli_env, serve_process
 
 from bridge.compiled import HOT_MODULES, INTERPRETED, build_status
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def test_build_status_says_where_the_hot_modules_load_from() -> None:
@@ -51,35 +41,18 @@ def test_the_compiled_list_names_real_modules_and_the_exceptions_are_on_the_path
 
 def test_info_local_reports_the_build() -> None:
     r = subprocess.run([sys.executable, "-m", "bridge.cli", "info", "--local", "--json"],
-                       capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT)
+                       capture_output=True, text=True, timeout=60, env=cli_env(), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["hot_path"] == build_status().state
     assert sorted(d["compiled"] + d["interpreted"]) == sorted(HOT_MODULES)
     text = subprocess.run([sys.executable, "-m", "bridge.cli", "info", "--local"],
-                          capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, env=cli_env(), cwd=ROOT)
     assert build_status().summary() in text.stdout
 
 
 def test_serve_says_at_start_up_whether_the_hot_path_is_compiled() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=_env(), cwd=ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        seen = []
-        while not any("hot path" in x for x in seen):
-            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
-        assert seen[-1] == f"busbridge: {build_status().summary()}\n", seen
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    with serve_process() as serve:
+        serve.wait_for("hot path")
+        assert serve.seen[-1] == f"busbridge: {build_status().summary()}\n", serve.seen
+        serve.stop(timeout=20)

@@ -9,6 +9,9 @@ each call costs two thread hand-overs, which is why the drop-in layers use
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future as CFuture
@@ -30,6 +33,27 @@ from .sync import SyncClientBase
 T = TypeVar("T")
 
 __all__ = ["Client"]
+
+
+def _shut(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: AsyncClient) -> None:
+    """Close a client its user never closed, at interpreter exit.
+
+    Left running, the loop's thread outlives the interpreter: a timer that fires
+    during the C library's exit handlers calls into a finalized Python and the
+    process dies of SIGSEGV after the program's own work was done.
+    """
+    if loop.is_closed():
+        return
+    with contextlib.suppress(Exception):  # best effort on the way out: the loop stops below
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result(2)
+    _stop(loop, thread)
+
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    if not thread.is_alive():
+        loop.close()
 
 
 def _copy_outcome(src: asyncio.Future[Event], dst: CFuture[Event]) -> None:
@@ -60,8 +84,11 @@ class Client(SyncClientBase):
                 AsyncClient.connect(host, port, timeout=timeout, name=name, leases=leases,
                                     auth=auth))
         except BaseException:
-            self._stop_loop()
+            _stop(self._loop, self._loop_thread)
             raise
+        # Not a bound method: the exit hook must not keep this object alive.
+        self._at_exit = functools.partial(_shut, self._loop, self._loop_thread, self._client)
+        atexit.register(self._at_exit)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
@@ -147,16 +174,14 @@ class Client(SyncClientBase):
         """False once the connection dropped (requests in flight then failed)."""
         return not self._loop.is_closed() and self._client.connected
 
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._loop_thread.join(5)
-        self._loop.close()
-
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._call(self._client.close())
-        self._stop_loop()
+        atexit.unregister(self._at_exit)  # partials compare by identity: only this one
+        try:
+            self._call(self._client.close())
+        finally:
+            _stop(self._loop, self._loop_thread)
 
     def __enter__(self) -> Client:
         return self

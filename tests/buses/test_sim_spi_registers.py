@@ -3,13 +3,10 @@ drop-in spidev they were added for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import Running
 
-from bridge import dropin
-from bridge.config import BoardConfigError, board_config_from_toml_text, build_board
+from bridge.config import Board, BoardConfigError, board_config_from_toml_text, build_board
 from bridge.dropin.spidev import SpiDev
 
 # A MAX31856-style part: bit 7 set means WRITE, the address always auto-increments.
@@ -33,15 +30,9 @@ acceleration_mg = [-500, 250, 1000]
 
 
 @pytest.fixture
-def remote() -> Iterator[Running]:
-    board = build_board(board_config_from_toml_text(BOARD))
-    running, t = start_server_thread(board)
-    dropin.connect(running.url)
-    try:
-        yield running
-    finally:
-        dropin.disconnect()
-        stop_server_thread(running, t)
+def sim() -> Board:
+    """This module's board, for conftest's ``remote`` (served, the drop-ins pointed at it)."""
+    return build_board(board_config_from_toml_text(BOARD))
 
 
 def test_write_bit_set_register_map(remote: Running) -> None:

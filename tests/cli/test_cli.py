@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
-import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from conftest import ROOT, cli_env, cli_runner, serve_process
 
 import bridge.cli.info
 from bridge.cli.i2ctools import I2CArgError, parse_set_args
@@ -27,28 +22,14 @@ from bridge.cli.main import cli, main
 if TYPE_CHECKING:
     from conftest import Running
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the busbridge logger at CliRunner's stderr; undo that afterwards."""
-    log = logging.getLogger("busbridge")
-    saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
-    except TypeError:
-        return CliRunner()  # click >= 8.2 keeps stderr apart
+pytestmark = pytest.mark.usefixtures("restore_busbridge_logging")
 
 
 def bb(srv: Running | None, *args: str, input: str | None = None) -> Result:
     url = ["--connect", srv.url] if srv is not None else []
-    return _runner().invoke(cli, [*url, *args], input=input)
+    return cli_runner().invoke(cli, [*url, *args], input=input)
 
 
 def ok(srv: Running, *args: str) -> str:
@@ -372,21 +353,21 @@ def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = _runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
+    r = cli_runner().invoke(cli, ["--connect", f"127.0.0.1:{port}", "info"])
     assert r.exit_code == 1
     assert r.stderr.startswith(f"busbridge: error: cannot connect to 127.0.0.1:{port}: ")
     assert "Traceback" not in r.stderr
 
 
 def test_bad_connect_option() -> None:
-    r = _runner().invoke(cli, ["--connect", "host:notaport", "info"])
+    r = cli_runner().invoke(cli, ["--connect", "host:notaport", "info"])
     assert r.exit_code == 2
     assert "--connect" in r.stderr
 
 
 def test_env_var_gives_the_server(server_thread: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUSBRIDGE_URL", server_thread.url)
-    r = _runner().invoke(cli, ["i2c", "get", "-y", "1", "0x48", "0x0f", "w"])
+    r = cli_runner().invoke(cli, ["i2c", "get", "-y", "1", "0x48", "0x0f", "w"])
     assert r.exit_code == 0
     assert r.stdout == "0x1701\n"
 
@@ -469,17 +450,10 @@ def test_main_is_quiet_on_ctrl_c(monkeypatch: pytest.MonkeyPatch,
 # ---------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("BUSBRIDGE_URL", None)
-    return env
-
-
 def test_demo_subprocess() -> None:
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "bridge.cli", "demo"], capture_output=True,
-                       text=True, timeout=60, env=_env(), cwd=ROOT)
+                       text=True, timeout=60, env=cli_env(), cwd=ROOT)
     assert p.returncode == 0, (p.stdout, p.stderr)
     out = p.stdout
     assert "0x48 0x50" in out  # bus 1 scan
@@ -498,68 +472,47 @@ def test_demo_subprocess() -> None:
 
 
 def test_serve_subprocess_info_then_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 20
-        m = None
-        while m is None:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            m = re.fullmatch(r"busbridge: serving board 'busbridge-sim' on "
-                             r"127\.0\.0\.1:(\d+) \(i2c: 1, 2; spi: 0\)\n", line)
+    with serve_process() as serve:
+        m = serve.wait_for(r"^busbridge: serving board 'busbridge-sim' on "
+                           r"127\.0\.0\.1:(\d+) \(i2c: 1, 2; spi: 0\)\n\Z", timeout=20)
         url = f"127.0.0.1:{m.group(1)}"
         info = subprocess.run([sys.executable, "-m", "bridge.cli", "--connect", url, "info"],
-                              capture_output=True, text=True, timeout=30, env=_env(), cwd=ROOT)
+                              capture_output=True, text=True, timeout=30, env=cli_env(), cwd=ROOT)
         assert info.returncode == 0, info.stderr
         assert "board:   busbridge-sim" in info.stdout
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert serve.stop(timeout=20) == 0
 
 
 def test_serve_config_error_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[[i2c]]\nname = "1"\nbackend = "nope"\n')
-    r = _runner().invoke(cli, ["serve", "--config", str(bad)])
+    r = cli_runner().invoke(cli, ["serve", "--config", str(bad)])
     assert r.exit_code == 2
     assert r.stderr.startswith(f"busbridge: error: invalid board config {bad}:")
-    r = _runner().invoke(cli, ["serve", "--config", str(tmp_path / "missing.toml")])
+    r = cli_runner().invoke(cli, ["serve", "--config", str(tmp_path / "missing.toml")])
     assert r.exit_code == 2
     assert "missing.toml" in r.stderr
     assert "cannot read" in r.stderr
 
 
 def test_serve_record_and_replay_option_errors(tmp_path: Path) -> None:
-    r = _runner().invoke(cli, ["serve", "--replay", "x.bbrec", "--config", "b.toml"])
+    r = cli_runner().invoke(cli, ["serve", "--replay", "x.bbrec", "--config", "b.toml"])
     assert r.exit_code == 2
     assert "give it or --config, not both" in r.stderr
-    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record",
+    r = cli_runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record",
                                str(tmp_path / "no" / "dir.bbrec")])
     assert r.exit_code == 1
     assert r.stderr == (f"busbridge: error: cannot write recording {tmp_path}/no/dir.bbrec: "
                         "No such file or directory\n")
-    r = _runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record", "/dev/full"])
+    r = cli_runner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--record", "/dev/full"])
     assert r.exit_code == 1
     assert "cannot write recording /dev/full: No space left on device" in r.stderr
-    r = _runner().invoke(cli, ["serve", "--replay", str(tmp_path / "missing.bbrec")])
+    r = cli_runner().invoke(cli, ["serve", "--replay", str(tmp_path / "missing.bbrec")])
     assert r.exit_code == 2
     assert "cannot read recording" in r.stderr
 
 
 def test_serve_bad_listen_is_a_usage_error() -> None:
-    r = _runner().invoke(cli, ["serve", "--listen", "nowhere"])
+    r = cli_runner().invoke(cli, ["serve", "--listen", "nowhere"])
     assert r.exit_code == 2
     assert "--listen" in r.stderr

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from conftest import cli_runner
 
 from bridge import env
 from bridge.cli.main import cli
@@ -36,19 +37,11 @@ BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    log = logging.getLogger("busbridge")
-    saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved
+pytestmark = pytest.mark.usefixtures("restore_busbridge_logging")
 
 
 def invoke(*args: str, env_: dict[str, str | None] | None = None) -> Result:
-    try:
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
-    except TypeError:
-        runner = CliRunner()
+    runner = cli_runner()
     base: dict[str, str | None] = {env.URL: None, env.BOARD: None, env.LISTEN: None,
                                    env.TLS: None, env.TLS_CA: None, env.TOKEN: None,
                                    env.TOKEN_FILE: None}

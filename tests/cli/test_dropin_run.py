@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import DROPIN_BOARD, Running, start_server_thread, stop_server_thread
 
 from bridge.cli.run import SHIM_DIR
 from bridge.config import load_board
 
-BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 BUSBRIDGE = [sys.executable, "-c", "from bridge.cli.main import main; main()"]
 
 PROGRAM = """\
@@ -60,7 +59,7 @@ def docs_example() -> str:
 
 @pytest.fixture
 def remote() -> Iterator[Running]:
-    running, t = start_server_thread(load_board(str(BOARD)))
+    running, t = start_server_thread(load_board(str(DROPIN_BOARD)))
     try:
         yield running
     finally:

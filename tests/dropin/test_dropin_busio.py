@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import errno
 import time
-from pathlib import Path
 
 import adafruit_lis3dh
 import adafruit_mcp9808
 import pytest
 from adafruit_bus_device import i2c_device, spi_device
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import Running, i2c_log, spi_log, start_server_thread, stop_server_thread
 
 from bridge import dropin
-from bridge.buses.sim.i2c import SimI2CBus
-from bridge.buses.sim.spi import SimSpiBus
 from bridge.config import Board
 from bridge.dropin import board, digitalio
 from bridge.dropin.busio import I2C, SPI
 from protocol.virtio import SpiMode
 
-BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 MCP9808, EEPROM, BME280 = 0x18, 0x50, 0x76
-
-
-def i2c_log(sim: Board) -> list[object]:
-    bus = sim.i2c["1"]
-    assert isinstance(bus, SimI2CBus)
-    return list(bus.log_snapshot())
-
-
-def spi_log(sim: Board) -> list[object]:
-    bus = sim.spi["0"]
-    assert isinstance(bus, SimSpiBus)
-    return list(bus.log_snapshot())
 
 
 def test_adafruit_mcp9808_reads_and_writes(remote: Running, sim: Board) -> None:

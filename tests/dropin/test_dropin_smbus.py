@@ -13,28 +13,19 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import bme280
 import pytest
 import smbus2
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import DROPIN_BOARD, Running, i2c_log, start_server_thread, stop_server_thread
 
 from bridge import dropin
-from bridge.buses.sim.i2c import SimI2CBus
 from bridge.client import Client, read, write
 from bridge.config import Board, load_board
 from bridge.dropin.smbus import I2cFunc, SMBus, _crc8, i2c_msg
 from protocol.handshake import I2C_FUNC_I2C
 
-BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 BME280, MCP9808, EEPROM = 0x76, 0x18, 0x50
-
-
-def i2c_log(sim: Board) -> list[object]:
-    bus = sim.i2c["1"]
-    assert isinstance(bus, SimI2CBus)
-    return list(bus.log_snapshot())
 
 
 def test_rpi_bme280_driver_reads_and_configures_the_chip(remote: Running, sim: Board) -> None:
@@ -162,7 +153,7 @@ def test_mapped_local_bus_reaches_the_remote_bus(remote: Running) -> None:
 
 
 def test_funcs_reflect_the_remote_adapter() -> None:
-    board = load_board(str(BOARD))
+    board = load_board(str(DROPIN_BOARD))
     board.i2c["1"].functionality = I2C_FUNC_I2C  # an adapter with no SMBus emulation, no PEC
     running, t = start_server_thread(board)
     try:

@@ -8,24 +8,15 @@ raise the same exception type.
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 import pytest
 import spidev
-from conftest import Running
+from conftest import Running, spi_log
 
-from bridge.buses.sim.spi import SimSpiBus
 from bridge.config import Board
 from bridge.dropin.spidev import SpiDev
 
-BOARD = Path(__file__).parents[1] / "boards" / "dropin.toml"
 LOOPBACK, LIS3DH = 0, 1
-
-
-def spi_log(sim: Board) -> list[object]:
-    bus = sim.spi["0"]
-    assert isinstance(bus, SimSpiBus)
-    return list(bus.log_snapshot())
 
 
 def outcome(fn: object) -> type[BaseException] | None:

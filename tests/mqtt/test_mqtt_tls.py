@@ -7,7 +7,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Mosquitto, mosquitto_exe  # tests/conftest.py
@@ -34,6 +36,26 @@ def password_file(where: Path, users: list[tuple[str, str]]) -> Path:
     return passwd
 
 
+@asynccontextmanager
+async def board_announced(broker: Mosquitto, url: str,
+                          **settings: Any) -> AsyncIterator[tuple[Server, Presence]]:
+    """``broker`` started, the default board served on this loop and announcing itself to
+    it at ``url`` (with ``settings``); all three stopped afterwards."""
+    broker.start()
+    server = Server(load_board(None), host="127.0.0.1", port=0)
+    await server.start()
+    presence = Presence(server, fast_settings(url, **settings))
+    presence.start()
+    try:
+        yield server, presence
+    finally:
+        try:
+            await presence.stop()
+            await server.close()
+        finally:
+            broker.stop()
+
+
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> tuple[Mosquitto, Path]:
     exe = mosquitto_exe()
@@ -53,20 +75,9 @@ def secure_broker(tmp_path: Path) -> tuple[Mosquitto, Path]:
 async def tls_announced(secure_broker: tuple[Mosquitto, Path]
                         ) -> AsyncIterator[tuple[Server, Presence, Mosquitto, Path]]:
     broker, ca_pem = secure_broker
-    broker.start()
-    server = Server(load_board(None), host="127.0.0.1", port=0)
-    await server.start()
-    presence = Presence(server, fast_settings(f"mqtts://board:b0ard-pw@{broker.url}",
-                                              ca_file=str(ca_pem)))
-    presence.start()
-    try:
+    async with board_announced(broker, f"mqtts://board:b0ard-pw@{broker.url}",
+                               ca_file=str(ca_pem)) as (server, presence):
         yield server, presence, broker, ca_pem
-    finally:
-        try:
-            await presence.stop()
-            await server.close()
-        finally:
-            broker.stop()
 
 
 async def test_announce_and_discover_over_tls_with_passwords(
@@ -89,11 +100,6 @@ async def test_announce_and_discover_over_tls_with_passwords(
 async def test_wrong_board_password_keeps_retrying_without_touching_the_data_path(
         secure_broker: tuple[Mosquitto, Path]) -> None:
     broker, ca_pem = secure_broker
-    broker.start()
-    server = Server(load_board(None), host="127.0.0.1", port=0)
-    await server.start()
-    presence = Presence(server, fast_settings(f"mqtts://board:nope@{broker.url}",
-                                              ca_file=str(ca_pem)))
     seen: list[logging.LogRecord] = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = seen.append  # type: ignore[method-assign]
@@ -101,24 +107,21 @@ async def test_wrong_board_password_keeps_retrying_without_touching_the_data_pat
     mqtt_log.addHandler(handler)
     old_level = mqtt_log.level
     mqtt_log.setLevel(logging.DEBUG)
-    presence.start()
     try:
-        await wait_for(lambda: sum("broker unreachable" in r.getMessage() for r in seen) >= 3,
-                       what="three refused connection attempts")
-        refused = [r for r in seen if "broker unreachable" in r.getMessage()]
-        assert "not authori" in refused[0].fields["error"].lower()  # type: ignore[attr-defined]
-        async with await AsyncClient.connect(server.host, server.port) as c:
-            (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
-        assert data == b"\x01\x17"
-        assert presence.connects == 0
+        async with board_announced(broker, f"mqtts://board:nope@{broker.url}",
+                                   ca_file=str(ca_pem)) as (server, presence):
+            await wait_for(
+                lambda: sum("broker unreachable" in r.getMessage() for r in seen) >= 3,
+                what="three refused connection attempts")
+            refused = [r for r in seen if "broker unreachable" in r.getMessage()]
+            assert "not authori" in refused[0].fields["error"].lower()  # type: ignore[attr-defined]
+            async with await AsyncClient.connect(server.host, server.port) as c:
+                (data,) = await c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)])
+            assert data == b"\x01\x17"
+            assert presence.connects == 0
     finally:
         mqtt_log.removeHandler(handler)
         mqtt_log.setLevel(old_level)
-        try:
-            await presence.stop()
-            await server.close()
-        finally:
-            broker.stop()
 
 
 async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> None:
@@ -130,12 +133,8 @@ async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> N
     acl.write_text("pattern readwrite busbridge/boards/%u/#\n"
                    "user ci\ntopic read busbridge/boards/#\n")
     broker = Mosquitto(exe, tmp_path, extra=f"password_file {passwd}\nacl_file {acl}\n")
-    broker.start()
-    server = Server(load_board(None), host="127.0.0.1", port=0)
-    await server.start()
-    presence = Presence(server, fast_settings(f"busbridge-sim:b0ard-pw@{broker.url}"))
-    presence.start()
-    try:
+    async with board_announced(broker, f"busbridge-sim:b0ard-pw@{broker.url}") as (server,
+                                                                                 presence):
         await wait_for(lambda: presence.connects == 1, what="the board to announce itself")
         t0 = time.monotonic()
         assert await resolve("busbridge-sim", f"ci:ci-pw@{broker.url}", timeout=5) == (
@@ -143,9 +142,3 @@ async def test_read_only_clients_under_an_acl_still_resolve(tmp_path: Path) -> N
         assert time.monotonic() - t0 < 4
         with pytest.raises(DiscoveryError, match="online boards: busbridge-sim"):
             await resolve("lab-pi-9", f"ci:ci-pw@{broker.url}", timeout=5)
-    finally:
-        try:
-            await presence.stop()
-            await server.close()
-        finally:
-            broker.stop()

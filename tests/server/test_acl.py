@@ -6,12 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from conftest import serve_with_access_rules
 
 from bridge.client import AsyncClient, ClientAuth, RemoteError, read, spi_xfer, write
 from bridge.config import Board
 from bridge.server import Server, ServerPolicy
 from bridge.server.acl import AccessRule, Acl
-from bridge.server.auth import TokenSpec, build_server_security, hash_token
 from protocol import ErrorCode, I2CRequest, SpiRequest
 from protocol.virtio import SpiTransfer, SpiTransferHead
 
@@ -27,12 +27,8 @@ RULES = [
 
 @pytest.fixture
 async def acl_server(board: Board) -> AsyncIterator[Server]:
-    sec = build_server_security(None, [TokenSpec(name="ci", hash=hash_token(CI)),
-                                       TokenSpec(name="admin", hash=hash_token(ADMIN))], False)
-    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(RULES)))
-    await s.start()
-    yield s
-    await s.close(grace=1.0)
+    async with serve_with_access_rules(board, {"ci": CI, "admin": ADMIN}, RULES) as s:
+        yield s
 
 
 @pytest.fixture

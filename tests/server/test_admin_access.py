@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from conftest import serve_with_access_rules
 
 from bridge.client import AsyncClient, ClientAuth, RemoteError, TransferError, read, write
 from bridge.config import Board
-from bridge.server import Server, ServerPolicy
-from bridge.server.acl import AccessRule, Acl
-from bridge.server.auth import TokenSpec, build_server_security, hash_token
+from bridge.server import Server
+from bridge.server.acl import AccessRule
 from protocol import ErrorCode
 
 CI, LAB = "ci-token-" + "c" * 32, "lab-token-" + "l" * 32
@@ -35,12 +35,8 @@ RULES = [
 
 @pytest.fixture
 async def lab_server(board: Board) -> AsyncIterator[Server]:
-    sec = build_server_security(None, [TokenSpec(name="ci", hash=hash_token(CI)),
-                                       TokenSpec(name="lab", hash=hash_token(LAB))], False)
-    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(RULES)))
-    await s.start()
-    yield s
-    await s.close(grace=1.0)
+    async with serve_with_access_rules(board, {"ci": CI, "lab": LAB}, RULES) as s:
+        yield s
 
 
 @pytest.fixture

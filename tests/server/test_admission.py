@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import Running, busbridge_log, start_server_thread, stop_server_thread
 from reliability.attacks import (
     Probe,
     Swarm,
@@ -82,18 +82,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger("busbridge")
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with busbridge_log(LogfmtFormatter(), logging.INFO) as out:
         yield out
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old)
 
 
 def serve(policy: ServerPolicy) -> Iterator[Running]:

@@ -13,17 +13,17 @@ import io
 import logging
 import socket
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from conftest import busbridge_log, serve_with_access_rules
 from reliability.attacks import frame, hello
 
 from bridge.client import AsyncClient, ClientAuth
 from bridge.config import Board
 from bridge.logs import LogfmtFormatter
-from bridge.server import Server, ServerPolicy
+from bridge.server import Server
 from bridge.server.acl import MAX_CACHED_VERDICTS, AccessRule, Acl
-from bridge.server.auth import TokenSpec, build_server_security, hash_token
 from bridge.server.session import MAX_LEASE_TOKENS
 from protocol.virtio import I2C_FLAGS_M_RD, I2C_OUT_HDR, encode_i2c_addr
 
@@ -33,29 +33,16 @@ FRAMES = 20_000
 
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger("busbridge")
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)  # what `busbridge serve` writes by default
-    try:
+    # WARNING: what `busbridge serve` writes by default
+    with busbridge_log(LogfmtFormatter(), logging.WARNING) as out:
         yield out
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old)
 
 
 @pytest.fixture
-async def acl_server(board: Board) -> Iterator[Server]:
-    sec = build_server_security(None, [TokenSpec(name="nobody", hash=hash_token(NOBODY)),
-                                       TokenSpec(name="admin", hash=hash_token(ADMIN))], False)
-    s = Server(board, host="127.0.0.1", port=0,
-               policy=ServerPolicy(sec, acl=Acl([AccessRule(client="token:admin", bus="*")])))
-    await s.start()
-    yield s  # type: ignore[misc]
-    await s.close(grace=1.0)
+async def acl_server(board: Board) -> AsyncIterator[Server]:
+    async with serve_with_access_rules(board, {"nobody": NOBODY, "admin": ADMIN},
+                                       [AccessRule(client="token:admin", bus="*")]) as s:
+        yield s
 
 
 def denied_frames(n: int) -> bytes:

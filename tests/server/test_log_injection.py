@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from conftest import busbridge_log
 
 from bridge.client import AsyncClient, ClientAuth, RemoteError, read
 from bridge.config import Board
@@ -32,18 +33,9 @@ RAW = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 @pytest.fixture(params=["logfmt", "json"])
 def captured(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(LogfmtFormatter() if request.param == "logfmt" else JsonFormatter())
-    root = logging.getLogger("busbridge")
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    formatter = LogfmtFormatter() if request.param == "logfmt" else JsonFormatter()
+    with busbridge_log(formatter, logging.INFO) as out:
         yield request.param, out
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old)
 
 
 async def test_client_chosen_text_is_escaped_in_every_log_format(

@@ -54,31 +54,42 @@ def held(running: Running) -> tuple[int, list[int]]:
     return sum(per), per
 
 
+def connect_non_readers(running: Running, name: str, count: int,
+                        socks: list[socket.socket]) -> None:
+    """``count`` clients ``name`` that take their WELCOME and from then on never read,
+    with small receive buffers; added to ``socks`` one by one, so the caller closes all."""
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", running.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(hello(name))
+        assert read_frame(s) is not None  # WELCOME; from now on it never reads
+        s.setblocking(False)
+        socks.append(s)
+
+
+def send_without_reading(socks: list[socket.socket], data: bytes, seconds: float) -> None:
+    """``data`` on every socket, as much as the server takes within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pending = {s: data for s in socks}
+    while pending and time.monotonic() < deadline:
+        for s, rest in list(pending.items()):
+            try:
+                n = s.send(rest)
+            except BlockingIOError:
+                continue
+            pending[s] = rest[n:]
+            if not pending[s]:
+                del pending[s]
+        time.sleep(0.01)
+
+
 def test_clients_that_never_read_stay_within_the_budget_and_others_are_served(
     budgeted: Running,
 ) -> None:
-    socks = []
+    socks: list[socket.socket] = []
     try:
-        for _ in range(ATTACKERS):
-            s = socket.create_connection(("127.0.0.1", budgeted.port))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(hello("hoarder"))
-            assert read_frame(s) is not None  # WELCOME; from now on it never reads
-            s.setblocking(False)
-            socks.append(s)
-        data = b"".join(big_read(k + 1) for k in range(FRAMES))
-        deadline = time.monotonic() + 20
-        pending = {s: data for s in socks}
-        while pending and time.monotonic() < deadline:  # send all it can, never read
-            for s, rest in list(pending.items()):
-                try:
-                    n = s.send(rest)
-                except BlockingIOError:
-                    continue
-                pending[s] = rest[n:]
-                if not pending[s]:
-                    del pending[s]
-            time.sleep(0.01)
+        connect_non_readers(budgeted, "hoarder", ATTACKERS, socks)
+        send_without_reading(socks, b"".join(big_read(k + 1) for k in range(FRAMES)), 20)
         with BlockingClient("127.0.0.1", budgeted.port) as c:
             probe = Probe().run(
                 lambda: c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)]), count=100,
@@ -100,28 +111,11 @@ def test_a_flood_of_tiny_bad_frames_is_not_amplified_into_memory(budgeted: Runni
     """A 5-byte bad frame earns a 57-byte ERROR: a client that sends megabytes of them
     and never reads used to make the server buffer ten times that.  Now a read is
     answered 16 KiB at a time, and once the peer stops taking answers the rest waits."""
-    socks = []
+    socks: list[socket.socket] = []
     bad = b"\x00\x00\x00\x01\xc0" * ((3 << 20) // 5)  # 3 MB of nil frames: 36 MB of ERRORs
     try:
-        for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", budgeted.port))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(hello("amplifier"))
-            assert read_frame(s) is not None
-            s.setblocking(False)
-            socks.append(s)
-        pending = {s: bad for s in socks}
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:  # as much as the server reads
-            for s, rest in list(pending.items()):
-                try:
-                    n = s.send(rest)
-                except BlockingIOError:
-                    continue
-                pending[s] = rest[n:]
-                if not pending[s]:
-                    del pending[s]
-            time.sleep(0.01)
+        connect_non_readers(budgeted, "amplifier", 4, socks)
+        send_without_reading(socks, bad, 10)  # as much as the server reads
         # Others are still served.  Not at once: until each flooder's kernel buffers
         # are full of ERRORs the server works for it (a chunk at a time, in turn with
         # the others); on a loaded 2-core machine that took 3.3 s, hence the wait.

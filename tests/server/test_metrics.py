@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Pki
+from conftest import Pki, serve_with_access_rules
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.client import (
@@ -34,8 +34,8 @@ from bridge.client import (
 )
 from bridge.config import Board
 from bridge.server import Server, ServerPolicy
-from bridge.server.acl import AccessRule, Acl
-from bridge.server.auth import TlsSettings, TokenSpec, build_server_security, hash_token
+from bridge.server.acl import AccessRule
+from bridge.server.auth import TlsSettings, build_server_security
 from bridge.server.metrics import FAMILIES, MetricsServer
 from bridge.server.stats import LATENCY_BOUNDS
 from protocol import ErrorCode
@@ -72,12 +72,8 @@ def family(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 
 @pytest.fixture
 async def server(board: Board) -> AsyncIterator[Server]:
-    sec = build_server_security(None, [TokenSpec(name="ci", hash=hash_token(CI)),
-                                       TokenSpec(name="admin", hash=hash_token(ADMIN))], False)
-    s = Server(board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(RULES)))
-    await s.start()
-    yield s
-    await s.close(grace=1.0)
+    async with serve_with_access_rules(board, {"ci": CI, "admin": ADMIN}, RULES) as s:
+        yield s
 
 
 @pytest.fixture

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import re
 import signal
 import struct
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import Any
 import bme280
 import msgpack
 import pytest
-from conftest import Running, start_server_thread, stop_server_thread
+from conftest import ROOT, Running, cli_env, serve_process, start_server_thread, stop_server_thread
 
 from bridge import dropin
 from bridge.client import Client, chain, read, spi_xfer, write
@@ -39,7 +36,6 @@ from bridge.dropin.spidev import SpiDev
 from bridge.recording import read_recording
 from bridge.server.record import Recorder
 
-ROOT = Path(__file__).resolve().parents[2]
 BME280, TMP117, EEPROM, ABSENT = 0x76, 0x48, 0x50, 0x77
 
 
@@ -77,40 +73,13 @@ def sequence(url: str) -> dict[str, Any]:
     return out
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("BUSBRIDGE_URL", None)
-    return env
-
-
 @contextmanager
 def cli_server(*args: str) -> Iterator[str]:
     """A ``busbridge serve --listen 127.0.0.1:0 ARGS`` process: its address; SIGTERM after."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        m = None
-        while m is None:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            m = re.match(r"busbridge: serving board .* on 127\.0\.0\.1:(\d+) ", line)
+    with serve_process(*args) as serve:
+        m = serve.wait_for(r"^busbridge: serving board .* on 127\.0\.0\.1:(\d+) ")
         yield f"127.0.0.1:{m.group(1)}"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert serve.stop() == 0
 
 
 @contextmanager
@@ -408,7 +377,7 @@ def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", limited, "-m", "bridge.cli", "serve", "--listen", "127.0.0.1:0",
          "--record", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()

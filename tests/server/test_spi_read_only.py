@@ -14,14 +14,14 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from conftest import serve_with_access_rules
 
 from bridge.buses.sim.spi import SimSpiBus, to_wire
 from bridge.client import AsyncClient, ClientAuth, RemoteError, spi_xfer
 from bridge.config import Board
 from bridge.config.board import board_from_toml_text
-from bridge.server import Server, ServerPolicy
-from bridge.server.acl import AccessRule, Acl, ReadCommands, mosi_segments
-from bridge.server.auth import TokenSpec, build_server_security, hash_token
+from bridge.server import Server
+from bridge.server.acl import AccessRule, ReadCommands, mosi_segments
 from protocol import ErrorCode
 from protocol.virtio import SpiMode
 
@@ -74,12 +74,8 @@ def spi_board() -> Board:
 
 @pytest.fixture
 async def server(spi_board: Board) -> AsyncIterator[Server]:
-    sec = build_server_security(None, [TokenSpec(name="ci", hash=hash_token(CI)),
-                                       TokenSpec(name="admin", hash=hash_token(ADMIN))], False)
-    s = Server(spi_board, host="127.0.0.1", port=0, policy=ServerPolicy(sec, acl=Acl(RULES)))
-    await s.start()
-    yield s
-    await s.close(grace=1.0)
+    async with serve_with_access_rules(spi_board, {"ci": CI, "admin": ADMIN}, RULES) as s:
+        yield s
 
 
 async def connect(server: Server, token: str) -> AsyncClient:
