@@ -29,6 +29,7 @@ from collections.abc import Callable
 from bridge.bench.clients import bridge_throughput
 from bridge.bench.workload import REG_READ, bench_board_text
 from bridge.client import AsyncClient
+from bridge.client.requests import i2c_frame
 from bridge.config import board_from_toml_text
 from bridge.runtime import new_event_loop
 from bridge.server import Server
@@ -45,13 +46,14 @@ from protocol import (
     Welcome,
     WelcomeInfo,
 )
+from protocol.fastpath import ClientConnection
 
 
 def parts() -> dict[str, Callable[[], object]]:
     board = board_from_toml_text(bench_board_text(1), "<bench>")
     bus = board.i2c["1"]
     msgs = tuple(REG_READ)
-    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    client, server = ClientConnection(), Connection(Role.SERVER)
     server.receive(client.send(Hello(HelloInfo(client="hot_path"))))
     welcome = Welcome(WelcomeInfo(limits=LimitsInfo(**DEFAULT_LIMITS.as_dict())))
     client.receive(server.send(welcome))
@@ -69,6 +71,10 @@ def parts() -> dict[str, Callable[[], object]]:
         accepted.add(1)
         server.send(Result(1, b"\0\0", [b"\x0c\x80"], []))
 
+    def client_request() -> None:
+        rid, _ = i2c_frame(client, "1", REG_READ, None, True)
+        pending.discard(rid)
+
     def server_decode() -> None:
         server.receive(request)
         server.withdraw(1)
@@ -83,6 +89,7 @@ def parts() -> dict[str, Callable[[], object]]:
 
     return {
         "client: encode the request": client_encode,
+        "client: a transfer()'s request (fast path)": client_request,
         "server: decode + validate the frame": server_decode,
         "server: may_block check": lambda: bus.may_block,
         "server: run_i2c (virtio rules + sim bus)": lambda: run_i2c(bus, msgs),

@@ -25,6 +25,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.connection",
     "protocol.errors",
     "protocol.events",
+    "protocol.fastpath",
     "protocol.limits",
     "protocol.refusals",
     "protocol.states",

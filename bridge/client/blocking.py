@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocol.admin import AdminRequest, AdminResult
-from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
+from protocol.fastpath import ClientConnection
 from protocol.handshake import WelcomeInfo
 from protocol.limits import DEFAULT_PORT
 from protocol.virtio import I2CMsg, SpiTransfer
@@ -61,11 +61,12 @@ class BlockingClient(SyncClientBase):
         self.timeout = check_timeout(timeout)
         self.address = (host, port)
         self.auth = auth or ClientAuth()
-        self.conn = Connection(Role.CLIENT)
+        self.conn = ClientConnection()
         self._lock = threading.Lock()
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._closed_why = ""
+        self._wait = -1.0  # the socket's timeout as last set by _receive
         self._head: bytearray | None = bytearray()  # the peer's first bytes, until WELCOME
         try:
             sock = socket.create_connection((host, port), timeout)
@@ -126,13 +127,20 @@ class BlockingClient(SyncClientBase):
 
     def _read(self, deadline: float, what: str) -> list[Event]:
         """One read's worth of events; fatal problems close the connection and raise."""
-        sock = self._sock
-        if sock is None:
-            raise self._not_connected()
         left = deadline - time.monotonic()
         if left <= 0:
             raise self._timeout(what)
-        sock.settimeout(left)
+        n, items = self._receive(left, what)
+        return self._events(n, items)
+
+    def _receive(self, wait: float, what: str) -> tuple[int, list[Event | ProtocolError]]:
+        """One ``recv`` (waiting up to ``wait`` s) and what the connection made of it."""
+        sock = self._sock
+        if sock is None:
+            raise self._not_connected()
+        if wait != self._wait:  # settimeout costs as much as the recv: only when it changes
+            sock.settimeout(wait)
+            self._wait = wait
         try:
             n = sock.recv_into(self._buf)
         except TimeoutError:
@@ -143,9 +151,11 @@ class BlockingClient(SyncClientBase):
         if self._head is not None and len(self._head) < diagnose.HEAD:
             self._head += self._view[:min(n, diagnose.HEAD - len(self._head))]
         try:
-            items = self.conn.receive(self._view[:n] if n else b"")
+            return n, self.conn.receive(self._view[:n] if n else b"")
         except ProtocolError as e:
-            items = [e]
+            return n, [e]
+
+    def _events(self, n: int, items: list[Event | ProtocolError]) -> list[Event]:
         events: list[Event] = []
         for item in items:
             if isinstance(item, ProtocolError):
@@ -167,11 +177,21 @@ class BlockingClient(SyncClientBase):
     def _roundtrip(self, rid: int, data: bytes, timeout: float) -> Event:
         self._send(data)
         deadline = time.monotonic() + timeout
+        # The first wait is the whole timeout: the deadline was set a moment ago.
+        n, items = self._receive(timeout, "answer")
         while True:
-            for ev in self._read(deadline, "answer"):
+            if len(items) == 1:
+                ev = items[0]
+                if type(ev) is Result and ev.id == rid:  # the common answer: nothing else came
+                    return ev
+            for ev in self._events(n, items):
                 if getattr(ev, "id", None) == rid:
                     return ev
                 # Anything else is a late answer to a request that timed out: dropped.
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._timeout("answer")
+            n, items = self._receive(left, "answer")
 
     # -- errors ------------------------------------------------------------------
 
@@ -202,9 +222,13 @@ class BlockingClient(SyncClientBase):
 
     def _i2c_result(self, bus: str | int, msgs: Sequence[I2CMsg], timeout: float | None,
                     chained: bool) -> Result:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: its __exit__ call costs more than the two
+        try:
             rid, data = i2c_frame(self.conn, bus, msgs, timeout, chained)
             ev = self._roundtrip(rid, data, answer_wait(self.timeout, timeout))
+        finally:
+            lock.release()
         return ev if type(ev) is Result else check_answer(ev)
 
     def spi(self, bus: str | int, cs: int, transfers: Sequence[SpiTransfer], *,

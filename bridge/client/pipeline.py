@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from protocol.admin import AdminEvent, AdminRequest, AdminResult
-from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Error, Event, Hello, Ping, Pong, Result, Welcome
+from protocol.fastpath import ClientConnection
 from protocol.handshake import WelcomeInfo
 from protocol.leases import LeaseRequest, LeaseResult
 
@@ -74,7 +74,7 @@ class Pipeline:
         self.name = name or f"busbridge-client/{__version__}"
         #: Lease tokens presented in HELLO: this connection may use what they lease.
         self.lease_tokens = list(leases)
-        self.conn = Connection(Role.CLIENT)
+        self.conn = ClientConnection()
         self.welcome: WelcomeInfo | None = None
         self.address = ("", 0)
         self._transport: asyncio.Transport | None = None
@@ -287,7 +287,7 @@ class Pipeline:
                 host, port = self.address
                 raise ConnectTimeout(_errno.ETIMEDOUT, f"the connection to {host}:{port} "
                                      "did not close in time; call reconnect again") from None
-        self.conn = Connection(Role.CLIENT)
+        self.conn = ClientConnection()
         self.welcome = None
         self._closed_exc = None
         self._head.clear()

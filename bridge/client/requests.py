@@ -17,7 +17,8 @@ import pydantic
 
 from protocol import virtio
 from protocol.connection import Connection, LocalProtocolError
-from protocol.events import ChainedI2CRequest, Error, Event, I2CRequest, Result, SpiRequest
+from protocol.events import Error, Event, Result, SpiRequest
+from protocol.fastpath import ClientConnection
 from protocol.handshake import HelloInfo
 from protocol.leases import LeaseInfo
 from protocol.limits import DEFAULT_PORT
@@ -172,7 +173,7 @@ def server_address(url: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------
 
 
-def i2c_frame(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
+def i2c_frame(conn: ClientConnection, bus: str | int, msgs: Sequence[I2CMsg],
                timeout: float | None, chained: bool) -> tuple[int, bytes]:
     """A fresh request id and the I2C frame; limits broken locally raise :class:`InvalidRequest`.
 
@@ -181,9 +182,8 @@ def i2c_frame(conn: Connection, bus: str | int, msgs: Sequence[I2CMsg],
     """
     rid = conn.next_id()
     try:
-        request = ChainedI2CRequest if chained else I2CRequest
-        return rid, conn.send(request(rid, bus if type(bus) is str else str(bus), tuple(msgs),
-                                      _server_ms(timeout)))
+        return rid, conn.send_i2c(rid, bus if type(bus) is str else str(bus), msgs,
+                                  _server_ms(timeout), chained)
     except LocalProtocolError as e:
         raise InvalidRequest(str(e)) from None
 
