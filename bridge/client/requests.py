@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno as _errno
+import math
 from collections.abc import Sequence
 from typing import TypedDict
 
@@ -104,9 +105,11 @@ def hello_info(name: str, token: str | None, leases: Sequence[str]) -> HelloInfo
 
 
 def check_timeout(timeout: float) -> float:
-    """A client's timeout must be a positive number of seconds."""
-    if not timeout > 0:
-        raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
+    """A client's timeout must be a finite, positive number of seconds (``inf`` reached
+    the socket layer as an OverflowError, ``True`` passed as one second)."""
+    if (type(timeout) is bool or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf):
+        raise InvalidRequest(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
     return timeout
 
 
@@ -214,9 +217,9 @@ def _server_ms(timeout: float | None) -> int | None:
     """A request's own timeout, sent as its deadline; zero or negative is refused here."""
     if timeout is None:
         return None
-    if not timeout > 0:
-        raise InvalidRequest(f"timeout must be > 0 seconds, not {timeout!r}")
-    return max(1, int(timeout * 1000))
+    check_timeout(timeout)
+    # Never a deadline sooner than asked (1.5 ms is 2), but 0.07 s is 70, not 71.
+    return max(1, math.ceil(round(timeout * 1000, 6)))
 
 
 def answer_wait(default: float, timeout: float | None) -> float:

@@ -118,3 +118,23 @@ def test_what_a_caller_builds_wrong_is_an_invalid_request_before_anything_is_sen
                 c.transfer("1", [bc.write(0x50, [0x00, 0x00, 0xAA])], timeout=-1)
             assert c.ping() > 0
     assert len(eeprom.log_snapshot()) == before  # nothing of the above reached the bus
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), True, 0, -1.0])
+def test_a_timeout_that_is_not_a_finite_positive_number_is_an_invalid_request(
+        server_thread: Any, bad: Any) -> None:
+    """``inf`` used to escape as OverflowError from the socket layer, ``True`` to pass as 1 s."""
+    with BlockingClient(server_thread.host, server_thread.port) as c:
+        with pytest.raises(InvalidRequest):
+            c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)], timeout=bad)
+        assert c.transfer("1", [write(0x48, [0x0F]), read(0x48, 2)]) == [b"\x01\x17"]
+    with pytest.raises(InvalidRequest):
+        BlockingClient(server_thread.host, server_thread.port, timeout=bad)
+
+
+def test_a_request_deadline_is_never_sooner_than_asked() -> None:
+    from bridge.client.requests import _server_ms
+    assert _server_ms(0.0015) == 2  # was truncated to 1 ms
+    assert _server_ms(0.07) == 70  # 0.07 * 1000 is 70.00000000000001 in binary
+    assert _server_ms(1e-9) == 1
+    assert _server_ms(2.0) == 2000
