@@ -29,11 +29,11 @@ import msgpack
 
 from .codec import Buffer, unpack_prefix
 from .connection import Connection
-from .errors import ProtocolError
-from .events import ChainedI2CRequest, Event, FrameType, I2CRequest, Result
+from .errors import ErrorCode, ProtocolError
+from .events import ChainedI2CRequest, Error, Event, FrameType, I2CRequest, Result, SpiRequest
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, Limits
 from .states import Role, State
-from .virtio import I2CMsg
+from .virtio import I2C_FLAGS_M_RD, I2CMsg, SpiTransfer
 
 __all__ = ["ClientConnection"]
 
@@ -58,6 +58,37 @@ _ID32: Final = struct.Struct(">IBBBI").pack
 
 #: A tail's key: (chained, bus, timeout_ms, then per message its packed number and data).
 _Key = tuple[object, ...]
+#: What a request's RESULT must look like (SPEC.md §4.5): its number of requests, then
+#: for each read entry, in order, the request's index and the bytes it asked for.
+_Shape = tuple[int, tuple[tuple[int, int], ...]]
+
+
+def i2c_shape(msgs: Sequence[I2CMsg]) -> _Shape:
+    """One status byte per message; one read entry per ``M_RD`` message (0 bytes too)."""
+    return len(msgs), tuple((i, m.length) for i, m in enumerate(msgs)
+                            if m.flags & I2C_FLAGS_M_RD)
+
+
+def spi_shape(transfers: Sequence[SpiTransfer]) -> _Shape:
+    """One status byte per transfer; one read entry per transfer with ``rx_len`` > 0."""
+    return len(transfers), tuple((i, t.rx_len) for i, t in enumerate(transfers)
+                                 if t.rx_len > 0)
+
+
+def misfit(result: Result, shape: _Shape) -> str:
+    """Why ``result`` cannot answer a request of ``shape``, or "" if it can: each read
+    entry holds exactly the bytes asked for when its status is OK, none otherwise."""
+    n, reads = shape
+    status = result.status
+    if len(status) != n:
+        return f"{len(status)} status bytes for {n} requests"
+    if len(result.reads) != len(reads):
+        return f"{len(result.reads)} read entries for {len(reads)} reads"
+    for (i, length), data in zip(reads, result.reads, strict=True):
+        want = length if status[i] == 0 else 0
+        if len(data) != want:
+            return f"read entry of request {i} holds {len(data)} bytes, not {want}"
+    return ""
 
 
 def _head(rid: int, tail: int) -> bytes:
@@ -126,8 +157,12 @@ class ClientConnection(Connection):
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(Role.CLIENT, limits)
-        #: key -> (the peer limits and RESULT room it was checked against, the tail).
-        self._tails: dict[_Key, tuple[Limits, int, bytes]] = {}
+        #: key -> (the peer limits and RESULT room it was checked against, the tail, the
+        #: RESULT's shape).
+        self._tails: dict[_Key, tuple[Limits, int, bytes, _Shape]] = {}
+        #: Request id -> the shape its RESULT must have (a RESULT that does not fit its
+        #: request is a server violation, fatal like any other: SPEC.md §4.5, §9.3).
+        self._expect: dict[int, _Shape] = {}
         self._live = self._subs.live  # the same set, for the next_id below
         #: The largest RESULT body receive() decodes itself (no larger than max_frame).
         self._small = min(_MAX_RESULT, limits.max_frame)
@@ -141,6 +176,28 @@ class ClientConnection(Connection):
         return super().next_id()
 
     def receive(self, data: Buffer) -> list[Event | ProtocolError]:
+        """:meth:`Connection.receive`; then every RESULT is checked against the request it
+        answers, and the first that does not fit it ends the list as a fatal error."""
+        out = self._receive(data)
+        expect = self._expect
+        for k, ev in enumerate(out):
+            if type(ev) is Result:
+                shape = expect.pop(ev.id, None)
+                if shape is not None:
+                    why = misfit(ev, shape)
+                    if why:
+                        if self._state is not State.CLOSED:
+                            self._enter(State.CLOSED)
+                        del out[k:]
+                        out.append(ProtocolError(
+                            ErrorCode.MALFORMED, f"RESULT of request {ev.id} does not fit "
+                            f"it: {why}", request_id=ev.id, fatal=True))
+                        return out
+            elif type(ev) is Error:
+                expect.pop(ev.id, None)
+        return out
+
+    def _receive(self, data: Buffer) -> list[Event | ProtocolError]:
         """:meth:`Connection.receive`, with the common read first: small RESULT
         frames of the common shape, each answering a request in flight.
 
@@ -207,6 +264,7 @@ class ClientConnection(Connection):
                 data = _head(rid, len(tail)) + tail
                 if len(data) - 4 <= peer.max_frame:
                     self._in_flight.add(rid)
+                    self._expect[rid] = hit[3]
                     return data
         request = ChainedI2CRequest if chained else I2CRequest
         data = self.send(request(rid, bus, tuple(msgs), timeout_ms))
@@ -214,5 +272,16 @@ class ClientConnection(Connection):
             tails = self._tails
             if len(tails) >= _MAX_TAILS:
                 tails.clear()
-            tails[key] = (self._peer_limits, self._result_cap, data[6 + _id_size(rid):])
+            tails[key] = (self._peer_limits, self._result_cap, data[6 + _id_size(rid):],
+                          self._expect[rid])
+        return data
+
+    def _send_i2c(self, ev: I2CRequest) -> bytes:
+        data = super()._send_i2c(ev)
+        self._expect[ev.id] = i2c_shape(ev.msgs)
+        return data
+
+    def _send_spi(self, ev: SpiRequest) -> bytes:
+        data = super()._send_spi(ev)
+        self._expect[ev.id] = spi_shape(ev.transfers)
         return data
