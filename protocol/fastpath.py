@@ -167,6 +167,16 @@ class ClientConnection(Connection):
         #: The largest RESULT body receive() decodes itself (no larger than max_frame).
         self._small = min(_MAX_RESULT, limits.max_frame)
 
+    def over_limit(self, held: int) -> bool:
+        """Whether the server would hold more than its ``max_in_flight`` if every id in
+        flight but the ``held`` ones (encoded, not yet written) had been sent."""
+        return len(self._in_flight) - held > self._peer_limits.max_in_flight
+
+    def unsend(self, rid: int) -> None:
+        """Forget request ``rid``, encoded but never written: nothing will answer it."""
+        self._in_flight.discard(rid)
+        self._expect.pop(rid, None)
+
     def next_id(self) -> int:
         """:meth:`Connection.next_id`, with the common case (the next id is free) first."""
         rid = self._last_id + 1

@@ -62,6 +62,23 @@ class _ClientProtocol(asyncio.BufferedProtocol):
         self.client._lost(exc)
 
 
+def release_held(held: dict[int, bytes], conn: ClientConnection) -> bytes:
+    """Held requests to send now, in order, while the server has room for them."""
+    out: list[bytes] = []
+    while held and not conn.over_limit(len(held) - 1):
+        out.append(held.pop(next(iter(held))))
+    return b"".join(out)
+
+
+def no_answer(host: str, port: int, sent: bool) -> RequestTimeout:
+    if not sent:
+        return RequestTimeout(_errno.ETIMEDOUT, f"{host}:{port} had no room for the request "
+                              "in time (this connection's max_in_flight requests were all "
+                              "unanswered); it was not sent")
+    return RequestTimeout(_errno.ETIMEDOUT, f"no answer from {host}:{port} in time; the "
+                          "request's effect is unknown and it was not re-sent")
+
+
 class Pipeline:
     """The connection of an :class:`~bridge.client.AsyncClient`: opening it with its
     handshake, the requests in flight on it and their deadlines, reconnecting and closing.
@@ -84,6 +101,9 @@ class Pipeline:
         self._closed_exc: BaseException | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._wbuf: list[bytes] = []
+        #: Requests encoded but held back, in order: the server already holds its
+        #: ``max_in_flight`` of this connection's (SPEC §10: a client must not exceed it).
+        self._held: dict[int, bytes] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._gone: asyncio.Future[None] | None = None
         #: Subscription id -> where its EVENT frames go (registered before the request).
@@ -149,6 +169,8 @@ class Pipeline:
                 return
             else:
                 self._handle(ev)
+        if self._held and self._transport is not None:
+            self._transport.write(release_held(self._held, self.conn))
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, AdminEvent):
@@ -196,6 +218,7 @@ class Pipeline:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self._held.clear()
         pending, self._pending = self._pending, {}
         for fut, _deadline in pending.values():
             if not fut.done():
@@ -218,7 +241,10 @@ class Pipeline:
         pending[rid] = (fut, loop.time() + timeout)
         if self._sweeper is None:
             self._sweeper = loop.call_later(_SWEEP, self._sweep)
-        if len(pending) == 1:
+        held = self._held
+        if held or self.conn.over_limit(len(held)):
+            held[rid] = data  # sent when answers make room (_release_held)
+        elif len(pending) == 1:
             self._transport.write(data)  # type: ignore[union-attr]  # alone: no reason to wait
         else:
             # Pipelined requests made in the same loop iteration go out in one write.
@@ -250,14 +276,17 @@ class Pipeline:
         pending = self._pending
         for rid, (fut, deadline) in list(pending.items()):
             if fut.done():  # cancelled by its awaiter; a late answer is dropped
+                if self._held.pop(rid, None) is not None:  # and a held one is never sent
+                    del pending[rid]
+                    self.conn.unsend(rid)
                 continue
             if deadline <= now:
-                # The id stays in flight in the connection; a late answer is dropped.
                 del pending[rid]
-                fut.set_exception(RequestTimeout(
-                    _errno.ETIMEDOUT,
-                    f"no answer from {host}:{port} in time; the request's effect is "
-                    "unknown and it was not re-sent"))
+                sent = self._held.pop(rid, None) is None
+                if not sent:  # held back: no answer will come
+                    self.conn.unsend(rid)
+                # Else the id stays in flight in the connection; a late answer is dropped.
+                fut.set_exception(no_answer(host, port, sent))
         if pending:
             self._sweeper = self._loop.call_later(_SWEEP, self._sweep)
 

@@ -106,9 +106,8 @@ def hello_info(name: str, token: str | None, leases: Sequence[str]) -> HelloInfo
 
 def check_timeout(timeout: float) -> float:
     """A client's timeout must be a finite, positive number of seconds (``inf`` reached
-    the socket layer as an OverflowError, ``True`` passed as one second)."""
-    if (type(timeout) is bool or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf):
+    the socket layer as an OverflowError)."""
+    if not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise InvalidRequest(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
     return timeout
 

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Running
+from conftest import Running, start_server_thread, stop_server_thread
 
 from bridge.client import AsyncClient, Client, ClientAuth, ConnectionLost, TransferError
 from bridge.config import Board
-from bridge.server import Server
+from bridge.server import Server, ServerPolicy
+from bridge.server.settings import LimitSettings
 from protocol import I2C_FLAGS_FAIL_NEXT, read, write
 
 TMP117 = 0x48
@@ -95,3 +96,28 @@ def test_a_client_left_open_is_closed_before_the_interpreter_ends(server_thread:
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["leases: 0", "loop threads left: 0"]
+
+
+async def test_more_concurrent_requests_than_the_server_allows_in_flight_all_succeed(
+        board: Board) -> None:
+    """SPEC §10: a client must not exceed the server's max_in_flight.  20 transfers at
+    once on a server that holds 4 per connection, behind a device that stalls: the client
+    holds back the rest and sends them as answers make room (it used to send all 20, and
+    16 came back limit-exceeded)."""
+    policy = ServerPolicy(limit_settings=LimitSettings(max_in_flight=4))
+    running, t = start_server_thread(board, policy=policy)
+    dev = board.i2c["1"].device(TMP117)
+    try:
+        c = await AsyncClient.connect(running.host, running.port, timeout=60)
+        try:
+            dev.stall_s = 0.01  # type: ignore[attr-defined]
+            reads = await asyncio.gather(*[
+                c.transfer("1", [write(TMP117, [0x0F]), read(TMP117, 2)]) for _ in range(20)])
+            dev.stall_s = 0  # type: ignore[attr-defined]
+            assert reads == [[b"\x01\x17"]] * 20
+            assert c.conn.in_flight == frozenset()
+        finally:
+            await c.close()
+    finally:
+        dev.stall_s = 0  # type: ignore[attr-defined]
+        stop_server_thread(running, t)
