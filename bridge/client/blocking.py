@@ -160,6 +160,8 @@ class BlockingClient(SyncClientBase):
         for item in items:
             if isinstance(item, ProtocolError):
                 self._drop(f"protocol error from server: {item}")
+                if events:  # what came before the violation was good: it is delivered
+                    return events
                 raise self._lost()
             if isinstance(item, Ping):
                 self._send(self.conn.send(Pong(item.id)))
@@ -188,6 +190,8 @@ class BlockingClient(SyncClientBase):
                 if getattr(ev, "id", None) == rid:
                     return ev
                 # Anything else is a late answer to a request that timed out: dropped.
+            if self._sock is None:
+                raise self._lost()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._timeout("answer")

@@ -28,8 +28,9 @@ from protocol.codec import frame
 REG_READ = [write(0x48, [0x0F]), read(0x48, 2)]
 
 
-def _serve_one(listener: socket.socket) -> None:
-    """Handshake properly, then answer every I2C request with OK and an empty entry."""
+def _serve_one(listener: socket.socket, good_then_bad: bool = False) -> None:
+    """Handshake properly, then answer every I2C request with OK and an empty entry (or,
+    ``good_then_bad``, with a good RESULT followed in the same write by a bad frame)."""
     sock, _ = listener.accept()
     with sock:
         conn = Connection(Role.SERVER)
@@ -42,16 +43,20 @@ def _serve_one(listener: socket.socket) -> None:
                 if type(ev).__name__ == "Hello":
                     sock.sendall(conn.send(Welcome(WelcomeInfo(
                         server="shape", limits=LimitsInfo(**DEFAULT_LIMITS.as_dict())))))
+                elif isinstance(ev, I2CRequest) and good_then_bad:
+                    sock.sendall(frame(msgpack.packb([4, ev.id, b"\0\0", [b"\x01\x17"], []]))
+                                 + frame(msgpack.packb([99, 1])))
                 elif isinstance(ev, I2CRequest):
                     sock.sendall(frame(msgpack.packb([4, ev.id, b"\0\0", [b""], []])))
 
 
 @pytest.fixture
-def bad_server() -> Iterator[tuple[str, int]]:
+def bad_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        t = threading.Thread(target=_serve_one, args=(listener,), daemon=True)
+        good_then_bad = getattr(request, "param", False)
+        t = threading.Thread(target=_serve_one, args=(listener, good_then_bad), daemon=True)
         t.start()
         yield listener.getsockname()
         t.join(30)
@@ -73,3 +78,14 @@ async def test_async_client(bad_server: tuple[str, int]) -> None:
         assert not c.connected
     finally:
         await c.close()
+
+
+@pytest.mark.parametrize("bad_server", [True], indirect=True)
+def test_blocking_client_delivers_the_answer_that_came_before_a_violation(
+        bad_server: tuple[str, int]) -> None:
+    """The same bytes in one read or two: the answer, then the connection closes (as
+    AsyncClient does); it used to depend on how TCP split the stream."""
+    with BlockingClient(*bad_server) as c:
+        assert c.transfer("1", REG_READ) == [b"\x01\x17"]
+        with pytest.raises(ConnectionLost):
+            c.transfer("1", REG_READ)
