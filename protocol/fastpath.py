@@ -78,16 +78,19 @@ def spi_shape(transfers: Sequence[SpiTransfer]) -> _Shape:
 def misfit(result: Result, shape: _Shape) -> str:
     """Why ``result`` cannot answer a request of ``shape``, or "" if it can: each read
     entry holds exactly the bytes asked for when its status is OK, none otherwise."""
-    n, reads = shape
+    n = shape[0]
+    reads = shape[1]
     status = result.status
+    got = result.reads
     if len(status) != n:
         return f"{len(status)} status bytes for {n} requests"
-    if len(result.reads) != len(reads):
-        return f"{len(result.reads)} read entries for {len(reads)} reads"
-    for (i, length), data in zip(reads, result.reads, strict=True):
+    if len(got) != len(reads):
+        return f"{len(got)} read entries for {len(reads)} reads"
+    for j in range(len(reads)):  # indexes, not zip(): compiled, native ints throughout
+        i, length = reads[j]
         want = length if status[i] == 0 else 0
-        if len(data) != want:
-            return f"read entry of request {i} holds {len(data)} bytes, not {want}"
+        if len(got[j]) != want:
+            return f"read entry of request {i} holds {len(got[j])} bytes, not {want}"
     return ""
 
 
