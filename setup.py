@@ -7,7 +7,8 @@
   runs as pure Python and ``busbridge run`` explains that native programs
   cannot be served.  It is a plain shared library, not a Python extension: it
   is loaded by the dynamic linker into other programs and never imported.
-* ``BUSBRIDGE_COMPILE=1`` builds the hot path with mypyc.  That build needs
+* ``BUSBRIDGE_COMPILE=1`` builds the hot path with mypyc, and the C decoder of the
+  common I2C frame (``protocol/_native.c``, optional at run time).  That build needs
   mypy and a C compiler in the build environment, and the runtime dependencies
   installed first (mypyc type-checks against them), so it is built without
   build isolation; see docs/performance.md.
@@ -22,20 +23,25 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
-def _hot_modules() -> list[str]:
-    """bridge/compiled.py's HOT_MODULES as source paths: the one list (read, not imported,
+def _modules(name: str) -> list[str]:
+    """A list of module names from bridge/compiled.py: the one list (read, not imported,
     as the package's dependencies may not be installed yet)."""
     tree = ast.parse(Path(__file__).with_name("bridge").joinpath("compiled.py").read_text())
     for node in tree.body:
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and node.target.id == "HOT_MODULES" and node.value is not None):
-            return [m.replace(".", "/") + ".py" for m in ast.literal_eval(node.value)]
-    raise RuntimeError("bridge/compiled.py has no HOT_MODULES")
+                and node.target.id == name and node.value is not None):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError(f"bridge/compiled.py has no {name}")
 
 
 #: The modules every request runs through, on both sides (bridge/compiled.py says
 #: which, and why two modules on the request path stay interpreted).
-COMPILED = _hot_modules()
+COMPILED = [m.replace(".", "/") + ".py" for m in _modules("HOT_MODULES")]
+#: The compiled build's C extensions (protocol/_native.c: the server's common I2C frame
+#: and RESULT); each is optional at run time, the pure path runs without it.
+NATIVE = [Extension(m, sources=[m.replace(".", "/") + ".c"],
+                    extra_compile_args=["-std=gnu11", "-O2", "-Wall"])
+          for m in _modules("NATIVE_MODULES")]
 
 PRELOAD = Extension(
     "bridge.native.libbusbridge_preload",
@@ -89,6 +95,6 @@ ext_modules = [PRELOAD]
 if os.environ.get("BUSBRIDGE_COMPILE") == "1":
     from mypyc.build import mypycify
 
-    ext_modules += mypycify(COMPILED, opt_level="3")
+    ext_modules += mypycify(COMPILED, opt_level="3") + NATIVE
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -16,11 +16,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-__all__ = ["HOT_MODULES", "INTERPRETED", "BuildStatus", "build_status"]
+__all__ = ["HOT_MODULES", "INTERPRETED", "NATIVE_MODULES", "BuildStatus", "build_status"]
 
 #: The modules every request runs through, on both sides, as setup.py compiles them.
 HOT_MODULES: tuple[str, ...] = (
     # the protocol, which both sides share
+    "protocol.accel",
     "protocol.codec",
     "protocol.connection",
     "protocol.errors",
@@ -65,6 +66,11 @@ HOT_MODULES: tuple[str, ...] = (
     "bridge.vhost.virtqueue",
 )
 
+#: C extensions of the compiled build (``protocol/_native.c`` for ``protocol._native``),
+#: each optional: without it the pure path runs (``protocol.accel``).  setup.py reads
+#: this list too.
+NATIVE_MODULES: tuple[str, ...] = ("protocol._native",)
+
 #: On the request path but left interpreted, and why (mypyc cannot compile them).
 INTERPRETED: dict[str, str] = {
     "bridge.client.errors": "its exceptions inherit from two built-in exceptions",
@@ -78,6 +84,8 @@ class BuildStatus:
 
     compiled: tuple[str, ...]
     interpreted: tuple[str, ...]
+    #: Which of :data:`NATIVE_MODULES` load here (and so are in use).
+    native: tuple[str, ...] = ()
 
     @property
     def state(self) -> str:
@@ -90,7 +98,8 @@ class BuildStatus:
         """One line for a log or a report."""
         n = len(self.compiled) + len(self.interpreted)
         if self.state == "compiled":
-            return f"hot path compiled (mypyc, {n} modules)"
+            c = "in use" if self.native else "not built: the pure decoder runs"
+            return f"hot path compiled (mypyc, {n} modules; C frame decoder {c})"
         if self.state == "interpreted":
             return ("hot path interpreted (pure Python); a compiled install answers faster: "
                     "see docs/board.md")
@@ -105,7 +114,17 @@ def _is_compiled(name: str) -> bool:
     return bool(origin) and not str(origin).endswith(".py")
 
 
+def _loads(name: str) -> bool:
+    try:
+        importlib.import_module(name)  # a C extension: loading it is the test
+    except ImportError:
+        return False
+    return True
+
+
 def build_status() -> BuildStatus:
-    """Look up where each hot module loads from (finds them; imports only their packages)."""
+    """Look up where each hot module loads from (finds them; imports only their packages
+    and the native modules)."""
     flags = [(m, _is_compiled(m)) for m in HOT_MODULES]
-    return BuildStatus(tuple(m for m, c in flags if c), tuple(m for m, c in flags if not c))
+    return BuildStatus(tuple(m for m, c in flags if c), tuple(m for m, c in flags if not c),
+                       tuple(m for m in NATIVE_MODULES if _loads(m)))

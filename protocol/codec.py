@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgpack
 from pydantic import ValidationError
 
+from .accel import result_body
 from .admin import AdminEvent, AdminRequest, AdminResult
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .events import (
@@ -222,40 +223,10 @@ def encode_spi(ev: SpiRequest, peer: Limits | None = None, result_cap: int = 0) 
     return _packb([_SPI, ev.id, ev.bus, ev.cs, xfers, ev.timeout_ms])
 
 
-#: One byte of each value; msgpack ``bin 8`` headers by length; ``fixarray`` headers.
-_BYTE: Final = [bytes((n,)) for n in range(256)]
-_BIN8: Final = [b"\xc4" + b for b in _BYTE]
-_FIXARRAY: Final = [bytes((0x90 | n,)) for n in range(16)]
-
-
-def _result_body(rid: int, status: object, reads: list[Any]) -> bytes | None:
-    """The common RESULT (no failures, up to 15 reads of up to 255 bytes) from precomputed
-    msgpack headers, no call but one join: the bytes ``_packb`` makes, or None.  Typed
-    ``object`` / ``Any``: compiled, a ``bytes`` parameter would refuse a bytearray."""
-    if (type(status) is not bytes or len(status) > 255 or len(reads) > 15
-            or not 0 < rid <= 0xFFFFFFFF):
-        return None
-    b = _BYTE  # [RESULT (4), the id as msgpack's smallest uint, then the rest
-    parts = ([b"\x95\x04", b[rid]] if rid < 0x80 else [b"\x95\x04\xcc", b[rid]] if rid < 0x100
-             else [b"\x95\x04\xcd", b[rid >> 8], b[rid & 0xFF]] if rid < 0x10000
-             else [b"\x95\x04\xce", b[rid >> 24], b[rid >> 16 & 0xFF], b[rid >> 8 & 0xFF],
-                   b[rid & 0xFF]])
-    parts.append(_BIN8[len(status)])
-    parts.append(status)
-    parts.append(_FIXARRAY[len(reads)])
-    for r in reads:
-        if type(r) is not bytes or len(r) > 255:
-            return None
-        parts.append(_BIN8[len(r)])
-        parts.append(r)
-    parts.append(b"\x90")  # no failures
-    return b"".join(parts)
-
-
 def encode_result(ev: Result) -> bytes:
     fails = ev.failures
     if not fails and type(fails) is list:
-        body = _result_body(ev.id, ev.status, ev.reads)
+        body = result_body(ev.id, ev.status, ev.reads)  # C when built (accel.py)
         if body is not None:
             return body
     if fails:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from .accel import i2c_feed
 from .admin import (
     OPS,
     AdminEvent,
@@ -102,6 +103,7 @@ class _Core:
         self._buf = bytearray()  # the start of a frame whose end has not arrived
         self._eof = False
         self._unpackb = unpacker(limits, role is Role.CLIENT)
+        self._feed = i2c_feed(role is Role.SERVER, self._in_flight, self._subs.live, limits)
         self._tables: dict[State, dict[int, _Handler]] = {
             state: {int(t): getattr(self, name) for t, name in table.items()}
             for (r, state), table in RECEIVES.items() if r is role
@@ -172,9 +174,8 @@ class _Core:
     def withdraw(self, request_id: int) -> None:
         """Forget an accepted request that will never be answered: the transport is gone.
 
-        Only a server withdraws.  A client's id stays in flight until its
-        answer arrives, because the server answers every request it received
-        (SPEC.md §7) and a reused id would match the late answer.
+        Only a server withdraws: a client's id stays in flight until its answer arrives
+        (the server answers every request, SPEC.md §7; a reused id would match it).
         """
         if self.role is not Role.SERVER:
             raise LocalProtocolError("only a server withdraws a request")
@@ -200,11 +201,11 @@ class _Receiver(_Core):
     def receive(self, data: Buffer) -> list[Event | ProtocolError]:
         """Feed bytes read from the transport and return every complete event.
 
-        THE receiving entry: the only one that decodes.  Frames that arrive
-        whole are decoded straight from ``data`` (no copy into the
-        connection's buffer; nothing returned keeps a view of it).  A refused
-        frame appears in the list as its :class:`ProtocolError`, in order;
-        after a ``fatal`` one the list ends and the state is ``CLOSED``.
+        THE receiving entry: the only one that decodes.  Whole frames are decoded
+        straight from ``data`` (nothing returned keeps a view of it); a server's
+        common I2C frames in C when it is built (:mod:`protocol.accel`).  A refused
+        frame appears in the list as its :class:`ProtocolError`, in order; after a
+        ``fatal`` one the list ends and the state is ``CLOSED``.
         ``b""`` means end of stream (an error if it ends inside a frame).
         Raises :class:`ProtocolError` if the connection had already failed.
         """
@@ -228,7 +229,10 @@ class _Receiver(_Core):
         unpackb = self._unpackb
         pos = 0
         limit = self._limits.max_frame
+        feed = self._feed if self._state is State.OPEN else None
         while size - pos >= PREFIX_SIZE:
+            if feed is not None and size - (pos := feed(buf, pos, out)) < PREFIX_SIZE:
+                break  # all taken in C; else the frame at pos is the general path's
             n: int = unpack_prefix(buf, pos)[0]
             if n > limit:  # checked before anything is buffered or decoded
                 out.append(self._fail(frame_too_large(n, limit)))
@@ -257,8 +261,7 @@ class _Receiver(_Core):
                     item = not_a_frame()
             if self._all_fatal and not item.fatal:
                 item = item.as_fatal()
-            # A kept error must not pin a view of the caller's buffer through
-            # its traceback or the exception it replaced.
+            # A kept error pins no view of the caller's buffer (traceback, replaced exception).
             item.__traceback__ = item.__context__ = None
             out.append(item)
             if not item.fatal:  # its ERROR is owed (id 0 included)
@@ -397,12 +400,10 @@ class _Receiver(_Core):
     def receive_data(self, data: Buffer) -> None:
         """Queue bytes for :meth:`next_event`; ``b""`` means end of stream.
 
-        ``receive_data`` + :meth:`next_event` is a thin view of :meth:`receive`
-        kept for callers that want one event per call (the spec vectors, the
-        fuzzers, tests that assert ``NEED_DATA``); it decodes through
-        ``receive`` on demand, so the two cannot disagree.  The transports use
-        ``receive``: it returns a whole read's events at once, without a call
-        per event.
+        ``receive_data`` + :meth:`next_event` is a thin view of :meth:`receive` kept for
+        callers that want one event per call (the spec vectors, the fuzzers, tests that
+        assert ``NEED_DATA``); it decodes through ``receive`` on demand, so the two cannot
+        disagree.  The transports use ``receive``: a whole read's events, in one call.
         """
         if data:
             self._pending += data

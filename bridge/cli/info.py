@@ -174,7 +174,8 @@ def local_info() -> dict[str, Any]:
     return {"version": __version__, "python": platform.python_version(),
             "event_loop": "uvloop" if have_uvloop() else "asyncio", "hot_path": st.state,
             "summary": st.summary(), "compiled": list(st.compiled),
-            "interpreted": list(st.interpreted), "always_interpreted": INTERPRETED}
+            "interpreted": list(st.interpreted), "native": list(st.native),
+            "always_interpreted": INTERPRETED}
 
 
 def format_local(d: dict[str, Any]) -> list[str]:

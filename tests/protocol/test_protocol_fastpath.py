@@ -13,7 +13,8 @@ import random
 import msgpack
 import pytest
 
-from protocol.codec import _result_body, encode_result
+from protocol.accel import _result_body
+from protocol.codec import encode_result
 from protocol.events import Failure, Result
 from protocol.virtio import I2CMsg
 

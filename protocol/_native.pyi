@@ -1,0 +1,9 @@
+from typing import Any
+
+class Decoder:
+    def __init__(self, in_flight: set[int], live: set[int], msg_type: Any, req_type: Any,
+                 max_frame: int, max_requests: int, max_i2c_len: int,
+                 max_in_flight: int) -> None: ...
+    def feed(self, buf: bytes | bytearray | memoryview, pos: int, out: list[Any]) -> int: ...
+
+def result_body(id: int, status: object, reads: list[Any]) -> bytes | None: ...
