@@ -4,8 +4,10 @@ Every input is split by its first byte into a role (server or client), a
 handshake state and up to three chunks, fed to a fresh
 :class:`protocol.Connection`, and drained with an EOF at the end.  A crash is
 any exception other than :class:`protocol.ProtocolError`, a decoded event
-that does not encode back to itself, or a connection that neither
-progresses nor stops.
+that does not encode back to itself, a connection that neither progresses
+nor stops, or, where the compiled build's C decoder is built
+(``protocol/_native.c``), a server that decodes the input otherwise with it
+than without it (events, refusals, ids in flight, state).
 
     python scripts/fuzz_decoder.py -runs=100000            # the long suite's run
     python scripts/fuzz_decoder.py -max_total_time=60 CORPUS_DIR
@@ -48,6 +50,7 @@ with atheris.instrument_imports(include=["protocol"]):
         read,
         write,
     )
+    from protocol.accel import NATIVE
     from protocol.limits import Limits
 
 # Small limits make every limit check reachable with short inputs.
@@ -99,6 +102,25 @@ def _reencodes(ev: object, role: Role) -> None:
         raise AssertionError(f"{ev!r} re-decoded as {back!r}")
 
 
+def _seen(items: list[object]) -> list[object]:
+    return [(e.code, e.message, e.request_id, e.fatal) if isinstance(e, ProtocolError) else e
+            for e in items]
+
+
+def _same_without_c(ctl: int, chunks: list[bytes]) -> None:
+    """A server decodes the chunks alike with the C decoder and without it."""
+    fast, pure = Connection(Role.SERVER, LIMITS), Connection(Role.SERVER, LIMITS)
+    pure._feed = None
+    for conn in (fast, pure) if ctl & 2 else ():
+        _handshake(conn)
+    for chunk in [c for c in chunks if c] + [b""]:
+        if fast.closed:
+            break
+        a, b = _seen(list(fast.receive(chunk))), _seen(list(pure.receive(chunk)))
+        if a != b or fast.in_flight != pure.in_flight or fast.state is not pure.state:
+            raise AssertionError(f"with the C decoder {a!r}, without {b!r}")
+
+
 def one_input(data: bytes) -> None:
     COUNTS["inputs"] += 1
     if COUNTS["inputs"] % 25_000 == 0:
@@ -114,6 +136,8 @@ def one_input(data: bytes) -> None:
         _send_requests(conn, range(1, 8))
     cuts = sorted({(ctl >> 2) % (len(body) + 1), (ctl >> 5) * 7 % (len(body) + 1)})
     chunks = [body[: cuts[0]], body[cuts[0] : cuts[-1]], body[cuts[-1] :]]
+    if NATIVE and role is Role.SERVER:
+        _same_without_c(ctl, chunks)
     for chunk in [c for c in chunks if c] + [b""]:
         conn.receive_data(chunk)
         for _ in range(len(body) // 4 + 2):  # each step consumes a frame or stops
@@ -142,6 +166,8 @@ def _summary() -> None:
 
 
 def main() -> None:
+    how = "built: compared with" if NATIVE else "not built: only"
+    print(f"fuzz_decoder: the C decoder is {how} the pure path", flush=True)
     fuzz(one_input, _seeds(), "fuzz")
 
 

@@ -11,7 +11,9 @@ A crash is: the server not closing the connection within 5 s, a reply that is
 not a sequence of well-formed frames, an exception escaping into the event
 loop, an ERROR-level log record (a backend or encoder raising), or the
 well-behaved check (the TMP117 ID register read over a second connection,
-every 500 inputs) failing.
+every 500 inputs) failing.  Run with the compiled build (``PYTHONPATH`` at
+scripts/build_compiled.sh's copy), the server decodes its common I2C frames with
+the C decoder (``protocol/_native.c``); the start says whether it is in use.
 
     python scripts/fuzz_server.py -runs=20000
 """
@@ -48,6 +50,7 @@ with atheris.instrument_imports(include=["protocol", "bridge.server",
         read,
         write,
     )
+    from protocol.accel import NATIVE
 
 PROBLEMS: list[str] = []
 COUNT = {"inputs": 0, "replies": 0}
@@ -170,6 +173,8 @@ def _seeds() -> list[bytes]:
 
 
 def main() -> None:
+    print(f"fuzz_server: the C frame decoder is {'in use' if NATIVE else 'not built'}",
+          flush=True)
     fuzz(one_input, _seeds(), "fuzz-server")
 
 
