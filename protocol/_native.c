@@ -395,7 +395,7 @@ Decoder_feed(Decoder *self, PyObject *const *args, Py_ssize_t nargs)
         if (rid == NULL)
             goto fail;
         int dup = PySet_Contains(self->in_flight, rid);
-        if (dup == 0)
+        if (dup == 0 && PySet_GET_SIZE(self->live))
             dup = PySet_Contains(self->live, rid);
         if (dup != 0) {
             Py_DECREF(rid);

@@ -43,8 +43,18 @@ def i2c_feed(server: bool, in_flight: set[int], live: set[int], limits: Limits) 
     """
     if _Decoder is None or not server:
         return None
-    return _Decoder(in_flight, live, I2CMsg, I2CRequest, limits.max_frame,
+    return _Decoder(in_flight, live, _msg, _request, limits.max_frame,
                            limits.max_requests, limits.max_i2c_len, limits.max_in_flight).feed
+
+
+def _msg(addr: int, flags: int, data: bytes, length: int, ten_bit: bool) -> I2CMsg:
+    """What the C decoder calls to build a message: a compiled function, whose call takes
+    its arguments as they are, is cheaper than the class (its ``tp_init`` parses a tuple)."""
+    return I2CMsg(addr, flags, data, length, ten_bit)
+
+
+def _request(rid: int, bus: str, msgs: tuple[I2CMsg, ...], timeout: int | None) -> I2CRequest:
+    return I2CRequest(rid, bus, msgs, timeout)
 
 
 #: One byte of each value; msgpack ``bin 8`` headers by length; ``fixarray`` headers.
