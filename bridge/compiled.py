@@ -29,6 +29,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.fastpath",
     "protocol.limits",
     "protocol.refusals",
+    "protocol.shapes",
     "protocol.states",
     "protocol.virtio",
     # the board side

@@ -61,7 +61,16 @@ from .events import (
 )
 from .leases import LeaseRequest, LeaseResult, decode_lease, decode_lease_result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, PREFIX_SIZE, Limits
-from .refusals import frame_too_large, not_a_frame, stream_ended_inside_frame, undecodable
+from .refusals import (
+    admission_refused,
+    answer_refused,
+    frame_too_large,
+    not_a_frame,
+    stream_ended_inside_frame,
+    undecodable,
+    unknown_id,
+)
+from .shapes import Shape, i2c_shape, misfit, spi_shape
 from .states import MOVES, RECEIVES, SENDS, Role, State
 
 # Callers of the state machine import these from here as well as from their homes.
@@ -93,6 +102,7 @@ class _Core:
         self._peer_limits = limits  # the client learns the server's from WELCOME
         self._result_cap = limits.max_frame  # a RESULT must fit both sides' max_frame
         self._in_flight: set[int] = set()
+        self._expect: dict[int, Shape] = {}  # client: what each RESULT must be (shapes.py)
         #: Server: ids (0 too) of non-fatal refusals whose ERROR is not yet sent, with
         #: how many times each is owed (a refusal never puts its id in flight, §9.1).
         self._owed: dict[int, int] = {}
@@ -309,17 +319,9 @@ class _Receiver(_Core):
     def _admit(self, rid: int) -> None:
         if rid in self._in_flight or rid in self._subs.live or \
                 len(self._in_flight) >= self._limits.max_in_flight:
-            self._refuse_admission(rid)
+            raise admission_refused(rid, self._in_flight, self._subs.live,
+                                    self._limits.max_in_flight)
         self._in_flight.add(rid)
-
-    def _refuse_admission(self, rid: int) -> None:
-        if rid in self._in_flight:
-            raise _bad(ErrorCode.DUPLICATE_ID, f"request id {rid} is already in flight",
-                       fatal=True)
-        if rid in self._subs.live:  # its EVENTs still carry the id (SPEC.md §4.12)
-            raise _bad(ErrorCode.BAD_REQUEST, f"request id {rid} names a live subscription", rid)
-        raise _bad(ErrorCode.LIMIT_EXCEEDED, f"{len(self._in_flight)} requests in flight; "
-                   f"limit {self._limits.max_in_flight}", rid)
 
     def _on_early_request(self, f: list[Any]) -> Event:
         raise _bad(ErrorCode.HANDSHAKE_REQUIRED, "send HELLO first", fatal=True)
@@ -345,13 +347,18 @@ class _Receiver(_Core):
         try:
             self._in_flight.remove(ev.id)
         except KeyError:
-            raise self._unknown_id(ev.id) from None
+            raise unknown_id(ev.id) from None
+        why = misfit(ev, self._expect.pop(ev.id, None))  # None: a lease's or an admin id
+        if why:  # a server violation, fatal like any other (SPEC.md §4.5, §9.3)
+            raise _bad(ErrorCode.MALFORMED, f"RESULT of request {ev.id} does not fit it: "
+                       f"{why}", fatal=True)
         return ev
 
     def _on_error(self, f: list[Any]) -> Event:
         ev = decode_error(f)
         if ev.id:  # id 0: about the connection, not a request
             self._settle(ev.id)
+            self._expect.pop(ev.id, None)
             self._subs.answered(ev.id, False)
         return ev
 
@@ -373,11 +380,7 @@ class _Receiver(_Core):
         try:
             self._in_flight.remove(rid)
         except KeyError:
-            raise self._unknown_id(rid) from None
-
-    @staticmethod
-    def _unknown_id(rid: int) -> ProtocolError:
-        return _bad(ErrorCode.MALFORMED, f"response for unknown request id {rid}", fatal=True)
+            raise unknown_id(rid) from None
 
     def _on_ping(self, f: list[Any]) -> Event:
         return decode_ping(f)
@@ -499,11 +502,14 @@ class Connection(_Receiver):
         if len(body) > self._peer_limits.max_frame:
             raise self._over_peer_limit(body)
         self._in_flight.add(rid)
+        self._expect[rid] = i2c_shape(ev.msgs)
         return pack_prefix(len(body)) + body
 
     def _send_spi(self, ev: SpiRequest) -> bytes:
         self._check_request_id(ev.id)
-        return self._sent_request(ev.id, encode_spi(ev, self._peer_limits, self._result_cap))
+        data = self._sent_request(ev.id, encode_spi(ev, self._peer_limits, self._result_cap))
+        self._expect[ev.id] = spi_shape(ev.transfers)
+        return data
 
     def _send_lease(self, ev: LeaseRequest) -> bytes:
         self._check_request_id(ev.id)
@@ -581,13 +587,8 @@ class Connection(_Receiver):
         return body
 
     def _not_in_flight(self, ev: Result | Error | LeaseResult | AdminResult) -> LocalProtocolError:
-        if self._ended:
-            why = "the connection ended with a fatal ERROR"
-        elif self._state is State.AWAIT_HELLO:
-            why = "no HELLO has been accepted"
-        else:
-            why = f"request {ev.id} is not in flight"
-        return LocalProtocolError(f"cannot send {type(ev).__name__}: {why}")
+        return answer_refused(type(ev).__name__, ev.id, self._ended,
+                              self._state is State.AWAIT_HELLO)
 
     def _send_other(self, ev: Event) -> bytes:
         body = encode_body(ev)

@@ -29,11 +29,12 @@ import msgpack
 
 from .codec import Buffer, unpack_prefix
 from .connection import Connection
-from .errors import ErrorCode, ProtocolError
-from .events import ChainedI2CRequest, Error, Event, FrameType, I2CRequest, Result, SpiRequest
+from .errors import ProtocolError
+from .events import ChainedI2CRequest, Event, FrameType, I2CRequest, Result
 from .limits import DEFAULT_LIMITS, MAX_REQUEST_ID, Limits
+from .shapes import Shape, misfit
 from .states import Role, State
-from .virtio import I2C_FLAGS_M_RD, I2CMsg, SpiTransfer
+from .virtio import I2CMsg
 
 __all__ = ["ClientConnection"]
 
@@ -58,42 +59,6 @@ _ID32: Final = struct.Struct(">IBBBI").pack
 
 #: A tail's key: (chained, bus, timeout_ms, then per message its packed number and data).
 _Key = tuple[object, ...]
-#: What a request's RESULT must look like (SPEC.md §4.5): its number of requests, then
-#: for each read entry, in order, the request's index and the bytes it asked for.
-_Shape = tuple[int, tuple[tuple[int, int], ...]]
-
-
-def i2c_shape(msgs: Sequence[I2CMsg]) -> _Shape:
-    """One status byte per message; one read entry per ``M_RD`` message (0 bytes too)."""
-    return len(msgs), tuple((i, m.length) for i, m in enumerate(msgs)
-                            if m.flags & I2C_FLAGS_M_RD)
-
-
-def spi_shape(transfers: Sequence[SpiTransfer]) -> _Shape:
-    """One status byte per transfer; one read entry per transfer with ``rx_len`` > 0."""
-    return len(transfers), tuple((i, t.rx_len) for i, t in enumerate(transfers)
-                                 if t.rx_len > 0)
-
-
-def misfit(result: Result, shape: _Shape) -> str:
-    """Why ``result`` cannot answer a request of ``shape``, or "" if it can: each read
-    entry holds exactly the bytes asked for when its status is OK, none otherwise."""
-    n = shape[0]
-    reads = shape[1]
-    status = result.status
-    got = result.reads
-    if len(status) != n:
-        return f"{len(status)} status bytes for {n} requests"
-    if len(got) != len(reads):
-        return f"{len(got)} read entries for {len(reads)} reads"
-    for j in range(len(reads)):  # indexes, not zip(): compiled, native ints throughout
-        i, length = reads[j]
-        want = length if status[i] == 0 else 0
-        if len(got[j]) != want:
-            return f"read entry of request {i} holds {len(got[j])} bytes, not {want}"
-    return ""
-
-
 def _head(rid: int, tail: int) -> bytes:
     """The prefix, array header, type and id of a frame whose tail has ``tail`` bytes."""
     if rid < 0x80:
@@ -162,10 +127,7 @@ class ClientConnection(Connection):
         super().__init__(Role.CLIENT, limits)
         #: key -> (the peer limits and RESULT room it was checked against, the tail, the
         #: RESULT's shape).
-        self._tails: dict[_Key, tuple[Limits, int, bytes, _Shape]] = {}
-        #: Request id -> the shape its RESULT must have (a RESULT that does not fit its
-        #: request is a server violation, fatal like any other: SPEC.md §4.5, §9.3).
-        self._expect: dict[int, _Shape] = {}
+        self._tails: dict[_Key, tuple[Limits, int, bytes, Shape]] = {}
         self._live = self._subs.live  # the same set, for the next_id below
         #: The largest RESULT body receive() decodes itself (no larger than max_frame).
         self._small = min(_MAX_RESULT, limits.max_frame)
@@ -189,28 +151,6 @@ class ClientConnection(Connection):
         return super().next_id()
 
     def receive(self, data: Buffer) -> list[Event | ProtocolError]:
-        """:meth:`Connection.receive`; then every RESULT is checked against the request it
-        answers, and the first that does not fit it ends the list as a fatal error."""
-        out = self._receive(data)
-        expect = self._expect
-        for k, ev in enumerate(out):
-            if type(ev) is Result:
-                shape = expect.pop(ev.id, None)
-                if shape is not None:
-                    why = misfit(ev, shape)
-                    if why:
-                        if self._state is not State.CLOSED:
-                            self._enter(State.CLOSED)
-                        del out[k:]
-                        out.append(ProtocolError(
-                            ErrorCode.MALFORMED, f"RESULT of request {ev.id} does not fit "
-                            f"it: {why}", request_id=ev.id, fatal=True))
-                        return out
-            elif type(ev) is Error:
-                expect.pop(ev.id, None)
-        return out
-
-    def _receive(self, data: Buffer) -> list[Event | ProtocolError]:
         """:meth:`Connection.receive`, with the common read first: small RESULT
         frames of the common shape, each answering a request in flight.
 
@@ -251,7 +191,8 @@ class ClientConnection(Connection):
 
     def _result(self, f: list[Any]) -> Result | None:
         """The Result of a RESULT body of the common shape (every item of its type,
-        one read, no failures, its id in flight), taken out of flight; else None."""
+        one read, no failures, its id in flight, fitting its request), taken out of
+        flight; else None (the general path decodes it again, and refuses a misfit)."""
         rid = f[1]
         status = f[2]
         reads = f[3]
@@ -259,8 +200,12 @@ class ClientConnection(Connection):
         if (type(rid) is int and type(status) is bytes and type(reads) is list
                 and type(fails) is list and not fails and len(reads) == 1
                 and type(reads[0]) is bytes and rid in self._in_flight):
+            ev = Result(rid, status, reads, fails)
+            if misfit(ev, self._expect.get(rid)):
+                return None
             self._in_flight.remove(rid)
-            return Result(rid, status, reads, fails)
+            self._expect.pop(rid, None)
+            return ev
         return None
 
     def send_i2c(self, rid: int, bus: str, msgs: Sequence[I2CMsg], timeout_ms: int | None,
@@ -287,14 +232,4 @@ class ClientConnection(Connection):
                 tails.clear()
             tails[key] = (self._peer_limits, self._result_cap, data[6 + _id_size(rid):],
                           self._expect[rid])
-        return data
-
-    def _send_i2c(self, ev: I2CRequest) -> bytes:
-        data = super()._send_i2c(ev)
-        self._expect[ev.id] = i2c_shape(ev.msgs)
-        return data
-
-    def _send_spi(self, ev: SpiRequest) -> bytes:
-        data = super()._send_spi(ev)
-        self._expect[ev.id] = spi_shape(ev.transfers)
         return data

@@ -1,15 +1,17 @@
-"""The refusals the framing layer makes: bodies that are not a frame (SPEC.md §9).
+"""The refusals the connection makes itself, outside the frame decoders (SPEC.md §9).
 
-What an ERROR for an undecodable body says, and which id it carries (§9.1's head
-rule): the connection builds them while it frames the stream, before any frame
-decoder of :mod:`protocol.codec` runs.
+Most are the framing layer's: what an ERROR for an undecodable body says, and
+which id it carries (§9.1's head rule), built while the stream is framed, before
+any decoder of :mod:`protocol.codec` runs.  The others are a request refused
+admission (§10) and an answer this side may not send; their words live here so
+that :mod:`protocol.connection` reads as the state machine it is.
 """
 
 from __future__ import annotations
 
 import msgpack
 
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .events import FrameType
 from .limits import MAX_REQUEST_ID
 
@@ -89,3 +91,32 @@ def frame_too_large(n: int, max_frame: int) -> ProtocolError:
 
 def stream_ended_inside_frame(avail: int) -> ProtocolError:
     return _bad(ErrorCode.MALFORMED, f"stream ended inside a frame ({avail} bytes)", fatal=True)
+
+
+def admission_refused(rid: int, in_flight: set[int], live: set[int], limit: int
+                      ) -> ProtocolError:
+    """Why a server does not accept request ``rid``: a duplicate id (fatal), the id of a
+    live subscription, or ``limit`` requests already in flight (SPEC.md §4.12, §10)."""
+    if rid in in_flight:
+        return _bad(ErrorCode.DUPLICATE_ID, f"request id {rid} is already in flight", fatal=True)
+    if rid in live:  # its EVENTs still carry the id (SPEC.md §4.12)
+        return _bad(ErrorCode.BAD_REQUEST, f"request id {rid} names a live subscription", rid)
+    return _bad(ErrorCode.LIMIT_EXCEEDED, f"{len(in_flight)} requests in flight; limit {limit}",
+                rid)
+
+
+def answer_refused(kind: str, rid: int, ended: bool, awaiting_hello: bool
+                   ) -> LocalProtocolError:
+    """Why this side may not send a ``kind`` answer to request ``rid``."""
+    if ended:
+        why = "the connection ended with a fatal ERROR"
+    elif awaiting_hello:
+        why = "no HELLO has been accepted"
+    else:
+        why = f"request {rid} is not in flight"
+    return LocalProtocolError(f"cannot send {kind}: {why}")
+
+
+def unknown_id(rid: int) -> ProtocolError:
+    """A client's refusal of an answer whose id it has not sent (or that was answered)."""
+    return _bad(ErrorCode.MALFORMED, f"response for unknown request id {rid}", fatal=True)

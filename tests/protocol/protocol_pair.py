@@ -19,9 +19,11 @@ from protocol import (
     Limits,
     LimitsInfo,
     ProtocolError,
+    Result,
     Role,
     Welcome,
     WelcomeInfo,
+    read,
     write,
 )
 from protocol.admin import AdminRequest, AdminResult
@@ -65,6 +67,30 @@ def put_in_flight(conn: Connection, ids: Iterable[int]) -> Connection:
     else:
         peer = Connection(Role.CLIENT)
         _took(conn, b"".join(peer.send(request(rid)) for rid in ids))
+    return conn
+
+
+def fitting(result: Result) -> I2CRequest:
+    """A request that ``result`` answers (SPEC.md §4.5): one message per status byte, the
+    read entries placed in order on messages that may hold them (any for an empty
+    entry, one whose status is OK for data), every other message a probe."""
+    n = len(result.status)
+    msgs = [write(0x48)] * n
+    i = 0
+    for j, entry in enumerate(result.reads):
+        while i < n and entry and result.status[i]:
+            i += 1
+        if n - i < len(result.reads) - j:
+            raise ValueError(f"no request has the shape of {result!r}")
+        msgs[i] = read(0x48, len(entry) if not result.status[i] else 1)
+        i += 1
+    return I2CRequest(result.id, "1", tuple(msgs))
+
+
+def expecting(conn: Connection, *results: Result) -> Connection:
+    """A client ``conn`` (past its handshake) that sent the requests ``results`` answer."""
+    for r in results:
+        conn.send(fitting(r))
     return conn
 
 

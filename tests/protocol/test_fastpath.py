@@ -181,10 +181,9 @@ def test_random_results_are_taken_as_the_general_decoder_takes_them(limits: Limi
                     data += frame(msgpack.packb([4, rng.choice(ids), b"\0", [b"\0"], []]))
                 if rng.random() < 0.3:
                     data = data[:rng.randint(1, len(data))]
-            # The decoding alone (receive() then checks each RESULT against its request:
-            # tests/client/test_result_shape.py).
+            # Misfits included: both check each RESULT against its request (SPEC §4.5).
             want = general.receive(data) if not general.closed else None
-            got = fast._receive(data) if not fast.closed else None
+            got = fast.receive(data) if not fast.closed else None
             assert summary(got) == summary(want), item
             assert fast.in_flight == general.in_flight
 

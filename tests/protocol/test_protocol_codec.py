@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from protocol_pair import handshake, put_in_flight
+from protocol_pair import expecting, handshake, put_in_flight
 
 from protocol import (
     DEFAULT_LIMITS,
@@ -65,7 +65,11 @@ def server(limits: Limits = DEFAULT_LIMITS, *, handshaken: bool = True) -> Conne
 
 
 def client(*in_flight: int) -> Connection:
-    return put_in_flight(handshake(Connection(Role.CLIENT)), in_flight)
+    """A client with requests ``in_flight``; those SERVER_EVENTS' RESULTs answer fit theirs."""
+    conn = handshake(Connection(Role.CLIENT))
+    fits = {e.id: e for e in SERVER_EVENTS if isinstance(e, Result)}
+    expecting(conn, *(fits[i] for i in in_flight if i in fits))
+    return put_in_flight(conn, [i for i in in_flight if i not in fits])
 
 
 def feed(conn: Connection, data: bytes) -> list[Event]:

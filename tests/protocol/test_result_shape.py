@@ -10,7 +10,17 @@ import msgpack
 import pytest
 from protocol_pair import handshake
 
-from protocol import ErrorCode, I2CRequest, ProtocolError, Result, SpiRequest, read, write
+from protocol import (
+    Connection,
+    ErrorCode,
+    I2CRequest,
+    ProtocolError,
+    Result,
+    Role,
+    SpiRequest,
+    read,
+    write,
+)
 from protocol.codec import frame
 from protocol.fastpath import ClientConnection
 from protocol.virtio import SpiTransfer, SpiTransferHead
@@ -73,3 +83,34 @@ def test_results_that_fit_are_taken_whatever_their_outcome() -> None:
                          + answer(4, b"\x00\x00", [b"\xef\x40\x16"]))
     assert [type(i) for i in items] == [Result] * 4
     assert not conn.closed
+
+
+@pytest.mark.parametrize("reads", [[], [b"\x01"], [b"\x01\x17", b""]])
+def test_the_sans_io_connection_itself_refuses_a_misfit(reads: list[bytes]) -> None:
+    """A third party driving ``Connection(Role.CLIENT)`` directly (not busbridge's own
+    clients) gets the same check: it lives in the state machine, not in a client."""
+    for spi in (False, True):
+        c = handshake(Connection(Role.CLIENT))
+        head = SpiTransferHead(chip_select_id=0)
+        c.send(SpiRequest(5, "0", 0, (SpiTransfer(head, b"\x9f", 0),
+                                      SpiTransfer(head, None, 2)), None) if spi
+               else I2CRequest(5, "1", REG_READ))
+        items = c.receive(answer(5, b"\x00\x00", reads))
+        assert len(items) == 1
+        err = items[0]
+        assert isinstance(err, ProtocolError)
+        assert err.fatal
+        assert err.code is ErrorCode.MALFORMED
+        assert "RESULT of request 5 does not fit" in err.message
+        assert c.closed
+
+
+def test_an_error_answer_forgets_the_shape() -> None:
+    """An ERROR answers the request; a later request with the same id has its own shape."""
+    c = handshake(Connection(Role.CLIENT))
+    c.send(I2CRequest(5, "1", REG_READ))
+    assert [type(i).__name__ for i in c.receive(frame(msgpack.packb(
+        [5, 5, "no-such-bus", "no bus 1"])))] == ["Error"]
+    c.send(I2CRequest(5, "1", (write(0x48, b"\x01"),)))  # one write: no read entry
+    assert [type(i) for i in c.receive(answer(5, b"\x00", []))] == [Result]
+    assert not c.closed

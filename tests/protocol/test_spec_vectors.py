@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from protocol_pair import answering, handshake, put_in_flight, subscribe
+from protocol_pair import answering, expecting, handshake, put_in_flight, subscribe
 
 import protocol
 from protocol import (
@@ -309,7 +309,9 @@ def decode_one(role: Role, data: bytes, expect: Event) -> Event:
     conn = Connection(role)
     if not isinstance(expect, Hello | Welcome):
         handshake(conn)
-    if isinstance(expect, Result | Error | LeaseResult | AdminResult) and expect.id:
+    if isinstance(expect, Result):
+        expecting(conn, expect)  # the client sent a request this RESULT fits (§4.5)
+    elif isinstance(expect, Error | LeaseResult | AdminResult) and expect.id:
         put_in_flight(conn, [expect.id])  # the client sent that request
     if isinstance(expect, AdminEvent):
         subscribe(conn, expect.id)  # the client opened that subscription
