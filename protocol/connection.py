@@ -211,13 +211,12 @@ class _Receiver(_Core):
     def receive(self, data: Buffer) -> list[Event | ProtocolError]:
         """Feed bytes read from the transport and return every complete event.
 
-        THE receiving entry: the only one that decodes.  Whole frames are decoded
-        straight from ``data`` (nothing returned keeps a view of it); a server's
-        common I2C frames in C when it is built (:mod:`protocol.accel`).  A refused
-        frame appears in the list as its :class:`ProtocolError`, in order; after a
-        ``fatal`` one the list ends and the state is ``CLOSED``.
-        ``b""`` means end of stream (an error if it ends inside a frame).
-        Raises :class:`ProtocolError` if the connection had already failed.
+        THE receiving entry: the only one that decodes.  Whole frames are decoded straight
+        from ``data`` (nothing returned keeps a view of it); a server's common I2C frames
+        in C when it is built (:mod:`protocol.accel`).  A refused frame appears in the list
+        as its :class:`ProtocolError`, in order; after a ``fatal`` one the list ends and the
+        state is ``CLOSED``.  ``b""`` means end of stream (an error if it ends inside a
+        frame).  Raises :class:`ProtocolError` if the connection had already failed.
         """
         if self._state is State.CLOSED:
             raise _bad(ErrorCode.MALFORMED, "connection already failed", fatal=True)
