@@ -40,7 +40,7 @@ COPY bridge ./bridge
 # The hot path compiled with mypyc (setup.py with BUSBRIDGE_COMPILE=1, docs/board.md):
 # the dependencies first (mypyc type-checks against them), then the compiled build,
 # then mypy goes again; the last line (-P: not the sources in /src) fails the build
-# unless the compiled modules load.
+# unless the compiled modules and the C frame decoder (protocol/_native.c) load.
 RUN python -m venv /opt/busbridge \
     && /opt/busbridge/bin/pip install --no-cache-dir ".[board,mqtt,metrics]" \
     && /opt/busbridge/bin/pip install --no-cache-dir "mypy==2.4.1" "msgpack-types==0.8.0" \
@@ -50,7 +50,7 @@ RUN python -m venv /opt/busbridge \
     && /opt/busbridge/bin/pip uninstall -y mypy msgpack-types ast-serialize librt \
        mypy_extensions pathspec \
     && /opt/busbridge/bin/python -P -c "from bridge.compiled import build_status; \
-s = build_status(); print(s.summary()); assert s.state == 'compiled'"
+s = build_status(); print(s.summary()); assert s.state == 'compiled' and s.native"
 
 FROM ${PYTHON_IMAGE}
 ARG I2C_GID=998

@@ -15,7 +15,7 @@ import sys
 
 from conftest import ROOT, cli_env, serve_process
 
-from bridge.compiled import HOT_MODULES, INTERPRETED, build_status
+from bridge.compiled import HOT_MODULES, INTERPRETED, NATIVE_MODULES, build_status
 
 
 def test_build_status_says_where_the_hot_modules_load_from() -> None:
@@ -26,6 +26,8 @@ def test_build_status_says_where_the_hot_modules_load_from() -> None:
     expected = os.environ.get("BUSBRIDGE_EXPECT_BUILD")
     if expected:  # set by scripts/check_compiled.sh
         assert st.state == expected, st.summary()
+        # the compiled build builds the C frame decoder too; the pure tree has none
+        assert st.native == (NATIVE_MODULES if expected == "compiled" else ()), st.summary()
     else:
         assert st.state in ("compiled", "interpreted"), st.summary()  # never a stale mix
 
@@ -46,6 +48,7 @@ def test_info_local_reports_the_build() -> None:
     d = json.loads(r.stdout)
     assert d["hot_path"] == build_status().state
     assert sorted(d["compiled"] + d["interpreted"]) == sorted(HOT_MODULES)
+    assert d["native"] == list(build_status().native)
     text = subprocess.run([sys.executable, "-m", "bridge.cli", "info", "--local"],
                           capture_output=True, text=True, timeout=60, env=cli_env(), cwd=ROOT)
     assert build_status().summary() in text.stdout
