@@ -27,9 +27,10 @@
  * Every read is bounds-checked against the frame; nothing is allocated before the
  * whole frame has been checked.
  *
- * result_body(id, status, reads) is codec._result_body in C: the msgpack bytes of
+ * result_body(id, status, reads) is accel._result_body in C: the msgpack bytes of
  * RESULT [4, id, status, reads, []] for a bytes status and up to 15 reads of up to
- * 255 bytes each, or None for anything else (msgpack's general encoder then).
+ * 255 bytes each, or None for anything else (msgpack's general encoder then);
+ * result_frame(id, status, reads) the same with its length prefix, in one piece.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -445,11 +446,10 @@ static PyTypeObject DecoderType = {
 /* -- the RESULT ---------------------------------------------------------------- */
 
 static PyObject *
-result_body(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+result(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t prefix)
 {
-    (void)mod;
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "result_body(id, status, reads) takes 3 arguments");
+        PyErr_SetString(PyExc_TypeError, "takes 3 arguments: id, status, reads");
         return NULL;
     }
     PyObject *rido = args[0], *status = args[1], *reads = args[2];
@@ -471,10 +471,16 @@ result_body(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE;
         size += 2 + PyBytes_GET_SIZE(r);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix + size);
     if (out == NULL)
         return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    if (prefix) { /* the frame's length prefix: u32 big-endian (size < 5,000) */
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = (unsigned char)(size >> 8);
+        *p++ = (unsigned char)size;
+    }
     *p++ = 0x95;
     *p++ = 0x04;
     uint32_t id = (uint32_t)rid;
@@ -510,13 +516,29 @@ result_body(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         p += n;
     }
     *p++ = 0x90; /* no failures */
-    assert(p == (unsigned char *)PyBytes_AS_STRING(out) + size);
+    assert(p == (unsigned char *)PyBytes_AS_STRING(out) + prefix + size);
     return out;
+}
+
+static PyObject *
+result_body(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    return result(args, nargs, 0);
+}
+
+static PyObject *
+result_frame(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    return result(args, nargs, 4);
 }
 
 static PyMethodDef module_methods[] = {
     {"result_body", (PyCFunction)(void (*)(void))result_body, METH_FASTCALL,
      "result_body(id, status, reads) -> the common RESULT's msgpack body, or None"},
+    {"result_frame", (PyCFunction)(void (*)(void))result_frame, METH_FASTCALL,
+     "result_frame(id, status, reads) -> the common RESULT's frame (prefix + body), or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,9 +22,10 @@ from .virtio import I2CMsg
 try:
     from ._native import Decoder as _Decoder
     from ._native import result_body as _c_result_body
+    from ._native import result_frame as _c_result_frame
 except ImportError:  # the pure build, or a compiled one without it: the pure path
     _Decoder = None  # type: ignore[assignment, misc]
-    _c_result_body = None  # type: ignore[assignment]
+    _c_result_body = _c_result_frame = None  # type: ignore[assignment]
 
 Buffer = bytes | bytearray | memoryview
 #: ``feed(buf, pos, out)``: appends the events of the common frames from ``pos`` on to
@@ -87,7 +88,16 @@ def _result_body(rid: int, status: object, reads: list[Any]) -> bytes | None:
     return b"".join(parts)
 
 
+def _result_frame(rid: int, status: object, reads: list[Any]) -> bytes | None:
+    body = _result_body(rid, status, reads)
+    return None if body is None else len(body).to_bytes(4, "big") + body
+
+
 #: ``result_body(id, status, reads)``: the common RESULT's body, or None for msgpack's
 #: general encoder.  The C one when built; both make the same bytes.
 result_body: Final[Callable[[int, object, list[Any]], bytes | None]] = (
     _c_result_body if _c_result_body is not None else _result_body)
+#: ``result_frame(id, status, reads)``: the same with its length prefix, in one piece (the
+#: prefix's ``struct`` call and the concatenation were a third of sending a RESULT).
+result_frame: Final[Callable[[int, object, list[Any]], bytes | None]] = (
+    _c_result_frame if _c_result_frame is not None else _result_frame)

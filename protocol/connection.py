@@ -43,9 +43,9 @@ from .codec import (
     decode_welcome,
     encode_body,
     encode_i2c,
-    encode_result,
     encode_spi,
     frame,
+    frame_result,
     pack_prefix,
     unpack_prefix,
     unpacker,
@@ -551,11 +551,11 @@ class Connection(_Receiver):
     def _send_result(self, ev: Result) -> bytes:
         if ev.id not in self._in_flight:
             raise self._not_in_flight(ev)
-        body = encode_result(ev)
-        if len(body) > self._peer_limits.max_frame:
-            raise self._over_peer_limit(body)
+        data = frame_result(ev)  # prefix + body, the common one in C when built
+        if len(data) - PREFIX_SIZE > self._peer_limits.max_frame:
+            raise self._over_peer_limit(data[PREFIX_SIZE:])
         self._in_flight.remove(ev.id)
-        return pack_prefix(len(body)) + body
+        return data
 
     def _send_answer(self, ev: Error | LeaseResult | AdminResult) -> bytes:
         """An ERROR, LEASE_RESULT or ADMIN_RESULT: only for a request read and not yet answered.

@@ -25,7 +25,7 @@ import msgpack
 import pytest
 from protocol_pair import handshake
 
-from protocol.accel import _result_body, i2c_feed, result_body
+from protocol.accel import _result_body, _result_frame, i2c_feed, result_body, result_frame
 from protocol.connection import Connection, Role
 from protocol.errors import ProtocolError
 from protocol.events import Event, I2CRequest, Result
@@ -334,6 +334,7 @@ def test_no_feed_on_a_client() -> None:
 
 def test_the_c_result_encoder_makes_the_pure_bytes() -> None:
     assert result_body is _native.result_body
+    assert result_frame is _native.result_frame
     rng = random.Random(5)
     for _ in range(20000):
         rid = rng.choice([1, 127, 128, 255, 256, 65535, 65536, 0xFFFFFFFF, 0, -1,
@@ -348,6 +349,8 @@ def test_the_c_result_encoder_makes_the_pure_bytes() -> None:
             reads = tuple(reads)
         assert result_body(rid, status, reads) == (
             _result_body(rid, status, list(reads)) if type(reads) is list else None)
+        assert result_frame(rid, status, reads) == (
+            _result_frame(rid, status, list(reads)) if type(reads) is list else None)
         if type(reads) is list and type(rid) is int:
             ev = Result(rid, b"\0", [r for r in reads if type(r) is bytes], [])
             body = result_body(ev.id, ev.status, ev.reads)

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from protocol.accel import _result_body
-from protocol.codec import encode_result
+from protocol.codec import encode_result, frame, frame_result
 from protocol.events import Failure, Result
 from protocol.virtio import I2CMsg
 
@@ -44,6 +44,7 @@ def test_random_results_encode_as_msgpack_does() -> None:
     for _ in range(5000):
         ev = random_result(rng)
         assert encode_result(ev) == general(ev), ev
+        assert frame_result(ev) == frame(general(ev)), ev  # the whole frame in one piece
         fast += _result_body(ev.id, ev.status, ev.reads) is not None and not ev.failures
     assert 500 < fast < 5000  # both paths were taken
 
