@@ -109,7 +109,10 @@ async def _bytes_per_in_flight(per_conn: int = _IN_FLIGHT_PER_CONN,
     board = board_from_toml_text(bench_board_text(1) + STALLED_BUS, "<bench>")
     server = Server(board, host="127.0.0.1", port=0, request_timeout=30.0)
     await server.start()
-    clients = [await AsyncClient.connect("127.0.0.1", server.port) for _ in range(conns)]
+    # 60 s, not the default 5 s: queueing 1024 requests under tracemalloc on a loaded
+    # machine took longer than that, and the queue's head timed out before the stall ended.
+    clients = [await AsyncClient.connect("127.0.0.1", server.port, timeout=60.0)
+               for _ in range(conns)]
     try:
         # A first request occupies the bus; the rest queue behind it.
         first = asyncio.ensure_future(clients[0].transfer("9", STALL_READ))
