@@ -48,6 +48,8 @@ _ERR: Final = int(I2CStatus.ERR)
 FAIL_NEXT: Final = I2C_FLAGS_FAIL_NEXT
 M_RD: Final = I2C_FLAGS_M_RD
 _TEN_BIT_OK: Final = I2C_FUNC_10BIT_ADDR
+#: The all-OK status of 0..15 messages (``bytes(n)`` is a generic call, compiled).
+_OK: Final[tuple[bytes, ...]] = tuple(bytes(n) for n in range(16))
 
 
 def _where(bus: str, msgs: Sequence[I2CMsg], k: int) -> str:
@@ -91,9 +93,7 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
-    ten_ok = backend.functionality & _TEN_BIT_OK
     limit = backend.max_msg_len
-    want: list[int] = []
     one_chain = True
     last = n - 1
     # The work estimate, on the way: i2c_clocks() (a START and the address per message,
@@ -101,13 +101,10 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     clocks = 1
     for i, m in enumerate(msgs):
         flags = m.flags
-        if flags & M_RD:
-            size = m.length
-            want.append(size)
-        else:
-            size = len(m.data)
+        size = m.length if flags & M_RD else len(m.data)
         clocks += 42 + 9 * size  # 10 + REQUEST_CLOCKS, folded: the hot path
-        if size > limit or (m.ten_bit and not ten_ok) or (i < last and not flags & FAIL_NEXT):
+        if (size > limit or (i < last and not flags & FAIL_NEXT)
+                or (m.ten_bit and not backend.functionality & _TEN_BIT_OK)):
             one_chain = False
             break
     if max_clocks:
@@ -124,8 +121,8 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
             failures: list[Failure] = []
             _settle(backend, msgs, msgs, 0, status, reads, failures, None, e)
             return bytes(status), reads, failures, clocks
-        if [len(d) for d in data] == want:
-            return bytes(n), data, [], clocks
+        if _read_lengths_fit(msgs, data):
+            return (_OK[n] if n < len(_OK) else bytes(n)), data, [], clocks
         status = bytearray(n)
         reads = []
         failures = []
@@ -138,6 +135,19 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
         chain = msgs[start:end] if start or end < n else msgs
         _run_chain(backend, msgs, chain, start, status, reads, failures)
     return bytes(status), reads, failures, clocks
+
+
+def _read_lengths_fit(msgs: Sequence[I2CMsg], data: list[bytes]) -> bool:
+    """``[len(d) for d in data] == [m.length for m in msgs if m.flags & M_RD]``, without
+    the two lists."""
+    j = 0
+    k = len(data)
+    for m in msgs:
+        if m.flags & M_RD:
+            if j == k or len(data[j]) != m.length:
+                return False
+            j += 1
+    return j == k
 
 
 def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg],

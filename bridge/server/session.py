@@ -105,15 +105,16 @@ class Session(FramedProtocol):
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
         if log.isEnabledFor(logging.DEBUG):
-            self.reqlog = RequestLog(self)
+            self.reqlog = self.answers.reqlog = RequestLog(self)
 
     # -- asyncio callbacks -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.answers.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.open = True
+        self.answers.open = True
         if self.pending is not None:
             self.pending.session = self
         if not self.host.admit(self):
@@ -130,7 +131,7 @@ class Session(FramedProtocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         self.release_budget()
-        self.open = False
+        self.answers.open = False
         self.host.release(self)
         self.host.admin.forget(self)
         withdrawn = self.scheduler.withdraw(self)
@@ -149,16 +150,17 @@ class Session(FramedProtocol):
         time, like every other, not a whole read's.
         """
         view = data if isinstance(data, memoryview) else memoryview(data)
-        if not self._receive(view if len(view) <= CHUNK else view[:CHUNK]) or not self.open:
+        answers = self.answers
+        if not self._receive(view if len(view) <= CHUNK else view[:CHUNK]) or not answers.open:
             return
         if len(view) > CHUNK:
             self._stash = bytes(view[CHUNK:])
             self.transport.pause_reading()
-            if self._writing_paused or self.buffered > HOLD_HIGH:
+            if self._writing_paused or answers.buffered > HOLD_HIGH:
                 self._hold()  # the rest waits for the peer to take its answers
             else:
                 self.loop.call_soon(self._unstash)  # the others' reads go first
-        elif self.buffered > HOLD_HIGH:
+        elif answers.buffered > HOLD_HIGH:
             self._hold()
 
     def _receive(self, data: bytes | memoryview) -> bool:
@@ -174,7 +176,8 @@ class Session(FramedProtocol):
         """Handle decoded frames; answers made meanwhile are written together.
         False after a fatal error."""
         batch: list[bytes] = []
-        self._batch = batch
+        answers = self.answers  # a native object: field loads and direct calls, compiled
+        answers.batch = batch
         try:
             scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
             scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
@@ -191,8 +194,8 @@ class Session(FramedProtocol):
                     if self.leased and self._busy(ev.id, "i2c", ev.bus,
                                                   {(m.addr, m.ten_bit) for m in ev.msgs}):
                         continue
-                    if self.reserve(ev.id, i2c_cost(ev)):
-                        scheduler.i2c(self, ev)
+                    if answers.reserve(ev.id, i2c_cost(ev)):
+                        scheduler.i2c(self, ev, answers)
                     else:
                         self._count_refused(ev)
                 elif isinstance(ev, ProtocolError):
@@ -203,16 +206,16 @@ class Session(FramedProtocol):
                     self._dispatch(ev)
             return True
         finally:
-            self._batch = None
-            self._batched = 0
+            answers.batch = None
+            answers.batched = 0
             if batch:
-                self.write(batch)
-                self.note_buffer()
+                answers.write(batch)
+                answers.note_buffer()
 
     def _unstash(self) -> None:
         """Handle the rest of a read that waited for the peer to take its answers."""
         data, self._stash = self._stash, None
-        if data is None or not self.open:
+        if data is None or not self.answers.open:
             return
         self.data_received(data)
         self._maybe_resume()

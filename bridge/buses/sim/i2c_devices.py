@@ -199,7 +199,8 @@ class RegisterMapDevice(I2CDevice):
 
     def _end_phase(self) -> None:
         """Close the current write or read: drop a half-written value, step past a read one."""
-        self._wbuf.clear()
+        if self._wbuf:  # a method call, compiled: only when there is something to drop
+            self._wbuf.clear()
         if self._rbuf and self._rpos >= len(self._rbuf):
             self._advance()
         self._rbuf = b""
