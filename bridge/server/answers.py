@@ -50,8 +50,13 @@ class Answers(Account):
         self.conn = conn
         self.budget = budget
         self.tally = tally
-        #: Bytes reserved for the answers of admitted requests (by id); their sum is owed.
+        #: Bytes reserved for the answers of admitted requests, by id (:meth:`hold`): the
+        #: last one in ``last_rid``/``last_cost`` (0: none), the others here; the sum is
+        #: ``owed``.  Most requests are answered before the next one is admitted (run
+        #: inline): a dict insert, lookup and delete each cost more than the rest.
         self.costs: dict[int, int] = {}
+        self.last_rid = 0
+        self.last_cost = 0
         #: The answers made while one read is handled, written together after it.
         self.batch: list[bytes] | None = None
         #: Bytes in ``batch``: answers made, counted by the budget, not yet written.
@@ -70,11 +75,46 @@ class Answers(Account):
         if self.open:
             self.budget.buffer(self, self.transport.get_write_buffer_size() + self.batched)
 
+    def hold(self, rid: int, cost: int) -> None:
+        """Note ``cost`` bytes reserved for request ``rid`` (already charged)."""
+        if self.last_cost:
+            self.costs[self.last_rid] = self.last_cost
+        self.last_rid = rid
+        self.last_cost = cost
+
+    def take(self, rid: int) -> int:
+        """Forget request ``rid``'s reservation; how many bytes it was (0: none)."""
+        if self.last_cost and self.last_rid == rid:
+            cost = self.last_cost
+            self.last_cost = 0
+            return cost
+        costs = self.costs
+        if not costs:
+            return 0
+        cost = costs.get(rid, -1)  # get and del: compiled, cheaper than pop(rid, 0)
+        if cost < 0:
+            return 0
+        del costs[rid]
+        return cost
+
+    def reserved(self) -> dict[int, int]:
+        """Every reservation, by id (a copy)."""
+        out = dict(self.costs)
+        if self.last_cost:
+            out[self.last_rid] = self.last_cost
+        return out
+
+    def forget_all(self) -> None:
+        """The connection is gone: no reservation is held any more (``owed`` is the
+        budget's to release)."""
+        self.costs.clear()
+        self.last_cost = 0
+
     def reserve(self, rid: int, cost: int) -> bool:
         """Charge an admitted request's answer to the budget, or refuse it (not run)."""
         why = self.budget.refusal(self, cost)
         if why is None:
-            self.costs[rid] = cost
+            self.hold(rid, cost)
             return True
         self.host.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
         return False
@@ -87,12 +127,7 @@ class Answers(Account):
         the budget (:meth:`~.budget.AnswerBudget.answered`): nothing reads the
         budget in between.
         """
-        costs = self.costs
-        cost = costs.get(rid, -1)  # get and del: compiled, cheaper than pop(rid, 0)
-        if cost < 0:
-            cost = 0
-        else:
-            del costs[rid]
+        cost = self.take(rid)
         if self.reqlog is not None:
             self.reqlog.answered(Result(rid, status, reads, failures))
         self.tally.result(rid, status, reads, failures)

@@ -76,12 +76,12 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     chain get ERR and never reach the bus; earlier requests of the chain
     completed and stay OK.  Other chains of the frame are unaffected.
     """
-    done = run_i2c_within(backend, msgs, 0)
+    done = run_i2c_within(backend, tuple(msgs), 0)
     assert done is not None
     return done[0], done[1], done[2]
 
 
-def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
+def run_i2c_within(backend: I2CBackend, msgs: tuple[I2CMsg, ...],
                    max_clocks: int) -> tuple[bytes, list[bytes], list[Failure], int] | None:
     """:func:`run_i2c` and the frame's estimated work, unless that exceeds ``max_clocks``
     or ``INLINE_CLOCKS`` (``max_clocks`` 0: no limit at all): then nothing runs and the
@@ -89,7 +89,8 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
 
     The work is the frame's bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`)
     plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
-    estimate shares the fast path's one pass over the messages.
+    estimate shares the fast path's one pass over the messages.  ``msgs`` is a tuple
+    (a request's): compiled, iterating it is native, a ``Sequence`` is not.
     """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
@@ -137,7 +138,7 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     return bytes(status), reads, failures, clocks
 
 
-def _read_lengths_fit(msgs: Sequence[I2CMsg], data: list[bytes]) -> bool:
+def _read_lengths_fit(msgs: tuple[I2CMsg, ...], data: list[bytes]) -> bool:
     """``[len(d) for d in data] == [m.length for m in msgs if m.flags & M_RD]``, without
     the two lists."""
     j = 0
@@ -253,6 +254,17 @@ def run_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> O
         return (bytes([int(SpiResult.TRANS_ERR)]) * len(transfers), [b""] * n_reads,
                 [Failure(0, errno.EIO, msg)])
     return bytes(len(transfers)), data, []
+
+
+class Backlog:
+    """How many jobs a bus worker holds (submitted, not yet settled on the loop).
+
+    A native object (compiled): the scheduler reads it for every request it may
+    run inline, and the worker (interpreted) would be a dict lookup.
+    """
+
+    def __init__(self) -> None:
+        self.jobs = 0
 
 
 class Work:
@@ -371,6 +383,6 @@ def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork",
-           "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
+__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "Backlog", "I2CWork", "Outcome",
+           "SpiWork", "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
            "timed_out"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Final
 
 from protocol.admin import AdminResult
 from protocol.connection import Connection, LocalProtocolError, Role
@@ -31,15 +32,18 @@ from .tally import RequestTally
 log = logging.getLogger("busbridge.server")
 
 #: Size of each connection's read buffer.
-READ_BUFFER = 65536
+READ_BUFFER: Final = 65536
 #: Seconds a closing connection gets to take its last answers before it is aborted.
 CLOSE_GRACE = 1.0
 #: Answers waiting unread (write buffer) past which a connection is not read, until
 #: they are down to HOLD_LOW; checked every HOLD_POLL seconds meanwhile.
-HOLD_HIGH, HOLD_LOW, HOLD_POLL = 64 * 1024, 16 * 1024, 0.05
+#: (Final: compiled, literals rather than lookups in the module's dict.)
+HOLD_HIGH: Final = 64 * 1024
+HOLD_LOW: Final = 16 * 1024
+HOLD_POLL: Final = 0.05
 #: A read is decoded and answered this many bytes at a time (see ``data_received``):
 #: enough for max_in_flight small frames written at once to be accepted together.
-CHUNK = 16 * 1024
+CHUNK: Final = 16 * 1024
 
 
 class FlowControl(asyncio.BufferedProtocol):
@@ -84,7 +88,12 @@ class FlowControl(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._rview[:nbytes])
-        if nbytes == READ_BUFFER and self.open and not self._yielding:
+        if nbytes == READ_BUFFER:
+            self._read_full()
+
+    def _read_full(self) -> None:
+        """A read filled the buffer: more is probably waiting (see ``buffer_updated``)."""
+        if self.open and not self._yielding:
             # A full buffer: more is probably waiting.  libuv would read this socket
             # up to 32 times in a row before serving any other; let the others go first.
             self._yielding = True
@@ -201,8 +210,8 @@ class FramedProtocol(FlowControl):
 
     @property
     def _costs(self) -> dict[int, int]:
-        """Each admitted request's reservation, by id (their sum is ``owed``)."""
-        return self.answers.costs
+        """Each admitted request's reservation, by id (their sum is ``owed``; a copy)."""
+        return self.answers.reserved()
 
     # -- the answer budget -----------------------------------------------------------
 
@@ -221,19 +230,19 @@ class FramedProtocol(FlowControl):
         a = self.answers
         why = self.budget.refusal(a, cost)
         if why is None:
-            a.costs[rid] = cost
+            a.hold(rid, cost)
         return why
 
     def _settle(self, rid: int) -> None:
         a = self.answers
-        cost = a.costs.pop(rid, 0)
+        cost = a.take(rid)
         if cost:
             self.budget.release(a, cost)
 
     def release_budget(self) -> None:
         """The connection is gone: nothing it reserved or buffered counts any more."""
         a = self.answers
-        a.costs.clear()
+        a.forget_all()
         self.budget.release(a, a.owed)
         self.budget.buffer(a, 0)
 
@@ -288,7 +297,7 @@ class FramedProtocol(FlowControl):
 
     def send(self, ev: Event) -> None:
         a = self.answers
-        if a.costs and isinstance(ev, (Error, AdminResult)):
+        if (a.last_cost or a.costs) and isinstance(ev, (Error, AdminResult)):
             self._settle(ev.id)
         if self.reqlog is not None:
             self.reqlog.answered(ev)

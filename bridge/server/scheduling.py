@@ -55,6 +55,7 @@ from .execute import (
     INLINE_CLOCKS,
     REQUEST_CLOCKS,
     Answered,
+    Backlog,
     I2CWork,
     Outcome,
     SpiWork,
@@ -121,10 +122,10 @@ class Scheduler:
             self.workers["spi", name] = BusWorker("spi", name, stats.bus("spi", name))
         for w in self.workers.values():
             w.on_done = self._settle
-        #: Bus name -> (backend, worker, its counts): one lookup on the hot path (the
-        #: worker is not a native object: each of its attributes is a dict lookup).
-        self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker, BusCounts]] = {
-            name: (b, w, w.counts)
+        #: Bus name -> (backend, worker, its counts, its backlog): one lookup on the hot
+        #: path (the worker is not a native object: each of its attributes is a dict lookup).
+        self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker, BusCounts, Backlog]] = {
+            name: (b, w, w.counts, w.backlog)
             for name, b in board.i2c.items() for w in (self.workers["i2c", name],)
         }
         #: Requests on a worker, not yet settled on the loop.
@@ -156,14 +157,14 @@ class Scheduler:
             self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "I2C", ev.bus, self.board.i2c))
             return
-        backend, worker, counts = route
+        backend, worker, counts, backlog = route
         counts.requests += 1
         if self.closing:
             counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
             return
         timeout = ev.timeout_ms
-        if (not worker.pending and not backend.may_block
+        if (not backlog.jobs and not backend.may_block
                 and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
             left = self.inline_left
             obs = self.observe

@@ -261,8 +261,10 @@ def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
     touched: list[I2CDevice] = []
     failure: BusError | None = None
     devices = bus._by_key
+    # A tuple (the server's requests are): compiled, iterating it is native.
+    seq: tuple[I2CMsg, ...] = msgs if isinstance(msgs, tuple) else tuple(msgs)
     try:
-        for i, m in enumerate(msgs):
+        for i, m in enumerate(seq):
             if touched:
                 for d in touched:
                     if d._restart_hook:
@@ -276,7 +278,7 @@ def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
     bus._seq += 1
     if bus.log.maxlen:
         errno_, index, error = outcome(failure)
-        bus.log.append(I2CLogEntry(bus._seq, tuple(msgs), tuple(reads),
+        bus.log.append(I2CLogEntry(bus._seq, seq, tuple(reads),
                                    errno=errno_, index=index, error=error, t=time.time()))
     if bus.timing:
         time.sleep(i2c_wire_time(msgs, bus.frequency_hz))
