@@ -33,6 +33,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.states",
     "protocol.virtio",
     # the board side
+    "bridge.server.answers",
     "bridge.server.budget",
     "bridge.server.execute",
     "bridge.server.framing",

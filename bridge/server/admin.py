@@ -97,9 +97,12 @@ class AdminSession(Protocol):
 
     loop: asyncio.AbstractEventLoop
     gate: LogGate
-    owed: int
-    buffered: int
     budget: AnswerBudget
+
+    @property
+    def owed(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
 
     def note_buffer(self) -> None: ...
     def charge(self, rid: int, cost: int) -> str | None: ...

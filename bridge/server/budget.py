@@ -20,7 +20,6 @@ socket is writable), so a connection's last measured size may be stale high;
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from protocol.events import I2CRequest, SpiRequest
 from protocol.limits import RESULT_BASE, RESULT_PER_REQUEST
@@ -30,13 +29,21 @@ from protocol.virtio import I2C_FLAGS_M_RD
 FLOOR = 64 * 1024
 
 
-class Owes(Protocol):
-    """A connection as the budget sees it."""
+class Account:
+    """A connection as the budget sees it: what its admitted requests' answers may take
+    (``owed``) and what its answers written but not taken hold (``buffered``).
 
-    owed: int
-    buffered: int
+    A native class (compiled): the budget reads and sets both several times a
+    request.  :class:`~.answers.Answers` is the connection's.
+    """
 
-    def note_buffer(self) -> None: ...
+    def __init__(self) -> None:
+        self.owed = 0
+        self.buffered = 0
+
+    def note_buffer(self) -> None:
+        """Measure the write buffer again (``buffer()`` what it holds); the
+        connection's account does, this one holds nothing."""
 
 
 def i2c_cost(ev: I2CRequest) -> int:
@@ -65,7 +72,7 @@ class AnswerBudget:
     """
 
     def __init__(self, total: int, per_client: int,
-                 connections: Callable[[], Iterable[Owes]], floor: int = FLOOR) -> None:
+                 connections: Callable[[], Iterable[Account]], floor: int = FLOOR) -> None:
         self.total = total
         self.per_client = per_client
         self.floor = floor
@@ -73,11 +80,11 @@ class AnswerBudget:
         self.excess = 0
         self._connections = connections
 
-    def _move(self, c: Owes, owed: int, buffered: int) -> None:
+    def _move(self, c: Account, owed: int, buffered: int) -> None:
         """Set ``c``'s counts, keeping ``used`` and ``excess`` in step."""
         self._shift(c, c.owed + c.buffered, owed, buffered)
 
-    def _shift(self, c: Owes, before: int, owed: int, buffered: int) -> None:
+    def _shift(self, c: Account, before: int, owed: int, buffered: int) -> None:
         """:meth:`_move`, ``before`` (``c.owed + c.buffered``) known: the attributes of a
         connection (not a native class) are dict lookups."""
         after = owed + buffered
@@ -88,7 +95,7 @@ class AnswerBudget:
         c.owed = owed
         c.buffered = buffered
 
-    def refusal(self, c: Owes, cost: int) -> str | None:
+    def refusal(self, c: Account, cost: int) -> str | None:
         """Why ``c`` may not take ``cost`` more bytes, or None (then it is charged)."""
         owed, buffered = c.owed, c.buffered
         if owed + buffered + cost > self.per_client:
@@ -111,7 +118,7 @@ class AnswerBudget:
         self._shift(c, held, owed + cost, buffered)
         return None
 
-    def fits(self, c: Owes, cost: int) -> bool:
+    def fits(self, c: Account, cost: int) -> bool:
         """Measure every connection's write buffer again; is there room for ``cost``?"""
         for other in self._connections():
             other.note_buffer()
@@ -119,19 +126,19 @@ class AnswerBudget:
         more = max(0, held + cost - self.floor) - max(0, held - self.floor)
         return self.excess + more <= self.total
 
-    def release(self, c: Owes, cost: int) -> None:
+    def release(self, c: Account, cost: int) -> None:
         self._move(c, c.owed - cost, c.buffered)
 
-    def answered(self, c: Owes, cost: int, size: int) -> None:
+    def answered(self, c: Account, cost: int, size: int) -> None:
         """:meth:`release` ``cost`` and :meth:`grow` ``size`` in one move: ``c``'s answer
         is batched.  The same totals as the two calls (``_move`` telescopes)."""
         owed, buffered = c.owed, c.buffered
         self._shift(c, owed + buffered, owed - cost, buffered + size)
 
-    def buffer(self, c: Owes, size: int) -> None:
+    def buffer(self, c: Account, size: int) -> None:
         """``c``'s write buffer now holds ``size`` bytes."""
         self._move(c, c.owed, size)
 
-    def grow(self, c: Owes, n: int) -> None:
+    def grow(self, c: Account, n: int) -> None:
         """``n`` more bytes of answers wait in ``c``'s batch (written after the read)."""
         self._move(c, c.owed, c.buffered + n)

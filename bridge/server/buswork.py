@@ -32,7 +32,7 @@ from typing import Protocol
 from protocol.admin import AdminRequest
 from protocol.events import Event, Failure, I2CRequest, SpiRequest
 
-from .execute import Outcome, Work, timed_out
+from .execute import Backlog, Outcome, Work, timed_out
 from .stats import BusCounts
 
 #: Job states.  QUEUED -> RUNNING -> DONE, or QUEUED -> WITHDRAWN (never ran).
@@ -115,8 +115,8 @@ class BusWorker:
     def __init__(self, kind: str, name: str, counts: BusCounts | None = None) -> None:
         self.label = f"{kind} bus {name}"
         self._thread_name = f"{kind}-{name}"
-        #: Jobs submitted and not yet settled on the loop (loop only); inline runs wait for 0.
-        self.pending = 0
+        #: Jobs submitted and not yet settled on the loop (loop only): ``pending``.
+        self.backlog = Backlog()
         #: Per client, its jobs submitted and not settled (loop only): PARAM_ERR keeps its turn.
         self.outstanding: dict[Requester, int] = {}
         #: This bus's requests and their outcomes (held by the server's ServerStats).
@@ -129,6 +129,16 @@ class BusWorker:
         self._thread: threading.Thread | None = None
         #: Called on the loop with each job the thread finished (the scheduler's settle).
         self.on_done: Callable[[Job], None] = lambda job: None
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet settled on the loop (loop only); inline runs wait
+        for 0."""
+        return self.backlog.jobs
+
+    @pending.setter
+    def pending(self, n: int) -> None:
+        self.backlog.jobs = n
 
     # -- the loop's side ----------------------------------------------------------
 

@@ -48,6 +48,8 @@ _ERR: Final = int(I2CStatus.ERR)
 FAIL_NEXT: Final = I2C_FLAGS_FAIL_NEXT
 M_RD: Final = I2C_FLAGS_M_RD
 _TEN_BIT_OK: Final = I2C_FUNC_10BIT_ADDR
+#: The all-OK status of 0..15 messages (``bytes(n)`` is a generic call, compiled).
+_OK: Final[tuple[bytes, ...]] = tuple(bytes(n) for n in range(16))
 
 
 def _where(bus: str, msgs: Sequence[I2CMsg], k: int) -> str:
@@ -74,12 +76,12 @@ def run_i2c(backend: I2CBackend, msgs: Sequence[I2CMsg]) -> Outcome:
     chain get ERR and never reach the bus; earlier requests of the chain
     completed and stay OK.  Other chains of the frame are unaffected.
     """
-    done = run_i2c_within(backend, msgs, 0)
+    done = run_i2c_within(backend, tuple(msgs), 0)
     assert done is not None
     return done[0], done[1], done[2]
 
 
-def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
+def run_i2c_within(backend: I2CBackend, msgs: tuple[I2CMsg, ...],
                    max_clocks: int) -> tuple[bytes, list[bytes], list[Failure], int] | None:
     """:func:`run_i2c` and the frame's estimated work, unless that exceeds ``max_clocks``
     or ``INLINE_CLOCKS`` (``max_clocks`` 0: no limit at all): then nothing runs and the
@@ -87,13 +89,12 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
 
     The work is the frame's bus clock cycles (:func:`~bridge.buses.base.i2c_clocks`)
     plus ``REQUEST_CLOCKS`` per request.  The event loop's inline runs call this: the
-    estimate shares the fast path's one pass over the messages.
+    estimate shares the fast path's one pass over the messages.  ``msgs`` is a tuple
+    (a request's): compiled, iterating it is native, a ``Sequence`` is not.
     """
     n = len(msgs)
     # The common case first: the frame is one chain the adapter can run, and it succeeds.
-    ten_ok = backend.functionality & _TEN_BIT_OK
     limit = backend.max_msg_len
-    want: list[int] = []
     one_chain = True
     last = n - 1
     # The work estimate, on the way: i2c_clocks() (a START and the address per message,
@@ -101,13 +102,10 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
     clocks = 1
     for i, m in enumerate(msgs):
         flags = m.flags
-        if flags & M_RD:
-            size = m.length
-            want.append(size)
-        else:
-            size = len(m.data)
+        size = m.length if flags & M_RD else len(m.data)
         clocks += 42 + 9 * size  # 10 + REQUEST_CLOCKS, folded: the hot path
-        if size > limit or (m.ten_bit and not ten_ok) or (i < last and not flags & FAIL_NEXT):
+        if (size > limit or (i < last and not flags & FAIL_NEXT)
+                or (m.ten_bit and not backend.functionality & _TEN_BIT_OK)):
             one_chain = False
             break
     if max_clocks:
@@ -124,8 +122,8 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
             failures: list[Failure] = []
             _settle(backend, msgs, msgs, 0, status, reads, failures, None, e)
             return bytes(status), reads, failures, clocks
-        if [len(d) for d in data] == want:
-            return bytes(n), data, [], clocks
+        if _read_lengths_fit(msgs, data):
+            return (_OK[n] if n < len(_OK) else bytes(n)), data, [], clocks
         status = bytearray(n)
         reads = []
         failures = []
@@ -138,6 +136,19 @@ def run_i2c_within(backend: I2CBackend, msgs: Sequence[I2CMsg],
         chain = msgs[start:end] if start or end < n else msgs
         _run_chain(backend, msgs, chain, start, status, reads, failures)
     return bytes(status), reads, failures, clocks
+
+
+def _read_lengths_fit(msgs: tuple[I2CMsg, ...], data: list[bytes]) -> bool:
+    """``[len(d) for d in data] == [m.length for m in msgs if m.flags & M_RD]``, without
+    the two lists."""
+    j = 0
+    k = len(data)
+    for m in msgs:
+        if m.flags & M_RD:
+            if j == k or len(data[j]) != m.length:
+                return False
+            j += 1
+    return j == k
 
 
 def _run_chain(backend: I2CBackend, msgs: Sequence[I2CMsg], chain: Sequence[I2CMsg],
@@ -243,6 +254,17 @@ def run_spi(backend: SpiBackend, cs: int, transfers: Sequence[SpiTransfer]) -> O
         return (bytes([int(SpiResult.TRANS_ERR)]) * len(transfers), [b""] * n_reads,
                 [Failure(0, errno.EIO, msg)])
     return bytes(len(transfers)), data, []
+
+
+class Backlog:
+    """How many jobs a bus worker holds (submitted, not yet settled on the loop).
+
+    A native object (compiled): the scheduler reads it for every request it may
+    run inline, and the worker (interpreted) would be a dict lookup.
+    """
+
+    def __init__(self) -> None:
+        self.jobs = 0
 
 
 class Work:
@@ -361,6 +383,6 @@ def timed_out(n: int, n_reads: int, spi: bool, where: str, started: bool,
     return bytes([st]) * n, [b""] * n_reads, [Failure(0, errno.ETIMEDOUT, f"{where}: {why}")]
 
 
-__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "I2CWork", "Outcome", "SpiWork",
-           "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
+__all__ = ["INLINE_CLOCKS", "REQUEST_CLOCKS", "Answered", "Backlog", "I2CWork", "Outcome",
+           "SpiWork", "Work", "check_spi", "i2c_chains", "run_i2c", "run_i2c_within", "run_spi",
            "timed_out"]

@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Final
 
 from protocol.admin import AdminResult
 from protocol.connection import Connection, LocalProtocolError, Role
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.events import Error, Event, Failure, Ping, Result
+from protocol.events import Error, Event, Failure, Ping
 from protocol.limits import Limits
 
 from ..logs import LogGate, event
+from .answers import Answers, short_message
 from .budget import AnswerBudget
 from .reqlog import RequestLog
 from .stats import ServerStats
@@ -30,19 +32,18 @@ from .tally import RequestTally
 log = logging.getLogger("busbridge.server")
 
 #: Size of each connection's read buffer.
-READ_BUFFER = 65536
+READ_BUFFER: Final = 65536
 #: Seconds a closing connection gets to take its last answers before it is aborted.
 CLOSE_GRACE = 1.0
-#: Longest failure message sent; SPEC.md asks servers to keep them short.
-MAX_MESSAGE = 512
 #: Answers waiting unread (write buffer) past which a connection is not read, until
 #: they are down to HOLD_LOW; checked every HOLD_POLL seconds meanwhile.
-HOLD_HIGH, HOLD_LOW, HOLD_POLL = 64 * 1024, 16 * 1024, 0.05
+#: (Final: compiled, literals rather than lookups in the module's dict.)
+HOLD_HIGH: Final = 64 * 1024
+HOLD_LOW: Final = 16 * 1024
+HOLD_POLL: Final = 0.05
 #: A read is decoded and answered this many bytes at a time (see ``data_received``):
 #: enough for max_in_flight small frames written at once to be accepted together.
-CHUNK = 16 * 1024
-#: The most handed to the transport in one write (see ``FlowControl.write``).
-PIECE = 64 * 1024
+CHUNK: Final = 16 * 1024
 
 
 class FlowControl(asyncio.BufferedProtocol):
@@ -52,12 +53,11 @@ class FlowControl(asyncio.BufferedProtocol):
     default loop its 256 KiB allocation per read (cpython#85451).
     """
 
+    #: The connection's transport (set by ``connection_made``).
+    transport: asyncio.Transport
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.loop = asyncio.get_running_loop()
-        self.open = False
-        #: The transport's write buffer as last measured (answers the peer has not taken).
-        self.buffered = 0
         self._writing_paused = False
         #: Reading paused for one loop iteration, to let other connections be read.
         self._yielding = False
@@ -66,6 +66,16 @@ class FlowControl(asyncio.BufferedProtocol):
         #: The rest of a read, raw, waiting for the peer to take the answers so far.
         self._stash: bytes | None = None
         self._rview = memoryview(bytearray(READ_BUFFER))
+
+    @property
+    def open(self) -> bool:
+        """Connected and not yet lost (the subclass keeps it)."""
+        raise NotImplementedError
+
+    @property
+    def buffered(self) -> int:
+        """The transport's write buffer as last measured (answers the peer has not taken)."""
+        raise NotImplementedError
 
     def note_buffer(self) -> None:
         """Measure the write buffer (the subclass also tells the budget)."""
@@ -78,7 +88,12 @@ class FlowControl(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._rview[:nbytes])
-        if nbytes == READ_BUFFER and self.open and not self._yielding:
+        if nbytes == READ_BUFFER:
+            self._read_full()
+
+    def _read_full(self) -> None:
+        """A read filled the buffer: more is probably waiting (see ``buffer_updated``)."""
+        if self.open and not self._yielding:
             # A full buffer: more is probably waiting.  libuv would read this socket
             # up to 32 times in a row before serving any other; let the others go first.
             self._yielding = True
@@ -151,32 +166,6 @@ class FlowControl(asyncio.BufferedProtocol):
     def writable(self) -> None:
         """The transport takes data again: the subclass sends what waited."""
 
-    def write(self, answers: list[bytes]) -> None:
-        """Write ``answers`` in pieces of at most ``PIECE`` bytes.
-
-        A write the socket takes only in part stays pinned whole while the
-        transport counts only its unsent rest (uvloop keeps a view of it); a 4 MiB
-        batch the kernel took but 100 KiB of pinned 4 MiB the budget never saw.
-        In pieces, what is pinned and not counted is under ``PIECE`` a connection.
-        """
-        if len(answers) == 1 and len(answers[0]) <= PIECE:  # the common case: one answer
-            self.transport.write(answers[0])
-            return
-        piece: list[bytes] = []
-        size = 0
-        for data in answers:
-            if size + len(data) > PIECE and piece:
-                self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
-                piece, size = [], 0
-            if len(data) > PIECE:
-                for off in range(0, len(data), PIECE):
-                    self.transport.write(data[off:off + PIECE])
-                continue
-            piece.append(data)
-            size += len(data)
-        if piece:
-            self.transport.write(b"".join(piece) if len(piece) > 1 else piece[0])
-
 
 class FramedProtocol(FlowControl):
     """The frames of one connection: decoding, batched answers, the budget, closing.
@@ -191,59 +180,79 @@ class FramedProtocol(FlowControl):
         super().__init__()
         self.stats = stats
         self.budget = budget
-        #: Bytes reserved for the answers of admitted requests (by id), and their sum.
-        self._costs: dict[int, int] = {}
-        self.owed = 0
         self.conn = Connection(Role.SERVER, limits)
         self.peer = "?"
-        self.eof = False
-        self._batch: list[bytes] | None = None
-        #: Bytes in ``_batch``: answers made, counted by the budget, not yet written.
-        self._batched = 0
         #: -vv: one DEBUG line per request, written when it is answered (None otherwise).
         self.reqlog: RequestLog | None = None
         #: Each bus request from arrival to answer: latency, bytes, queue (stats.py).
         self.tally = RequestTally(stats)
+        #: The answer path's state and its account in the budget (a native object).
+        self.answers = Answers(self, self.conn, budget, self.tally)
+
+    # -- the state the answers keep (read-only here: set it on ``answers``) ------------
+
+    @property
+    def open(self) -> bool:
+        return self.answers.open
+
+    @property
+    def eof(self) -> bool:
+        return self.answers.eof
+
+    @property
+    def owed(self) -> int:
+        """Bytes reserved for the answers of admitted requests."""
+        return self.answers.owed
+
+    @property
+    def buffered(self) -> int:
+        return self.answers.buffered
+
+    @property
+    def _costs(self) -> dict[int, int]:
+        """Each admitted request's reservation, by id (their sum is ``owed``; a copy)."""
+        return self.answers.reserved()
 
     # -- the answer budget -----------------------------------------------------------
 
     def note_buffer(self) -> None:
         """Measure the write buffer for the budget (it shrinks unannounced), with the
         answers batched for it and not written yet."""
-        if self.open:
-            self.budget.buffer(self, self.transport.get_write_buffer_size() + self._batched)
+        self.answers.note_buffer()
 
     def reserve(self, rid: int, cost: int) -> bool:
         """Charge an admitted request's answer to the budget, or refuse it (not run)."""
-        why = self.budget.refusal(self, cost)  # charge(), written out: the hot path
-        if why is None:
-            self._costs[rid] = cost
-            return True
-        self.send(Error(rid, ErrorCode.LIMIT_EXCEEDED, why))
-        return False
+        return self.answers.reserve(rid, cost)
 
     def charge(self, rid: int, cost: int) -> str | None:
         """Charge ``cost`` bytes to request ``rid`` until its answer is sent (RESULT,
         ADMIN_RESULT or ERROR), or say why not (then nothing is charged)."""
-        why = self.budget.refusal(self, cost)
+        a = self.answers
+        why = self.budget.refusal(a, cost)
         if why is None:
-            self._costs[rid] = cost
+            a.hold(rid, cost)
         return why
 
     def _settle(self, rid: int) -> None:
-        cost = self._costs.pop(rid, 0)
+        a = self.answers
+        cost = a.take(rid)
         if cost:
-            self.budget.release(self, cost)
+            self.budget.release(a, cost)
 
     def release_budget(self) -> None:
         """The connection is gone: nothing it reserved or buffered counts any more."""
-        self._costs.clear()
-        self.budget.release(self, self.owed)
-        self.budget.buffer(self, 0)
+        a = self.answers
+        a.forget_all()
+        self.budget.release(a, a.owed)
+        self.budget.buffer(a, 0)
+
+    def write(self, answers: list[bytes]) -> None:
+        """Write ``answers`` in bounded pieces (:meth:`.Answers.write`)."""
+        self.answers.write(answers)
 
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
-        self.eof = True
+        self.answers.eof = True
         if self.transport.get_extra_info("ssl_object") is not None:
             # TLS has no half-close (SPEC §1): the client's close_notify, or a FIN, ends
             # the session.  Nothing more is sent (after a close_notify it would be an
@@ -287,13 +296,14 @@ class FramedProtocol(FlowControl):
     # -- answers -------------------------------------------------------------------------
 
     def send(self, ev: Event) -> None:
-        if self._costs and isinstance(ev, (Error, AdminResult)):
+        a = self.answers
+        if (a.last_cost or a.costs) and isinstance(ev, (Error, AdminResult)):
             self._settle(ev.id)
         if self.reqlog is not None:
             self.reqlog.answered(ev)
         if type(ev) is Error:
             self.tally.error(ev)
-        if not self.open or self.transport.is_closing():
+        if not a.open or self.transport.is_closing():
             self.conn.withdraw(getattr(ev, "id", 0))
             return
         try:
@@ -303,48 +313,17 @@ class FramedProtocol(FlowControl):
             log.exception("cannot encode answer", extra={"fields": {"peer": self.peer}})
             rid = getattr(ev, "id", 0)
             data = self.conn.send(Error(rid, ErrorCode.INTERNAL, short_message(str(e))))
-        if self._batch is not None:
-            self._batch.append(data)
-            self._batched += len(data)
-            self.budget.grow(self, len(data))  # counted now: the batch is written after the read
+        if a.batch is not None:
+            a.batch.append(data)
+            a.batched += len(data)
+            self.budget.grow(a, len(data))  # counted now: the batch is written after the read
         else:
-            self.write([data])
+            a.write([data])
 
     def answer(self, rid: int, status: bytes, reads: list[bytes],
                failures: list[Failure]) -> None:
-        """The RESULT of request ``rid``, as the bus left it (counted by the scheduler).
-
-        Its reservation is released (``_settle``) and, batched, its bytes charged
-        (``grow``) in one step of the budget: nothing reads the budget in between.
-        """
-        cost = self._costs.pop(rid, 0)
-        if self.reqlog is not None:
-            self.reqlog.answered(Result(rid, status, reads, failures))
-        self.tally.result(rid, status, reads, failures)
-        if failures:
-            for f in failures:
-                if len(f.message) > MAX_MESSAGE:
-                    f.message = short_message(f.message)
-        result = Result(rid, status, reads, failures)
-        batch = self._batch
-        if self.open and batch is not None:
-            try:
-                data = self.conn.send(result)
-            except LocalProtocolError:
-                if cost:
-                    self.budget.release(self, cost)
-                self.send(result)  # answers INTERNAL
-            else:
-                batch.append(data)
-                self._batched += len(data)
-                self.budget.answered(self, cost, len(data))
-        else:
-            if cost:
-                self.budget.release(self, cost)
-            self.send(result)
-            self.note_buffer()
-        if self.eof and not self.conn.in_flight:
-            self.close()  # half-closed by the client and all answered
+        """The RESULT of request ``rid``, as the bus left it (:meth:`.Answers.answer`)."""
+        self.answers.answer(rid, status, reads, failures)
 
     def _refuse(self, e: ProtocolError) -> None:
         self.stats.protocol_errors += 1
@@ -359,11 +338,12 @@ class FramedProtocol(FlowControl):
     def _flush(self) -> None:
         """Write the answers batched so far now (the connection is about to close, or
         they are many)."""
-        if self._batch:
-            self.write(self._batch)
-            self._batch.clear()
-            self._batched = 0
-            self.note_buffer()
+        a = self.answers
+        if a.batch:
+            a.write(a.batch)
+            a.batch.clear()
+            a.batched = 0
+            a.note_buffer()
 
     # -- closing -------------------------------------------------------------------------
 
@@ -386,6 +366,3 @@ class FramedProtocol(FlowControl):
                   peer=self.peer, buffered=self.transport.get_write_buffer_size())
             self.transport.abort()
 
-
-def short_message(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

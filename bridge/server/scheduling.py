@@ -49,11 +49,13 @@ from protocol.virtio import SpiTransfer
 
 from ..buses.base import I2CBackend, SpiBackend
 from ..logs import event
+from .answers import Answers
 from .buswork import DONE, QUEUED, BusWorker, Job, Requester
 from .execute import (
     INLINE_CLOCKS,
     REQUEST_CLOCKS,
     Answered,
+    Backlog,
     I2CWork,
     Outcome,
     SpiWork,
@@ -64,7 +66,7 @@ from .execute import (
 )
 from .observe import Hook
 from .settings import DEFAULT_MAX_TIMEOUT_MS
-from .stats import ServerStats
+from .stats import BusCounts, ServerStats
 
 log = logging.getLogger("busbridge.server")
 
@@ -120,9 +122,11 @@ class Scheduler:
             self.workers["spi", name] = BusWorker("spi", name, stats.bus("spi", name))
         for w in self.workers.values():
             w.on_done = self._settle
-        #: Bus name -> (backend, worker): one lookup on the hot path.
-        self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker]] = {
-            name: (b, self.workers["i2c", name]) for name, b in board.i2c.items()
+        #: Bus name -> (backend, worker, its counts, its backlog): one lookup on the hot
+        #: path (the worker is not a native object: each of its attributes is a dict lookup).
+        self.i2c_routes: dict[str, tuple[I2CBackend, BusWorker, BusCounts, Backlog]] = {
+            name: (b, w, w.counts, w.backlog)
+            for name, b in board.i2c.items() for w in (self.workers["i2c", name],)
         }
         #: Requests on a worker, not yet settled on the loop.
         self.jobs: set[Job] = set()
@@ -141,22 +145,26 @@ class Scheduler:
 
     # -- requests ----------------------------------------------------------------
 
-    def i2c(self, requester: Requester, ev: I2CRequest) -> None:
-        """The hot path: an I2C frame, inline when its bus is idle and it is cheap."""
+    def i2c(self, requester: Requester, ev: I2CRequest, answers: Answers | None = None) -> None:
+        """The hot path: an I2C frame, inline when its bus is idle and it is cheap.
+
+        ``answers`` is the requester's own answer path (the session's), called
+        directly for an inline answer: compiled, a native call, where the
+        requester's ``answer`` is a generic one.
+        """
         route = self.i2c_routes.get(ev.bus)
         if route is None:
             self.stats.unknown_bus += 1
             requester.send(unknown_bus(self.board, ev.id, "I2C", ev.bus, self.board.i2c))
             return
-        backend, worker = route
-        counts = worker.counts
+        backend, worker, counts, backlog = route
         counts.requests += 1
         if self.closing:
             counts.refused += 1
             requester.send(Error(ev.id, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
             return
         timeout = ev.timeout_ms
-        if (not worker.pending and not backend.may_block
+        if (not backlog.jobs and not backend.may_block
                 and (timeout is None or timeout >= INLINE_MIN_TIMEOUT_MS)):
             left = self.inline_left
             obs = self.observe
@@ -169,7 +177,10 @@ class Scheduler:
                     counts.failed(failures)
                 if obs is not None:
                     obs(requester, ev, (status, reads, failures), t0, perf_counter() - t0, True)
-                requester.answer(ev.id, status, reads, failures)
+                if answers is not None:
+                    answers.answer(ev.id, status, reads, failures)
+                else:
+                    requester.answer(ev.id, status, reads, failures)
                 return
         self._submit(requester, ev, worker, I2CWork(backend, ev.msgs))
 

@@ -111,7 +111,7 @@ class Server(Accepting):
         self._sweeper: asyncio.TimerHandle | None = None
         self.throttle = AuthThrottle()
         self.budget = AnswerBudget(lim.answer_budget, lim.client_answer_budget,
-                                   lambda: self.sessions)
+                                   lambda: (s.answers for s in self.sessions))
         #: Refusals an attacker can trigger at will are logged through this, at a bounded rate.
         self.gate = LogGate()
         #: Refused TLS handshakes: logged with why, one line per burst.

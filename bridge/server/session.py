@@ -38,7 +38,7 @@ from .admin import Admin
 from .admission import Admission, AuthThrottle, Pending
 from .auth import peer_common_name
 from .budget import AnswerBudget, i2c_cost, spi_cost
-from .framing import CHUNK, HOLD_HIGH, FramedProtocol
+from .framing import CHUNK, HOLD_HIGH, READ_BUFFER, FramedProtocol
 from .guard import CLOSED, Guard, TokenBucket, make_guard
 from .leases import LeaseError, LeaseTable, Target
 from .reqlog import RequestLog
@@ -105,15 +105,16 @@ class Session(FramedProtocol):
         self.last_frame = 0.0
         self._hello_timer: asyncio.TimerHandle | None = None
         if log.isEnabledFor(logging.DEBUG):
-            self.reqlog = RequestLog(self)
+            self.reqlog = self.answers.reqlog = RequestLog(self)
 
     # -- asyncio callbacks -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.answers.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.open = True
+        self.answers.open = True
         if self.pending is not None:
             self.pending.session = self
         if not self.host.admit(self):
@@ -130,7 +131,7 @@ class Session(FramedProtocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         self.release_budget()
-        self.open = False
+        self.answers.open = False
         self.host.release(self)
         self.host.admin.forget(self)
         withdrawn = self.scheduler.withdraw(self)
@@ -140,81 +141,20 @@ class Session(FramedProtocol):
               error=str(exc) if exc else "")
 
     def data_received(self, data: bytes | memoryview) -> None:
-        """Decode and handle a read, ``CHUNK`` bytes per loop iteration.
+        """Decode and handle a read, ``CHUNK`` bytes per loop iteration (:func:`read`)."""
+        read(self, data)
 
-        A read of tiny bad frames makes ten times its size in ERRORs.  By chunks,
-        what one read adds to a peer that takes no answers is bounded (once the
-        transport stops taking them, the rest of the read waits, raw, until it
-        does), and a connection that floods gets a chunk's worth of the loop at a
-        time, like every other, not a whole read's.
-        """
-        view = data if isinstance(data, memoryview) else memoryview(data)
-        if not self._receive(view if len(view) <= CHUNK else view[:CHUNK]) or not self.open:
-            return
-        if len(view) > CHUNK:
-            self._stash = bytes(view[CHUNK:])
-            self.transport.pause_reading()
-            if self._writing_paused or self.buffered > HOLD_HIGH:
-                self._hold()  # the rest waits for the peer to take its answers
-            else:
-                self.loop.call_soon(self._unstash)  # the others' reads go first
-        elif self.buffered > HOLD_HIGH:
-            self._hold()
-
-    def _receive(self, data: bytes | memoryview) -> bool:
-        """Decode and handle ``data``; False once the connection failed."""
-        try:
-            items = self.conn.receive(data)
-        except ProtocolError as e:  # already failed: nothing more is read
-            self._refuse(e)
-            return False
-        return self._handle(items)
-
-    def _handle(self, items: list[Event | ProtocolError]) -> bool:
-        """Handle decoded frames; answers made meanwhile are written together.
-        False after a fatal error."""
-        batch: list[bytes] = []
-        self._batch = batch
-        try:
-            scheduler = self.scheduler  # a local, not a bound method: compiled, a direct call
-            scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
-            tally = self.tally  # a typed local: compiled, a direct call (a bound method is not)
-            for ev in items:
-                if type(ev) is I2CRequest:  # the hot path: one type test per frame
-                    tally.arrived(ev)
-                    if self.reqlog is not None:
-                        self.reqlog.arrived(ev)
-                    guard = self.guard
-                    if guard is not None and guard.refuse(self, ev):
-                        self._count_refused(ev)
-                        continue
-                    if self.leased and self._busy(ev.id, "i2c", ev.bus,
-                                                  {(m.addr, m.ten_bit) for m in ev.msgs}):
-                        continue
-                    if self.reserve(ev.id, i2c_cost(ev)):
-                        scheduler.i2c(self, ev)
-                    else:
-                        self._count_refused(ev)
-                elif isinstance(ev, ProtocolError):
-                    self._refuse(ev)
-                    if ev.fatal:
-                        return False
-                else:
-                    self._dispatch(ev)
-            return True
-        finally:
-            self._batch = None
-            self._batched = 0
-            if batch:
-                self.write(batch)
-                self.note_buffer()
+    def buffer_updated(self, nbytes: int) -> None:
+        read(self, self._rview[:nbytes])  # compiled, a direct call: data_received is not
+        if nbytes == READ_BUFFER:
+            self._read_full()
 
     def _unstash(self) -> None:
         """Handle the rest of a read that waited for the peer to take its answers."""
         data, self._stash = self._stash, None
-        if data is None or not self.open:
+        if data is None or not self.answers.open:
             return
-        self.data_received(data)
+        read(self, data)
         self._maybe_resume()
 
     # -- frames other than I2C ------------------------------------------------------
@@ -327,6 +267,86 @@ class Session(FramedProtocol):
         self._flush()
         self.guard = CLOSED  # frames decoded from the same read never run
         self.close()
+
+
+# -- a read's frames: module functions, so that their calls are direct ones, compiled --------
+
+
+def read(s: Session, data: bytes | memoryview) -> None:
+    """Decode and handle a read, ``CHUNK`` bytes per loop iteration.
+
+    A read of tiny bad frames makes ten times its size in ERRORs.  By chunks,
+    what one read adds to a peer that takes no answers is bounded (once the
+    transport stops taking them, the rest of the read waits, raw, until it
+    does), and a connection that floods gets a chunk's worth of the loop at a
+    time, like every other, not a whole read's.
+    """
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    answers = s.answers
+    if not receive(s, view if len(view) <= CHUNK else view[:CHUNK]) or not answers.open:
+        return
+    if len(view) > CHUNK:
+        s._stash = bytes(view[CHUNK:])
+        s.transport.pause_reading()
+        if s._writing_paused or answers.buffered > HOLD_HIGH:
+            s._hold()  # the rest waits for the peer to take its answers
+        else:
+            s.loop.call_soon(s._unstash)  # the others' reads go first
+    elif answers.buffered > HOLD_HIGH:
+        s._hold()
+
+
+def receive(s: Session, data: bytes | memoryview) -> bool:
+    """Decode and handle ``data``; False once the connection failed."""
+    try:
+        items = s.answers.conn.receive(data)
+    except ProtocolError as e:  # already failed: nothing more is read
+        s._refuse(e)
+        return False
+    return handle(s, items)
+
+
+def handle(s: Session, items: list[Event | ProtocolError]) -> bool:
+    """Handle decoded frames; answers made meanwhile are written together.
+    False after a fatal error."""
+    batch: list[bytes] = []
+    answers = s.answers  # a native object: field loads and direct calls, compiled
+    answers.batch = batch
+    try:
+        scheduler = s.scheduler  # a local, not a bound method: compiled, a direct call
+        scheduler.inline_left = INLINE_CLOCKS_PER_READ  # this read's share of the loop
+        tally = answers.tally  # a typed local: compiled, a direct call
+        reqlog = s.reqlog  # set once, at the start
+        leased = s.leased  # the lease table's dict, never rebound
+        for ev in items:
+            if type(ev) is I2CRequest:  # the hot path: one type test per frame
+                tally.arrived(ev)
+                if reqlog is not None:
+                    reqlog.arrived(ev)
+                guard = s.guard  # CLOSED once a frame of this read closed the connection
+                if guard is not None and guard.refuse(s, ev):
+                    s._count_refused(ev)
+                    continue
+                if leased and s._busy(ev.id, "i2c", ev.bus,
+                                      {(m.addr, m.ten_bit) for m in ev.msgs}):
+                    continue
+                if answers.reserve(ev.id, i2c_cost(ev)):
+                    scheduler.i2c(s, ev, answers)
+                else:
+                    s._count_refused(ev)
+            elif isinstance(ev, ProtocolError):
+                s._refuse(ev)
+                if ev.fatal:
+                    return False
+            else:
+                s._dispatch(ev)
+        return True
+    finally:
+        answers.batch = None
+        answers.batched = 0
+        if batch:
+            answers.write(batch)
+            answers.note_buffer()
 
 
 

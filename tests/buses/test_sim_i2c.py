@@ -300,3 +300,17 @@ def test_device_management() -> None:
     with pytest.raises(KeyError, match="no device at 0x20"):
         bus.device(0x20)
     assert bus.transfer([]) == []
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("endian", ["big", "little"])
+def test_a_register_reads_as_its_bytes_in_its_byte_order(bits: int, endian: str) -> None:
+    """The register map builds a value's bytes from a table (not ``int.to_bytes``): every
+    value reads back as ``to_bytes`` says, in both widths and byte orders."""
+    dev = RegisterMapDevice(0x48, value_bits=bits, endian=endian,  # type: ignore[arg-type]
+                            auto_increment=False)
+    bus = SimI2CBus("1", devices=[dev])
+    for value in [*range(0, 1 << bits, 251), (1 << bits) - 1]:
+        dev.set(0x05, value)
+        (got,) = bus.transfer(chain([write(0x48, b"\x05"), read(0x48, bits // 8)]))
+        assert got == value.to_bytes(bits // 8, endian), value  # type: ignore[arg-type]

@@ -326,7 +326,11 @@ def _atheris(script: Path, runs: int, max_len: int, artifacts: Path) -> None:
                         "-seed=1", f"-artifact_prefix={artifacts}/"], capture_output=True,
                        text=True, timeout=600, cwd=REPO, check=False)
     out = p.stdout + p.stderr
-    assert p.returncode == 0, f"crashing input saved in {artifacts}\n{out[-3000:]}"
+    # libFuzzer ends with the input's bytes (kilobytes of them): show the Python exception
+    # that made the run fail as well as the tail.
+    why = out.find("=== Uncaught Python exception")
+    shown = (out[why:why + 3000] + "\n...\n" if why >= 0 else "") + out[-3000:]
+    assert p.returncode == 0, f"crashing input saved in {artifacts}\n{shown}"
     assert f"Done {runs} runs" in out
     cov = re.findall(r"DONE\s+cov: (\d+)", out)
     print(f"atheris {script.name}: {runs} inputs, 0 crashes, coverage "

@@ -1,6 +1,7 @@
 """The server's hot-path rewrites count exactly what the general code counted.
 
-The answer budget's moves (one step for a batched RESULT's release and charge,
+The request tally's slot for the request that arrived last (beside its dict of the
+others), the answer budget's moves (one step for a batched RESULT's release and charge,
 conditionals instead of ``max``) and the latency histogram's bucket (a loop
 instead of ``bisect_left``) are checked against the formulas they replaced, over
 many random sequences: a user sees these numbers in the metrics and in refusals.
@@ -11,18 +12,12 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 
-from bridge.server.budget import AnswerBudget
-from bridge.server.stats import LATENCY_BOUNDS
-from bridge.server.tally import bucket
-
-
-class Conn:
-    def __init__(self) -> None:
-        self.owed = 0
-        self.buffered = 0
-
-    def note_buffer(self) -> None:
-        pass  # the test calls the budget's buffer() itself
+from bridge.server.budget import Account, AnswerBudget
+from bridge.server.stats import LATENCY_BOUNDS, ServerStats
+from bridge.server.tally import RequestTally, bucket
+from protocol.errors import ErrorCode
+from protocol.events import Error, I2CRequest
+from protocol.virtio import chain, read, write
 
 
 class Reference:
@@ -65,7 +60,7 @@ def test_budget_moves_match_the_formulas_they_replaced() -> None:
     for _ in range(50):
         total, per_client, floor = (rng.choice([1000, 5000, 20000]), rng.choice([800, 4000]),
                                     rng.choice([0, 500, 2000]))
-        conns = [Conn() for _ in range(3)]
+        conns = [Account() for _ in range(3)]  # its note_buffer() measures nothing
         budget = AnswerBudget(total, per_client, lambda cs=conns: cs, floor=floor)
         ref = Reference(total, per_client, floor)
         reserved: list[tuple[int, int]] = []
@@ -97,3 +92,60 @@ def test_budget_moves_match_the_formulas_they_replaced() -> None:
             assert (budget.used, budget.excess) == (ref.used, ref.excess)
             assert [(x.owed, x.buffered) for x in conns] == \
                 [ref.held.get(i, (0, 0)) for i in range(3)]
+
+
+def test_tally_slot_counts_what_the_dict_alone_counted() -> None:
+    """The request that arrived last waits in the tally's slot, not in its dict: whatever
+    order requests are answered in (RESULTs, ERRORs, the connection closing), every bus
+    counter a user sees is what one pending entry per request gives."""
+    rng = random.Random(23)
+    for _ in range(40):
+        stats = ServerStats()
+        counts = {name: stats.bus("i2c", name) for name in ("1", "2")}
+        tally = RequestTally(stats)
+        pending: dict[int, tuple[str, I2CRequest, bool]] = {}  # id -> bus, frame, still timed
+        want = {name: {"in_flight": 0, "answers": 0, "read": 0, "written": 0}
+                for name in counts}
+        codes: dict[str, int] = {}
+        closed = False
+        next_id = 1
+        for _ in range(200):
+            op = rng.random()
+            if op < 0.45 and not closed:
+                bus = rng.choice(["1", "2", "nope"])
+                n = rng.randint(1, 3)
+                ev = I2CRequest(next_id, bus, tuple(chain([write(0x48, b"\x01" * n),
+                                                           read(0x48, n)])))
+                tally.arrived(ev)
+                if bus in counts:
+                    pending[next_id] = (bus, ev, True)
+                    want[bus]["in_flight"] += 1
+                next_id += 1
+            elif op < 0.8 and pending:
+                rid = rng.choice(list(pending))
+                bus, ev, timed = pending.pop(rid)
+                if timed:
+                    want[bus]["in_flight"] -= 1
+                    want[bus]["answers"] += 1
+                if rng.random() < 0.7:
+                    n = ev.msgs[1].length
+                    tally.result(rid, bytes(2), [b"\x00" * n], [])
+                    want[bus]["read"] += n
+                    want[bus]["written"] += n
+                else:
+                    tally.error(Error(rid, ErrorCode.BUSY, "leased"))
+                    codes[bus] = codes.get(bus, 0) + 1
+            elif op < 0.83 and not closed:
+                tally.close()
+                closed = True
+                for rid, (bus, ev, timed) in pending.items():
+                    if timed:
+                        want[bus]["in_flight"] -= 1
+                    pending[rid] = (bus, ev, False)
+            elif op < 0.9:
+                tally.result(10_000 + next_id, b"", [], [])  # not pending: nothing counts
+            for name, c in counts.items():
+                assert (c.in_flight, sum(c.latency), c.bytes_read, c.bytes_written,
+                        c.by_code.get("busy", 0)) == (
+                    want[name]["in_flight"], want[name]["answers"], want[name]["read"],
+                    want[name]["written"], codes.get(name, 0))

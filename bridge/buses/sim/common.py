@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from protocol.virtio import I2CMsg, SpiTransfer
 
@@ -21,7 +21,7 @@ DEFAULT_LOG_SIZE = 1024
 
 #: A simulated I2C bus offers the GIL to other threads after each read longer than
 #: this (reads are the costly direction: a register map latches value by value).
-YIELD_BYTES = 128
+YIELD_BYTES: Final = 128
 
 
 def let_others_run() -> None:

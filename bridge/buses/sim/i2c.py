@@ -25,7 +25,6 @@ from .common import (
     YIELD_BYTES,
     I2CLogEntry,
     let_others_run,
-    may_stall,
     outcome,
 )
 
@@ -85,6 +84,11 @@ class I2CDevice:
         self.nack = nack
         self.nack_after_bytes = nack_after_bytes
         self.stall_s = stall_s
+        # The class's flags as instance fields: compiled, a ClassVar read on an instance
+        # is a generic attribute lookup, a field a load (the bus reads them per message).
+        cls = type(self)
+        self._ack_hook = cls.custom_ack
+        self._restart_hook = cls.custom_restart
 
     #: Whether the class overrides :meth:`ack` / :meth:`restart`: the bus skips
     #: calling the base class's no-op hooks, once per message, on the hot path.
@@ -162,6 +166,9 @@ class SimI2CBus(I2CBackend):
         self._lock = threading.Lock()
         self._seq = 0
         self._devices: dict[tuple[int, bool], I2CDevice] = {}
+        #: ``_devices`` keyed ``address << 1 | ten_bit``: the transaction's lookup, without
+        #: a tuple to build and hash per message.  ``add`` and ``remove`` keep both.
+        self._by_key: dict[int, I2CDevice] = {}
         for dev in devices:
             self.add(dev)
 
@@ -189,6 +196,7 @@ class SimI2CBus(I2CBackend):
                     )
             for key in keys:
                 self._devices[key] = device
+                self._by_key[key[0] << 1 | key[1]] = device
         return device
 
     def remove(self, address: int, *, ten_bit: bool = False) -> I2CDevice:
@@ -197,6 +205,7 @@ class SimI2CBus(I2CBackend):
             dev = self._devices[(address, ten_bit)]
             for a in dev.addresses():
                 del self._devices[(a, ten_bit)]
+                del self._by_key[a << 1 | ten_bit]
         return dev
 
     def device(self, address: int, *, ten_bit: bool = False) -> I2CDevice:
@@ -225,15 +234,24 @@ class SimI2CBus(I2CBackend):
     @property
     def may_block(self) -> bool:
         """Only simulated wire time and stalls sleep; otherwise a transfer is pure Python."""
-        return may_stall(self.timing, self._devices.values())
+        if self.timing:
+            return True
+        for d in self._by_key.values():  # noqa: SIM110  (may_stall(), typed: field loads)
+            if d.stall_s > 0:
+                return True
+        return False
 
     def wire_time(self, msgs: Sequence[I2CMsg]) -> float | None:
         """With ``timing``, the time a transfer sleeps (its wire time); else None."""
         return i2c_wire_time(msgs, self.frequency_hz) if self.timing else None
 
     def transfer(self, msgs: Sequence[I2CMsg]) -> list[bytes]:
-        with self._lock:
+        lock = self._lock  # acquire/release: compiled, cheaper than the `with` protocol
+        lock.acquire()
+        try:
             return _transact(self, msgs)
+        finally:
+            lock.release()
 
 
 def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
@@ -242,12 +260,14 @@ def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
     reads: list[bytes] = []
     touched: list[I2CDevice] = []
     failure: BusError | None = None
-    devices = bus._devices
+    devices = bus._by_key
+    # A tuple (the server's requests are): compiled, iterating it is native.
+    seq: tuple[I2CMsg, ...] = msgs if isinstance(msgs, tuple) else tuple(msgs)
     try:
-        for i, m in enumerate(msgs):
+        for i, m in enumerate(seq):
             if touched:
                 for d in touched:
-                    if d.custom_restart:
+                    if d._restart_hook:
                         d.restart()
             _run_msg(devices, i, m, touched, reads)
     except BusError as e:
@@ -258,7 +278,7 @@ def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
     bus._seq += 1
     if bus.log.maxlen:
         errno_, index, error = outcome(failure)
-        bus.log.append(I2CLogEntry(bus._seq, tuple(msgs), tuple(reads),
+        bus.log.append(I2CLogEntry(bus._seq, seq, tuple(reads),
                                    errno=errno_, index=index, error=error, t=time.time()))
     if bus.timing:
         time.sleep(i2c_wire_time(msgs, bus.frequency_hz))
@@ -267,16 +287,16 @@ def _transact(bus: SimI2CBus, msgs: Sequence[I2CMsg]) -> list[bytes]:
     return reads
 
 
-def _run_msg(devices: dict[tuple[int, bool], I2CDevice], i: int, m: I2CMsg,
+def _run_msg(devices: dict[int, I2CDevice], i: int, m: I2CMsg,
              touched: list[I2CDevice], reads: list[bytes]) -> None:
-    """One message of a transaction (see :func:`_transact`)."""
-    dev = devices.get((m.addr, m.ten_bit))
+    """One message of a transaction (see :func:`_transact`); ``devices`` is ``_by_key``."""
+    dev = devices.get(m.addr << 1 | m.ten_bit)
     if dev is None:
         raise BusError(errno.ENXIO, "no ACK (no device)", i, reads)
     if dev.stall_s > 0:
         time.sleep(dev.stall_s)
     is_read = bool(m.flags & I2C_FLAGS_M_RD)
-    if dev.nack or (dev.custom_ack and not dev.ack(m.addr, is_read)):
+    if dev.nack or (dev._ack_hook and not dev.ack(m.addr, is_read)):
         why = f"no ACK ({dev.name} NACKed its address)"
         raise BusError(errno.ENXIO, why, i, reads)
     if dev not in touched:

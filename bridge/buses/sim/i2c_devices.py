@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from .i2c import I2CDevice
 
 Endian = Literal["big", "little"]
+
+#: ``bytes([b])`` for every byte value (a register's bytes, built without ``to_bytes``).
+_BYTE: Final[tuple[bytes, ...]] = tuple(bytes([b]) for b in range(256))
 
 
 class BusHooks(Protocol):
@@ -189,6 +192,17 @@ class RegisterMapDevice(I2CDevice):
                 step = self.counters.get(reg)
                 if step is not None:
                     self.registers[reg] = (value + step) & ((1 << bits) - 1)
+        # int.to_bytes, from a table of the 256 one-byte values: compiled, to_bytes is
+        # a generic call with its byte order spelled as a string.
+        if bits == 16:
+            hi = _BYTE[(value >> 8) & 0xFF]
+            lo = _BYTE[value & 0xFF]
+            if self.endian == "big":
+                return hi + lo
+            if self.endian == "little":
+                return lo + hi
+        elif bits == 8 and (self.endian == "big" or self.endian == "little"):
+            return _BYTE[value & 0xFF]
         return (value & ((1 << bits) - 1)).to_bytes(bits >> 3, self.endian)
 
     def _advance(self) -> None:
@@ -199,7 +213,8 @@ class RegisterMapDevice(I2CDevice):
 
     def _end_phase(self) -> None:
         """Close the current write or read: drop a half-written value, step past a read one."""
-        self._wbuf.clear()
+        if self._wbuf:  # a method call, compiled: only when there is something to drop
+            self._wbuf.clear()
         if self._rbuf and self._rpos >= len(self._rbuf):
             self._advance()
         self._rbuf = b""
