@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -201,15 +202,24 @@ def test_run_lease_blocks_a_second_run_until_the_first_command_exits(
                        "--holder", "job 2", "--", sys.executable, "-c",
                        f"import time, pathlib; pathlib.Path({str(started2)!r}).write_text("
                        f"repr(time.time()))")
-        time.sleep(1.5)
+        # Until the second job says it waits (its start-up may take seconds on a busy
+        # machine: a fixed sleep let the first job end before the second asked).
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(second.stderr or ()), daemon=True)
+        reader.start()
+        waiting = 'waiting up to 40 s: busy: i2c bus 1 address 0x50 held by "job 1"'
+        end = time.monotonic() + 60
+        while not any(waiting in line for line in lines):
+            assert time.monotonic() < end, f"the second job never said it waits: {lines}"
+            assert second.poll() is None, f"the second job ended without waiting: {lines}"
+            time.sleep(0.05)
         assert not started2.exists(), "the second job ran while the first held the lease"
         t_go = time.time()
         go.touch()
         assert first.wait(30) == 0
         assert second.wait(30) == 0
+        reader.join(10)
         assert float(started2.read_text()) > t_go
-        err2 = second.stderr.read() if second.stderr else ""
-        assert 'waiting up to 40 s: busy: i2c bus 1 address 0x50 held by "job 1"' in err2
     finally:
         for p in (first, second):
             if p is not None and p.poll() is None:
