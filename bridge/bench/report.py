@@ -30,8 +30,16 @@ def report(figs: dict[str, Figure]) -> tuple[list[str], bool]:
         ok &= bool(m)
         sign = "≤" if f.better == "lower" else "≥"
         lines.append(f"  {f.name:36} {_ratio(r):>7} {sign} {f.target:<4g} x {f.baseline:38} "
-                     f"{'PASS' if m else 'MISS'}")
+                     f"{'PASS' if m else 'MISS'}{_unsure(figs, f)}")
     return lines, ok
+
+
+def _unsure(figs: dict[str, Figure], f: Figure) -> str:
+    """A warning after a verdict whose figure or baseline spread by over 25 % between
+    repetitions: a disturbed floor on a busy machine can turn a miss into a PASS."""
+    base = figs.get(f.baseline)
+    wide = [g.name for g in (f, base) if g is not None and len(g.values) > 1 and g.spread > 0.25]
+    return f" (unsure: {' and '.join(wide)} varied by over 25 %; rerun)" if wide else ""
 
 
 def plot(figs: dict[str, Figure], path: str) -> bool:
