@@ -1,4 +1,4 @@
-"""The native piece of the server's hot path, when it is built, and its pure fallback.
+"""The native pieces of the hot path, when they are built, and their pure fallback.
 
 ``protocol._native`` (``protocol/_native.c``, built only by the compiled build,
 ``BUSBRIDGE_COMPILE=1``) decodes the common I2C request frame and encodes the common
@@ -6,7 +6,8 @@ RESULT in C: about 2k instructions where the pure path (msgpack, then a check pe
 field, then the events) spends about 10k per request (docs/performance.md, "Phase 3").
 It takes only frames of one exact common shape and stops at anything else, which the
 general path then decodes from the same bytes: every refusal keeps its code, message,
-id and fatality.  Without it (no compiler, or the default install) everything runs
+id and fatality.  On a client it decodes the common RESULT the same way (``result_feed``).
+Without it (no compiler, or the default install) everything runs
 as pure Python, as before.
 """
 
@@ -15,16 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from .events import I2CRequest
+from .events import I2CRequest, Result
 from .limits import Limits
 from .virtio import I2CMsg
 
 try:
     from ._native import Decoder as _Decoder
+    from ._native import ResultDecoder as _ResultDecoder
     from ._native import result_body as _c_result_body
     from ._native import result_frame as _c_result_frame
 except ImportError:  # the pure build, or a compiled one without it: the pure path
-    _Decoder = None  # type: ignore[assignment, misc]
+    _Decoder = _ResultDecoder = None  # type: ignore[assignment, misc]
     _c_result_body = _c_result_frame = None  # type: ignore[assignment]
 
 Buffer = bytes | bytearray | memoryview
@@ -46,6 +48,23 @@ def i2c_feed(server: bool, in_flight: set[int], live: set[int], limits: Limits) 
         return None
     return _Decoder(in_flight, live, _msg, _request, limits.max_frame,
                            limits.max_requests, limits.max_i2c_len, limits.max_in_flight).feed
+
+
+def result_feed(in_flight: set[int], expect: dict[int, Any], max_body: int) -> Feed | None:
+    """A client connection's C decoder of common RESULT frames (bodies up to ``max_body``
+    bytes); None without the module.  ``in_flight`` and ``expect`` are the connection's
+    own: the decoder takes each answered id out of the first and pops it from the
+    second, as ``Connection._on_result`` does, and only while it is OPEN (``receive``
+    checks the state).
+    """
+    if _ResultDecoder is None:
+        return None
+    return _ResultDecoder(in_flight, expect, _result, max_body).feed
+
+
+def _result(rid: int, status: bytes, reads: list[bytes], failures: list[Any]) -> Result:
+    """What the C decoder calls to build a Result (a compiled function: see ``_msg``)."""
+    return Result(rid, status, reads, failures)
 
 
 def _msg(addr: int, flags: int, data: bytes, length: int, ten_bit: bool) -> I2CMsg:

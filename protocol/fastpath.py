@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import msgpack
 
+from .accel import result_feed
 from .codec import Buffer, unpack_prefix
 from .connection import Connection
 from .errors import ProtocolError
@@ -131,6 +132,8 @@ class ClientConnection(Connection):
         self._live = self._subs.live  # the same set, for the next_id below
         #: The largest RESULT body receive() decodes itself (no larger than max_frame).
         self._small = min(_MAX_RESULT, limits.max_frame)
+        #: The C decoder of the same frames (protocol/accel.py), None in the pure build.
+        self._cfeed = result_feed(self._in_flight, self._expect, self._small)
 
     def over_limit(self, held: int) -> bool:
         """Whether the server would hold more than its ``max_in_flight`` if every id in
@@ -165,7 +168,8 @@ class ClientConnection(Connection):
         if size <= 4 or self._buf or self._state is not State.OPEN:
             return super().receive(data)
         out: list[Event | ProtocolError] = []
-        pos = 0
+        cfeed = self._cfeed  # the C decoder first, then the frames it leaves
+        pos = 0 if cfeed is None else cfeed(data, 0, out)
         limit = self._small
         while size - pos > 4:
             n: int = unpack_prefix(data, pos)[0]
