@@ -39,7 +39,10 @@ def _modules(name: str) -> list[str]:
 COMPILED = [m.replace(".", "/") + ".py" for m in _modules("HOT_MODULES")]
 #: The compiled build's C extensions (protocol/_native.c: the server's common I2C frame
 #: and RESULT); each is optional at run time, the pure path runs without it.
-NATIVE = [Extension(m, sources=[m.replace(".", "/") + ".c"],
+#: Each is its module's .c file plus the parts in the csrc/ directory beside it.
+NATIVE = [Extension(m, sources=[m.replace(".", "/") + ".c",
+                                *sorted(str(p) for p in Path(m.split(".")[0]).glob("csrc/*.c"))],
+                    depends=sorted(str(p) for p in Path(m.split(".")[0]).glob("csrc/*.h")),
                     extra_compile_args=["-std=gnu11", "-O2", "-Wall"])
           for m in _modules("NATIVE_MODULES")]
 

@@ -200,3 +200,12 @@ def test_classes_are_split_by_responsibility_before_they_grow_past_250_lines() -
            if isinstance(node, ast.ClassDef) and node.end_lineno
            and node.end_lineno - node.lineno + 1 > 250]
     assert not big, big
+
+
+def test_c_sources_of_the_frame_decoders_stay_small_enough_to_read_in_one_sitting() -> None:
+    sources = [ROOT / "protocol" / "_native.c",
+               *sorted((ROOT / "protocol" / "csrc").glob("*.[ch]"))]
+    assert len(sources) >= 3, "protocol._native's parts moved"
+    big = [f"{p.name}: {n} lines" for p in sources
+           if (n := len(p.read_text("utf-8").splitlines())) > 650]
+    assert not big, big

@@ -64,6 +64,17 @@ def _timeval(seconds: float) -> bytes:
     return _TIMEVAL.pack(sec, usec if sec or usec else 1)
 
 
+def _kernel_timeouts(sock: socket.socket, timeout: float) -> bool:
+    """On Linux, make plain TCP ``sock`` block, its waits bounded by the kernel
+    (SO_RCVTIMEO, SO_SNDTIMEO): one ``recv`` per read.  A Python socket timeout polls
+    first, two system calls per read: a tenth of a register read's round trip."""
+    if not sys.platform.startswith("linux"):
+        return False
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+    return True
+
+
 class BlockingClient(SyncClientBase):
     """Bus calls on a blocking socket; see the module docstring for when to prefer it."""
 
@@ -86,13 +97,7 @@ class BlockingClient(SyncClientBase):
             raise ConnectTimeout(_errno.ETIMEDOUT, f"connect to {host}:{port} timed out") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.auth.ssl_context()
-        #: Plain TCP on Linux: the socket blocks, and the kernel bounds each wait
-        #: (SO_RCVTIMEO): one recv per read.  A Python socket timeout polls first,
-        #: two system calls per read: a tenth of a register read's round trip.
-        self._kernel_timeout = ctx is None and sys.platform.startswith("linux")
-        if self._kernel_timeout:
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+        self._kernel_timeout = ctx is None and _kernel_timeouts(sock, self.timeout)
         if ctx is not None:
             try:
                 sock = ctx.wrap_socket(sock, server_hostname=self.auth.server_hostname or host)
