@@ -3,7 +3,7 @@
 ``protocol._native`` (``protocol/_native.c``, built only by the compiled build,
 ``BUSBRIDGE_COMPILE=1``) decodes the common I2C request frame and encodes the common
 RESULT in C: about 2k instructions where the pure path (msgpack, then a check per
-field, then the events) spends about 10k per request (docs/performance.md, "Phase 3").
+field, then the events) spends about 10k per request (docs/performance.md, "Phase 3b").
 It takes only frames of one exact common shape and stops at anything else, which the
 general path then decodes from the same bytes: every refusal keeps its code, message,
 id and fatality.  On a client it decodes the common RESULT the same way (``result_feed``).
