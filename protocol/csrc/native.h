@@ -68,6 +68,37 @@ as_limit(PyObject *o)
     return v;
 }
 
+/* The arguments of a decoder's feed(buf, pos, out): 1 with ``view`` held (release it)
+ * and ``pos`` inside it, or 0 with an exception set.  ``ready``: __init__ ran. */
+static inline int
+feed_args(PyObject *const *args, Py_ssize_t nargs, int ready, const char *what,
+          Py_buffer *view, Py_ssize_t *pos)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "feed(buf, pos, out) takes 3 arguments");
+        return 0;
+    }
+    if (!ready) {
+        PyErr_Format(PyExc_RuntimeError, "%s not initialised", what);
+        return 0;
+    }
+    if (!PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "out must be a list");
+        return 0;
+    }
+    *pos = PyLong_AsSsize_t(args[1]);
+    if (*pos == -1 && PyErr_Occurred())
+        return 0;
+    if (PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0)
+        return 0;
+    if (*pos < 0 || *pos > view->len) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
+        return 0;
+    }
+    return 1;
+}
+
 /* i2c_frames.c: the server's common I2C request frames, and its common RESULT. */
 extern PyTypeObject bb_DecoderType;
 PyObject *bb_result_body(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);

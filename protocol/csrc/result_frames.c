@@ -180,32 +180,13 @@ ResultDecoder_dealloc(ResultDecoder *self)
 static PyObject *
 ResultDecoder_feed(ResultDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "feed(buf, pos, out) takes 3 arguments");
-        return NULL;
-    }
-    if (self->in_flight == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ResultDecoder not initialised");
-        return NULL;
-    }
-    PyObject *out = args[2];
-    if (!PyList_Check(out)) {
-        PyErr_SetString(PyExc_TypeError, "out must be a list");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Py_ssize_t pos;
+    if (!feed_args(args, nargs, self->in_flight != NULL, "ResultDecoder", &view, &pos))
         return NULL;
+    PyObject *out = args[2];
     const unsigned char *buf = (const unsigned char *)view.buf;
     Py_ssize_t size = view.len;
-    if (pos < 0 || pos > size) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
-        return NULL;
-    }
     ResultFrame f;
     while (size - pos >= 4) {
         const unsigned char *p = buf + pos;
